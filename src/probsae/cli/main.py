@@ -1,0 +1,55 @@
+"""``probsae`` entry point. Each subcommand lives in its own module exposing
+``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import ProbSAEError
+
+# Subcommand modules, in the order ``--help`` lists them.
+SUBCOMMANDS = [
+    "train", "eval", "cache", "sweep", "report", "autointerp", "dashboard", "export", "import_",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="probsae",
+        description="Train and evaluate (Probabilistic TopK) sparse autoencoders on language-model activations.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(f"probsae.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"probsae.cli.{name}":
+                continue  # not built yet
+            raise
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except ProbSAEError as e:
+        print(f"probsae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"probsae {args.command}: interrupted (a run directory resumes from its last checkpoint)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

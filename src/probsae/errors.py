@@ -1,0 +1,18 @@
+"""Exception types. Every error probsae raises on bad input is a subclass of ``ProbSAEError``
+(itself a ``ValueError``) and its message names the problem and the offending value."""
+
+
+class ProbSAEError(ValueError):
+    """Base class of probsae's input and configuration errors."""
+
+
+class ConfigError(ProbSAEError):
+    """An unknown architecture, an unknown or invalid hyperparameter, an inconsistent config."""
+
+
+class InputError(ProbSAEError):
+    """Activations of the wrong shape or dtype, or containing NaN/inf."""
+
+
+class SAEFileError(ProbSAEError):
+    """A saved SAE or checkpoint that is missing, corrupt or does not match its config."""

@@ -1,0 +1,65 @@
+"""Typed configs shared by all architectures. Each architecture adds its own fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..errors import ConfigError
+from .normalization import NORMALIZATIONS
+
+
+@dataclass
+class SAEConfig:
+    """Fields every SAE has."""
+
+    d_in: int
+    """Width of the input activations (the model's hidden size)."""
+    d_sae: int
+    """Number of latents (dictionary size). The paper uses 16 × d_in."""
+    normalize: str = "unit"
+    """Input normalisation: 'unit' (paper: per token subtract the mean over the hidden dimension,
+    scale to unit L2 norm), 'scalar' (one factor fitted so that E‖x‖² = d_in) or 'none'."""
+    seed: int = 0
+    """Seed of the weight initialisation (the same seed gives the same initial weights)."""
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first invalid field."""
+        for name in ("d_in", "d_sae"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass
+class TopKConfig(SAEConfig):
+    """Fields of the TopK family (exactly/averagely K active latents per token)."""
+
+    k: int = 32
+    """Number of latents kept per token."""
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise ConfigError(f"k must be a positive integer, got {self.k!r}")
+        if self.k > self.d_sae:
+            raise ConfigError(f"k={self.k} is larger than d_sae={self.d_sae}")
+
+
+def positive(name: str, value: float, allow_zero: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is a positive (or non-negative) number."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        kind = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"{name} must be a {kind} number, got {value!r}")
+
+
+def choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"{name} must be one of {options}, got {value!r}")

@@ -1,0 +1,97 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024b).
+
+    π = W_enc (x − b_dec) + b_enc;  f = π ⊙ H(π − θ);  L = ‖x − x̂‖² + λ Σ_i H(π_i − θ_i)
+
+θ = exp(log_threshold) per latent. H has zero gradient, so θ learns through straight-through
+pseudo-derivatives with a rectangle kernel K of bandwidth ε:
+    ∂f/∂θ = −(θ/ε) K((π − θ)/ε),   ∂H/∂θ = −(1/ε) K((π − θ)/ε).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .base import SAE
+from .config import SAEConfig, positive
+from .output import SAEOutput
+from .registry import register
+
+
+def rectangle(u: Tensor) -> Tensor:
+    """K(u) = 1[|u| < 1/2]."""
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
+        theta = log_threshold.exp()
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_pre = grad * (pre > theta).to(pre.dtype)
+        grad_theta = (-(theta / eps) * rectangle((pre - theta) / eps) * grad).sum(0)
+        return grad_pre, grad_theta * theta, None  # chain rule through θ = exp(log θ)
+
+
+class _Step(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
+        theta = log_threshold.exp()
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_theta = (-(1.0 / eps) * rectangle((pre - theta) / eps) * grad).sum(0)
+        return None, grad_theta * theta, None
+
+
+@dataclass
+class JumpReLUConfig(SAEConfig):
+    l0_coeff: float = 1e-3
+    """λ of the L0 penalty Σ H(π − θ)."""
+    threshold_init: float = 1e-3
+    """Initial threshold θ of every latent."""
+    bandwidth: float = 1e-3
+    """ε, the width of the rectangle kernel of the straight-through gradients."""
+
+    def validate(self) -> None:
+        super().validate()
+        positive("l0_coeff", self.l0_coeff, allow_zero=True)
+        positive("threshold_init", self.threshold_init)
+        positive("bandwidth", self.bandwidth)
+
+
+@register
+class JumpReLUSAE(SAE):
+    architecture = "jumprelu"
+    config_class = JumpReLUConfig
+
+    def __init__(self, cfg: JumpReLUConfig):
+        super().__init__(cfg)
+        self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.threshold_init)))
+
+    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+        pre = self.pre_acts(x_n)
+        f = _JumpReLU.apply(pre, self.log_threshold, self.cfg.bandwidth)
+        recon = self.decode_normalized(f)
+        l0 = _Step.apply(pre, self.log_threshold, self.cfg.bandwidth).sum(-1).mean()
+        losses = {"mse": self.mse(recon, x_n), "l0": self.cfg.l0_coeff * l0}
+        return SAEOutput(recon, None, losses, recon, x_n, dense_codes=f)
+
+    def encode_normalized(self, x_n: Tensor) -> Tensor:
+        pre = self.pre_acts(x_n)
+        return pre * (pre > self.log_threshold.exp())

@@ -1,0 +1,52 @@
+"""The value every SAE's forward returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class SAEOutput:
+    """Result of ``sae(x)``.
+
+    ``recon`` is in the input's (raw) scale; ``recon_normalized`` and ``x_normalized`` are on the
+    SAE's working scale, where the paper's metrics are computed. Sparse architectures fill
+    ``top_values``/``top_indices`` (B, K) and build the dense ``codes`` only when asked.
+    """
+
+    recon: Tensor
+    loss: Tensor
+    losses: dict[str, Tensor]
+    recon_normalized: Tensor
+    x_normalized: Tensor
+    top_values: Tensor | None = None
+    top_indices: Tensor | None = None
+    dense_codes: Tensor | None = None
+    aux: dict[str, Tensor] = field(default_factory=dict)
+    d_sae: int = 0
+
+    @property
+    def codes(self) -> Tensor:
+        """Dense codes (B, d_sae)."""
+        if self.dense_codes is None:
+            assert self.top_values is not None and self.top_indices is not None
+            dense = self.top_values.new_zeros(*self.top_values.shape[:-1], self.d_sae)
+            self.dense_codes = dense.scatter(-1, self.top_indices, self.top_values)
+        return self.dense_codes
+
+    def fired(self) -> Tensor:
+        """Bool mask (d_sae,) of latents with a non-zero code for any token of the batch."""
+        if self.top_indices is not None and self.dense_codes is None:
+            mask = torch.zeros(self.d_sae, dtype=torch.bool, device=self.top_indices.device)
+            idx = self.top_indices.reshape(-1)[self.top_values.reshape(-1) != 0]
+            return mask.index_fill_(0, idx, True)
+        return (self.codes != 0).reshape(-1, self.d_sae).any(0)
+
+    def l0(self) -> Tensor:
+        """Mean number of non-zero codes per token."""
+        if self.top_values is not None and self.dense_codes is None:
+            return (self.top_values != 0).sum(-1).float().mean()
+        return (self.codes != 0).sum(-1).float().mean()

@@ -1,0 +1,120 @@
+"""Probabilistic TopK SAE (the paper, eq. 6–8).
+
+    a = W_enc (x − b_dec)                                  (no encoder bias)
+    z = σ((LayerNorm(a) + log u − log(1 − u)) / β)         u ~ U(0,1), training only
+    s = z + λ_mag |a|;   m = TopK(s)
+    x̂ = W_dec (m ⊙ a) + b_dec                              (codes: signed a at the selected latents)
+
+Inference drops the noise: z = σ(LayerNorm(a)/β). β is a buffer set by ``on_train_step``
+(held at β_0 during warm-up, then exponential decay to β_T), so it is saved with the SAE.
+With the hard TopK mask no gradient reaches z (the paper's literal model); ``straight_through``
+is an opt-in variant that passes the gate's gradient through the selected codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..kernels import logistic_noise, sparse_decode
+from ..schedules import exp_anneal
+from .base import SAE
+from .config import TopKConfig, choice, positive
+from .output import SAEOutput
+from .registry import register
+
+GATES = ("concrete", "sigmoid")
+
+
+@dataclass
+class ProbTopKConfig(TopKConfig):
+    lambda_mag: float = 1e-4
+    """Weight of |a| in the selection score s = z + λ_mag|a| (0 = the paper's 'w/o magnitude')."""
+    layernorm: bool = True
+    """LayerNorm (with affine parameters) over the latents before the gate ('w/o LayerNorm' = False)."""
+    gate: str = "concrete"
+    """'concrete' (Binary Concrete: logistic noise in training) or 'sigmoid' (no noise: the ablation)."""
+    beta_start: float = 5.0
+    """Gate temperature β_0, held during LR warm-up."""
+    beta_end: float = 1e-4
+    """Final temperature β_T reached at the last training step."""
+    anneal: bool = True
+    """Anneal β from beta_start to beta_end; False keeps β fixed at beta_start."""
+    straight_through: bool = False
+    """Opt-in: codes a·(1 + z − sg(z)) so the gate and LayerNorm get gradient (not in the paper)."""
+
+    def validate(self) -> None:
+        super().validate()
+        positive("lambda_mag", self.lambda_mag, allow_zero=True)
+        positive("beta_start", self.beta_start)
+        positive("beta_end", self.beta_end)
+        choice("gate", self.gate, GATES)
+
+
+@register
+class ProbTopKSAE(SAE):
+    architecture = "prob_topk"
+    config_class = ProbTopKConfig
+    has_encoder_bias = False
+
+    def __init__(self, cfg: ProbTopKConfig):
+        super().__init__(cfg)
+        if cfg.layernorm:
+            self.ln_weight = nn.Parameter(torch.ones(cfg.d_sae))
+            self.ln_bias = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.register_buffer("beta", torch.tensor(float(cfg.beta_start)))
+        self.noise_generator: torch.Generator | None = None
+
+    def gate_logits(self, a: Tensor) -> Tensor:
+        """LayerNorm(a) (or a itself without LayerNorm): the gate's log-odds before temperature."""
+        if self.cfg.layernorm:
+            return F.layer_norm(a, (self.d_sae,), self.ln_weight, self.ln_bias)
+        return a
+
+    def gate(self, a: Tensor, noisy: bool) -> Tensor:
+        """z = σ((logits + logistic noise) / β); the noise only when ``noisy``."""
+        logits = self.gate_logits(a)
+        if noisy:
+            logits = logits + logistic_noise(logits, self.noise_generator)
+        return torch.sigmoid(logits / self.beta)
+
+    def select(self, a: Tensor, noisy: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns (codes at the selected latents, their indices, the gate values there)."""
+        z = self.gate(a, noisy)
+        score = z + self.cfg.lambda_mag * a.abs() if self.cfg.lambda_mag else z
+        indices = score.topk(self.cfg.k, dim=-1, sorted=False).indices
+        values = a.gather(-1, indices)
+        z_sel = z.gather(-1, indices)
+        if self.cfg.straight_through:
+            values = values * (1.0 + z_sel - z_sel.detach())
+        return values, indices, z_sel
+
+    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+        a = self.pre_acts(x_n)
+        noisy = self.training and self.cfg.gate == "concrete"
+        values, indices, z_sel = self.select(a, noisy)
+        recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
+        return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n,
+                         top_values=values, top_indices=indices, aux={"gate_selected": z_sel.detach()})
+
+    def encode_normalized(self, x_n: Tensor) -> Tensor:
+        a = self.pre_acts(x_n)
+        values, indices, _ = self.select(a, noisy=False)
+        return torch.zeros_like(a).scatter(-1, indices, values)
+
+    @torch.no_grad()
+    def gate_probs(self, x: Tensor) -> Tensor:
+        """Deterministic gate probabilities σ(LayerNorm(a)/β) (..., d_sae) of raw activations:
+        the per-latent confidence the paper studies."""
+        lead = x.shape[:-1]
+        x_n, _ = self.normalizer(self._check(x).reshape(-1, self.d_in))
+        return self.gate(self.pre_acts(x_n), noisy=False).reshape(*lead, self.d_sae)
+
+    def on_train_step(self, step: int, total_steps: int, warmup_steps: int) -> dict[str, float]:
+        cfg = self.cfg
+        beta = exp_anneal(step, total_steps, warmup_steps, cfg.beta_start, cfg.beta_end) if cfg.anneal else cfg.beta_start
+        self.beta.fill_(beta)
+        return {"beta": beta}

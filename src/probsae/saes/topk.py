@@ -1,0 +1,71 @@
+"""TopK SAE (Gao et al. 2025): keep the K largest pre-activations (ReLU on the kept values).
+Optional AuxK loss on dead latents (off by default, as in the paper's baseline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..kernels import sparse_decode
+from .base import SAE
+from ..errors import ConfigError
+from .config import TopKConfig, positive
+from .output import SAEOutput
+from .registry import register
+
+
+@dataclass
+class TopKSAEConfig(TopKConfig):
+    aux_k: int = 0
+    """Latents used by the AuxK loss (Gao et al. use d_in/2); 0 turns AuxK off (paper's baseline)."""
+    aux_coeff: float = 1.0 / 32
+    """Weight of the AuxK loss."""
+
+    def validate(self) -> None:
+        super().validate()
+        positive("aux_coeff", self.aux_coeff, allow_zero=True)
+        if not isinstance(self.aux_k, int) or self.aux_k < 0:
+            raise ConfigError(f"aux_k must be a non-negative integer, got {self.aux_k!r}")
+
+
+@register
+class TopKSAE(SAE):
+    architecture = "topk"
+    config_class = TopKSAEConfig
+
+    def select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return values.relu(), indices
+
+    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+        pre = self.pre_acts(x_n)
+        values, indices = self.select(pre)
+        recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
+        losses = {"mse": self.mse(recon, x_n)}
+        if self.cfg.aux_k > 0 and self.training and dead_mask is not None:
+            aux = auxk_loss(pre, x_n - recon.detach(), dead_mask, self.cfg.aux_k, self.W_dec)
+            if aux is not None:
+                losses["auxk"] = self.cfg.aux_coeff * aux
+        return SAEOutput(recon, None, losses, recon, x_n, top_values=values, top_indices=indices)
+
+    def encode_normalized(self, x_n: Tensor) -> Tensor:
+        values, indices = self.select(self.pre_acts(x_n))
+        return torch.zeros_like(x_n[:, :1].expand(-1, self.d_sae)).scatter(1, indices, values)
+
+
+def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_dec: Tensor) -> Tensor | None:
+    """Gao et al.'s AuxK: reconstruct the residual from the top ``aux_k`` dead latents,
+    normalised by the residual's variance. None when no latent is dead."""
+    n_dead = int(dead_mask.sum())
+    if n_dead == 0:
+        return None
+    k = min(aux_k, n_dead)
+    masked = pre.masked_fill(~dead_mask, float("-inf"))
+    values, indices = masked.topk(k, dim=-1, sorted=False)
+    recon = sparse_decode(values.relu(), indices, W_dec)
+    err = (recon - residual).pow(2).sum(-1).mean()
+    var = (residual - residual.mean(0)).pow(2).sum(-1).mean()
+    loss = err / var.clamp_min(1e-12)
+    return torch.nan_to_num(loss, nan=0.0, posinf=0.0)
