@@ -1,0 +1,355 @@
+"""On-disk sharded activation store.
+
+Layout of a cache directory::
+
+    manifest.json            metadata + shard list (written atomically after every shard)
+    shard_00000.safetensors  one tensor "activations", shape (n_tokens_in_shard, d_model)
+    shard_00001.safetensors
+    ...
+
+Shards are safetensors files: they carry their dtype and shape in a header (checked on read),
+support bfloat16 (``.npy`` does not), and load memory-mapped. Raw activations are stored;
+normalisation belongs to the SAE. See docs/DATA.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from probsae.data.errors import CacheError
+from probsae.data.extract import ActivationStream
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+TENSOR_KEY = "activations"
+NORMALISATION_NOTE = ("raw activations at the hook point; no normalisation applied "
+                      "(input normalisation belongs to the SAE)")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _dtype_name(dtype: torch.dtype | str) -> str:
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise CacheError(f"unsupported cache dtype {dtype!r}: use one of {sorted(_DTYPES)}")
+        return dtype
+    for k, v in _DTYPES.items():
+        if v == dtype:
+            return k
+    raise CacheError(f"unsupported cache dtype {dtype}: use one of {sorted(_DTYPES)}")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("probsae")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    if not root.is_dir():
+        raise CacheError(f"activation cache {root} does not exist (or is not a directory)")
+    mp = root / MANIFEST
+    if not mp.is_file():
+        raise CacheError(f"activation cache {root} has no {MANIFEST}: not a cache, or extraction "
+                         "never finished a shard")
+    try:
+        man = json.loads(mp.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CacheError(f"{mp} is corrupt (not valid JSON: {e})") from e
+    need = ("format_version", "d_model", "dtype", "shards", "n_tokens", "model", "hook")
+    missing = [k for k in need if k not in man] if isinstance(man, dict) else list(need)
+    if missing:
+        raise CacheError(f"{mp} is corrupt: missing fields {missing}")
+    return man
+
+
+def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str | Path,
+                meta: dict[str, Any], shard_tokens: int = 1 << 16,
+                dtype: torch.dtype | str = torch.float32, resume: bool = True,
+                overwrite: bool = False) -> "ActivationCache":
+    """Write activations from ``stream`` into a sharded cache at ``out_dir`` and return it.
+
+    Args:
+        stream: an :class:`ActivationStream` (resumable) or any iterable of (N, d) tensors.
+        out_dir: cache directory (created).
+        meta: provenance stored in the manifest: at least ``model`` and ``hook``; usually also
+            ``corpus``, ``context_length``, ``split``. On resume it must equal the stored one.
+        shard_tokens: target tokens per shard; shards close at the first batch boundary at or past
+            it, so a resumed run restarts exactly after the last finished shard's windows.
+        dtype: storage dtype (float32, float16 or bfloat16).
+        resume: continue a partial cache in ``out_dir`` (needs a resumable stream).
+        overwrite: delete an existing cache in ``out_dir`` first.
+
+    Each shard is written to a temporary file and renamed into place, and the manifest is
+    rewritten (atomically) after every shard, so a killed run loses at most one shard of work.
+    """
+    root = Path(out_dir)
+    dname = _dtype_name(dtype)
+    for k in ("model", "hook"):
+        if k not in meta:
+            raise CacheError(f"build_cache: meta must contain {k!r}")
+    if shard_tokens < 1:
+        raise CacheError(f"shard_tokens must be >= 1, got {shard_tokens}")
+    root.mkdir(parents=True, exist_ok=True)
+    mp = root / MANIFEST
+    if mp.exists() and overwrite:
+        for f in root.glob("shard_*.safetensors*"):
+            f.unlink()
+        mp.unlink()
+    man: dict[str, Any]
+    if mp.exists():
+        if not resume:
+            raise CacheError(f"{root} already holds a cache; pass resume=True to continue it or "
+                             "overwrite=True to replace it")
+        man = _read_manifest(root)
+        for k, v in meta.items():
+            if k in man["meta"] and json.loads(json.dumps(v)) != man["meta"][k]:
+                raise CacheError(f"cannot resume {root}: meta {k!r} is {man['meta'][k]!r} on disk "
+                                 f"but {v!r} now")
+        if man["dtype"] != dname:
+            raise CacheError(f"cannot resume {root}: stored dtype {man['dtype']}, requested {dname}")
+        if man.get("complete"):
+            return ActivationCache(root)
+        if man["shards"] and not (isinstance(stream, ActivationStream) and stream.resumable):
+            raise CacheError(f"cannot resume {root}: the stream is not resumable (build it with "
+                             "ActivationStream.from_corpus), or pass overwrite=True")
+    else:
+        man = {"format_version": FORMAT_VERSION, "model": str(meta["model"]),
+               "hook": str(meta["hook"]), "d_model": None, "dtype": dname, "n_tokens": 0,
+               "n_windows": 0, "shards": [], "complete": False, "meta": json.loads(json.dumps(meta)),
+               "normalisation": NORMALISATION_NOTE, "probsae_version": _version(),
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated": None}
+    # Stray temporaries of a killed run are garbage.
+    for f in root.glob("*.tmp"):
+        f.unlink()
+
+    if isinstance(stream, ActivationStream):
+        batches: Iterable[Any] = stream.batches(skip_windows=man["n_windows"],
+                                                tokens_done=man["n_tokens"])
+    else:
+        batches = stream
+
+    buf: list[torch.Tensor] = []
+    n_buf = 0
+    windows_end = man["n_windows"]
+
+    def flush() -> None:
+        nonlocal buf, n_buf
+        x = torch.cat(buf).to(_DTYPES[dname]).contiguous()
+        if man["d_model"] is None:
+            man["d_model"] = int(x.shape[1])
+        name = f"shard_{len(man['shards']):05d}.safetensors"
+        tmp = root / (name + ".tmp")
+        save_file({TENSOR_KEY: x}, str(tmp))
+        os.replace(tmp, root / name)
+        man["shards"].append({"file": name, "n_tokens": int(x.shape[0]),
+                              "bytes": (root / name).stat().st_size,
+                              "sha256": _sha256(root / name), "windows_end": windows_end})
+        man["n_tokens"] += int(x.shape[0])
+        man["n_windows"] = windows_end
+        man["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        _write_json_atomic(mp, man)
+        buf, n_buf = [], 0
+
+    for b in batches:
+        acts = b.acts if not torch.is_tensor(b) else b
+        if torch.is_tensor(b):
+            windows_end += 1
+        else:
+            windows_end = b.windows_end
+        if acts.dim() != 2:
+            raise CacheError(f"build_cache: activations must be (N, d), got {tuple(acts.shape)}")
+        d = man["d_model"] if man["d_model"] is not None else (buf[0].shape[1] if buf else None)
+        if d is not None and acts.shape[1] != d:
+            raise CacheError(f"build_cache: activation width {acts.shape[1]} != d_model {d}")
+        if acts.shape[0]:
+            buf.append(acts.detach().cpu())
+            n_buf += acts.shape[0]
+        if n_buf >= shard_tokens:
+            flush()
+    if n_buf:
+        flush()
+    if not man["n_tokens"]:
+        raise CacheError(f"build_cache: the stream produced no activations for {root}")
+    man["complete"] = True
+    _write_json_atomic(mp, man)
+    return ActivationCache(root)
+
+
+@dataclass(frozen=True)
+class _Shard:
+    file: str
+    n_tokens: int
+    bytes: int
+    sha256: str | None
+
+
+class ActivationCache:
+    """Read access to a cache written by :func:`build_cache`.
+
+    Args:
+        path: cache directory.
+        model / hook / d_model: if given, must match the manifest (else :class:`CacheError`).
+        allow_incomplete: accept a cache whose extraction has not finished.
+        verify: check every shard's size and sha256 now (slow for big caches); without it the
+            size and safetensors header are checked when each shard is opened.
+        shards: restrict to these shard indices (used by :meth:`split`).
+    """
+
+    def __init__(self, path: str | Path, model: str | None = None, hook: str | None = None,
+                 d_model: int | None = None, allow_incomplete: bool = False, verify: bool = False,
+                 shards: list[int] | None = None) -> None:
+        self.path = Path(path)
+        self.manifest = _read_manifest(self.path)
+        m = self.manifest
+        for key, want in (("model", model), ("hook", hook), ("d_model", d_model)):
+            if want is not None and str(m[key]) != str(want):
+                raise CacheError(f"cache {self.path} holds {key} {m[key]!r}, but {want!r} was "
+                                 "requested")
+        if not m.get("complete", False) and not allow_incomplete:
+            raise CacheError(f"cache {self.path} is incomplete ({m['n_tokens']} tokens so far): "
+                             "resume the extraction, or pass allow_incomplete=True")
+        if m["dtype"] not in _DTYPES:
+            raise CacheError(f"cache {self.path}: unknown dtype {m['dtype']!r} in manifest")
+        all_shards = [_Shard(s["file"], int(s["n_tokens"]), int(s["bytes"]), s.get("sha256"))
+                      for s in m["shards"]]
+        idx = list(range(len(all_shards))) if shards is None else list(shards)
+        self._index = idx
+        self.shards = [all_shards[i] for i in idx]
+        for s in self.shards:
+            p = self.path / s.file
+            if not p.is_file():
+                raise CacheError(f"cache {self.path}: shard {s.file} is missing")
+            if p.stat().st_size != s.bytes:
+                raise CacheError(f"cache {self.path}: shard {s.file} has {p.stat().st_size} bytes, "
+                                 f"manifest says {s.bytes} (truncated or replaced)")
+            if verify and s.sha256 and _sha256(p) != s.sha256:
+                raise CacheError(f"cache {self.path}: shard {s.file} fails its sha256 check")
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in this cache (or view)."""
+        return sum(s.n_tokens for s in self.shards)
+
+    @property
+    def d_in(self) -> int:
+        """Activation width (the SAE's input dimension)."""
+        return int(self.manifest["d_model"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Storage dtype."""
+        return _DTYPES[self.manifest["dtype"]]
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    def n_batches(self, batch_size: int, epochs: int = 1, drop_last: bool = False) -> int:
+        """Number of batches :meth:`iter_batches` yields with these arguments."""
+        total = self.n_tokens * epochs
+        return total // batch_size if drop_last else math.ceil(total / batch_size)
+
+    def __repr__(self) -> str:
+        return (f"ActivationCache({str(self.path)!r}, model={self.manifest['model']!r}, "
+                f"hook={self.manifest['hook']!r}, n_tokens={self.n_tokens}, d_in={self.d_in}, "
+                f"dtype={self.manifest['dtype']}, shards={len(self.shards)})")
+
+    # -- reading -----------------------------------------------------------------------------
+    def load_shard(self, i: int) -> torch.Tensor:
+        """Shard ``i`` of this view as a tensor in the storage dtype, checked against the manifest."""
+        s = self.shards[i]
+        p = self.path / s.file
+        try:
+            t = load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CacheError(f"cache {self.path}: shard {s.file} is corrupt ({e})") from e
+        if TENSOR_KEY not in t:
+            raise CacheError(f"cache {self.path}: shard {s.file} has no tensor {TENSOR_KEY!r}")
+        x = t[TENSOR_KEY]
+        if tuple(x.shape) != (s.n_tokens, self.d_in):
+            raise CacheError(f"cache {self.path}: shard {s.file} has shape {tuple(x.shape)}, "
+                             f"manifest says ({s.n_tokens}, {self.d_in})")
+        if x.dtype != self.dtype:
+            raise CacheError(f"cache {self.path}: shard {s.file} has dtype {x.dtype}, manifest "
+                             f"says {self.manifest['dtype']}")
+        return x
+
+    def iter_batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, epochs: int = 1,
+                     dtype: torch.dtype = torch.float32, buffer_shards: int = 4,
+                     drop_last: bool = False, device: str | torch.device = "cpu"
+                     ) -> Iterator[torch.Tensor]:
+        """Yield (batch_size, d_in) tensors, ``epochs`` passes over the cache.
+
+        With ``shuffle``, shards are visited in a random order (per epoch) and tokens are shuffled
+        within a buffer of ``buffer_shards`` shards; at most ``buffer_shards`` shards (plus one
+        partial batch) are in memory. Without it, tokens come in storage order. Deterministic for
+        a given ``seed``. The last batch of the run may be short unless ``drop_last``.
+        """
+        if batch_size < 1:
+            raise CacheError(f"batch_size must be >= 1, got {batch_size}")
+        gen = torch.Generator().manual_seed(seed)
+        carry: torch.Tensor | None = None
+        for _ in range(epochs):
+            order = torch.randperm(len(self.shards), generator=gen).tolist() if shuffle \
+                else list(range(len(self.shards)))
+            step = max(1, buffer_shards) if shuffle else 1
+            for g in range(0, len(order), step):
+                parts = [self.load_shard(i) for i in order[g:g + step]]
+                if carry is not None:
+                    parts.insert(0, carry)
+                x = torch.cat(parts) if len(parts) > 1 else parts[0]
+                if shuffle:
+                    x = x.index_select(0, torch.randperm(x.shape[0], generator=gen))
+                n_full = (x.shape[0] // batch_size) * batch_size
+                for s in range(0, n_full, batch_size):
+                    yield x[s:s + batch_size].to(device=device, dtype=dtype)
+                carry = x[n_full:] if n_full < x.shape[0] else None
+        if carry is not None and carry.shape[0] and not drop_last:
+            yield carry.to(device=device, dtype=dtype)
+
+    def split(self, holdout_fraction: float) -> tuple["ActivationCache", "ActivationCache"]:
+        """Split into (train, holdout) views over disjoint shards: the last
+        ``ceil(holdout_fraction * n_shards)`` shards are held out. Needs >= 2 shards.
+
+        For a held-out set of documents never seen in training, prefer building a separate cache
+        from ``split_documents(corpus, "holdout")``; this split holds out whole shards, i.e.
+        contiguous runs of windows.
+        """
+        n = len(self.shards)
+        if not 0 < holdout_fraction < 1:
+            raise CacheError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+        if n < 2:
+            raise CacheError(f"cache {self.path} has {n} shard(s); splitting needs at least 2 "
+                             "(rebuild with a smaller shard_tokens)")
+        k = min(n - 1, max(1, math.ceil(holdout_fraction * n)))
+        kw = dict(allow_incomplete=True)
+        return (ActivationCache(self.path, shards=self._index[: n - k], **kw),
+                ActivationCache(self.path, shards=self._index[n - k:], **kw))

@@ -1,0 +1,79 @@
+"""Tiny random-weight models and a tiny tokenizer, for tests and smoke runs (nothing downloaded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from probsae.data.models import ModelHandle, minilm_path
+
+#: Words of the tiny word-level tokenizer (plus ``<unk>`` and ``<|endoftext|>``).
+TINY_WORDS: tuple[str, ...] = tuple(
+    "the a an of to in and or is are was be it this that for on with as by at from not but if "
+    "then else def class return import module function value list dict set string number true "
+    "false none self object type error file line data model token layer python code test".split())
+
+FAMILIES = ("gpt2", "qwen3", "bert")
+
+#: A few short documents in the tiny tokenizer's vocabulary (no ``<unk>``), for tests.
+TINY_DOCS: tuple[str, ...] = (
+    "the model is a test of the data",
+    "def return value of the list and the dict",
+    "import module then class object type error",
+    "python code for the token layer is not none",
+    "a file line with data and a number",
+)
+
+
+def tiny_tokenizer() -> Any:
+    """A word-level fast tokenizer, GPT-2 style: ``<|endoftext|>`` is BOS and EOS, no PAD."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<|endoftext|>": 1}
+    for w in TINY_WORDS:
+        vocab.setdefault(w, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>",
+                                   bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   model_max_length=64)
+
+
+def bert_tokenizer() -> Any:
+    """The bundled MiniLM (BERT uncased) tokenizer: [CLS]/[SEP]/[PAD], vocab 30522."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm_path()))
+
+
+def tiny_model(family: str = "gpt2", n_layers: int = 3, d_model: int = 32, seed: int = 0,
+               max_positions: int = 64) -> ModelHandle:
+    """A random-weight model of ``family`` (``gpt2``, ``qwen3`` causal LMs; ``bert`` encoder)."""
+    import transformers as T
+
+    torch.manual_seed(seed)
+    if family == "bert":
+        tok = bert_tokenizer()
+        cfg = T.BertConfig(num_hidden_layers=n_layers, hidden_size=d_model,
+                           intermediate_size=2 * d_model, num_attention_heads=2,
+                           vocab_size=tok.vocab_size, max_position_embeddings=max_positions)
+        model = T.BertModel(cfg)
+    elif family in ("gpt2", "qwen3"):
+        tok = tiny_tokenizer()
+        v = len(tok)
+        if family == "gpt2":
+            cfg = T.GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=2, vocab_size=v,
+                               n_positions=max_positions, bos_token_id=1, eos_token_id=1)
+            model = T.GPT2LMHeadModel(cfg)
+        else:
+            cfg = T.Qwen3Config(num_hidden_layers=n_layers, hidden_size=d_model,
+                                intermediate_size=2 * d_model, num_attention_heads=2,
+                                num_key_value_heads=1, head_dim=d_model // 2, vocab_size=v,
+                                max_position_embeddings=max_positions, bos_token_id=1,
+                                eos_token_id=1, pad_token_id=None)
+            model = T.Qwen3ForCausalLM(cfg)
+    else:
+        raise ValueError(f"tiny_model: family must be one of {FAMILIES}, got {family!r}")
+    return ModelHandle.from_model(model.eval(), tok, name=f"tiny-{family}")

@@ -1,0 +1,1 @@
+"""Evaluation of SAEs: reconstruction metrics (``metrics``) and downstream CE/KL (``downstream``)."""

@@ -1,0 +1,14 @@
+import os
+
+import pytest
+import torch
+
+# Tests use tiny tensors: one intra-op thread is faster and avoids oversubscribing small CI boxes.
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def rng():
+    return torch.Generator().manual_seed(1234)

@@ -1,0 +1,133 @@
+"""The training loop: learning, several SAEs on one stream, logs, resume after a kill."""
+
+import json
+
+import pytest
+import torch
+
+import probsae
+from probsae.errors import ConfigError, InputError
+from probsae.training.member import Member
+
+
+def data(n=2048, d=16, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) + 2.0
+
+
+def cfg(**kw):
+    base = dict(steps=30, batch_size=64, lr=3e-3, warmup_steps=5, progress=False, log_every=10)
+    base.update(kw)
+    return probsae.TrainConfig(**base)
+
+
+def test_loss_decreases_and_history_is_logged(tmp_path):
+    sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    hist = probsae.train(sae, data(), cfg(steps=60, log_path=str(tmp_path / "log.jsonl")))
+    losses = hist.column("loss")
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    lines = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert lines[0]["event"] == "start" and lines[0]["architecture"] == "topk"
+    steps = [l for l in lines if "step" in l]
+    assert [l["step"] for l in steps] == [10, 20, 30, 40, 50, 60]
+    assert steps[-1]["tokens"] == 60 * 64
+    for key in ("loss", "mse", "explained_variance", "l0", "alive", "dead", "lr"):
+        assert key in steps[-1]
+    assert steps[-1]["l0"] == pytest.approx(4.0)
+    assert hist.final["step"] == 60
+
+
+def test_prob_topk_logs_annealed_temperature():
+    sae = probsae.build_sae("prob_topk", d_in=16, d_sae=64, k=4)
+    hist = probsae.train(sae, data(), cfg(steps=40, warmup_steps=10))
+    betas = hist.column("beta")
+    assert betas[0] == pytest.approx(5.0 * (1e-4 / 5.0) ** ((9 - 10 + 1) / 29))  # step index 9 is the last warm-up step
+    assert betas[-1] == pytest.approx(1e-4)
+    assert all(a > b for a, b in zip(betas, betas[1:]))
+
+
+def test_several_saes_step_on_the_same_batches():
+    a = probsae.build_sae("topk", d_in=16, d_sae=64, k=4, seed=1)
+    b = probsae.build_sae("topk", d_in=16, d_sae=64, k=4, seed=1)
+    c = probsae.build_sae("relu", d_in=16, d_sae=64)
+    histories = probsae.train([a, b, c], data(), cfg())
+    assert len(histories) == 3
+    assert torch.equal(a.W_dec, b.W_dec), "identical SAEs on identical batches must stay identical"
+    single = probsae.build_sae("topk", d_in=16, d_sae=64, k=4, seed=1)
+    probsae.train(single, data(), cfg())
+    assert torch.equal(single.W_dec, a.W_dec), "training alongside others must not change a member"
+
+
+def test_lr_schedule_warmup_then_cosine():
+    sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    hist = probsae.train(sae, data(), cfg(steps=40, warmup_steps=10, log_every=1, lr=1e-2))
+    lrs = hist.column("lr")
+    assert lrs[0] == pytest.approx(1e-3) and lrs[9] == pytest.approx(1e-2)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) or lrs[-1] < 1e-4
+    assert all(x >= y for x, y in zip(lrs[10:], lrs[11:]))
+
+
+@pytest.mark.parametrize("arch", ["topk", "prob_topk"])
+def test_killed_run_resumes_to_the_same_result(arch, tmp_path, monkeypatch):
+    def build():
+        return probsae.build_sae(arch, d_in=16, d_sae=64, k=4, seed=5)
+
+    c = cfg(steps=30, checkpoint_every=10)
+    reference = build()
+    probsae.train(reference, data(), c)
+
+    original_step = Member.step
+
+    def dying_step(self, batch, step, total):
+        if step == 25:
+            raise KeyboardInterrupt("killed")
+        return original_step(self, batch, step, total)
+
+    monkeypatch.setattr(Member, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        probsae.train(build(), data(), c, run_dirs=[tmp_path / "run"])
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    monkeypatch.setattr(Member, "step", original_step)
+
+    resumed = build()
+    hist = probsae.train(resumed, data(), c, run_dirs=[tmp_path / "run"])
+    torch.testing.assert_close(resumed.W_dec, reference.W_dec)
+    torch.testing.assert_close(resumed.W_enc, reference.W_enc)
+    assert [r["step"] for r in hist.steps] == [10, 20, 30], "log keeps each step once across the resume"
+    loaded = probsae.load_sae(tmp_path / "run")
+    assert torch.equal(loaded.W_dec, resumed.W_dec)
+
+
+def test_liveness_counts_dead_latents():
+    from probsae.training.liveness import Liveness
+
+    live = Liveness(4, window=10)
+    live.update(torch.tensor([True, False, False, False]), 6)
+    assert live.alive() == 1
+    live.update(torch.tensor([False, True, False, False]), 6)
+    assert live.alive_mask().tolist() == [True, True, False, False]  # latent 0 last fired 6 tokens ago
+    assert live.dead_mask().tolist() == [False, False, True, True]  # 2, 3 silent for all 12 tokens
+    live.update(torch.tensor([False, True, False, False]), 6)
+    assert live.alive_mask().tolist() == [False, True, False, False]  # latent 0 silent for 12 ≥ 10 tokens
+
+
+def test_training_data_errors():
+    sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    with pytest.raises(InputError, match="d_in=16"):
+        probsae.train(sae, torch.randn(256, 8), cfg())
+    with pytest.raises(InputError, match="fewer than batch_size"):
+        probsae.train(sae, torch.randn(10, 16), cfg())
+    with pytest.raises(ConfigError, match="steps must be set"):
+        probsae.train(sae, (b for b in [torch.randn(8, 16)]), cfg(steps=None))
+    with pytest.raises(InputError, match="no batches"):
+        probsae.train(sae, [], cfg())
+    bad = torch.randn(256, 16)
+    bad[100, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        probsae.train(sae, bad, cfg(batch_size=256, steps=2))
+
+
+def test_iterable_of_batches_is_used_as_given():
+    sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    batches = [torch.randn(32, 16) for _ in range(5)]
+    hist = probsae.train(sae, iter(batches), cfg(steps=5, log_every=1))
+    assert [r["tokens"] for r in hist.steps] == [32, 64, 96, 128, 160]
