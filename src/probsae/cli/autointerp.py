@@ -1,0 +1,98 @@
+"""``probsae autointerp RUN_DIR [RUN_DIR ...]``: explain and score latents per activation
+percentile bucket; writes Table 2 (Markdown + JSON) and the Figure 5 plot."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+NAME = "autointerp"
+HELP = ("Automatic interpretability by activation percentile (paper Table 2 / Figure 5): latent "
+        "cache, per-bucket explanations (LLM or offline top-tokens baseline), detection or "
+        "embedding scores.")
+
+
+def _ints(s: str) -> list[int]:
+    return [int(x) for x in s.replace(" ", "").split(",") if x]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by 'probsae train'")
+    p.add_argument("--out", default=None, help="where Table 2 and Figure 5 go (default: RUN_DIR/interp for "
+                   "one run, ./autointerp for several)")
+    p.add_argument("--labels", default=None, help="comma-separated run labels (default: directory names)")
+    g = p.add_argument_group("method")
+    g.add_argument("--scorer", choices=("detection", "embedding"), default="detection",
+                   help="detection: LLM classifies windows (paper); embedding: MiniLM ROC-AUC, offline")
+    g.add_argument("--explainer", choices=("llm", "top-tokens"), default="llm",
+                   help="llm: chat model writes explanations; top-tokens: non-LLM baseline listing frequent firing tokens")
+    g.add_argument("--n-latents", type=int, default=150, help="random alive latents per run (paper: 150)")
+    g.add_argument("--latents", type=_ints, default=None, help="explicit comma-separated latent ids instead")
+    g.add_argument("--n-buckets", type=int, default=5, help="activation percentile buckets")
+    g.add_argument("--n-explain", type=int, default=10, help="explanation examples per bucket")
+    g.add_argument("--n-test", type=int, default=10, help="held-out activating test examples per bucket")
+    g.add_argument("--n-nonact", type=int, default=None, help="non-activating test examples per bucket (default: --n-test)")
+    g.add_argument("--examples-per-prompt", type=int, default=5, help="detection examples per prompt")
+    g.add_argument("--seed", type=int, default=0)
+    d = p.add_argument_group("data (default: what the run directory records)")
+    d.add_argument("--model", default=None, help="model name/path (e.g. minilm, gpt2)")
+    d.add_argument("--hook", default=None, help="hook point (e.g. resid_post.3)")
+    d.add_argument("--corpus", default=None, help="corpus spec (pydoc, a .txt/.jsonl/.parquet file, hf:NAME)")
+    d.add_argument("--n-windows", type=int, default=4096, help="token windows encoded into the latent cache")
+    d.add_argument("--window-len", type=int, default=32, help="tokens per window")
+    d.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    d.add_argument("--cache-dir", default=None, help="latent cache directory (one run only; default RUN_DIR/interp/latent_cache)")
+    d.add_argument("--device", default="cpu")
+    llm = p.add_argument_group("LLM endpoint (OpenAI-compatible; defaults from PROBSAE_LLM_BASE_URL, "
+                               "PROBSAE_LLM_MODEL, PROBSAE_LLM_API_KEY/OPENAI_API_KEY)")
+    llm.add_argument("--llm-base-url", default=None, help="e.g. http://localhost:8000/v1")
+    llm.add_argument("--llm-model", default=None)
+    llm.add_argument("--llm-api-key-env", default=None, help="name of the environment variable holding the API key")
+    llm.add_argument("--llm-concurrency", type=int, default=8)
+    llm.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per request")
+    llm.add_argument("--llm-retries", type=int, default=4)
+    llm.add_argument("--llm-cache", default=None, help="response cache directory (default OUT/llm_cache)")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..interp.llm_client import LLMConfig
+    from ..interp.pipeline import AutoInterpConfig, autointerp_runs, resolve_run
+
+    if args.cache_dir and len(args.run_dirs) > 1:
+        raise ConfigError("--cache-dir applies to a single run; each run gets RUN_DIR/interp/latent_cache")
+    labels = args.labels.split(",") if args.labels else [Path(r).resolve().name for r in args.run_dirs]
+    if len(labels) != len(args.run_dirs):
+        raise ConfigError(f"--labels has {len(labels)} names for {len(args.run_dirs)} runs")
+    if len(set(labels)) != len(labels):
+        labels = [f"{l}#{i}" for i, l in enumerate(labels)]
+    api_key = os.environ.get(args.llm_api_key_env) if args.llm_api_key_env else None
+    llm = LLMConfig.from_env(base_url=args.llm_base_url, model=args.llm_model, api_key=api_key,
+                             concurrency=args.llm_concurrency, timeout=args.llm_timeout,
+                             max_retries=args.llm_retries, cache_dir=args.llm_cache)
+    cfg = AutoInterpConfig(scorer=args.scorer, explainer=args.explainer, n_latents=args.n_latents,
+                           latents=args.latents, n_buckets=args.n_buckets, n_explain=args.n_explain,
+                           n_test=args.n_test, n_nonact=args.n_nonact,
+                           examples_per_prompt=args.examples_per_prompt, seed=args.seed,
+                           n_windows=args.n_windows, window_len=args.window_len,
+                           batch_size=args.batch_size, cache_dir=args.cache_dir, device=args.device,
+                           progress=args.progress, llm=llm)
+    cfg.validate()
+    infos = [resolve_run(r, args.model, args.hook, args.corpus, label=l) for r, l in zip(args.run_dirs, labels)]
+    out = args.out or (str(Path(args.run_dirs[0]) / "interp") if len(args.run_dirs) == 1 else "autointerp")
+    res = autointerp_runs(infos, cfg, out)
+    print(Path(res["markdown"]).read_text())
+    for r in res["rows"]:
+        fails = []
+        if r.get("explanation_failures"):
+            fails.append(f"{r['explanation_failures']} explanation(s) failed")
+        if r.get("detection_failed_prompts"):
+            fails.append(f"{r['detection_failed_prompts']}/{r['detection_prompts']} detection prompt(s) failed")
+        if r.get("n_unscored"):
+            fails.append(f"{r['n_unscored']} bucket(s) unscored")
+        if fails:
+            print(f"{r['label']}: " + "; ".join(fails) + f" (LLM stats: {r.get('llm')})")
+    print(f"wrote {res['markdown']}, {res['json']}, {res['plot']}")
+    return 0

@@ -1,0 +1,146 @@
+"""Calibration of activation magnitude vs. interpretability: paper Table 2 and Figure 5.
+
+For each run: mean score per percentile bucket with a 95 % confidence interval (Student t over
+latents), and the Pearson correlation between bucket index and score over all scored
+(latent, bucket) pairs (the paper's "Correlation" column).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t_quantile_975(df: int) -> float:
+    """Two-sided 95 % Student-t critical value (table up to 30 df, Cornish–Fisher beyond)."""
+    if df < 1:
+        return float("nan")
+    if df <= 30:
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
+    """(mean, ci_low, ci_high); CI is None for fewer than 2 values."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+    if len(v) == 0:
+        return None, None, None
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, None, None
+    half = t_quantile_975(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return m, m - half, m + half
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if len(x) < 3 or x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def summarize_run(label: str, scores: Sequence[dict], n_buckets: int = 5,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Table-2 row of one run from its per-(latent, bucket) score dicts (``BucketScore.to_json``)."""
+    from .sampling import bucket_edges
+
+    buckets = []
+    xs, ys = [], []
+    for b, (lo, hi) in enumerate(bucket_edges(n_buckets)):
+        vals = [s["score"] for s in scores if s["bucket"] == b and s.get("score") is not None]
+        m, lo_ci, hi_ci = mean_ci(vals)
+        buckets.append({"bucket": b, "label": f"{lo:g}-{hi:g}%", "center_pct": (lo + hi) / 2,
+                        "n": len(vals), "mean": m, "ci_low": lo_ci, "ci_high": hi_ci})
+        xs += [b] * len(vals)
+        ys += vals
+    failed = sum(1 for s in scores if s.get("score") is None)
+    return {"label": label, "scorer": scores[0]["scorer"] if scores else None,
+            "explanation_source": scores[0]["explanation_source"] if scores else None,
+            "n_latents": len({s["latent"] for s in scores}), "n_scored": len(ys),
+            "n_unscored": failed, "buckets": buckets, "pearson_r": pearson(xs, ys),
+            "mean_score": float(np.mean(ys)) if ys else None, **(extra or {})}
+
+
+def _f(x: float | None, nd: int = 3) -> str:
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def table_markdown(rows: Sequence[dict], title: str = "Interpretability score by activation percentile") -> str:
+    """Markdown Table 2: one row per run, mean ± 95 % CI half-width per bucket, Pearson r."""
+    if not rows:
+        return f"### {title}\n\n(no runs)\n"
+    labels = [b["label"] for b in rows[0]["buckets"]]
+    head = "| Run | " + " | ".join(labels) + " | Correlation (r) | Latents |"
+    sep = "|" + "---|" * (len(labels) + 3)
+    lines = [f"### {title}", "", head, sep]
+    for r in rows:
+        cells = []
+        for b in r["buckets"]:
+            if b["mean"] is None:
+                cells.append("–")
+            elif b["ci_high"] is None:
+                cells.append(_f(b["mean"]))
+            else:
+                cells.append(f"{_f(b['mean'])} ± {_f(b['ci_high'] - b['mean'])}")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {_f(r['pearson_r'])} | {r['n_latents']} |")
+    scorers = sorted({str(r.get("scorer")) for r in rows})
+    sources = sorted({str(r.get("explanation_source")) for r in rows})
+    lines += ["", f"Scorer: {', '.join(scorers)}; explanations: {', '.join(sources)}"
+              + (" (top-tokens = non-LLM baseline, not the paper's LLM explainer)" if "top-tokens" in sources else "")
+              + ". Cells: mean ± 95 % CI half-width over latents; r: Pearson correlation between "
+              "bucket index and score over all scored (latent, bucket) pairs."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_calibration(rows: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
+    """Figure 5: mean score vs. activation percentile with 95 % CI error bars, one line per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=150)
+    for r in rows:
+        bs = [b for b in r["buckets"] if b["mean"] is not None]
+        x = [b["center_pct"] for b in bs]
+        y = [b["mean"] for b in bs]
+        err = [[b["mean"] - (b["ci_low"] if b["ci_low"] is not None else b["mean"]) for b in bs],
+               [(b["ci_high"] if b["ci_high"] is not None else b["mean"]) - b["mean"] for b in bs]]
+        rr = r["pearson_r"]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3,
+                    label=f"{r['label']} (r = {rr:.3f})" if rr is not None else r["label"])
+    ax.set_xlabel("Activation percentile")
+    scorer = rows[0].get("scorer") if rows else ""
+    ax.set_ylabel("Interpretability score" + (f" ({scorer})" if scorer else ""))
+    ax.set_xticks([0, 20, 40, 60, 80, 100])
+    ax.set_xlim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "Interpretability by activation percentile")
+    if rows:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_table(rows: Sequence[dict], out_dir: str | Path, stem: str = "table2") -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / f"{stem}.md"
+    js = out / f"{stem}.json"
+    md.write_text(table_markdown(rows))
+    js.write_text(json.dumps({"runs": list(rows)}, indent=2))
+    return {"markdown": md, "json": js}

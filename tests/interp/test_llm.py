@@ -1,0 +1,87 @@
+"""Explain → detection score → Table 2 against a real local HTTP chat-completions server."""
+
+import json
+import socket
+
+from probsae.cli.main import main
+from probsae.interp import ChatClient, LLMConfig
+
+
+def _client(base_url, tmp_path, **kw):
+    cfg = LLMConfig(base_url=base_url, model="fake-model", api_key="sk-test", timeout=0.5,
+                    max_retries=3, backoff=0.01, concurrency=4, cache_dir=str(tmp_path / "llm_cache"))
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return ChatClient(cfg)
+
+
+def _msgs(i):
+    return [{"role": "system", "content": "Classify. Reply with a JSON list."},
+            {"role": "user", "content": f'Explanation: the token "cat"\n\nExcerpt 1: a cat {i}\nExcerpt 2: a dog {i}'}]
+
+
+def test_client_retries_timeouts_and_caches(fake_llm, tmp_path):
+    c = _client(fake_llm.base_url, tmp_path)
+    # 1st request is slow (times out), 2nd gets HTTP 500, 3rd a non-JSON body: all retried
+    results = [c.complete(_msgs(i), temperature=0) for i in range(3)]
+    assert all(r.ok for r in results), [r.error for r in results]
+    st = c.report()
+    # (>=: on a very loaded machine an ordinary request may also time out once; it is retried too)
+    assert st["error:timeout"] >= 1 and st["error:http_500"] == 1 and st["error:malformed"] == 1
+    assert st["retries"] >= 3 and st.get("failures", 0) == 0
+    assert fake_llm.kinds["slow"] == fake_llm.kinds["http500"] == fake_llm.kinds["badjson"] == 1
+    body = fake_llm.bodies[-1]
+    assert body["model"] == "fake-model" and body["temperature"] == 0 and body["messages"][1]["role"] == "user"
+    # identical request again: served from the on-disk cache, the server sees nothing
+    n = fake_llm.n_requests
+    again = _client(fake_llm.base_url, tmp_path).complete(_msgs(1), temperature=0)
+    assert again.cached and again.text == results[1].text and fake_llm.n_requests == n
+    # different params = different cache key
+    assert not c.complete(_msgs(1), temperature=0.5).cached
+
+
+def test_client_failures_never_raise(fake_llm, tmp_path):
+    bad = _client(fake_llm.base_url.replace("/v1", "/nope"), tmp_path, max_retries=1)
+    r = bad.complete(_msgs(0))
+    assert not r.ok and r.error == "http_404" and r.attempts == 1     # 4xx: not retried
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    down = _client(f"http://127.0.0.1:{port}/v1", tmp_path, max_retries=2)
+    r = down.complete(_msgs(0))
+    assert not r.ok and r.error == "connection" and r.attempts == 3
+    assert down.report()["failures"] == 1
+
+
+def test_autointerp_cli_with_llm(fake_llm, trained_run, tmp_path, capsys):
+    out = tmp_path / "table"
+    argv = ["autointerp", str(trained_run), "--llm-base-url", fake_llm.base_url, "--llm-model", "fake",
+            "--llm-timeout", "0.5", "--llm-concurrency", "4", "--n-latents", "6", "--n-explain", "3",
+            "--n-test", "3", "--n-windows", "160", "--out", str(out), "--labels", "ProbTopK"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "| ProbTopK |" in text and "detection" in text
+    md = (out / "table2.md").read_text()
+    assert "80-100%" in md and "Correlation" in md
+    rows = json.loads((out / "table2.json").read_text())["runs"]
+    row = rows[0]
+    assert row["scorer"] == "detection" and row["explanation_source"] == "llm" and row["n_latents"] == 6
+    assert row["n_scored"] > 0 and row["pearson_r"] is not None
+    # explainer + detection prompts went to the server; the misbehaviour was absorbed and counted
+    assert fake_llm.kinds["explain"] > 0 and fake_llm.kinds["detect"] > 0
+    assert row["llm"]["retries"] >= 3 and row["llm"]["error:timeout"] >= 1
+    assert row["detection_failed_prompts"] == fake_llm.kinds["malformed"] > 0
+    assert (out / "figure5.png").read_bytes()[:4] == b"\x89PNG"
+    res_dir = trained_run / "interp" / "detection-llm"     # per-run results live in the run
+    scores = [json.loads(l) for l in (res_dir / "scores.jsonl").read_text().splitlines()]
+    good = [s for s in scores if s["score"] is not None]
+    assert good and all(0 <= s["score"] <= 1 and s["explanation"].startswith("the token") for s in good)
+    assert all(set(s) >= {"precision", "recall", "f1", "n_failed_prompts"} for s in scores)
+    # rerun: every request is a cache hit, nothing reaches the server, same table
+    n = fake_llm.n_requests
+    assert main(argv) == 0
+    assert fake_llm.n_requests == n
+    rows2 = json.loads((out / "table2.json").read_text())["runs"]
+    assert rows2[0]["buckets"] == row["buckets"] and rows2[0]["llm"]["cache_hits"] > 0
+    assert rows2[0]["llm"].get("requests", 0) == 0
