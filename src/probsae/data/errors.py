@@ -1,13 +1,15 @@
 """Error classes of the data pipeline.
 
-Every error is a :class:`DataError`, itself a :class:`ValueError`, so callers can catch the whole
+Every error is a :class:`DataError`, itself a :class:`probsae.ProbSAEError` (a ``ValueError``), so callers can catch the whole
 family at once; messages name the offending model, hook point, file or field.
 """
 
 from __future__ import annotations
 
+from ..errors import ProbSAEError
 
-class DataError(ValueError):
+
+class DataError(ProbSAEError):
     """Base class for every error raised by :mod:`probsae.data`."""
 
 

@@ -1,0 +1,26 @@
+"""probsae cache: extract a model's activations once into an on-disk cache (resumable)."""
+
+from __future__ import annotations
+
+from ..data.prepare import DataSpec
+from .options import add_dataclass_options, collect
+
+NAME = "cache"
+HELP = ("Extract activations at a hook point over a corpus into sharded caches (train and held-out "
+        "splits); a killed extraction resumes where it stopped.")
+
+
+def add_arguments(p) -> None:
+    add_dataclass_options(p, DataSpec, dest_prefix="data_")
+    p.add_argument("--cache-dir", default="cache", help="root folder of activation caches")
+    p.add_argument("--split", choices=["train", "holdout", "both"], default="both", help="which split(s) to extract")
+
+
+def run(args) -> int:
+    from ..data.prepare import prepare_caches
+
+    spec = DataSpec(**collect(args, [a[5:] for a in vars(args) if a.startswith("data_")], "data_"))
+    parts = ("train", "holdout") if args.split == "both" else (args.split,)
+    for part, cache in zip(parts, prepare_caches(spec, args.cache_dir, parts=parts)):
+        print(f"{part:8s} {cache.n_tokens:>12,} tokens  d={cache.d_in}  {cache.path}")
+    return 0

@@ -1,0 +1,34 @@
+"""probsae eval: metrics of a trained run on its held-out tokens (+ downstream CE/KL for causal LMs)."""
+
+from __future__ import annotations
+
+NAME = "eval"
+HELP = ("Evaluate a run directory on held-out tokens: MSE, FVU, explained variance, L0, alive/dead; "
+        "for causal LMs also CE with the SAE spliced in, clean CE, zero-ablation CE, CE recovered and KL.")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run_dir", help="a run directory written by probsae train")
+    p.add_argument("--eval-tokens", type=int, default=None, help="evaluate on at most this many held-out tokens")
+    p.add_argument("--no-downstream", action="store_true", help="skip the CE/KL evaluation")
+    p.add_argument("--downstream-batches", type=int, default=8, help="batches of 4 windows for CE/KL")
+    p.add_argument("--cache-dir", default=None, help="activation cache root (default: the run's)")
+
+
+def run(args) -> int:
+    from ..runs import eval_run
+    from .train import print_metrics
+
+    result = eval_run(args.run_dir, eval_tokens=args.eval_tokens, downstream=not args.no_downstream,
+                      downstream_batches=args.downstream_batches, cache_dir=args.cache_dir)
+    print_metrics(result)
+    ds = result.get("downstream")
+    if ds:
+        print(f"CE clean            {ds['ce_clean']:.4f}")
+        print(f"CE with SAE         {ds['ce_sae']:.4f}")
+        print(f"CE zero-ablation    {ds['ce_zero']:.4f}")
+        print(f"CE recovered        {ds['ce_recovered']:.4f}")
+        print(f"KL(clean ‖ SAE)     {ds['kl']:.4f}")
+    elif result.get("downstream_note"):
+        print(f"downstream          n/a: {result['downstream_note']}")
+    return 0

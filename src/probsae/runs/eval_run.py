@@ -1,0 +1,49 @@
+"""``probsae eval`` as a function: held-out metrics of a trained run, and downstream CE/KL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .spec import read_spec
+
+
+def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bool = True,
+             downstream_batches: int = 8, cache_dir: str | None = None) -> dict[str, Any]:
+    """Metrics of the SAE in ``run_dir`` on the held-out tokens of its data spec (the same tokens
+    ``train`` evaluated on); for causal LMs also CE with the SAE spliced in, clean CE,
+    zero-ablation CE, CE recovered and KL. Writes ``eval.json``."""
+    from .. import evaluate, load_sae
+    from ..data.prepare import _Split, prepare_caches
+
+    run_dir = Path(run_dir)
+    spec = read_spec(run_dir)
+    sae = load_sae(run_dir).eval()
+    (heldout,) = prepare_caches(spec.data, cache_dir or spec.cache_dir, parts=("holdout",))
+    result: dict[str, Any] = {"run_dir": str(run_dir), "heldout": evaluate(sae, heldout, max_tokens=eval_tokens)}
+    if downstream:
+        from ..data.corpus import load_corpus, token_windows
+        from ..data.models import load_model
+        from ..evaluation.downstream import downstream_metrics
+
+        handle = load_model(spec.data.model, device=spec.data.device)
+        if handle.is_causal:
+            import torch
+
+            docs = _Split(load_corpus(spec.data.corpus, text_field=spec.data.text_field), "holdout", spec.data.holdout_every)
+            windows = token_windows(docs, handle.tokenizer, spec.data.context_length, batch_size=4,
+                                    max_length=handle.max_length, exclude_special=spec.data.exclude_special)
+
+            def recon_fn(x):
+                with torch.no_grad():
+                    return sae(x.float()).recon.to(x.dtype)
+
+            sae.to(handle.device)
+            result["downstream"] = downstream_metrics(handle, spec.data.hook, recon_fn, windows,
+                                                      max_batches=downstream_batches)
+        else:
+            result["downstream"] = None
+            result["downstream_note"] = f"{spec.data.model} is not a causal LM: no next-token CE to measure"
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    return result

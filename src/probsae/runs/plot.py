@@ -1,0 +1,37 @@
+"""The training-curves figure of one run: explained variance, L0, alive latents, temperature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_training(records: list[dict], path: Path, title: str, d_sae: int | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in records if "step" in r and not r.get("event")]
+    tokens = [r["tokens"] / 1e6 for r in steps]
+    panels = [("explained_variance", "explained variance (train batch)"), ("loss", "loss"),
+              ("l0", "L0"), ("alive", "alive latents")]
+    if any(r.get("beta") is not None for r in steps):
+        panels.append(("beta", "gate temperature β"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0))
+    for ax, (key, label) in zip(axes, panels):
+        ys = [r.get(key) for r in steps]
+        ax.plot(tokens, ys, color="tab:blue")
+        ax.set_xlabel("tokens (M)")
+        ax.set_title(label, fontsize=10)
+        if key in ("loss", "beta") and all(y and y > 0 for y in ys):
+            ax.set_yscale("log")
+        if key == "alive" and d_sae:
+            ax.axhline(d_sae, color="grey", lw=0.8, ls="--")
+            ax.set_ylim(0, d_sae * 1.05)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

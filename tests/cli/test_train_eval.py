@@ -1,0 +1,114 @@
+"""`probsae train` / `eval` / `cache` end to end on a tiny random-weight GPT-2 saved to disk."""
+
+import json
+
+import pytest
+import torch
+
+from probsae.cli.main import main
+from probsae.data.tiny import TINY_DOCS, tiny_model
+from probsae.training.member import Member
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("assets")
+    handle = tiny_model("gpt2", n_layers=3, d_model=32, max_positions=64)
+    handle.model.save_pretrained(root / "model")
+    handle.tokenizer.save_pretrained(root / "model")
+    docs = [" ".join([TINY_DOCS[i % 5], TINY_DOCS[(i * 3 + 1) % 5], TINY_DOCS[(i + 2) % 5]]) for i in range(200)]
+    (root / "corpus.txt").write_text("\n\n".join(docs))
+    return root
+
+
+def args(assets, out, *extra):
+    return ["train", "--arch", "topk", "--k", "4", "--expansion", "2", "--model", str(assets / "model"),
+            "--hook", "resid_pre.2", "--corpus", str(assets / "corpus.txt"), "--context-length", "32",
+            "--eval-tokens", "400", "--batch-size", "64", "--steps", "24", "--lr", "3e-3", "--warmup-steps", "2",
+            "--log-every", "4", "--checkpoint-every", "8", "--progress", "false", "--seed", "3",
+            "--cache-dir", str(assets / "cache"), "--out", str(out), *extra]
+
+
+def test_train_writes_a_complete_run_directory_and_eval_reproduces_it(assets, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(args(assets, run)) == 0
+    printed = capsys.readouterr().out
+    for name in ("sae.safetensors", "config.json", "run.json", "log.jsonl", "metrics.json", "training.png", "checkpoint.pt"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())["heldout"]
+    assert 0 < metrics["n_tokens"] <= 400 and 0 < metrics["l0"] <= 4
+    assert f"{metrics['explained_variance']:.4f}" in printed and "alive latents" in printed
+    assert (run / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"explained variance  {metrics['explained_variance']:.4f}" in out
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["heldout"] == metrics, "eval reproduces train's held-out metrics exactly"
+    ds = ev["downstream"]
+    assert ds["ce_zero"] >= 0 and ds["ce_clean"] > 0 and "CE recovered" in out
+    assert ds["n_spliced"] > 0
+
+
+def test_killed_train_resumes_from_its_checkpoint(assets, tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    assert main(args(assets, reference)) == 0
+    original = Member.step
+
+    def dying(self, batch, step, total):
+        if step == 13:
+            raise KeyboardInterrupt
+        return original(self, batch, step, total)
+
+    monkeypatch.setattr(Member, "step", dying)
+    assert main(args(assets, tmp_path / "run")) == 130
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 8
+    monkeypatch.setattr(Member, "step", original)
+    assert main(args(assets, tmp_path / "run")) == 0
+    a = json.loads((reference / "metrics.json").read_text())["heldout"]
+    b = json.loads((tmp_path / "run" / "metrics.json").read_text())["heldout"]
+    assert a["mse"] == pytest.approx(b["mse"], rel=1e-5) and a["alive"] == b["alive"]
+
+
+def test_a_run_directory_refuses_a_different_run(assets, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(args(assets, run)) == 0
+    assert main(args(assets, run, "--lr", "1e-2")) == 2
+    assert "holds a different run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--hook", "resid_pre.7"], "layer 7"),
+    (["--model", "no-such-model-xyz"], "no-such-model-xyz"),
+    (["--k", "100"], "k=100 is larger than d_sae=64"),
+    (["--l1-coeff", "0.1"], "do not apply to --arch topk"),
+])
+def test_bad_options_give_clear_errors(assets, tmp_path, capsys, change, message):
+    assert main(args(assets, tmp_path / "run", *change)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_empty_corpus_is_a_clear_error(assets, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n   \n")
+    a = args(assets, tmp_path / "run")
+    a[a.index("--corpus") + 1] = str(empty)
+    assert main(a) == 2
+    assert "empty" in capsys.readouterr().err.lower()
+
+
+def test_corrupt_cache_shard_is_a_clear_error(assets, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert main(["cache", "--model", str(assets / "model"), "--hook", "resid_pre.1", "--corpus", str(assets / "corpus.txt"),
+                 "--context-length", "32", "--eval-tokens", "200", "--max-tokens", "600", "--shard-tokens", "256",
+                 "--cache-dir", str(cache)]) == 0
+    shard = sorted(cache.glob("*-train-*/shard_*.safetensors"))[0]
+    shard.write_bytes(b"not a safetensors file")
+    a = args(assets, tmp_path / "run")
+    a[a.index("--hook") + 1] = "resid_pre.1"
+    a[a.index("--cache-dir") + 1] = str(cache)
+    assert main([*a, "--max-tokens", "600"]) == 2
+    err = capsys.readouterr().err
+    assert "shard" in err and "Traceback" not in err
