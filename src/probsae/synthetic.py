@@ -67,8 +67,11 @@ class SyntheticActivations:
         return codes @ self.dictionary + self.offset + noise
 
 
-def feature_recovery(true_dirs: Tensor, learned_dirs: Tensor) -> float:
-    """Mean over true features of the max cosine similarity to any learned direction (rows)."""
+def feature_recovery(true_dirs: Tensor, learned_dirs: Tensor, absolute: bool = False) -> float:
+    """Mean over true features of the max cosine similarity to any learned direction (rows).
+    ``absolute``: count anti-aligned directions too (for SAEs with signed codes, e.g. AbsTopK,
+    which may represent a feature as −d with negative codes)."""
     t = true_dirs / true_dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
     l = learned_dirs / learned_dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return float((t @ l.t()).max(dim=1).values.mean())
+    cos = t @ l.t()
+    return float((cos.abs() if absolute else cos).max(dim=1).values.mean())

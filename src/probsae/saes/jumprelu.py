@@ -61,11 +61,12 @@ class _Step(torch.autograd.Function):
 
 @dataclass
 class JumpReLUConfig(SAEConfig):
-    l0_coeff: float = 1e-3
+    l0_coeff: float = 5e-3
     """λ of the L0 penalty Σ H(π − θ)."""
-    threshold_init: float = 1e-3
-    """Initial threshold θ of every latent."""
-    bandwidth: float = 1e-3
+    threshold_init: float = 0.05
+    """Initial threshold θ of every latent (on the unit-normalised scale: Gemma Scope's 1e-3
+    belongs to inputs of norm √d_in and learns too slowly here)."""
+    bandwidth: float = 0.05
     """ε, the width of the rectangle kernel of the straight-through gradients."""
 
     def validate(self) -> None:

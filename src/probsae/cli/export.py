@@ -1,0 +1,76 @@
+"""``probsae export RUN_DIR --format saelens|sparsify --out DIR``: write a trained SAE in another
+library's file format (see docs/FORMATS.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "export"
+HELP = ("Export a trained SAE (a run directory, or every run of a sweep directory) to SAELens or sparsify "
+        "files. Refuses exports that would change inference unless --allow-lossy.")
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a directory holding a trained SAE (sae.safetensors + config.json), or a sweep directory "
+                        "whose subdirectories do (each is exported to OUT/<name>)")
+    p.add_argument("--format", required=True, choices=("saelens", "sparsify"), help="target file format")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--allow-lossy", action="store_true",
+                   help="export even when the target cannot reproduce probsae's inference exactly (prob_topk's "
+                        "gate, 'unit' normalisation for sparsify, …); the differences go to PROBSAE_EXPORT.md")
+    p.add_argument("--hook-name", default=None,
+                   help="SAELens hook name or probsae hook point (resid_post.8 → blocks.8.hook_resid_post); "
+                        "default: the run log's hook point")
+    p.add_argument("--model-name", default=None, help="model name for the metadata (default: the run log's)")
+    p.add_argument("--hookpoint", default=None,
+                   help="sparsify: name of the hook-point folder (default: from the run's hook point, e.g. "
+                        "resid_post.8 → layers.8, or 'sae')")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the written weights")
+
+
+def _runs(root):
+    from pathlib import Path
+
+    from ..errors import SAEFileError
+    from ..saes.base import CONFIG_FILE
+
+    root = Path(root)
+    if (root / CONFIG_FILE).is_file():
+        return [(None, root)]
+    subs = sorted(p for p in root.iterdir() if (p / CONFIG_FILE).is_file()) if root.is_dir() else []
+    if not subs:
+        raise SAEFileError(f"{root} holds no trained SAE (no {CONFIG_FILE}), nor subdirectories that do")
+    return [(p.name, p) for p in subs]
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..formats import export_saelens, export_sparsify, run_metadata, sparsify_hookpoint
+    from ..formats._common import pick
+    from ..saes import load_sae
+
+    dtype = getattr(torch, args.dtype)
+    for name, run_dir in _runs(args.run_dir):
+        sae = load_sae(run_dir)
+        meta = run_metadata(run_dir)
+        hook = args.hook_name or pick(meta, "hook_name", "hook_point", "hook")
+        model = args.model_name or pick(meta, "model_name", "model")
+        out = Path(args.out) / name if name else Path(args.out)
+        if args.format == "saelens":
+            report = export_saelens(sae, out, hook_name=hook, model_name=model, allow_lossy=args.allow_lossy,
+                                    dtype=dtype)
+        else:
+            hp = args.hookpoint or sparsify_hookpoint(hook, model) or "sae"
+            report = export_sparsify(sae, out, hookpoint=hp, allow_lossy=args.allow_lossy, dtype=dtype)
+        status = "exact" if report.exact else "LOSSY"
+        print(f"{run_dir} → {report.path} ({args.format} {report.target_architecture}, {status}); "
+              f"notes: {report.notes_path}")
+        for c in report.changes:
+            print(f"  changed: {c}")
+    return 0

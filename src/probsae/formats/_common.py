@@ -1,0 +1,193 @@
+"""Pieces shared by the SAELens and sparsify converters: the export report and its note file,
+folding a constant input scale into the weights, the ``probsae`` provenance block, run metadata."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, SAEFileError
+
+NOTES_FILE = "PROBSAE_EXPORT.md"
+BLOCK_KEY = "probsae"  # provenance block inside the target's cfg.json (both targets ignore it)
+
+
+class LossyExportError(ConfigError):
+    """The target format cannot represent this SAE exactly and ``allow_lossy`` was not given."""
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and what it could not carry over."""
+
+    path: Path
+    """Directory holding the target's files."""
+    target: str
+    """'saelens' or 'sparsify'."""
+    source_architecture: str
+    target_architecture: str
+    exact: bool
+    """True when the exported SAE gives the same codes and reconstructions at inference (up to
+    float rounding and, for SAELens layer_norm, SAELens's eps)."""
+    changes: list[str] = field(default_factory=list)
+    """How inference in the target differs from probsae's (empty when exact)."""
+    dropped: list[str] = field(default_factory=list)
+    """State or hyperparameters not written (training-only or not representable)."""
+    notes: list[str] = field(default_factory=list)
+    """Other facts a user of the exported files must know (normalisation folding, eps, …)."""
+    notes_path: Path | None = None
+
+    def write_notes(self, sae) -> Path:
+        lines = [
+            f"# probsae export to {self.target}",
+            "",
+            f"- source: probsae `{self.source_architecture}` SAE, d_in={sae.d_in}, d_sae={sae.d_sae}, "
+            f"normalize={sae.cfg.normalize!r}",
+            f"- target architecture: `{self.target_architecture}`",
+            f"- inference identical: {'yes' if self.exact else 'NO (lossy export, --allow-lossy was given)'}",
+            "",
+        ]
+        if self.changes:
+            lines += ["## Behaviour that changes at inference", ""] + [f"- {c}" for c in self.changes] + [""]
+        if self.dropped:
+            lines += ["## Not exported", ""] + [f"- {d}" for d in self.dropped] + [""]
+        if self.notes:
+            lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
+        lines += ["probsae source config:", "", "```json", json.dumps(sae.config_dict()["config"], indent=2), "```", ""]
+        self.notes_path = self.path / NOTES_FILE
+        self.notes_path.write_text("\n".join(lines))
+        return self.notes_path
+
+
+def refuse_or_allow(target: str, arch: str, changes: list[str], allow_lossy: bool) -> None:
+    if changes and not allow_lossy:
+        bullet = "\n  - ".join(changes)
+        raise LossyExportError(
+            f"{target} cannot represent this probsae {arch!r} SAE exactly; exporting would change inference:\n"
+            f"  - {bullet}\nPass allow_lossy=True (CLI: --allow-lossy) to export anyway; the differences are then "
+            f"written to {NOTES_FILE} next to the exported files."
+        )
+
+
+def working_state(sae) -> dict[str, Tensor]:
+    """The SAE's parameters and buffers, detached float64 CPU copies (folding is done in float64)."""
+    return {k: v.detach().cpu().clone().double() if v.is_floating_point() else v.detach().cpu().clone()
+            for k, v in sae.state_dict().items()}
+
+
+def fold_input_scale(state: dict[str, Tensor], c: float) -> dict[str, Tensor]:
+    """Re-express an SAE that reads x_n for one that reads c·x_n and returns c·x̂_n:
+    W_enc/c, b_dec·c, W_dec·c (codes, thresholds and encoder biases are unchanged)."""
+    out = dict(state)
+    out["W_enc"] = state["W_enc"] / c
+    out["W_dec"] = state["W_dec"] * c
+    out["b_dec"] = state["b_dec"] * c
+    return out
+
+
+def unit_to_layernorm_factor(d_in: int) -> float:
+    """SAELens's 'layer_norm' input is (x − mean)/std with the unbiased std, i.e. sqrt(d_in − 1)
+    times probsae's 'unit' input (x − mean)/‖x − mean‖ (ignoring SAELens's eps of 1e-5)."""
+    if d_in < 2:
+        raise ConfigError("unit normalisation with d_in < 2 has no SAELens layer_norm equivalent")
+    return math.sqrt(d_in - 1)
+
+
+def provenance(sae) -> dict[str, Any]:
+    """The ``probsae`` block written into the target's cfg.json: enough to rebuild the same
+    probsae SAE (architecture, hyperparameters, normalisation) on import."""
+    from .. import __version__
+
+    block = {"version": __version__, "architecture": sae.architecture, "config": sae.config_dict()["config"]}
+    if sae.cfg.normalize == "scalar":
+        block["scale"] = float(sae.normalizer.scale)
+    return block
+
+
+def build_imported(arch: str, d_in: int, d_sae: int, normalize: str, hparams: dict[str, Any], block: dict | None):
+    """Build the probsae SAE an import maps to. The provenance block's hyperparameters are used
+    only when it names the same architecture (so a lossy export never comes back disguised)."""
+    from ..saes import build_sae, get_class
+
+    cfg_fields = set(get_class(arch).config_class.field_names()) - {"d_in", "d_sae", "normalize"}
+    hp: dict[str, Any] = {}
+    if block and block.get("architecture") == arch:
+        hp.update({k: v for k, v in (block.get("config") or {}).items() if k in cfg_fields})
+    hp.update({k: v for k, v in hparams.items() if k in cfg_fields})
+    return build_sae(arch, d_in=d_in, d_sae=d_sae, normalize=normalize, **hp)
+
+
+def load_into(sae, tensors: dict[str, Tensor], source: Path) -> None:
+    """Copy converted tensors (any float dtype) into ``sae``; shapes must match exactly."""
+    state = sae.state_dict()
+    missing = sorted(set(state) - set(tensors))
+    extra = sorted(set(tensors) - set(state))
+    if missing or extra:
+        raise SAEFileError(f"{source}: converted weights do not fit probsae {sae.architecture!r}: "
+                           f"missing {missing}, unexpected {extra}")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(state[k].shape):
+            raise SAEFileError(f"{source}: weight {k!r} has shape {tuple(v.shape)}, expected {tuple(state[k].shape)}")
+        tensors[k] = v.to(state[k].dtype)
+    sae.load_state_dict(tensors)
+    sae.eval()
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise SAEFileError(f"{path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SAEFileError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise SAEFileError(f"{path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise SAEFileError(f"corrupt weight file {path}: {e}") from None
+
+
+def write_safetensors(path: Path, tensors: dict[str, Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    from ..saes.base import atomic_write
+
+    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(clean, str(tmp)))
+
+
+def run_metadata(run_dir: str | Path) -> dict[str, Any]:
+    """Best-effort model/hook/dataset facts from a run directory's ``log.jsonl`` start event
+    (``TrainConfig.extra``), e.g. ``{"model": "gpt2", "hook": "resid_post.8"}``."""
+    log = Path(run_dir) / "log.jsonl"
+    if not log.is_file():
+        return {}
+    for line in log.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("event") == "start":
+            extra = (rec.get("train_config") or {}).get("extra") or {}
+            return dict(extra) if isinstance(extra, dict) else {}
+    return {}
+
+
+def pick(meta: dict[str, Any], *keys: str):
+    for k in keys:
+        if meta.get(k) not in (None, ""):
+            return meta[k]
+    return None
