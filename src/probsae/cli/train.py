@@ -94,6 +94,8 @@ def run(args) -> int:
 
     spec = spec_from_args(args)
     result = train_run(spec, args.out, command="probsae " + shlex.join(sys.argv[1:]))
+    if not result:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
     print(f"\n{spec.architecture} {spec.hparams} on {spec.data.model} {spec.data.hook} ({spec.data.corpus}), "
           f"trained on {result['train_final'].get('tokens', 0):,} tokens")
     print_metrics(result)

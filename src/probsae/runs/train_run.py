@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+
+import torch
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,11 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
     checkpoint when there is one; refuses a run directory that holds a different run."""
     from .. import build_sae, evaluate, train
     from ..data.prepare import activation_stream, prepare_caches, rebatch
+    from ..training import distributed
     from .plot import plot_training
 
     run_dir = Path(run_dir)
+    ctx = distributed.setup(spec.train)  # under torchrun: only rank 0 extracts and writes
     if (run_dir / RUN_FILE).is_file():
         old = read_spec(run_dir)
         diff = differences(old.comparable(), spec.comparable())
@@ -33,8 +37,9 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
             raise ConfigError(f"{run_dir} holds a different run (differs in: {', '.join(diff)}); "
                               "use another --out or delete that directory")
         _say(f"resuming the run in {run_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_spec(run_dir, spec, command)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_spec(run_dir, spec, command)
 
     t0 = time.perf_counter()
     if spec.stream:
@@ -50,7 +55,11 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
         steps = spec.train.steps or max(1, spec.data.max_tokens // spec.train.batch_size)
         n_train = None
     else:
-        train_data, eval_data = prepare_caches(spec.data, spec.cache_dir)
+        if ctx.active and not ctx.is_main:
+            torch.distributed.barrier()  # rank 0 extracts (run `probsae cache` first for long extractions)
+        train_data, eval_data = prepare_caches(spec.data, spec.cache_dir, progress=ctx.is_main)
+        if ctx.active and ctx.is_main:
+            torch.distributed.barrier()
         d_in, n_train = train_data.d_in, train_data.n_tokens
         steps = spec.train.steps or max(1, int(spec.epochs * n_train) // spec.train.batch_size)
         if n_train < spec.train.batch_size:
@@ -61,11 +70,14 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
     sae = build_sae(spec.architecture, d_in=d_in, d_sae=d_sae, **spec.hparams)
     cfg = replace(spec.train, steps=steps, extra={**spec.train.extra, "model": spec.data.model,
                                                    "hook": spec.data.hook, "corpus": spec.data.corpus})
-    _say(f"training {spec.architecture} (d_in {d_in}, d_sae {d_sae}, {spec.hparams}) for {steps} steps × "
-         f"{cfg.batch_size} tokens" + (f" ({steps * cfg.batch_size / n_train:.1f} passes over {n_train:,} cached tokens)" if n_train else ""))
+    if ctx.is_main:
+        _say(f"training {spec.architecture} (d_in {d_in}, d_sae {d_sae}, {spec.hparams}) for {steps} steps × "
+             f"{cfg.batch_size} tokens" + (f" ({steps * cfg.batch_size / n_train:.1f} passes over {n_train:,} cached tokens)" if n_train else ""))
     t1 = time.perf_counter()
     history = train(sae, train_data, cfg, run_dirs=[run_dir])
     t_train = time.perf_counter() - t1
+    if not ctx.is_main:
+        return {}
 
     metrics = evaluate(sae, eval_data, batch_size=4096)
     final = history.final
