@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -136,9 +137,17 @@ def _launch(phases: list[str], out: Path, timeout: float = 90) -> subprocess.Com
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "--monitor-interval", "0.2", __file__, ",".join(phases), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    # A session of its own, so a timeout kills the workers too (not only the launcher).
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as p:
+        try:
+            stdout, stderr = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            stdout, stderr = p.communicate()
+            pytest.fail(f"torchrun launch timed out after {timeout}s:\n{stdout[-2000:]}\n{stderr[-4000:]}")
     (out / "launch_end").write_text(str(time.time()))
-    return proc
+    return subprocess.CompletedProcess(cmd, p.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
