@@ -112,9 +112,9 @@ def test_gated_keeps_unit_norm_decoder_rows_after_a_step():
 
 
 def test_jumprelu_forward_and_straight_through_threshold_gradient():
-    sae = setup("jumprelu", l0_coeff=0.1, threshold_init=0.3, bandwidth=0.5)
+    sae = setup("jumprelu", l0_coeff=0.1, threshold_init=1.7, bandwidth=0.5)
     p = pre()
-    theta = 0.3
+    theta = 1.7
     f = p * (p > theta)
     out = sae(X)
     torch.testing.assert_close(out.codes, f)
@@ -124,6 +124,7 @@ def test_jumprelu_forward_and_straight_through_threshold_gradient():
     sae.zero_grad()
     out.losses["l0"].backward(retain_graph=True)
     k = ((p - theta).abs() < 0.25).float()  # |u| < 1/2 with u = (π−θ)/ε, ε = 0.5
+    assert k.sum() >= 2, "the example must put pre-activations inside the kernel's window"
     expected = theta * (-(1 / 0.5) * k).sum(0) / 2 * 0.1
     torch.testing.assert_close(sae.log_threshold.grad, expected)
 
