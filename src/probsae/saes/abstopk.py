@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from .registry import register
@@ -20,6 +21,11 @@ class AbsTopKConfig(TopKSAEConfig):
 class AbsTopKSAE(TopKSAE):
     architecture = "abstopk"
     config_class = AbsTopKConfig
+
+    score_fn = staticmethod(torch.abs)
+
+    def activate(self, values: Tensor) -> Tensor:
+        return values
 
     def select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         indices = pre.abs().topk(self.cfg.k, dim=-1, sorted=False).indices

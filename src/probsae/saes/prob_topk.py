@@ -14,12 +14,14 @@ is an opt-in variant that passes the gate's gradient through the selected codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..kernels import logistic_noise, sparse_decode
+from .. import kernels
+from ..kernels import concrete_gate_score, logistic_noise, sparse_decode, sparse_encode
 from ..schedules import exp_anneal
 from .base import SAE
 from .config import TopKConfig, choice, positive
@@ -92,18 +94,50 @@ class ProbTopKSAE(SAE):
             values = values * (1.0 + z_sel - z_sel.detach())
         return values, indices, z_sel
 
+    def fast_select(self, x_n: Tensor, noisy: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """``select`` through kernels.sparse_encode: the gate score is computed per row chunk in
+        place without autograd (with the hard mask no gradient reaches it) and only the K selected
+        codes get gradient. The gate value there is recovered as s − λ|a| (float rounding)."""
+        cfg = self.cfg
+        uniforms = None
+        if noisy and kernels.settings.noise_prefetch:
+            B, rows = x_n.shape[0], kernels.chunk_rows(x_n.shape[0], self.d_sae, kernels.settings.chunk)
+            shapes = [(min(rows, B - s), self.d_sae) for s in range(0, B, rows)]
+            uniforms = kernels.UniformPrefetch(shapes, self.noise_generator, x_n.device)
+        score = partial(concrete_gate_score, beta=self.beta, lambda_mag=cfg.lambda_mag,
+                        ln_weight=self.ln_weight if cfg.layernorm else None,
+                        ln_bias=self.ln_bias if cfg.layernorm else None, noisy=noisy,
+                        generator=self.noise_generator, layernorm=cfg.layernorm, uniforms=uniforms)
+        values, indices, s_sel = sparse_encode(x_n, self.W_enc, None, self.b_dec, cfg.k, score, kernels.settings.chunk)
+        z_sel = s_sel - cfg.lambda_mag * values.detach().abs() if cfg.lambda_mag else s_sel
+        return values, indices, z_sel
+
     def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
-        a = self.pre_acts(x_n)
         noisy = self.training and self.cfg.gate == "concrete"
-        values, indices, z_sel = self.select(a, noisy)
+        if kernels.settings.fast and not self.cfg.straight_through:
+            values, indices, z_sel = self.fast_select(x_n, noisy)
+        else:
+            values, indices, z_sel = self.select(self.pre_acts(x_n), noisy)
         recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
         return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n,
                          top_values=values, top_indices=indices, aux={"gate_selected": z_sel.detach()})
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
-        a = self.pre_acts(x_n)
-        values, indices, _ = self.select(a, noisy=False)
-        return torch.zeros_like(a).scatter(-1, indices, values)
+        if kernels.settings.fast:
+            with torch.no_grad():
+                values, indices, _ = self.fast_select(x_n, noisy=False)
+        else:
+            values, indices, _ = self.select(self.pre_acts(x_n), noisy=False)
+        return values.new_zeros(values.shape[0], self.d_sae).scatter(-1, indices, values)
+
+    @torch.no_grad()
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Inference codes of raw activations as (values, indices), each (..., K), without the
+        dense (..., d_sae) matrix of ``encode``."""
+        lead = x.shape[:-1]
+        x_n, self._last_stats = self.normalizer(self._check(x).reshape(-1, self.d_in))
+        values, indices, _ = self.fast_select(x_n, noisy=False)
+        return values.reshape(*lead, -1), indices.reshape(*lead, -1)
 
     @torch.no_grad()
     def gate_probs(self, x: Tensor) -> Tensor:

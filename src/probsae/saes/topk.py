@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..kernels import sparse_decode
+from .. import kernels
+from ..kernels import sparse_decode, sparse_encode
 from .base import SAE
 from ..errors import ConfigError
 from .config import TopKConfig, positive
@@ -39,7 +40,22 @@ class TopKSAE(SAE):
         values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
         return values.relu(), indices
 
+    # Fast path (kernels.sparse_encode): the selection score of the pre-activations (None: the
+    # pre-activations themselves) and the activation applied to the selected values.
+    score_fn = None
+
+    def activate(self, values: Tensor) -> Tensor:
+        return values.relu()
+
     def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+        use_aux = self.cfg.aux_k > 0 and self.training and dead_mask is not None and bool(dead_mask.any())
+        if kernels.settings.fast and not use_aux:
+            values, indices, _ = sparse_encode(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k,
+                                               self.score_fn, kernels.settings.chunk)
+            values = self.activate(values)
+            recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
+            return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n,
+                             top_values=values, top_indices=indices)
         pre = self.pre_acts(x_n)
         values, indices = self.select(pre)
         recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
@@ -51,8 +67,26 @@ class TopKSAE(SAE):
         return SAEOutput(recon, None, losses, recon, x_n, top_values=values, top_indices=indices)
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
-        values, indices = self.select(self.pre_acts(x_n))
+        if kernels.settings.fast:
+            with torch.no_grad():
+                values, indices, _ = sparse_encode(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k,
+                                                   self.score_fn, kernels.settings.chunk)
+            values = self.activate(values)
+        else:
+            values, indices = self.select(self.pre_acts(x_n))
         return torch.zeros_like(x_n[:, :1].expand(-1, self.d_sae)).scatter(1, indices, values)
+
+
+    @torch.no_grad()
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Inference codes of raw activations as (values, indices), each (..., K): the dense
+        (..., d_sae) matrix of ``encode`` is never built."""
+        lead = x.shape[:-1]
+        x_n, self._last_stats = self.normalizer(self._check(x).reshape(-1, self.d_in))
+        values, indices, _ = sparse_encode(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k,
+                                           self.score_fn, kernels.settings.chunk)
+        values = self.activate(values)
+        return values.reshape(*lead, -1), indices.reshape(*lead, -1)
 
 
 def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_dec: Tensor) -> Tensor | None:

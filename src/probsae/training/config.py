@@ -45,6 +45,32 @@ class TrainConfig:
     """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', …"""
     extra: dict = field(default_factory=dict)
     """Free-form metadata copied into the log header (e.g. model, hook point, corpus)."""
+    precision: str = "fp32"
+    """'fp32' or 'bf16'. 'bf16' runs the forward under ``torch.autocast(bfloat16)``: the TopK
+    family's fast encoder then does only its encoder matmul in bf16 (selection, decoder, loss,
+    gradients and Adam stay fp32, master weights fp32). Pays on CPUs with AMX/AVX512-BF16 and on
+    GPUs; the selected latents can differ from fp32 where pre-activations are within bf16 rounding
+    (see docs/results/speed-cpu.md)."""
+    compile: bool = False
+    """Run the SAE's forward through ``torch.compile`` (first steps pay the compile time; needs a
+    C++ compiler on CPU). Off by default: see docs/results/speed-cpu.md for whether it pays."""
+    distribute: str = "data"
+    """Under ``torchrun`` (WORLD_SIZE > 1): 'data' (data-parallel: each rank takes a disjoint
+    shard of every global batch, gradients are averaged; ``batch_size`` stays the GLOBAL batch and
+    must be divisible by the world size) or 'members' (the SAEs of a sweep are spread over the
+    ranks round-robin; every rank reads the same batches). Ignored in a single process."""
+    dist_timeout_s: float = 600.0
+    """Timeout of the process group's collectives: a rank that stops answering fails the job
+    after this many seconds instead of hanging it."""
+    wandb_project: str | None = None
+    """Also log to Weights & Biases under this project (needs ``pip install probsae[wandb]``);
+    None: only the JSONL log. ``WANDB_MODE=offline`` (or ``wandb_mode``) works without a network."""
+    wandb_entity: str | None = None
+    """W&B entity (user or team); None: wandb's default."""
+    wandb_run_name: str | None = None
+    """W&B run name; None: wandb's generated name."""
+    wandb_mode: str | None = None
+    """W&B mode: 'online', 'offline' or 'disabled'; None: wandb's default (honours WANDB_MODE)."""
 
     def validate(self) -> None:
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
@@ -61,6 +87,14 @@ class TrainConfig:
             raise ConfigError(f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}")
         if self.log_every < 1:
             raise ConfigError(f"log_every must be ≥ 1, got {self.log_every!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.distribute not in ("data", "members"):
+            raise ConfigError(f"distribute must be 'data' or 'members', got {self.distribute!r}")
+        if not self.dist_timeout_s > 0:
+            raise ConfigError(f"dist_timeout_s must be positive, got {self.dist_timeout_s!r}")
+        if self.wandb_mode not in (None, "online", "offline", "disabled"):
+            raise ConfigError(f"wandb_mode must be None, 'online', 'offline' or 'disabled', got {self.wandb_mode!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import ConfigError
 from .batches import BatchSource
+from . import distributed, wandb_logger
 from .config import TrainConfig
 from .logger import TrainHistory
 from .member import Member
@@ -31,6 +32,10 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
     ``run_dirs`` (one per SAE): each gets ``log.jsonl``, a resumable ``checkpoint.pt`` and, at the
     end, the trained SAE (``sae.safetensors`` + ``config.json``). If a run directory already holds
     a checkpoint, training resumes from it. Returns a ``TrainHistory`` (a list for a list input).
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the same call trains in parallel (``cfg.distribute``:
+    'data' shards every global batch over the ranks and averages gradients; 'members' spreads the
+    SAEs over the ranks); only the writing rank touches the run directories. See docs/DISTRIBUTED.md.
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
@@ -40,31 +45,40 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
         raise ConfigError("train() needs at least one SAE")
     if run_dirs is not None and len(run_dirs) != len(sae_list):
         raise ConfigError(f"got {len(run_dirs)} run_dirs for {len(sae_list)} SAEs")
-    device = resolve_device(cfg.device)
+    wandb_logger.check_available(cfg)
+    dist = distributed.setup(cfg)  # inert in a single process; torchrun: data/members parallel
+    device = dist.device or resolve_device(cfg.device)
     source = BatchSource(data, cfg.batch_size, cfg.seed)
     total = cfg.steps or source.default_steps()
     torch.manual_seed(cfg.seed)
+    dist.seed_rng(cfg.seed)
 
+    owned = [i for i in range(len(sae_list)) if dist.owns(i)]
     members = [
-        Member(sae, cfg, device, Path(run_dirs[i]) if run_dirs else None, cfg.log_path if single else None)
-        for i, sae in enumerate(sae_list)
+        Member(sae_list[i], cfg, device, Path(run_dirs[i]) if run_dirs else None, cfg.log_path if single else None)
+        for i in owned
     ]
+    for i, m in zip(owned, members):
+        dist.attach(m, i)
     fresh = [m for m in members if not m.try_resume()]
+    dist.check_resume(members)
     if fresh:
         first = source.peek().to(device)
+        dist.check_same_batch(first)
         for m in fresh:
             m.sae.init_from_data(first, cfg.b_dec_init)
             m.logger.write({"event": "start", "architecture": m.sae.architecture, "sae_config": m.sae.config_dict()["config"],
                             "train_config": cfg.to_dict(), "total_steps": total})
-    start = min(m.start_step for m in members)
+    start = min((m.start_step for m in members), default=total)  # a rank may own no SAE
     for m in members:
         m.sae.train()
+    wb = wandb_logger.attach(cfg, members, owned, run_dirs, dist)
 
-    bar = _progress(cfg, total, start, len(members))
+    bar = _progress(cfg, total, start, len(members)) if dist.is_main else None
     step = start
     try:
         for step, batch in zip(range(start, total), source.batches(start)):
-            batch = batch.to(device, non_blocking=True)
+            batch = dist.shard(batch).to(device, non_blocking=True)  # data mode: this rank's rows
             for m in members:
                 if step < m.start_step:
                     continue  # this member's checkpoint is ahead: it waits
@@ -78,7 +92,10 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
                 if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and not last:
                     m.checkpoint(step + 1)
             if bar is not None:
-                bar.update(batch.shape[0])
+                bar.update(batch.shape[0] * dist.data_world)
+    except BaseException as e:
+        dist.abort(e)  # say which rank failed and tear the group down so peers do not hang
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -86,8 +103,10 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
         m.sae.eval()
         if m.run_dir is not None:
             m.checkpoint(total)
-            m.sae.save(m.run_dir)
-    histories: list[TrainHistory] = [m.history() for m in members]
+            if m.writer:
+                m.sae.save(m.run_dir)
+    wb.finish()
+    histories: list[TrainHistory] = dist.finish(sae_list, members, owned)
     return histories[0] if single else histories
 
 
