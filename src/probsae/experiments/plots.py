@@ -1,0 +1,175 @@
+"""The report's figures (matplotlib, Agg backend: no display needed). Each function takes plain
+data prepared by :mod:`probsae.experiments.report` and writes one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+STYLE = {  # colour, marker per family label
+    "TopK": ("tab:blue", "o"),
+    "Probabilistic TopK": ("tab:red", "s"),
+    "ReLU": ("tab:green", "^"),
+    "Gated": ("tab:purple", "D"),
+}
+_FALLBACK = ["tab:orange", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plain_log_ticks(ax) -> None:
+    """Log-scale x axis labelled 4, 8, 16 … instead of 4×10⁰."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.xaxis.set_major_locator(LogLocator(base=2))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _style(label: str, i: int) -> tuple[str, str]:
+    return STYLE.get(label, (_FALLBACK[i % len(_FALLBACK)], "v"))
+
+
+def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
+    """FVU vs L0 and MSE vs L0 (log-x), one line per architecture. ``series``: label → rows with
+    l0, fvu, mse, tag (K or λ, annotated next to each point)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, ylabel in ((axes[0], "fvu", "FVU (1 − explained variance)"), (axes[1], "mse", "MSE (normalised inputs)")):
+        for i, (label, rows) in enumerate(series.items()):
+            rows = sorted(rows, key=lambda r: r["l0"])
+            if not rows:
+                continue
+            c, m = _style(label, i)
+            xs = [max(r["l0"], 1e-3) for r in rows]
+            ax.plot(xs, [r[key] for r in rows], marker=m, color=c, label=label)
+            for x, r in zip(xs, rows):
+                ax.annotate(r.get("tag", ""), (x, r[key]), textcoords="offset points", xytext=(4, 3),
+                            fontsize=7, color=c)
+        ax.set_xscale("log")
+        _plain_log_ticks(ax)
+        ax.set_xlabel("L0 (active latents per token, held-out)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def alive_curves(panels: dict[int, dict[str, list[tuple[float, float]]]], d_sae: int | None, path: Path,
+                 title: str) -> Path:
+    """Alive latents over training, one panel per K: label → [(tokens, alive)]."""
+    plt = _plt()
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.6), squeeze=False)
+    for ax, (k, curves) in zip(axes[0], sorted(panels.items())):
+        for i, (label, pts) in enumerate(curves.items()):
+            c, _ = _style(label, i)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=c, label=label)
+        if d_sae:
+            ax.axhline(d_sae, color="k", lw=0.6, ls=":")
+        ax.set_title(f"K = {k}", fontsize=9)
+        ax.set_xlabel("training tokens")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("alive latents (fired in window)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def grouped_bars(groups: dict[int, dict[str, dict[str, float]]], metrics: list[tuple[str, str]], path: Path,
+                 title: str) -> Path:
+    """One panel per metric; per K a group of bars (variant → metrics)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.4 * len(metrics), 3.8), squeeze=False)
+    ks = sorted(groups)
+    variants: list[str] = []
+    for g in groups.values():
+        variants += [v for v in g if v not in variants]
+    width = 0.8 / max(1, len(variants))
+    cmap = ["tab:red", "tab:orange", "tab:olive", "tab:cyan", "tab:blue", "tab:gray", "tab:brown", "tab:pink"]
+    for ax, (key, label) in zip(axes[0], metrics):
+        for j, v in enumerate(variants):
+            xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(ks))]
+            ys = [groups[k].get(v, {}).get(key, float("nan")) for k in ks]
+            color = "tab:blue" if v == "TopK" else cmap[j % len(cmap)]
+            ax.bar(xs, ys, width=width, label=v, color=color)
+        ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def temperature(lines: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
+    """Figure 7 style: MSE vs L0 (log-x), one line per β_0; plus FVU vs β_0 per K."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
+    cm = plt.get_cmap("viridis")
+    labels = list(lines)
+    for i, label in enumerate(labels):
+        rows = sorted(lines[label], key=lambda r: r["l0"])
+        c = cm(i / max(1, len(labels) - 1))
+        axes[0].plot([r["l0"] for r in rows], [r["mse"] for r in rows], marker="o", color=c, label=label)
+    axes[0].set_xscale("log")
+    _plain_log_ticks(axes[0])
+    axes[0].set_xlabel("L0 (held-out)")
+    axes[0].set_ylabel("MSE (normalised inputs)")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(True, which="both", alpha=0.3)
+    by_k: dict[int, list[tuple[float, float]]] = {}
+    for label in labels:
+        for r in lines[label]:
+            by_k.setdefault(r["k"], []).append((r["beta"], r["fvu"]))
+    for i, (k, pts) in enumerate(sorted(by_k.items())):
+        pts.sort()
+        axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"K={k}",
+                     color=_FALLBACK[i % len(_FALLBACK)])
+    axes[1].set_xscale("log")
+    _plain_log_ticks(axes[1])
+    axes[1].set_xlabel("initial gate temperature β₀ (annealed to β_T)")
+    axes[1].set_ylabel("FVU (held-out)")
+    axes[1].legend(fontsize=8)
+    axes[1].grid(True, which="both", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def training_curves(curves: dict[str, list[tuple[float, float]]], path: Path, title: str, ylabel: str) -> Path:
+    """One line per run: (tokens, value)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, pts) in enumerate(curves.items()):
+        fam = "Probabilistic TopK" if label.startswith("Probabilistic") else label.split(" ")[0]
+        c, _ = _style(fam, i)
+        ls = ["-", "--", ":", "-."][i % 4]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=c, ls=ls, label=label, lw=1)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,269 @@
+"""Sweep configs: TOML files (``configs/NAME.toml``) and their expansion into grid members.
+
+A sweep config has four parts (see ``configs/minilm-cpu.toml`` and docs/EXPERIMENTS.md)::
+
+    name = "minilm-cpu"
+    [data]     where the activations come from: model, hook, corpus, context_length, max_tokens,
+               holdout_every, ... or ``cache`` / ``eval_cache`` (paths of existing activation caches)
+    [sae]      settings shared by every member: d_sae (or expansion), normalize, seed
+    [train]    ``probsae.TrainConfig`` fields (plus ``tokens`` = steps × batch_size)
+    [[grid]]   one or more grid blocks; each expands to members (see ``expand_block``)
+
+A grid block::
+
+    [[grid]]
+    study = "ablation"                 # label(s) used by the report: pareto, ablation, temperature
+    architecture = "prob_topk"         # a name or a list of names (an axis)
+    k = [8, 16]                        # a list is an axis, a scalar is fixed
+    variants = [{}, {lambda_mag = 0.0}, {layernorm = false}, {gate = "sigmoid"}]   # alternatives
+
+The block's members are the Cartesian product of its axes (architecture × every list-valued
+hyperparameter × variants). Members of different blocks with the same architecture and the same
+effective hyperparameters are one member (trained once, listed under every study it belongs to).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..saes.registry import architectures, get_class, hyperparameters
+
+#: Where preset names resolve: <repo>/configs/NAME.toml (also $PROBSAE_CONFIGS).
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+#: The hyperparameter always shown in a member's name, per architecture family.
+PRIMARY = ("k", "l1_coeff", "l0_coeff")
+
+_TOP_KEYS = {"name", "description", "data", "sae", "train", "grid", "sweep"}
+#: [data] keys of the sweep itself; every other [data] key is a ``probsae.data.prepare.DataSpec`` field.
+SWEEP_DATA_KEYS = {"cache", "eval_cache", "cache_dir"}
+_SAE_KEYS = {"d_sae", "expansion", "normalize", "seed"}
+_SWEEP_KEYS = {"max_members_per_pass", "eval_batch_size", "checkpoint_every"}
+
+
+def config_dirs() -> list[Path]:
+    import os
+
+    dirs = [Path(p) for p in os.environ.get("PROBSAE_CONFIGS", "").split(os.pathsep) if p]
+    return dirs + [CONFIG_DIR]
+
+
+def list_presets() -> list[str]:
+    names: set[str] = set()
+    for d in config_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.toml"))
+    return sorted(names)
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A TOML path, or a preset name looked up in ``configs/`` (``minilm-cpu`` → configs/minilm-cpu.toml)."""
+    p = Path(spec)
+    if p.suffix == ".toml" or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"sweep config {spec} does not exist")
+        return p
+    for d in config_dirs():
+        cand = d / f"{spec}.toml"
+        if cand.is_file():
+            return cand
+    raise ConfigError(f"unknown sweep preset {str(spec)!r}: not a .toml file and not one of "
+                      f"{', '.join(list_presets()) or '(no presets found)'}")
+
+
+@dataclass
+class Member:
+    """One SAE of a sweep."""
+
+    architecture: str
+    hparams: dict[str, Any]          # effective non-default hyperparameters (plus the primary one)
+    studies: list[str] = field(default_factory=list)
+    group: int = 0                   # training pass group (lower first; see expand_block)
+
+    @property
+    def name(self) -> str:
+        return member_name(self.architecture, self.hparams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "architecture": self.architecture, "hparams": dict(self.hparams),
+                "studies": list(self.studies), "group": self.group}
+
+
+@dataclass
+class SweepConfig:
+    name: str
+    description: str
+    data: dict[str, Any]
+    sae: dict[str, Any]
+    train: dict[str, Any]
+    sweep: dict[str, Any]
+    grid: list[dict[str, Any]]
+    source: str | None = None
+
+    def members(self) -> list[Member]:
+        return expand_grid(self.grid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "data": self.data, "sae": self.sae,
+                "train": self.train, "sweep": self.sweep, "grid": self.grid, "source": self.source}
+
+
+def load_config(spec: str | Path) -> SweepConfig:
+    """Load and validate a sweep config from a TOML path or a preset name."""
+    path = resolve_config_path(spec)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    cfg = parse_config(raw, source=str(path))
+    return cfg
+
+
+def parse_config(raw: dict[str, Any], source: str | None = None) -> SweepConfig:
+    where = source or "sweep config"
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; valid: {sorted(_TOP_KEYS)}")
+    from ..data.prepare import DataSpec
+
+    data_keys = set(DataSpec.__dataclass_fields__) | SWEEP_DATA_KEYS
+    for section, keys in (("data", data_keys), ("sae", _SAE_KEYS), ("sweep", _SWEEP_KEYS)):
+        bad = sorted(set(raw.get(section, {})) - keys)
+        if bad:
+            raise ConfigError(f"{where}: unknown [{section}] key(s) {bad}; valid: {sorted(keys)}")
+    data = dict(raw.get("data", {}))
+    if "cache" not in data:
+        for k in ("model", "hook", "corpus"):
+            if k not in data:
+                raise ConfigError(f"{where}: [data] needs {k!r} (or 'cache', the path of an existing activation cache)")
+    train = dict(raw.get("train", {}))
+    _check_train(train, where)
+    grid = raw.get("grid")
+    if not isinstance(grid, list) or not grid:
+        raise ConfigError(f"{where}: needs at least one [[grid]] block")
+    cfg = SweepConfig(name=str(raw.get("name") or Path(source or "sweep").stem),
+                      description=str(raw.get("description", "")), data=data,
+                      sae=dict(raw.get("sae", {})), train=train, sweep=dict(raw.get("sweep", {})),
+                      grid=[dict(b) for b in grid], source=source)
+    cfg.members()  # validates the grid
+    return cfg
+
+
+def _check_train(train: dict[str, Any], where: str) -> None:
+    from ..training.config import TrainConfig
+
+    valid = set(TrainConfig.__dataclass_fields__) | {"tokens"}
+    bad = sorted(set(train) - valid)
+    if bad:
+        raise ConfigError(f"{where}: unknown [train] key(s) {bad}; valid: {sorted(valid)}")
+    if "tokens" in train and "steps" in train:
+        raise ConfigError(f"{where}: [train] sets both 'tokens' and 'steps'; set one")
+
+
+def train_config_kwargs(train: dict[str, Any]) -> dict[str, Any]:
+    """[train] section → TrainConfig keyword arguments (``tokens`` becomes ``steps``)."""
+    kw = dict(train)
+    tokens = kw.pop("tokens", None)
+    if tokens is not None:
+        bs = int(kw.get("batch_size", 4096))
+        kw["steps"] = max(1, math.ceil(int(tokens) / bs))
+    if "adam_betas" in kw:
+        kw["adam_betas"] = tuple(kw["adam_betas"])
+    return kw
+
+
+# ---- grid expansion ---------------------------------------------------------------------------
+def expand_block(block: dict[str, Any]) -> list[Member]:
+    """Members of one [[grid]] block: architecture × list-valued hparams × variants.
+
+    Reserved keys: ``study`` (report labels), ``variants`` (list of alternative hparam tables) and
+    ``group`` (an integer: members train in passes by ascending group, so a sweep can put its most
+    important members first; a pass is further capped by ``max_members_per_pass``)."""
+    block = dict(block)
+    group = block.pop("group", 0)
+    if not isinstance(group, int) or isinstance(group, bool):
+        raise ConfigError(f"grid block 'group' must be an integer, got {group!r}")
+    studies = block.pop("study", ["pareto"])
+    studies = [studies] if isinstance(studies, str) else list(studies)
+    arch_spec = block.pop("architecture", None)
+    if arch_spec is None:
+        raise ConfigError(f"grid block {block} has no 'architecture'")
+    archs = arch_spec if isinstance(arch_spec, list) else [arch_spec]
+    variants = block.pop("variants", [{}])
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ConfigError(f"grid block 'variants' must be a list of tables, got {variants!r}")
+    axes = [(k, v if isinstance(v, list) else [v]) for k, v in sorted(block.items())]
+    for k, vals in axes:
+        if not vals:
+            raise ConfigError(f"grid block axis {k!r} is an empty list")
+    out: list[Member] = []
+    for arch in archs:
+        if arch not in architectures():
+            raise ConfigError(f"grid block: unknown architecture {arch!r}; registered: {', '.join(architectures())}")
+        defaults = hyperparameters(arch)
+        for combo in itertools.product(*[vals for _, vals in axes]):
+            base = dict(zip([k for k, _ in axes], combo))
+            for var in variants:
+                hp = {**base, **var}
+                unknown = sorted(set(hp) - set(defaults))
+                if unknown:
+                    raise ConfigError(f"unknown hyperparameter(s) {unknown} for architecture {arch!r}; "
+                                      f"valid: {', '.join(sorted(defaults))}")
+                # validate values now (d_in/d_sae are placeholders; k ≤ d_sae is checked at build time)
+                cfg_cls = get_class(arch).config_class
+                try:
+                    cfg_cls(d_in=1, d_sae=10**9, **hp).validate()
+                except TypeError as e:
+                    raise ConfigError(f"bad hyperparameters {hp} for {arch!r}: {e}") from None
+                out.append(Member(arch, canonical_hparams(arch, hp), list(studies), group))
+    return out
+
+
+def canonical_hparams(arch: str, hp: dict[str, Any]) -> dict[str, Any]:
+    """Drop hyperparameters equal to the architecture's default (the primary one is kept)."""
+    defaults = hyperparameters(arch)
+    out = {}
+    for k in sorted(hp):
+        v = hp[k]
+        if isinstance(defaults.get(k), float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if k in PRIMARY or v != defaults.get(k):
+            out[k] = v
+    return out
+
+
+def expand_grid(blocks: list[dict[str, Any]]) -> list[Member]:
+    """All members of all blocks, deduplicated by (architecture, effective hparams), in first-seen
+    order; a member listed by several blocks carries all their study labels and the lowest group."""
+    seen: dict[str, Member] = {}
+    for block in blocks:
+        for m in expand_block(block):
+            if m.name in seen:
+                for s in m.studies:
+                    if s not in seen[m.name].studies:
+                        seen[m.name].studies.append(s)
+                seen[m.name].group = min(seen[m.name].group, m.group)
+            else:
+                seen[m.name] = m
+    return list(seen.values())
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def member_name(arch: str, hparams: dict[str, Any]) -> str:
+    """Run directory name: ``prob_topk-k=8-lambda_mag=0`` (primary hparam first, then sorted)."""
+    keys = [k for k in PRIMARY if k in hparams] + sorted(k for k in hparams if k not in PRIMARY)
+    parts = [arch] + [f"{k}={_fmt(hparams[k])}" for k in keys]
+    return "-".join(parts).replace("/", "_")

@@ -1,0 +1,355 @@
+"""``probsae report SWEEP_DIR``: figures and a Markdown report of a finished (or partial) sweep.
+
+Reads ``sweep.json``, every ``runs/*/metrics.json`` (held-out evaluation) and ``runs/*/log.jsonl``
+(training curves), and writes into the output directory::
+
+    report.md        settings, key comparisons, every run's final metrics, the command that made it
+    metrics.csv      the table of every run's final metrics
+    pareto.png       FVU vs L0 and MSE vs L0 (log-x), one line per architecture      (paper Fig. 2/3)
+    alive.png        alive latents over training, TopK vs Probabilistic TopK per K    (paper Fig. 4/8)
+    ablation.png     full / w/o magnitude / w/o LayerNorm / sigmoid gate / TopK per K (paper Fig. 6)
+    temperature.png  β_0 ∈ {0.5, 1, 5, 10}: MSE vs L0 and FVU vs β_0                  (paper Fig. 7)
+    training.png     explained variance over training of the Pareto runs
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..saes.registry import hyperparameters
+from . import plots
+
+LABELS = {"topk": "TopK", "prob_topk": "Probabilistic TopK", "relu": "ReLU", "gated": "Gated",
+          "batchtopk": "BatchTopK", "jumprelu": "JumpReLU", "abstopk": "AbsTopK", "vsae_topk": "vSAE TopK"}
+PRIMARY = ("k", "l1_coeff", "l0_coeff")
+ABLATION_ORDER = ["full", "w/o magnitude", "w/o LayerNorm", "sigmoid gate", "TopK"]
+
+
+def family(arch: str) -> str:
+    return LABELS.get(arch, arch)
+
+
+def variant(r: dict[str, Any]) -> str:
+    """'full' for a member with only its primary hyperparameter (and, for prob_topk, paper
+    defaults); otherwise the ablation name, 'β0=x', or 'other'."""
+    hp = {k: v for k, v in r["hparams"].items() if k not in PRIMARY}
+    defaults = _defaults(r["architecture"])
+    diff = {k: v for k, v in hp.items() if defaults.get(k, object()) != v}
+    if not diff:
+        return "full"
+    if r["architecture"] == "prob_topk" and len(diff) == 1:
+        (k, v), = diff.items()
+        if k == "lambda_mag" and v == 0:
+            return "w/o magnitude"
+        if k == "layernorm" and v is False:
+            return "w/o LayerNorm"
+        if k == "gate" and v == "sigmoid":
+            return "sigmoid gate"
+        if k == "beta_start":
+            return f"β0={v:g}"
+        if k == "anneal" and v is False:
+            return "fixed β"
+    return "other: " + ", ".join(f"{k}={v}" for k, v in sorted(diff.items()))
+
+
+def _defaults(arch: str) -> dict[str, Any]:
+    try:
+        return hyperparameters(arch)
+    except ConfigError:
+        return {}
+
+
+def _tag(r: dict[str, Any]) -> str:
+    hp = r["hparams"]
+    if "k" in hp:
+        return f"K={hp['k']}"
+    for k in ("l1_coeff", "l0_coeff"):
+        if k in hp:
+            return f"λ={hp[k]:g}"
+    return ""
+
+
+def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"sweep directory {sweep_dir} does not exist")
+    info_path = sweep_dir / "sweep.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    results = []
+    for p in sorted((sweep_dir / "runs").glob("*/metrics.json")):
+        try:
+            r = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+        r["_dir"] = p.parent
+        results.append(r)
+    if not results:
+        raise ConfigError(f"{sweep_dir} has no finished runs (no runs/*/metrics.json): run 'probsae sweep' first")
+    return info, results
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    p = Path(run_dir) / "log.jsonl"
+    if p.is_file():
+        for line in p.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "step" in rec and not rec.get("event"):
+                out.append(rec)
+    return out
+
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    e = r["eval"]
+    tf = r.get("train_final", {})
+    return {"name": r["name"], "architecture": r["architecture"], "variant": variant(r), "tag": _tag(r),
+            "k": r["hparams"].get("k"), "l0": e["l0"], "mse": e["mse"], "fvu": e["fvu"],
+            "explained_variance": e["explained_variance"], "alive": e["alive"], "dead": e["dead"],
+            "d_sae": r.get("d_sae"), "train_alive": tf.get("alive"), "tokens_seen": r.get("tokens_seen"),
+            "steps": r.get("steps"), "eval_tokens": e.get("n_tokens"), "studies": r.get("studies", []),
+            "beta_start": r["hparams"].get("beta_start", _defaults(r["architecture"]).get("beta_start"))}
+
+
+def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, command: str | None = None,
+                title: str | None = None, notes: str | Path | None = None) -> Path:
+    """Write the report of ``sweep_dir`` into ``out_dir`` (default SWEEP_DIR/report); returns report.md.
+    ``notes``: a Markdown file inlined as the report's "Notes" section."""
+    sweep_dir = Path(sweep_dir)
+    out = Path(out_dir) if out_dir else sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    info, results = load_sweep(sweep_dir)
+    rows = [_row(r) for r in results]
+    by_name = {r["name"]: r for r in results}
+    name = info.get("name", sweep_dir.name)
+    title = title or f"Sweep report: {name}"
+    data = info.get("data", {})
+    setting = f"{data.get('model', '?')} {data.get('hook', '?')}" + (f" on {data['corpus']}" if data.get("corpus") else "")
+    figs: dict[str, str] = {}
+
+    # Pareto: every architecture's default-variant runs.
+    series: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["variant"] == "full":
+            series.setdefault(family(row["architecture"]), []).append(row)
+    order = ["TopK", "Probabilistic TopK", "ReLU", "Gated"]
+    series = {k: series[k] for k in sorted(series, key=lambda s: (order.index(s) if s in order else 99, s))}
+    if series:
+        plots.pareto(series, out / "pareto.png", f"Reconstruction vs sparsity — {setting}")
+        figs["pareto"] = "pareto.png"
+
+    # Alive latents over training: TopK vs Probabilistic TopK (full) per K.
+    d_sae = next((r["d_sae"] for r in rows if r.get("d_sae")), None)
+    panels: dict[int, dict[str, list]] = {}
+    for row in rows:
+        if row["variant"] == "full" and row["architecture"] in ("topk", "prob_topk") and row["k"]:
+            log = read_log(by_name[row["name"]]["_dir"])
+            pts = [(rec["tokens"], rec["alive"]) for rec in log if rec.get("alive") is not None]
+            if pts:
+                panels.setdefault(row["k"], {})[family(row["architecture"])] = pts
+    panels = {k: v for k, v in panels.items() if len(v) == 2} or panels
+    if panels:
+        window = info.get("train_config", {}).get("dead_window_tokens")
+        wtxt = f" (alive = fired in the last {window:,} tokens)" if window else ""
+        plots.alive_curves(panels, d_sae, out / "alive.png", f"Alive latents during training{wtxt}")
+        figs["alive"] = "alive.png"
+
+    # Ablations: per K with at least one ablation variant.
+    abl: dict[int, dict[str, dict]] = {}
+    for row in rows:
+        if row["architecture"] == "prob_topk" and row["variant"] in ABLATION_ORDER and row["k"]:
+            abl.setdefault(row["k"], {})[row["variant"]] = row
+    abl = {k: v for k, v in abl.items() if set(v) - {"full"}}
+    for row in rows:
+        if row["architecture"] == "topk" and row["variant"] == "full" and row["k"] in abl:
+            abl[row["k"]]["TopK"] = row
+    abl = {k: {v: g[v] for v in ABLATION_ORDER if v in g} for k, g in abl.items()}
+    if abl:
+        plots.grouped_bars(abl, [("fvu", "FVU (held-out)"), ("mse", "MSE (held-out)"), ("alive", "alive latents (held-out)")],
+                           out / "ablation.png", f"Ablations of Probabilistic TopK — {setting}")
+        figs["ablation"] = "ablation.png"
+
+    # Temperature: prob_topk runs differing only in beta_start (full = the default β0).
+    temp_rows = [row for row in rows if row["architecture"] == "prob_topk"
+                 and (row["variant"].startswith("β0=") or row["variant"] == "full")]
+    temp_ks = {row["k"] for row in temp_rows if row["variant"].startswith("β0=")}
+    temp_rows = [row for row in temp_rows if row["k"] in temp_ks]
+    tlines: dict[str, list[dict]] = {}
+    for row in sorted(temp_rows, key=lambda r: r["beta_start"]):
+        tlines.setdefault(f"β0={row['beta_start']:g}", []).append({**row, "beta": row["beta_start"]})
+    if tlines:
+        plots.temperature(tlines, out / "temperature.png", f"Gate temperature β0 (annealed) — {setting}")
+        figs["temperature"] = "temperature.png"
+
+    # Training curves of the Pareto TopK-family runs.
+    curves = {}
+    for row in rows:
+        if row["variant"] == "full" and row["architecture"] in ("topk", "prob_topk"):
+            log = read_log(by_name[row["name"]]["_dir"])
+            pts = [(rec["tokens"], rec["explained_variance"]) for rec in log if rec.get("explained_variance") is not None]
+            if pts:
+                curves[f"{family(row['architecture'])} {row['tag']}"] = pts
+    if curves:
+        plots.training_curves(curves, out / "training.png", "Explained variance of the training batch",
+                              "explained variance (batch)")
+        figs["training"] = "training.png"
+
+    _write_csv(rows, out / "metrics.csv")
+    md = _markdown(info, rows, abl, tlines, figs, sweep_dir, out, command, title, setting)
+    if notes:
+        p = Path(notes)
+        if not p.is_file():
+            raise ConfigError(f"--notes {p}: no such file")
+        head, sep, tail = md.partition("\n## Pareto frontier")
+        md = head + "\n## Notes\n\n" + p.read_text().strip() + "\n" + sep + tail
+    (out / "report.md").write_text(md)
+    return out / "report.md"
+
+
+_CSV_COLS = ["name", "architecture", "variant", "tag", "l0", "mse", "fvu", "explained_variance", "alive", "dead",
+             "d_sae", "train_alive", "tokens_seen", "steps", "eval_tokens"]
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=_CSV_COLS, extrasaction="ignore")
+        w.writeheader()
+        for r in sorted(rows, key=_sort_key):
+            w.writerow(r)
+
+
+def _sort_key(r: dict) -> tuple:
+    order = ["topk", "prob_topk", "relu", "gated"]
+    arch = order.index(r["architecture"]) if r["architecture"] in order else 99
+    return (arch, r["variant"] != "full", r["variant"], r["k"] or 0, r["l0"])
+
+
+def _f(x: Any, nd: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
+    """TopK vs Probabilistic TopK (full) at every K both have: held-out FVU, MSE, L0, alive."""
+    top = {r["k"]: r for r in rows if r["architecture"] == "topk" and r["variant"] == "full"}
+    prob = {r["k"]: r for r in rows if r["architecture"] == "prob_topk" and r["variant"] == "full"}
+    out = []
+    for k in sorted(set(top) & set(prob)):
+        t, p = top[k], prob[k]
+        out.append({"k": k, "topk": t, "prob": p,
+                    "fvu_rel": (p["fvu"] - t["fvu"]) / t["fvu"] if t["fvu"] else float("nan"),
+                    "mse_rel": (p["mse"] - t["mse"]) / t["mse"] if t["mse"] else float("nan"),
+                    "prob_better": p["fvu"] < t["fvu"], "prob_more_alive": p["alive"] > t["alive"]})
+    return out
+
+
+def _markdown(info, rows, abl, tlines, figs, sweep_dir: Path, out: Path, command, title, setting) -> str:
+    tc = info.get("train_config", {})
+    data = info.get("data", {})
+    L: list[str] = [f"# {title}", ""]
+    L += [f"Made by: `{command or f'probsae report {sweep_dir}'}`", ""]
+    if info.get("command"):
+        L += [f"Sweep started by: `{info['command']}` (resumed or extended by the invocations below)", ""]
+        invs = [i for i in info.get("invocations", []) if isinstance(i.get("finished_at"), str)]
+        if invs:
+            import datetime as _dt
+
+            ends = [_dt.datetime.fromisoformat(i["finished_at"]) for i in invs]
+            starts = [e - _dt.timedelta(seconds=i.get("wall_seconds", 0)) for e, i in zip(ends, invs)]
+            span = (max(ends) - min(starts)).total_seconds()
+            L += [f"Completed sweep invocations ({len(invs)}; wall-clock span {span / 60:.1f} min from the first start "
+                  "to the last finish, activation extraction not included):", ""]
+            L += [f"- `{i['command']}` — finished {i['finished_at']}, {i.get('wall_seconds', 0) / 60:.1f} min, "
+                  f"{i.get('to_run', '?')} members trained" for i in invs]
+            L += [""]
+        older = [i for i in info.get("invocations", []) if not isinstance(i.get("finished_at"), str)]
+        if older:
+            L += ["Completed sweep invocations without a timestamp:", ""]
+            L += [f"- `{i['command']}` — {i.get('wall_seconds', 0) / 60:.1f} min, {i.get('to_run', '?')} members trained"
+                  for i in older]
+            L += [""]
+    L += [f"Generated {time.strftime('%Y-%m-%d %H:%M')}.", ""]
+    if info.get("description"):
+        L += [info["description"], ""]
+
+    d_sae = next((r["d_sae"] for r in rows if r.get("d_sae")), None)
+    toks = max((r["tokens_seen"] or 0) for r in rows)
+    cache_toks = data.get("train_cache_tokens")
+    L += ["## Setting", ""]
+    L += [f"- activations: {setting}; d_in = {data.get('d_in', '?')}, d_sae = {d_sae}"]
+    if cache_toks:
+        L += [f"- training tokens seen per SAE: {toks:,} ({toks / cache_toks:.2f} passes over a "
+              f"{cache_toks:,}-token training cache); held-out evaluation on {data.get('eval_tokens', 0):,} tokens "
+              "of documents never trained on"]
+    else:
+        L += [f"- training tokens seen per SAE: {toks:,}"]
+    if tc:
+        L += [f"- optimiser: Adam lr {tc.get('lr')} ({tc.get('lr_schedule')}, warm-up {tc.get('warmup_steps')} steps), "
+              f"batch {tc.get('batch_size')} tokens, {tc.get('steps')} steps, grad clip {tc.get('grad_clip')}; "
+              f"alive window during training {tc.get('dead_window_tokens'):,} tokens"]
+    L += [f"- runs: {len(rows)}; metrics are on normalised inputs (mean-centred, unit-norm tokens), "
+          "deterministic inference path", ""]
+
+    comps = comparisons(rows)
+    if comps:
+        L += ["## Probabilistic TopK vs TopK", "",
+              "| K | L0 TopK | L0 ProbTopK | FVU TopK | FVU ProbTopK | Δ FVU | MSE TopK | MSE ProbTopK | alive TopK | alive ProbTopK | alive at end of training TopK / ProbTopK |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in comps:
+            t, p = c["topk"], c["prob"]
+            L += [f"| {c['k']} | {_f(t['l0'], 2)} | {_f(p['l0'], 2)} | {_f(t['fvu'])} | {_f(p['fvu'])} | "
+                  f"{c['fvu_rel'] * 100:+.1f}% | {_f(t['mse'])} | {_f(p['mse'])} | {_f(t['alive'])} | {_f(p['alive'])} | "
+                  f"{_f(t['train_alive'])} / {_f(p['train_alive'])} |"]
+        L += [""]
+        for c in comps:
+            verdict = "beats" if c["prob_better"] else "does not beat"
+            alive = "keeps more" if c["prob_more_alive"] else "does not keep more"
+            L += [f"- K = {c['k']}: Probabilistic TopK **{verdict}** TopK on reconstruction (FVU {_f(c['prob']['fvu'])} vs "
+                  f"{_f(c['topk']['fvu'])}, {c['fvu_rel'] * 100:+.1f}%; MSE {_f(c['prob']['mse'])} vs {_f(c['topk']['mse'])}) "
+                  f"at L0 {_f(c['prob']['l0'], 2)} vs {_f(c['topk']['l0'], 2)}, and **{alive}** latents alive "
+                  f"({c['prob']['alive']:,} vs {c['topk']['alive']:,} of {d_sae} on held-out tokens)."]
+        L += [""]
+
+    if "pareto" in figs:
+        L += ["## Pareto frontier", "", "![Pareto frontier](pareto.png)", "",
+              "FVU and MSE against L0 (log scale) for the default variant of each architecture; "
+              "TopK-family points are labelled by K, ReLU/Gated by λ.", ""]
+    if "alive" in figs:
+        L += ["## Alive latents during training", "", "![alive latents](alive.png)", ""]
+    if abl:
+        L += ["## Ablations", "", "![ablations](ablation.png)", "",
+              "| K | variant | L0 | FVU | MSE | alive (held-out) | alive (end of training) |", "|---|---|---|---|---|---|---|"]
+        for k, g in sorted(abl.items()):
+            for v, r in g.items():
+                L += [f"| {k} | {v} | {_f(r['l0'], 2)} | {_f(r['fvu'])} | {_f(r['mse'])} | {_f(r['alive'])} | {_f(r['train_alive'])} |"]
+        L += [""]
+    if tlines:
+        L += ["## Gate temperature", "", "![temperature](temperature.png)", "",
+              "| β0 | K | L0 | FVU | MSE | alive (held-out) |", "|---|---|---|---|---|---|"]
+        for label, rs in tlines.items():
+            for r in sorted(rs, key=lambda r: r["k"]):
+                L += [f"| {r['beta']:g} | {r['k']} | {_f(r['l0'], 2)} | {_f(r['fvu'])} | {_f(r['mse'])} | {_f(r['alive'])} |"]
+        L += [""]
+    if "training" in figs:
+        L += ["## Training curves", "", "![training](training.png)", ""]
+
+    L += ["## Every run", "", "(also in `metrics.csv`; held-out metrics unless marked)", "",
+          "| run | architecture | variant | L0 | MSE | FVU | EV | alive | dead | alive (train window) | tokens |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=_sort_key):
+        L += [f"| {r['name']} | {r['architecture']} | {r['variant']} | {_f(r['l0'], 2)} | {_f(r['mse'])} | "
+              f"{_f(r['fvu'])} | {_f(r['explained_variance'])} | {_f(r['alive'])} | {_f(r['dead'])} | "
+              f"{_f(r['train_alive'])} | {_f(r['tokens_seen'])} |"]
+    L += [""]
+    return "\n".join(L)

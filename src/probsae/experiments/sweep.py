@@ -1,0 +1,264 @@
+"""Run a sweep: one activation stream, many SAEs stepped on the same batches.
+
+Layout of a sweep directory::
+
+    sweep.json                 resolved config, members, command, data provenance (cache paths)
+    runs/<member>/             one per member: config.json + sae.safetensors, log.jsonl,
+                               checkpoint.pt (resume), metrics.json (held-out evaluation)
+    results.jsonl              one line per finished member (its metrics.json), rewritten at the end
+
+Resume: members with a metrics.json are skipped; the others resume from their checkpoints
+(``probsae.train`` does that per run directory). Members are trained in passes of at most
+``max_members_per_pass`` (all at once by default); each pass reads the training cache once per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ConfigError
+from .presets import SWEEP_DATA_KEYS, Member, SweepConfig, train_config_kwargs
+
+METRICS_FILE = "metrics.json"
+SWEEP_FILE = "sweep.json"
+RESULTS_FILE = "results.jsonl"
+
+#: Default checkpoint interval (steps) for sweep members, so a killed sweep loses little work.
+DEFAULT_CHECKPOINT_EVERY = 200
+
+
+def _log(msg: str) -> None:
+    print(f"[sweep {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def data_spec(cfg: SweepConfig):
+    """The [data] section (less cache/eval_cache/cache_dir) as the data pipeline's ``DataSpec``."""
+    from ..data.prepare import DataSpec
+
+    return DataSpec.from_dict({k: v for k, v in cfg.data.items() if k not in SWEEP_DATA_KEYS})
+
+
+def prepare_data(cfg: SweepConfig, out_dir: Path, progress: bool = False):
+    """(train cache, eval cache) of the sweep: existing caches named by [data] cache/eval_cache, or
+    the data pipeline's caches for the [data] spec (``probsae.data.prepare.prepare_caches``: built
+    once under [data] cache_dir, default ``cache/`` as for ``probsae train``/``probsae cache``, and
+    reused by every later sweep or run on the same spec). Held-out = documents never trained on."""
+    from ..data import ActivationCache
+    from ..data.prepare import prepare_caches
+
+    d = cfg.data
+    if "cache" in d:
+        train = ActivationCache(d["cache"])
+        if "eval_cache" in d:
+            return train, ActivationCache(d["eval_cache"])
+        if len(train.shards) < 2:
+            raise ConfigError(f"[data] cache {d['cache']} has one shard; give eval_cache too")
+        _log(f"no eval_cache given: holding out the last 10% of the shards of {d['cache']}")
+        return train.split(0.1)
+    t0 = time.perf_counter()
+    train, evalc = prepare_caches(data_spec(cfg), d.get("cache_dir", "cache"), progress=progress)
+    _log(f"activation caches ready ({time.perf_counter() - t0:.0f}s): train {train.n_tokens:,} tokens "
+         f"({train.path}), held-out {evalc.n_tokens:,} tokens ({evalc.path})")
+    return train, evalc
+
+
+# ---- members -----------------------------------------------------------------------------------
+def build_member(m: Member, d_in: int, sae_cfg: dict[str, Any]):
+    from ..saes import build_sae
+
+    d_sae = sae_cfg.get("d_sae") or int(sae_cfg.get("expansion", 16)) * d_in
+    shared = {k: sae_cfg[k] for k in ("normalize", "seed") if k in sae_cfg}
+    return build_sae(m.architecture, d_in=d_in, d_sae=int(d_sae), **{**shared, **m.hparams})
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / METRICS_FILE).is_file()
+
+
+def _trained(run_dir: Path, total_steps: int) -> bool:
+    """Training finished (saved SAE and a checkpoint at the last step) but not yet evaluated."""
+    from ..saes.base import CONFIG_FILE, WEIGHTS_FILE
+    from ..training.checkpoint import load_checkpoint
+
+    if not ((run_dir / WEIGHTS_FILE).is_file() and (run_dir / CONFIG_FILE).is_file()):
+        return False
+    state = load_checkpoint(run_dir)
+    return state is not None and int(state.get("step", -1)) >= total_steps
+
+
+def evaluate_member(m: Member, run_dir: Path, sae, eval_data, train_cfg, extra: dict[str, Any],
+                    batch_size: int = 4096) -> dict[str, Any]:
+    """Evaluate on held-out activations with ``probsae.evaluate``; write and return metrics.json."""
+    from ..evaluation.metrics import evaluate
+    from ..training.logger import JsonlLogger
+
+    t0 = time.perf_counter()
+    metrics = evaluate(sae, eval_data, batch_size=batch_size)
+    records = [r for r in JsonlLogger(run_dir / "log.jsonl").read() if "step" in r and not r.get("event")]
+    last = records[-1] if records else {}
+    out = {
+        "name": m.name, "architecture": m.architecture, "hparams": m.hparams, "studies": m.studies,
+        "d_in": sae.d_in, "d_sae": sae.d_sae,
+        "eval": metrics,
+        "train_final": {k: last.get(k) for k in ("step", "tokens", "loss", "mse", "explained_variance",
+                                                 "l0", "alive", "dead", "beta", "elapsed_s") if k in last},
+        "steps": train_cfg.steps, "batch_size": train_cfg.batch_size,
+        "tokens_seen": last.get("tokens"), "eval_seconds": round(time.perf_counter() - t0, 3),
+        **extra,
+    }
+    _write_json(run_dir / METRICS_FILE, out)
+    return out
+
+
+# ---- the sweep -----------------------------------------------------------------------------------
+def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None = None,
+              max_members_per_pass: int | None = None, progress: bool = True, dry_run: bool = False,
+              command: str | None = None, device: str | None = None,
+              on_pass: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) the sweep ``cfg`` into ``out_dir``. Returns the sweep summary."""
+    from ..saes import load_sae
+    from ..training import TrainConfig, train
+
+    out_dir = Path(out_dir)
+    members = cfg.members()
+    if only:
+        unknown = [o for o in only if not any(o == m.name or o in m.studies for m in members)]
+        if unknown:
+            raise ConfigError(f"--only {unknown}: not a member name or study of this sweep")
+        members = [m for m in members if m.name in only or any(s in only for s in m.studies)]
+    runs_root = out_dir / "runs"
+    dirs = {m.name: runs_root / m.name for m in members}
+    tkw = train_config_kwargs(cfg.train)
+    tkw.setdefault("checkpoint_every", int(cfg.sweep.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)))
+    tkw.setdefault("log_every", 25)
+    if device:
+        tkw["device"] = device
+    tkw["progress"] = progress
+    group = max_members_per_pass or cfg.sweep.get("max_members_per_pass") or len(members) or 1
+    todo = [m for m in members if not is_finished(dirs[m.name])]
+    command = command or "probsae sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    plan = {"members": len(members), "finished": len(members) - len(todo), "to_run": len(todo),
+            "passes": len(_passes(todo, group)), "max_members_per_pass": group}
+    if dry_run:
+        return {**plan, "names": [m.name for m in todo]}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    train_data, eval_data = prepare_data(cfg, out_dir, progress=progress)
+    d_in = train_data.d_in
+    tkw["extra"] = {**tkw.get("extra", {}), "sweep": cfg.name, "model": train_data.manifest.get("model"),
+                    "hook": train_data.manifest.get("hook"), "corpus": cfg.data.get("corpus")}
+    tcfg = TrainConfig(**tkw)
+    if tcfg.steps is None:
+        tcfg.steps = max(1, train_data.n_tokens // tcfg.batch_size)
+    data_info = {"model": train_data.manifest.get("model"), "hook": train_data.manifest.get("hook"),
+                 "corpus": cfg.data.get("corpus"), "train_cache": str(train_data.path),
+                 "eval_cache": str(eval_data.path), "train_cache_tokens": train_data.n_tokens,
+                 "eval_tokens": eval_data.n_tokens, "d_in": d_in}
+    _write_sweep_json(out_dir, cfg, members, command, data_info, tcfg)
+    eval_bs = int(cfg.sweep.get("eval_batch_size", 4096))
+    extra = {"model": data_info["model"], "hook": data_info["hook"], "corpus": data_info["corpus"],
+             "train_cache_tokens": train_data.n_tokens}
+
+    # Members already trained but not evaluated (a kill during evaluation): evaluate only.
+    for m in list(todo):
+        if _trained(dirs[m.name], tcfg.steps):
+            evaluate_member(m, dirs[m.name], load_sae(dirs[m.name]), eval_data, tcfg, extra, eval_bs)
+            todo.remove(m)
+    chunks = _passes(todo, group)
+    for m in todo:  # a log without a checkpoint is from a run killed before its first checkpoint:
+        rd = dirs[m.name]  # that member restarts from step 0, so its stale records must go
+        if (rd / "log.jsonl").is_file() and not (rd / "checkpoint.pt").is_file():
+            (rd / "log.jsonl").unlink()
+    for i, chunk in enumerate(chunks):
+        _log(f"pass {i + 1}/{len(chunks)}: training {len(chunk)} SAEs for "
+             f"{tcfg.steps} steps × {tcfg.batch_size} tokens "
+             f"({tcfg.steps * tcfg.batch_size / train_data.n_tokens:.2f} epochs of {train_data.n_tokens:,} tokens)")
+        if on_pass:
+            on_pass([m.name for m in chunk])
+        saes = [build_member(m, d_in, cfg.sae) for m in chunk]
+        t0 = time.perf_counter()
+        train(saes, train_data, tcfg, run_dirs=[dirs[m.name] for m in chunk])
+        dt = time.perf_counter() - t0
+        _log(f"pass trained in {dt:.0f}s; evaluating on {eval_data.n_tokens:,} held-out tokens")
+        for m, sae in zip(chunk, saes):
+            evaluate_member(m, dirs[m.name], sae, eval_data, tcfg, {**extra, "pass_train_seconds": round(dt, 1),
+                                                                   "pass_members": len(chunk)}, eval_bs)
+        del saes
+    results = collect_results(out_dir)
+    summary = {**plan, "wall_seconds": round(time.perf_counter() - t_start, 1), "results": len(results)}
+    info = _read_json(out_dir / SWEEP_FILE)
+    info.setdefault("invocations", []).append({"command": command, **summary,
+                                               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    _write_json(out_dir / SWEEP_FILE, info)
+    _log(f"done: {len(results)} members with metrics in {out_dir} ({summary['wall_seconds']:.0f}s this invocation)")
+    return summary
+
+
+def _passes(todo: list[Member], cap: int) -> list[list[Member]]:
+    """Members grouped by their grid ``group`` (ascending), each group cut into passes of ≤ ``cap``."""
+    out: list[list[Member]] = []
+    for g in sorted({m.group for m in todo}):
+        ms = [m for m in todo if m.group == g]
+        out += [ms[i:i + cap] for i in range(0, len(ms), cap)]
+    return out
+
+
+def _write_sweep_json(out_dir: Path, cfg: SweepConfig, members: list[Member], command: str,
+                      data_info: dict[str, Any], tcfg) -> None:
+    path = out_dir / SWEEP_FILE
+    old = _read_json(path)
+    info = {
+        "name": cfg.name, "description": cfg.description, "config": cfg.to_dict(),
+        "command": old.get("command", command), "created": old.get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
+        "members": [m.to_dict() for m in members] if not old.get("members") else _merge_members(old["members"], members),
+        "data": data_info, "train_config": tcfg.to_dict(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "invocations": old.get("invocations", []),
+    }
+    _write_json(path, info)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Atomic (tmp + rename): invocations with disjoint --only may share a sweep directory."""
+    import os
+
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _merge_members(old: list[dict], members: list[Member]) -> list[dict]:
+    by = {m["name"]: m for m in old}
+    for m in members:
+        by[m.name] = m.to_dict()
+    return list(by.values())
+
+
+def collect_results(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every member's metrics.json under ``out_dir/runs`` (also rewrites results.jsonl)."""
+    out_dir = Path(out_dir)
+    res = []
+    for p in sorted((out_dir / "runs").glob(f"*/{METRICS_FILE}")):
+        try:
+            res.append(json.loads(p.read_text()))
+        except json.JSONDecodeError:
+            continue
+    if out_dir.is_dir():
+        (out_dir / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in res))
+    return res

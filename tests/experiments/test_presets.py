@@ -1,0 +1,103 @@
+"""Grid expansion and preset loading."""
+
+from __future__ import annotations
+
+import pytest
+
+from probsae.errors import ConfigError
+from probsae.experiments.presets import (expand_block, expand_grid, list_presets, load_config, member_name,
+                                         parse_config, train_config_kwargs)
+
+
+def test_block_is_cartesian_product_of_axes_and_variants():
+    ms = expand_block({"architecture": ["topk", "prob_topk"], "k": [4, 8], "study": "pareto"})
+    assert [m.name for m in ms] == ["topk-k=4", "topk-k=8", "prob_topk-k=4", "prob_topk-k=8"]
+    assert all(m.studies == ["pareto"] for m in ms)
+
+    ms = expand_block({"architecture": "prob_topk", "k": [8, 16], "study": "ablation",
+                       "variants": [{}, {"lambda_mag": 0.0}, {"layernorm": False}, {"gate": "sigmoid"}]})
+    assert [m.name for m in ms] == [
+        "prob_topk-k=8", "prob_topk-k=8-lambda_mag=0", "prob_topk-k=8-layernorm=false", "prob_topk-k=8-gate=sigmoid",
+        "prob_topk-k=16", "prob_topk-k=16-lambda_mag=0", "prob_topk-k=16-layernorm=false", "prob_topk-k=16-gate=sigmoid"]
+    assert ms[1].hparams == {"k": 8, "lambda_mag": 0.0}
+
+
+def test_grid_dedupes_members_and_merges_studies():
+    blocks = [
+        {"architecture": "prob_topk", "k": [8, 16], "study": ["pareto", "alive"]},
+        {"architecture": "prob_topk", "k": 8, "beta_start": [0.5, 5.0], "study": "temperature"},  # 5.0 = default
+        {"architecture": "relu", "l1_coeff": [0.01, 0.1]},
+    ]
+    ms = expand_grid(blocks)
+    names = [m.name for m in ms]
+    assert names == ["prob_topk-k=8", "prob_topk-k=16", "prob_topk-k=8-beta_start=0.5",
+                     "relu-l1_coeff=0.01", "relu-l1_coeff=0.1"]
+    assert ms[0].studies == ["pareto", "alive", "temperature"]
+    assert ms[3].studies == ["pareto"]  # default study
+
+
+def test_integer_for_float_default_is_canonicalised():
+    a = expand_block({"architecture": "prob_topk", "k": 8, "beta_start": 5})
+    b = expand_block({"architecture": "prob_topk", "k": 8})
+    assert a[0].name == b[0].name == "prob_topk-k=8"
+    assert member_name("relu", {"l1_coeff": 0.05}) == "relu-l1_coeff=0.05"
+
+
+@pytest.mark.parametrize("block, msg", [
+    ({"architecture": "nope", "k": 4}, "unknown architecture"),
+    ({"architecture": "topk", "lambda_mag": 0.0}, "unknown hyperparameter"),
+    ({"architecture": "topk", "k": []}, "empty list"),
+    ({"k": 4}, "no 'architecture'"),
+    ({"architecture": "prob_topk", "gate": "relu"}, "gate"),
+])
+def test_bad_blocks_are_config_errors(block, msg):
+    with pytest.raises(ConfigError, match=msg):
+        expand_block(block)
+
+
+def test_parse_config_rejects_unknown_keys():
+    base = {"data": {"cache": "x"}, "grid": [{"architecture": "topk", "k": 4}]}
+    parse_config(base)
+    with pytest.raises(ConfigError, match="unknown \\[train\\]"):
+        parse_config({**base, "train": {"stepz": 3}})
+    with pytest.raises(ConfigError, match="unknown top-level"):
+        parse_config({**base, "grdi": []})
+    with pytest.raises(ConfigError, match="needs 'model'"):
+        parse_config({"data": {"hook": "resid_pre.1"}, "grid": base["grid"]})
+    with pytest.raises(ConfigError, match="both 'tokens' and 'steps'"):
+        parse_config({**base, "train": {"tokens": 10, "steps": 3}})
+
+
+def test_tokens_become_steps():
+    assert train_config_kwargs({"tokens": 1000, "batch_size": 64})["steps"] == 16
+    assert train_config_kwargs({"tokens": 1024, "batch_size": 64, "adam_betas": [0.9, 0.99]}) == {
+        "steps": 16, "batch_size": 64, "adam_betas": (0.9, 0.99)}
+
+
+def test_presets_load_with_the_papers_grids():
+    assert {"minilm-cpu", "paper-gpt2", "paper-qwen3"} <= set(list_presets())
+    g = load_config("paper-gpt2")
+    names = {m.name for m in g.members()}
+    assert {f"topk-k={k}" for k in (4, 8, 16, 24, 32)} <= names
+    assert {f"prob_topk-k={k}" for k in (4, 8, 16, 24, 32)} <= names
+    assert {f"relu-l1_coeff={v:g}" for v in (5, 8, 10, 15, 20, 40)} <= names
+    assert {f"gated-l1_coeff={v:g}" for v in (0.05, 0.06, 0.09, 0.1)} <= names
+    assert {"prob_topk-k=8-lambda_mag=0", "prob_topk-k=16-layernorm=false", "prob_topk-k=32-gate=sigmoid",
+            "prob_topk-k=8-beta_start=0.5", "prob_topk-k=32-beta_start=10"} <= names
+    assert g.data["model"] == "gpt2" and g.data["hook"] == "resid_pre.8" and g.data["corpus"] == "hf:openwebtext"
+    kw = train_config_kwargs(g.train)
+    assert kw["batch_size"] == 8192 and kw["lr"] == 5e-4 and kw["warmup_steps"] == 20_000
+    assert kw["steps"] * 8192 >= 307_000_000 and g.sae["expansion"] == 16
+
+    q = load_config("paper-qwen3")
+    assert q.data["model"] == "Qwen/Qwen3-0.6B" and q.data["hook"] == "resid_pre.26"
+    assert {m.hparams.get("k") for m in q.members() if m.architecture == "topk"} == {8, 16, 32, 64}
+
+    m = load_config("minilm-cpu")
+    assert m.data["model"] == "minilm" and m.data["corpus"] == "pydoc"
+    mem = m.members()
+    assert {4, 8, 16, 32} <= {x.hparams["k"] for x in mem if x.architecture == "topk"}
+    assert {4, 8, 16, 32} <= {x.hparams["k"] for x in mem if x.architecture == "prob_topk"}
+    studies = {s for x in mem for s in x.studies}
+    assert {"pareto", "ablation", "temperature"} <= studies
+    assert any(x.architecture == "relu" for x in mem) and any(x.architecture == "gated" for x in mem)
