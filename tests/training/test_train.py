@@ -131,3 +131,29 @@ def test_iterable_of_batches_is_used_as_given():
     batches = [torch.randn(32, 16) for _ in range(5)]
     hist = probsae.train(sae, iter(batches), cfg(steps=5, log_every=1))
     assert [r["tokens"] for r in hist.steps] == [32, 64, 96, 128, 160]
+
+
+def test_fresh_start_replaces_a_stale_log(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 999, "loss": 1.0}\n')  # killed before its first checkpoint
+    sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    hist = probsae.train(sae, data(), cfg(steps=20), run_dirs=[run])
+    assert [r["step"] for r in hist.steps] == [10, 20]
+    assert "999" not in (run / "log.jsonl").read_text()
+
+
+def test_cache_batches_are_full():
+    class Cache:
+        n_tokens = 100
+
+        def iter_batches(self, batch_size, shuffle=True, seed=0, drop_last=False):
+            x = torch.randn(self.n_tokens, 16)
+            for i in range(0, self.n_tokens, batch_size):
+                if drop_last and i + batch_size > self.n_tokens:
+                    return
+                yield x[i : i + batch_size]
+
+    sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    hist = probsae.train(sae, Cache(), cfg(steps=6, batch_size=32, log_every=1))
+    assert [r["tokens"] for r in hist.steps] == [32 * i for i in range(1, 7)]

@@ -125,7 +125,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
               on_pass: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the sweep ``cfg`` into ``out_dir``. Returns the sweep summary."""
     from ..saes import load_sae
-    from ..training import TrainConfig, train
+    from ..training import TrainConfig, distributed, train
 
     out_dir = Path(out_dir)
     members = cfg.members()
@@ -150,9 +150,12 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
     if dry_run:
         return {**plan, "names": [m.name for m in todo]}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.setup(TrainConfig(**{k: v for k, v in tkw.items() if k != "steps"}))
+    main = ctx.is_main  # under torchrun only rank 0 extracts, evaluates and writes sweep files
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    train_data, eval_data = prepare_data(cfg, out_dir, progress=progress)
+    train_data, eval_data = distributed.main_first(ctx, lambda: prepare_data(cfg, out_dir, progress=progress and main))
     d_in = train_data.d_in
     tkw["extra"] = {**tkw.get("extra", {}), "sweep": cfg.name, "model": train_data.manifest.get("model"),
                     "hook": train_data.manifest.get("hook"), "corpus": cfg.data.get("corpus")}
@@ -163,7 +166,8 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
                  "corpus": cfg.data.get("corpus"), "train_cache": str(train_data.path),
                  "eval_cache": str(eval_data.path), "train_cache_tokens": train_data.n_tokens,
                  "eval_tokens": eval_data.n_tokens, "d_in": d_in}
-    _write_sweep_json(out_dir, cfg, members, command, data_info, tcfg)
+    if main:
+        _write_sweep_json(out_dir, cfg, members, command, data_info, tcfg)
     eval_bs = int(cfg.sweep.get("eval_batch_size", 4096))
     extra = {"model": data_info["model"], "hook": data_info["hook"], "corpus": data_info["corpus"],
              "train_cache_tokens": train_data.n_tokens}
@@ -171,13 +175,10 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
     # Members already trained but not evaluated (a kill during evaluation): evaluate only.
     for m in list(todo):
         if _trained(dirs[m.name], tcfg.steps):
-            evaluate_member(m, dirs[m.name], load_sae(dirs[m.name]), eval_data, tcfg, extra, eval_bs)
+            if main:
+                evaluate_member(m, dirs[m.name], load_sae(dirs[m.name]), eval_data, tcfg, extra, eval_bs)
             todo.remove(m)
     chunks = _passes(todo, group)
-    for m in todo:  # a log without a checkpoint is from a run killed before its first checkpoint:
-        rd = dirs[m.name]  # that member restarts from step 0, so its stale records must go
-        if (rd / "log.jsonl").is_file() and not (rd / "checkpoint.pt").is_file():
-            (rd / "log.jsonl").unlink()
     for i, chunk in enumerate(chunks):
         _log(f"pass {i + 1}/{len(chunks)}: training {len(chunk)} SAEs for "
              f"{tcfg.steps} steps × {tcfg.batch_size} tokens "
@@ -190,9 +191,13 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
         dt = time.perf_counter() - t0
         _log(f"pass trained in {dt:.0f}s; evaluating on {eval_data.n_tokens:,} held-out tokens")
         for m, sae in zip(chunk, saes):
+            if not main:
+                continue
             evaluate_member(m, dirs[m.name], sae, eval_data, tcfg, {**extra, "pass_train_seconds": round(dt, 1),
                                                                    "pass_members": len(chunk)}, eval_bs)
         del saes
+    if not main:
+        return {**plan, "rank": ctx.rank}
     results = collect_results(out_dir)
     summary = {**plan, "wall_seconds": round(time.perf_counter() - t_start, 1), "results": len(results)}
     info = _read_json(out_dir / SWEEP_FILE)

@@ -16,6 +16,11 @@ class Settings:
     faulting in fresh pages every step, and the full (B, d_sae) matrix is never held)."""
     group_topk: bool = True
     """Select with ``topk_groups`` (exact top-k via strided group maxima) instead of torch.topk."""
+    noise_source: str = "numpy"
+    """Uniforms of the gate noise on CPU: 'numpy' (PCG64 streams seeded from the torch
+    generator, filled by two threads: ~3× faster than 'torch', PyTorch's serial CPU generator) or
+    'torch' (``torch.rand``). Both are reproducible from the torch RNG state (checkpoints restore
+    it). CUDA tensors always use ``torch.rand``."""
     noise_prefetch: bool = False
     """prob_topk: draw the gate's uniforms on a background thread (``UniformPrefetch``, same
     random stream) while the encoder matmuls run. Off: not shown to pay on the 2-core test

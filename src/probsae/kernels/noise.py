@@ -1,7 +1,8 @@
 """Logistic noise log u − log(1 − u), u ~ U(0, 1), for the Binary Concrete gate, and the gate's
 selection score computed in place without an autograd graph.
 
-``logistic_noise`` draws u with ``torch.rand`` (the same stream as the reference) and maps it with
+``logistic_noise`` draws u with ``uniform`` (the same stream as the reference: NumPy PCG64 streams
+seeded from the torch generator by default, or ``torch.rand``; ``settings.noise_source``) and maps it with
 one ``logit`` (log(u / (1 − u)): one log instead of log + log1p and no temporaries); it agrees
 with ``logistic_noise_reference`` to float rounding. The uniform draw itself (PyTorch's CPU
 generator is serial) is the part that cannot be made cheaper without changing the random stream;
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,15 +23,49 @@ from torch import Tensor
 _EPS = 1e-6
 
 
+_POOL: ThreadPoolExecutor | None = None
+_PARTS = 2  # fixed, so the numbers never depend on the machine's core count
+_PARALLEL_MIN = 1 << 18
+
+
+def uniform(shape, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """U(0, 1) float32 samples. On CPU with ``settings.noise_source == 'numpy'``: one 62-bit seed
+    is drawn from the torch generator (so torch's RNG state still determines everything and
+    checkpoints stay exact), and two PCG64 streams seeded (seed, 0) and (seed, 1) fill the two
+    halves of the output, on two threads for large outputs (NumPy releases the GIL)."""
+    from ._settings import settings
+
+    if torch.device(device).type != "cpu" or settings.noise_source == "torch":
+        return torch.rand(shape, device=device, dtype=torch.float32, generator=generator)
+    seed = int(torch.randint(0, 1 << 62, (1,), generator=generator))
+    out = torch.empty(shape, dtype=torch.float32)
+    flat = out.view(-1).numpy()
+    bounds = np.linspace(0, flat.size, _PARTS + 1).astype(np.int64)
+
+    def fill(i: int) -> None:
+        rng = np.random.Generator(np.random.PCG64([seed, i]))
+        rng.random(out=flat[bounds[i]:bounds[i + 1]], dtype=np.float32)
+
+    if flat.size >= _PARALLEL_MIN:
+        global _POOL
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_PARTS, thread_name_prefix="probsae-noise")
+        list(_POOL.map(fill, range(_PARTS)))
+    else:
+        for i in range(_PARTS):
+            fill(i)
+    return out
+
+
 def logistic_noise(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Standard logistic samples with the shape of ``like`` (fp32 math, u clamped to [ε, 1−ε])."""
-    u = torch.rand(like.shape, device=like.device, dtype=torch.float32, generator=generator)
+    u = uniform(like.shape, generator, like.device)
     return u.logit_(_EPS).to(like.dtype)
 
 
 def logistic_noise_reference(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """The straightforward formula (two logs and temporaries), kept for the tests."""
-    u = torch.rand(like.shape, device=like.device, dtype=torch.float32, generator=generator)
+    u = uniform(like.shape, generator, like.device)
     u = u.clamp_(_EPS, 1.0 - _EPS)
     return (torch.log(u) - torch.log1p(-u)).to(like.dtype)
 
@@ -48,7 +85,7 @@ class UniformPrefetch:
     def _run(self, shapes, generator, device) -> None:
         try:
             for shape in shapes:
-                self._q.put(torch.rand(shape, device=device, dtype=torch.float32, generator=generator))
+                self._q.put(uniform(shape, generator, device))
         except BaseException as e:  # surfaced by next()
             self._q.put(e)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-
-import torch
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -55,11 +53,9 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
         steps = spec.train.steps or max(1, spec.data.max_tokens // spec.train.batch_size)
         n_train = None
     else:
-        if ctx.active and not ctx.is_main:
-            torch.distributed.barrier()  # rank 0 extracts (run `probsae cache` first for long extractions)
-        train_data, eval_data = prepare_caches(spec.data, spec.cache_dir, progress=ctx.is_main)
-        if ctx.active and ctx.is_main:
-            torch.distributed.barrier()
+        # rank 0 extracts, the others then open the caches (run `probsae cache` first for long extractions)
+        train_data, eval_data = distributed.main_first(
+            ctx, lambda: prepare_caches(spec.data, spec.cache_dir, progress=ctx.is_main))
         d_in, n_train = train_data.d_in, train_data.n_tokens
         steps = spec.train.steps or max(1, int(spec.epochs * n_train) // spec.train.batch_size)
         if n_train < spec.train.batch_size:

@@ -62,7 +62,8 @@ class BatchSource:
             for i in range(0, data.shape[0] - self.batch_size + 1, self.batch_size):
                 yield data[perm[i : i + self.batch_size]]
         elif hasattr(data, "iter_batches"):
-            yield from data.iter_batches(self.batch_size, shuffle=True, seed=self.seed + epoch)
+            # full batches only: a short batch at each pass boundary would change the step's statistics
+            yield from data.iter_batches(self.batch_size, shuffle=True, seed=self.seed + epoch, drop_last=True)
         else:
             if self._one_shot and epoch > 0:
                 return

@@ -438,3 +438,18 @@ def rank() -> int:
 def is_main_process() -> bool:
     """True on rank 0 (and in a single process)."""
     return rank() == 0
+
+
+def main_first(ctx: DistContext, fn):
+    """Run ``fn`` on the main rank first, then (after a barrier) on the others: for work with
+    side effects on shared disk such as extracting an activation cache, which the other ranks
+    then only open. In a single process it is just ``fn()``."""
+    if not ctx.active:
+        return fn()
+    dist = _dist()
+    if not ctx.is_main:
+        dist.barrier()
+    out = fn()
+    if ctx.is_main:
+        dist.barrier()
+    return out

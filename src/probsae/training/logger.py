@@ -22,6 +22,11 @@ class JsonlLogger:
             with self.path.open("a") as f:
                 f.write(json.dumps(_clean(record)) + "\n")
 
+    def reset(self) -> None:
+        """Remove the log of an earlier attempt (a fresh start must not append to stale records)."""
+        if self.path and self.path.is_file():
+            self.path.unlink()
+
     def read(self) -> list[dict[str, Any]]:
         if not self.path or not self.path.is_file():
             return []

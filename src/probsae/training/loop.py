@@ -67,6 +67,8 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
         dist.check_same_batch(first)
         for m in fresh:
             m.sae.init_from_data(first, cfg.b_dec_init)
+            if m.writer:
+                m.logger.reset()  # a run killed before its first checkpoint restarts from step 0
             m.logger.write({"event": "start", "architecture": m.sae.architecture, "sae_config": m.sae.config_dict()["config"],
                             "train_config": cfg.to_dict(), "total_steps": total})
     start = min((m.start_step for m in members), default=total)  # a rank may own no SAE
