@@ -15,7 +15,7 @@ def test_evaluate_matches_hand_computation():
     recon = codes @ sae.W_dec + sae.b_dec
     err = ((x - recon) ** 2).sum(1)
     total = ((x - x.mean(0)) ** 2).sum()
-    expected_fvu = float(err.sum() / total)
+    expected_fvu = float((err.sum() / total).detach())
     metrics = probsae.evaluate(sae, x, batch_size=7)  # batches that don't divide N
     assert metrics["mse"] == pytest.approx(float(err.mean()), rel=1e-5)
     assert metrics["fvu"] == pytest.approx(expected_fvu, rel=1e-5)
