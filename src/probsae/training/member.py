@@ -27,8 +27,8 @@ class Member:
         # fused=True: one vectorised kernel per parameter instead of ~10 elementwise passes (CPU, CUDA).
         fused = True if device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params) else None
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=fused)
-        self._forward = torch.compile(self.sae) if getattr(cfg, "compile", False) else self.sae
-        self._autocast = getattr(cfg, "precision", "fp32") == "bf16"
+        self._forward = torch.compile(self.sae) if cfg.compile else self.sae
+        self._autocast = cfg.precision == "bf16"
         self.liveness = Liveness(sae.d_sae, cfg.dead_window_tokens, device)
         self.logger = JsonlLogger(self.run_dir / LOG_FILE if self.run_dir else log_path)
         self.start_step = 0
