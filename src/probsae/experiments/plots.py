@@ -33,6 +33,15 @@ def _plain_log_ticks(ax) -> None:
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
+def _save(fig, path: Path, title: str | None) -> None:
+    """Title, tight layout, write the PNG, free the figure."""
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+
+
 def _style(label: str, i: int) -> tuple[str, str]:
     return STYLE.get(label, (_FALLBACK[i % len(_FALLBACK)], "v"))
 
@@ -59,10 +68,7 @@ def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> P
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, title)
     return path
 
 
@@ -83,10 +89,7 @@ def alive_curves(panels: dict[int, dict[str, list[tuple[float, float]]]], d_sae:
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("alive latents (fired in window)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, title)
     return path
 
 
@@ -111,10 +114,7 @@ def grouped_bars(groups: dict[int, dict[str, dict[str, float]]], metrics: list[t
         ax.set_ylabel(label)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, title)
     return path
 
 
@@ -148,10 +148,7 @@ def temperature(lines: dict[str, list[dict[str, Any]]], path: Path, title: str) 
     axes[1].set_ylabel("FVU (held-out)")
     axes[1].legend(fontsize=8)
     axes[1].grid(True, which="both", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, title)
     return path
 
 
@@ -169,7 +166,5 @@ def training_curves(curves: dict[str, list[tuple[float, float]]], path: Path, ti
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, None)
     return path
