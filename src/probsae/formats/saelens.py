@@ -45,7 +45,7 @@ import torch
 from ..errors import ConfigError, SAEFileError
 from ..saes.base import atomic_write
 from ._common import (
-    BLOCK_KEY, ExportReport, build_imported, fold_input_scale, load_into, pick, provenance, read_json,
+    BLOCK_KEY, ExportReport, build_imported, fold_input_scale, load_into, provenance, read_json,
     read_safetensors, refuse_or_allow, unit_to_layernorm_factor, working_state, write_safetensors,
 )
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError, SAEFileError
+from ..errors import InputError
 from .config import SAEConfig
 from .normalization import InputNormalizer, NormStats
 from .output import SAEOutput
