@@ -120,10 +120,19 @@ class SAE(nn.Module):
 
         Remembers the inputs' normalisation statistics so that ``decode`` of these codes returns
         the reconstruction in the input's scale (as SAELens does for its layer-norm mode)."""
-        lead = x.shape[:-1]
-        x_n, stats = self.normalizer(self._check(x).reshape(-1, self.d_in))
-        self._last_stats = stats
+        x_n, lead = self._inference_input(x)
         return self.encode_normalized(x_n).reshape(*lead, self.d_sae)
+
+    def _inference_input(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """Checked, flattened, normalised raw activations for inference, and their leading shape;
+        remembers the normalisation statistics for ``decode``."""
+        lead = x.shape[:-1]
+        x_n, self._last_stats = self.normalizer(self._check(x).reshape(-1, self.d_in))
+        return x_n, lead
+
+    def densify(self, values: Tensor, indices: Tensor) -> Tensor:
+        """(B, K) selected codes and their latent indices → dense (B, d_sae) codes."""
+        return values.new_zeros(values.shape[0], self.d_sae).scatter(-1, indices, values)
 
     def decode(self, codes: Tensor, stats: NormStats | None = None) -> Tensor:
         """Reconstruction in the input's scale. With ``unit`` normalisation this needs the

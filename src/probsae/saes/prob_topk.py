@@ -122,21 +122,24 @@ class ProbTopKSAE(SAE):
         return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n,
                          top_values=values, top_indices=indices, aux={"gate_selected": z_sel.detach()})
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def sparse_codes_normalized(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
+        """Deterministic inference codes of normalised inputs as (values, indices), each (B, K)."""
         if kernels.settings.fast:
             with torch.no_grad():
                 values, indices, _ = self.fast_select(x_n, noisy=False)
         else:
             values, indices, _ = self.select(self.pre_acts(x_n), noisy=False)
-        return values.new_zeros(values.shape[0], self.d_sae).scatter(-1, indices, values)
+        return values, indices
+
+    def encode_normalized(self, x_n: Tensor) -> Tensor:
+        return self.densify(*self.sparse_codes_normalized(x_n))
 
     @torch.no_grad()
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Inference codes of raw activations as (values, indices), each (..., K), without the
         dense (..., d_sae) matrix of ``encode``."""
-        lead = x.shape[:-1]
-        x_n, self._last_stats = self.normalizer(self._check(x).reshape(-1, self.d_in))
-        values, indices, _ = self.fast_select(x_n, noisy=False)
+        x_n, lead = self._inference_input(x)
+        values, indices = self.sparse_codes_normalized(x_n)
         return values.reshape(*lead, -1), indices.reshape(*lead, -1)
 
     @torch.no_grad()

@@ -50,9 +50,7 @@ class TopKSAE(SAE):
     def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
         use_aux = self.cfg.aux_k > 0 and self.training and dead_mask is not None and bool(dead_mask.any())
         if kernels.settings.fast and not use_aux:
-            values, indices, _ = sparse_encode(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k,
-                                               self.score_fn, kernels.settings.chunk)
-            values = self.activate(values)
+            values, indices = self._fast_codes(x_n)
             recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
             return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n,
                              top_values=values, top_indices=indices)
@@ -66,26 +64,28 @@ class TopKSAE(SAE):
                 losses["auxk"] = self.cfg.aux_coeff * aux
         return SAEOutput(recon, None, losses, recon, x_n, top_values=values, top_indices=indices)
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def _fast_codes(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
+        """Selected codes through kernels.sparse_encode (only the K selected latents get gradient)."""
+        values, indices, _ = sparse_encode(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k,
+                                           self.score_fn, kernels.settings.chunk)
+        return self.activate(values), indices
+
+    def sparse_codes_normalized(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
+        """Inference codes of normalised inputs as (values, indices), each (B, K)."""
         if kernels.settings.fast:
             with torch.no_grad():
-                values, indices, _ = sparse_encode(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k,
-                                                   self.score_fn, kernels.settings.chunk)
-            values = self.activate(values)
-        else:
-            values, indices = self.select(self.pre_acts(x_n))
-        return torch.zeros_like(x_n[:, :1].expand(-1, self.d_sae)).scatter(1, indices, values)
+                return self._fast_codes(x_n)
+        return self.select(self.pre_acts(x_n))
 
+    def encode_normalized(self, x_n: Tensor) -> Tensor:
+        return self.densify(*self.sparse_codes_normalized(x_n))
 
     @torch.no_grad()
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Inference codes of raw activations as (values, indices), each (..., K): the dense
         (..., d_sae) matrix of ``encode`` is never built."""
-        lead = x.shape[:-1]
-        x_n, self._last_stats = self.normalizer(self._check(x).reshape(-1, self.d_in))
-        values, indices, _ = sparse_encode(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k,
-                                           self.score_fn, kernels.settings.chunk)
-        values = self.activate(values)
+        x_n, lead = self._inference_input(x)
+        values, indices = self.sparse_codes_normalized(x_n)
         return values.reshape(*lead, -1), indices.reshape(*lead, -1)
 
 

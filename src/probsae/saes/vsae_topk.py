@@ -74,4 +74,4 @@ class VSAETopKSAE(SAE):
     def encode_normalized(self, x_n: Tensor) -> Tensor:
         mu = self.pre_acts(x_n).relu()
         values, indices = mu.topk(self.cfg.k, dim=-1, sorted=False)
-        return torch.zeros_like(mu).scatter(-1, indices, values.relu())
+        return self.densify(values.relu(), indices)
