@@ -70,7 +70,7 @@ class DataSpec:
 
 
 class _Split:
-    """Re-iterable view of one split of a corpus (the stream factory re-iterates it)."""
+    """Re-iterable view of one split of a corpus (a stream factory re-iterates it)."""
 
     def __init__(self, corpus, part: str, every: int):
         self.corpus, self.part, self.every = corpus, part, every
@@ -81,17 +81,22 @@ class _Split:
         return split_documents(self.corpus, self.part, holdout_every=self.every)
 
 
+def split_docs(spec: DataSpec, part: str) -> _Split:
+    """The ``part`` ('train' or 'holdout') documents of the spec's corpus, re-iterable."""
+    from .corpus import load_corpus
+
+    return _Split(load_corpus(spec.corpus, text_field=spec.text_field), part, spec.holdout_every)
+
+
 def activation_stream(spec: DataSpec, part: str, handle=None, progress: bool = False):
     """An ActivationStream over the ``part`` ('train' or 'holdout') documents of the corpus."""
-    from .corpus import load_corpus
     from .extract import ActivationStream
     from .models import load_model
 
     handle = handle or load_model(spec.model, device=spec.device)
-    corpus = load_corpus(spec.corpus, text_field=spec.text_field)
     limit = spec.max_tokens if part == "train" else spec.eval_tokens
     return ActivationStream.from_corpus(
-        handle, spec.hook, _Split(corpus, part, spec.holdout_every), context_length=spec.context_length,
+        handle, spec.hook, split_docs(spec, part), context_length=spec.context_length,
         batch_size=spec.extract_batch_size, max_tokens=limit, exclude_special=spec.exclude_special,
         progress=progress)
 

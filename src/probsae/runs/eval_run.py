@@ -15,7 +15,7 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
     ``train`` evaluated on); for causal LMs also CE with the SAE spliced in, clean CE,
     zero-ablation CE, CE recovered and KL. Writes ``eval.json``."""
     from .. import evaluate, load_sae
-    from ..data.prepare import _Split, prepare_caches
+    from ..data.prepare import prepare_caches, split_docs
 
     run_dir = Path(run_dir)
     spec = read_spec(run_dir)
@@ -23,7 +23,7 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
     (heldout,) = prepare_caches(spec.data, cache_dir or spec.cache_dir, parts=("holdout",))
     result: dict[str, Any] = {"run_dir": str(run_dir), "heldout": evaluate(sae, heldout, max_tokens=eval_tokens)}
     if downstream:
-        from ..data.corpus import load_corpus, token_windows
+        from ..data.corpus import token_windows
         from ..data.models import load_model
         from ..evaluation.downstream import downstream_metrics
 
@@ -31,8 +31,7 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
         if handle.is_causal:
             import torch
 
-            docs = _Split(load_corpus(spec.data.corpus, text_field=spec.data.text_field), "holdout", spec.data.holdout_every)
-            windows = token_windows(docs, handle.tokenizer, spec.data.context_length, batch_size=4,
+            windows = token_windows(split_docs(spec.data, "holdout"), handle.tokenizer, spec.data.context_length, batch_size=4,
                                     max_length=handle.max_length, exclude_special=spec.data.exclude_special)
 
             def recon_fn(x):
