@@ -40,7 +40,9 @@ def test_build_and_read_roundtrip(tmp_path: Path) -> None:
     ordered = torch.cat(list(cache.iter_batches(16, shuffle=False)))
     assert torch.equal(ordered, ref)
     assert cache.n_batches(16) == 5 == len(list(cache.iter_batches(16, shuffle=False)))
-    assert not list((tmp_path / "c").glob("*.tmp"))
+    from probsae.io import TMP_GLOB
+
+    assert not list((tmp_path / "c").glob(TMP_GLOB)) and not list((tmp_path / "c").glob("*tmp*"))
 
 
 def test_shuffled_batches(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from probsae.data.errors import CacheError
+from probsae.io import atomic_write, atomic_write_json, clean_stale_tmp
 from probsae.data.extract import ActivationStream
 
 MANIFEST = "manifest.json"
@@ -67,9 +67,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj)
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
@@ -147,8 +145,7 @@ def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str 
                "normalisation": NORMALISATION_NOTE, "probsae_version": _version(),
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated": None}
     # Stray temporaries of a killed run are garbage.
-    for f in root.glob("*.tmp"):
-        f.unlink()
+    clean_stale_tmp(root)
 
     if isinstance(stream, ActivationStream):
         batches: Iterable[Any] = stream.batches(skip_windows=man["n_windows"],
@@ -166,9 +163,7 @@ def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str 
         if man["d_model"] is None:
             man["d_model"] = int(x.shape[1])
         name = f"shard_{len(man['shards']):05d}.safetensors"
-        tmp = root / (name + ".tmp")
-        save_file({TENSOR_KEY: x}, str(tmp))
-        os.replace(tmp, root / name)
+        atomic_write(root / name, lambda tmp: save_file({TENSOR_KEY: x}, str(tmp)))
         man["shards"].append({"file": name, "n_tokens": int(x.shape[0]),
                               "bytes": (root / name).stat().st_size,
                               "sha256": _sha256(root / name), "windows_end": windows_end})

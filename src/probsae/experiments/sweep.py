@@ -241,11 +241,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, obj: Any) -> None:
     """Atomic (tmp + rename): invocations with disjoint --only may share a sweep directory."""
-    import os
+    from ..io import atomic_write_json
 
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj)
 
 
 def _merge_members(old: list[dict], members: list[Member]) -> list[dict]:

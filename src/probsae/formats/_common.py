@@ -162,7 +162,7 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
 def write_safetensors(path: Path, tensors: dict[str, Tensor]) -> None:
     from safetensors.torch import save_file
 
-    from ..saes.base import atomic_write
+    from ..io import atomic_write
 
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(clean, str(tmp)))

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, SAEFileError
-from ..saes.base import atomic_write
+from ..io import atomic_write_text
 from ._common import (
     BLOCK_KEY, ExportReport, build_imported, fold_input_scale, load_into, provenance, read_json,
     read_safetensors, refuse_or_allow, unit_to_layernorm_factor, working_state, write_safetensors,
@@ -181,7 +181,7 @@ def export_saelens(sae, out_dir: str | Path, *, hook_name: str | None = None, mo
     path.mkdir(parents=True, exist_ok=True)
     write_safetensors(path / WEIGHTS_FILE, {k: v.to(dtype) for k, v in out.items()})
     text = json.dumps(cfg, indent=2)
-    atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(path / CONFIG_FILE, text)
     report = ExportReport(path, "saelens", arch, target, exact=not changes, changes=changes, dropped=dropped, notes=notes)
     report.write_notes(sae)
     return report

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, SAEFileError
-from ..saes.base import atomic_write
+from ..io import atomic_write_text
 from ._common import (
     BLOCK_KEY, ExportReport, build_imported, fold_input_scale, load_into, provenance, read_json,
     read_safetensors, refuse_or_allow, working_state, write_safetensors,
@@ -110,7 +110,7 @@ def export_sparsify(sae, out_dir: str | Path, *, hookpoint: str | None = None, a
         "d_in": sae.d_in, BLOCK_KEY: provenance(sae),
     }
     text = json.dumps(cfg, indent=2)
-    atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(path / CONFIG_FILE, text)
     report = ExportReport(path, "sparsify", arch, "topk", exact=not changes, changes=changes, dropped=dropped, notes=notes)
     report.write_notes(sae)
     return report

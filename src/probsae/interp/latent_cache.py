@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io import atomic_write, atomic_write_json
 
 MANIFEST = "manifest.json"
 STATS = "stats.safetensors"
@@ -94,9 +95,7 @@ class LatentStats:
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata))
 
 
 def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os.PathLike, *,
@@ -250,9 +249,7 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
     cache = LatentCache(out)
     cache._write_nonactivating(n_nonactivating, seed)
     manifest["complete"] = True
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / MANIFEST)
+    atomic_write_json(out / MANIFEST, manifest)
     return LatentCache(out)
 
 

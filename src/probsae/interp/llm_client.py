@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import atomic_write_text
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -135,10 +136,8 @@ class ChatClient:
         if p is None:
             return
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"model": self.cfg.model, "params": params, "messages": list(messages),
-                                   "text": text}, ensure_ascii=False))
-        os.replace(tmp, p)
+        atomic_write_text(p, json.dumps({"model": self.cfg.model, "params": params, "messages": list(messages),
+                                         "text": text}, ensure_ascii=False))
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:

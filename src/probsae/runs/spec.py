@@ -65,10 +65,10 @@ class RunSpec:
 
 
 def write_spec(run_dir: Path, spec: RunSpec, command: str | None) -> None:
-    from ..saes.base import atomic_write
+    from ..io import atomic_write_json
 
     payload = {"format": "probsae-run", "spec": spec.to_dict(), "command": command}
-    atomic_write(run_dir / RUN_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
+    atomic_write_json(run_dir / RUN_FILE, payload)
 
 
 def read_spec(run_dir: Path) -> RunSpec:

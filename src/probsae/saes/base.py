@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
+from ..io import atomic_write, atomic_write_text
 from .config import SAEConfig
 from .normalization import InputNormalizer, NormStats
 from .output import SAEOutput
@@ -183,22 +184,11 @@ class SAE(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
         text = json.dumps(self.config_dict(), indent=2)
-        atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(path / CONFIG_FILE, text)
         return path
 
     def extra_repr(self) -> str:
         return f"{self.architecture}: {self.cfg}"
-
-
-def atomic_write(dest: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``dest``: a crash never leaves a half file."""
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def orthogonal(rows: int, cols: int, gen: torch.Generator) -> Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SAEFileError
-from ..saes.base import atomic_write
+from ..io import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
