@@ -22,3 +22,29 @@ def torch_noise_stream(monkeypatch):
     from probsae import kernels
 
     monkeypatch.setattr(kernels.settings, "noise_source", "torch")
+
+
+def _triton_interpreter_numpy_compat() -> None:
+    """Triton 3.6's interpreter turns its 1-element scalar arrays into loop bounds with int(),
+    which NumPy ≥ 2.4 rejects; convert through the element instead (tests only, interpreter only)."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    try:
+        import triton.runtime.interpreter as interp
+    except Exception:
+        return
+    original = getattr(interp, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "_probsae_compat", False):
+        return
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._probsae_compat = True
+    interp._patch_lang_tensor = patched
+
+
+_triton_interpreter_numpy_compat()

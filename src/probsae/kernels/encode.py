@@ -117,20 +117,10 @@ class _SparseEncode(torch.autograd.Function):
         return grad_x, grad_W, grad_be, grad_bd, None, None, None, None
 
 
-_ORDER_CACHE: list = []  # [(indices tensor, its version, n_latents, (order, tokens, offsets))]
-
-
 def latent_order(indices: Tensor, n_latents: int) -> tuple[Tensor, Tensor, Tensor]:
     """The B·K selections of ``indices`` (B, K) grouped by latent: (order, tokens, offsets) with
     ``order`` a permutation of the flat selections sorted by latent, ``tokens = order // K`` and
-    ``offsets[m]`` where latent m's group starts. Cached for the last ``indices`` tensor, so the
-    encoder's and the decoder's backward share one sort."""
-    for cached, version, m, result in _ORDER_CACHE:
-        # Saved tensors come back from autograd as new Python objects: match by storage (the cache
-        # holds a reference, so the memory cannot be reused while cached), shape and version.
-        if (cached.data_ptr() == indices.data_ptr() and cached.shape == indices.shape
-                and version == indices._version and m == n_latents):
-            return result
+    ``offsets[m]`` where latent m's group starts."""
     k = indices.shape[-1]
     flat = indices.reshape(-1)
     # int32 keys sort about twice as fast as int64 on CPU; any order within a latent is fine.
@@ -139,13 +129,7 @@ def latent_order(indices: Tensor, n_latents: int) -> tuple[Tensor, Tensor, Tenso
     counts = torch.bincount(flat, minlength=n_latents)
     offsets = counts.cumsum(0) - counts
     tokens = torch.div(order, k, rounding_mode="floor")
-    result = (order, tokens, offsets)
-    _ORDER_CACHE[:] = [(indices, indices._version, n_latents, result)]
-    return result
-
-
-def clear_order_cache() -> None:
-    _ORDER_CACHE.clear()
+    return order, tokens, offsets
 
 
 def latent_bag_sum(indices: Tensor, rows: Tensor, weights: Tensor, n_latents: int) -> Tensor:
