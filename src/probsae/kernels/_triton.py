@@ -113,7 +113,8 @@ def _scatter_sorted_kernel(out_ptr, wsum_ptr, w_ptr, order_ptr, offsets_ptr, row
         tile = tl.where(lids[:, None] == l, acc[None, :], tile)
         wtot = tl.where(lids == l, tl.sum(ws, axis=0), wtot)
     mm = m0 + lids
-    tl.store(out_ptr + mm[:, None] * stride_m + d[None, :] * stride_d, tile, mask=(mm < M)[:, None] & dm[None, :])
+    tl.store(out_ptr + mm[:, None] * stride_m + d[None, :].to(tl.int64) * stride_d, tile,
+             mask=(mm < M)[:, None] & dm[None, :])
     if HAS_WSUM:
         tl.store(wsum_ptr + mm, wtot, mask=(mm < M) & (dblk == 0))
 
@@ -195,6 +196,18 @@ def _key(step_ptr, seed_lo):
 
 
 @triton.jit
+def _gate_consts(beta_ptr, step_ptr, seed_lo, MODE: tl.constexpr, NOISY: tl.constexpr):
+    """The gate's temperature β (read from the device) and the step's Philox key."""
+    beta = 1.0
+    if MODE == 2:
+        beta = tl.load(beta_ptr).to(tl.float32)
+    seed = 0
+    if NOISY:
+        seed = _key(step_ptr, seed_lo)
+    return beta, seed
+
+
+@triton.jit
 def _score(a, m, mask, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed,
            MODE: tl.constexpr, HAS_LN: tl.constexpr, NOISY: tl.constexpr):
     if MODE == 0:
@@ -245,12 +258,7 @@ def _score_groups_kernel(gmax_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, lnb_pt
         rstd = 1.0 / tl.sqrt(var + 1e-5)
         tl.store(stats_ptr + 2 * b, mean)
         tl.store(stats_ptr + 2 * b + 1, rstd)
-    beta = 1.0
-    if MODE == 2:
-        beta = tl.load(beta_ptr).to(tl.float32)
-    seed = 0
-    if NOISY:
-        seed = _key(step_ptr, seed_lo)
+    beta, seed = _gate_consts(beta_ptr, step_ptr, seed_lo, MODE, NOISY)
     row_off = (row0 + b) * M
     for c0 in range(0, G, BLOCK):
         c = c0 + tl.arange(0, BLOCK)
@@ -283,21 +291,16 @@ def _score_at_kernel(out_ptr, cand_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, l
     if HAS_LN:
         mean = tl.load(stats_ptr + 2 * b)
         rstd = tl.load(stats_ptr + 2 * b + 1)
-    beta = 1.0
-    if MODE == 2:
-        beta = tl.load(beta_ptr).to(tl.float32)
-    seed = 0
-    if NOISY:
-        seed = _key(step_ptr, seed_lo)
+    beta, seed = _gate_consts(beta_ptr, step_ptr, seed_lo, MODE, NOISY)
     s = _score(a, m, jm, (row0 + b) * M, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed, MODE, HAS_LN, NOISY)
     tl.store(out_ptr + b * C + j, s, mask=jm)
 
 
 @triton.jit
-def _noise_kernel(out_ptr, step_ptr, N, M, row0, seed_lo, BLOCK: tl.constexpr):
+def _noise_kernel(out_ptr, step_ptr, N, base, seed_lo, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
-    tl.store(out_ptr + offs, _logistic(_key(step_ptr, seed_lo), row0 * M + offs), mask=mask)
+    tl.store(out_ptr + offs, _logistic(_key(step_ptr, seed_lo), base + offs), mask=mask)
 
 
 def _gate_args(spec, pre: Tensor):
@@ -346,5 +349,5 @@ def logistic_noise(rows: int, cols: int, noise, row0: int, device) -> Tensor:
     out = torch.empty(rows, cols, dtype=torch.float32, device=device)
     N = rows * cols
     BLOCK = 1024
-    _noise_kernel[(triton.cdiv(N, BLOCK),)](out, noise.step, N, cols, row0, noise.seed_lo, BLOCK=BLOCK)
+    _noise_kernel[(triton.cdiv(N, BLOCK),)](out, noise.step, N, row0 * cols, noise.seed_lo, BLOCK=BLOCK)
     return out

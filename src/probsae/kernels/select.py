@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._settings import settings
-from .encode import chunk_rows, sparse_encode
+from .encode import SparseEncode, chunk_rows, sparse_encode
 from .noise import concrete_gate_score, logistic_noise
 from .topk import group_count
 
@@ -157,67 +157,62 @@ def select_topk(x: Tensor, W_enc: Tensor, b_enc: Tensor | None, b_dec: Tensor | 
     fast = settings.fast if fast is None else fast
     if fast and not rule.differentiable:
         if use_triton(x):
-            return _TritonEncode.apply(x, W_enc, b_enc, b_dec, k, rule)
+            select_fn = partial(_triton_select, W_enc=W_enc, b_enc=b_enc, k=k, rule=rule)
+            return SparseEncode.apply(x, W_enc, b_enc, b_dec, select_fn, _triton_grads)
         return sparse_encode(x, W_enc, b_enc, b_dec, k, rule.cpu_score_fn(), settings.chunk)
     xc = x - b_dec if b_dec is not None else x
     pre = xc @ W_enc
     return select_dense(pre + b_enc if b_enc is not None else pre, k, rule)
 
 
-class _TritonEncode(torch.autograd.Function):
-    """Fast path on the Triton backend; see the module docstring."""
+def _triton_select(xc: Tensor, W_enc: Tensor, b_enc: Tensor | None, k: int, rule: Selection):
+    """Forward of the Triton path (see the module docstring): (values, indices, scores)."""
+    from . import _triton
 
-    @staticmethod
-    def forward(ctx, x, W_enc, b_enc, b_dec, k, rule):
-        from . import _triton
+    xc = xc.float().contiguous()
+    B, M = xc.shape[0], W_enc.shape[1]
+    mm = encoder_dtype(xc)
+    lowp = mm != W_enc.dtype
+    W = W_enc.to(mm) if lowp else W_enc
+    WT = W_enc.t().contiguous() if lowp else None  # exact fp32 recompute of the selected values
+    g = group_count(M, k) if settings.group_topk else None
+    members = M // g if g else 1
+    values = xc.new_empty(B, k)
+    indices = torch.empty(B, k, dtype=torch.long, device=xc.device)
+    scores = xc.new_empty(B, k)
+    row0 = rule.noise.row0 if rule.noise is not None else 0
+    step = B if settings.chunk == "auto" else chunk_rows(B, M, settings.chunk)
+    for s in range(0, B, step):
+        e = min(B, s + step)
+        pre = xc[s:e].to(mm) @ W
+        scores[s:e], indices[s:e] = _triton.score_select(pre, b_enc, k, rule, row0 + s, members)
+        if lowp:
+            values[s:e] = _triton.gather_dot(xc[s:e], WT, indices[s:e], b_enc)
+        else:
+            v = pre.gather(1, indices[s:e])
+            values[s:e] = v + b_enc[indices[s:e]] if b_enc is not None else v
+    return values, indices, scores
 
-        with torch.autocast(x.device.type, enabled=False):
-            xc = (x - b_dec if b_dec is not None else x).float().contiguous()
-            B, M = xc.shape[0], W_enc.shape[1]
-            mm = encoder_dtype(x)
-            lowp = mm != W_enc.dtype
-            W = W_enc.to(mm) if lowp else W_enc
-            WT = W_enc.t().contiguous() if lowp else None  # exact fp32 recompute of the selected values
-            g = group_count(M, k) if settings.group_topk else None
-            members = M // g if g else 1
-            values = xc.new_empty(B, k)
-            indices = torch.empty(B, k, dtype=torch.long, device=x.device)
-            scores = xc.new_empty(B, k)
-            row0 = rule.noise.row0 if rule.noise is not None else 0
-            step = B if settings.chunk == "auto" else chunk_rows(B, M, settings.chunk)
-            for s in range(0, B, step):
-                e = min(B, s + step)
-                pre = xc[s:e].to(mm) @ W
-                scores[s:e], indices[s:e] = _triton.score_select(pre, b_enc, k, rule, row0 + s, members)
-                if lowp:
-                    values[s:e] = _triton.gather_dot(xc[s:e], WT, indices[s:e], b_enc)
-                else:
-                    v = pre.gather(1, indices[s:e])
-                    values[s:e] = v + b_enc[indices[s:e]] if b_enc is not None else v
-        ctx.save_for_backward(xc, W_enc, indices)
-        ctx.has_b_enc = b_enc is not None
-        ctx.mark_non_differentiable(indices, scores)
-        return values, indices, scores
 
-    @staticmethod
-    def backward(ctx, g, _g_idx, _g_scores):
-        from . import _triton
+def _triton_grads(needs, g, xc, W_enc, indices):
+    """Sparse backward of the Triton path: grad W_enc (and the per-latent sums for b_enc/b_dec)
+    in one ``scatter_outer`` written in W_enc's layout; grad x by ``gather_sum``."""
+    from . import _triton
 
-        xc, W_enc, indices = ctx.saved_tensors
-        need_x, need_W, need_be, need_bd = ctx.needs_input_grad[:4]
-        grad_x = grad_W = grad_be = grad_bd = None
-        g = g.float().contiguous()
-        M = W_enc.shape[1]
-        per_latent = None
-        if need_W:
-            grad_W, per_latent = _triton.scatter_outer(g, indices, xc, M, deterministic=scatter_deterministic(),
-                                                       transposed=True, want_wsum=need_be or need_bd)
-        elif need_be or need_bd:
-            _, per_latent = _triton.scatter_outer(g, indices, xc[:, :1], M, deterministic=True, want_wsum=True)
-        if need_be:
-            grad_be = per_latent
-        if need_bd:
-            grad_bd = -(W_enc @ per_latent)
-        if need_x:
-            grad_x = _triton.gather_sum(g, indices, W_enc.t().contiguous())
-        return grad_x, grad_W, grad_be, grad_bd, None, None
+    need_x, need_W, need_be, need_bd = needs
+    grad_x = grad_W = grad_be = grad_bd = None
+    g = g.float().contiguous()
+    M = W_enc.shape[1]
+    per_latent = None
+    if need_W:
+        grad_W, per_latent = _triton.scatter_outer(g, indices, xc, M, deterministic=scatter_deterministic(),
+                                                   transposed=True, want_wsum=need_be or need_bd)
+    elif need_be or need_bd:
+        _, per_latent = _triton.scatter_outer(g, indices, xc[:, :1], M, deterministic=True, want_wsum=True)
+    if need_be:
+        grad_be = per_latent
+    if need_bd:
+        grad_bd = -(W_enc @ per_latent)
+    if need_x:
+        grad_x = _triton.gather_sum(g, indices, W_enc.t().contiguous())
+    return grad_x, grad_W, grad_be, grad_bd
