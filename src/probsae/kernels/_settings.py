@@ -4,31 +4,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+BACKENDS = ("auto", "triton", "torch")
+PRECISIONS = ("auto", "fp32", "bf16")
+SCATTERS = ("auto", "sorted", "atomic")
+
 
 @dataclass
 class Settings:
     fast: bool = True
-    """Route the TopK family (topk, abstopk, prob_topk) through the sparse-backward encoder."""
+    """Route the TopK family (topk, abstopk, prob_topk) through the sparse-backward encoder
+    (``select_topk``'s fast path); False: the plain autograd path."""
     chunk: int | str | None = "auto"
     """Row chunk of the fast encoder's forward: rows per chunk, None (the whole batch at once) or
-    'auto' (about 6M pre-activations, ~1024 rows at 6144 latents: each chunk's scores and
-    temporaries stay below glibc's 32 MiB mmap threshold, so the allocator reuses them instead of
-    faulting in fresh pages every step, and the full (B, d_sae) matrix is never held)."""
+    'auto'. On CPU 'auto' is about 6M pre-activations (~1024 rows at 6144 latents: each chunk's
+    scores and temporaries stay below glibc's 32 MiB mmap threshold, so the allocator reuses them
+    instead of faulting in fresh pages every step, and the full (B, d_sae) matrix is never held);
+    on the Triton path 'auto' is the whole batch (a GPU wants the largest matmul)."""
     group_topk: bool = True
-    """Select with ``topk_groups`` (exact top-k via strided group maxima) instead of torch.topk."""
+    """Select through strided group maxima (exact top-k: the k groups with the largest maxima
+    hold the row's k largest scores; only their members are ranked) instead of one torch.topk
+    over every latent. CPU: ``topk_groups``; Triton path: the score kernel writes group maxima."""
     noise_source: str = "numpy"
     """Uniforms of the gate noise on CPU: 'numpy' (PCG64 streams seeded from the torch
     generator, filled by two threads: ~3× faster than 'torch', PyTorch's serial CPU generator) or
     'torch' (``torch.rand``). Both are reproducible from the torch RNG state (checkpoints restore
-    it). CUDA tensors always use ``torch.rand``."""
-    noise_prefetch: bool = False
-    """prob_topk: draw the gate's uniforms on a background thread (``UniformPrefetch``, same
-    random stream) while the encoder matmuls run. Off: not shown to pay on the 2-core test
-    machine (docs/results/speed-cpu.md)."""
-    decoder_backward: str = "embedding_bag"
-    """Backward of ``sparse_decode``: 'embedding_bag' (PyTorch's own) or 'bags' (by-latent
-    gather-sum sharing the encoder's sort + ATen's per-sample-weight kernel). 'bags' measured
-    equal on the full step (docs/results/speed-cpu.md), so the simpler one is the default."""
+    it). The Triton path draws Philox noise inside its kernels instead (a different stream: see
+    ``GateNoise``)."""
+    backend: str = "auto"
+    """'auto': Triton kernels for CUDA tensors when ``triton`` is installed, PyTorch ops
+    otherwise; 'triton': always the Triton kernels (on CPU tensors only under Triton's
+    interpreter, TRITON_INTERPRET=1: the tests); 'torch': never Triton."""
+    encoder_precision: str = "auto"
+    """Triton path's encoder matmul: 'auto' (bf16 tensor cores with fp32 accumulation on CUDA GPUs
+    that support bf16, else fp32), 'bf16', or 'fp32' (exact: the plain path's selection). With
+    bf16 the K selected pre-activations are recomputed as exact fp32 dot products, so only the
+    choice of latents can differ from fp32, where scores are within bf16 rounding of each other.
+    ``TrainConfig.precision='fp32'`` sets 'fp32' for training."""
+    scatter: str = "auto"
+    """Triton path's sparse gradient accumulation (grad W_dec, grad W_enc): 'sorted'
+    (deterministic: selections sorted by latent, each output row written once), 'atomic'
+    (atomic adds: float summation order varies run to run), or 'auto' ('sorted' when
+    ``torch.are_deterministic_algorithms_enabled()``, else 'atomic')."""
 
 
 settings = Settings()

@@ -21,6 +21,7 @@ and backward). ``sparse_encode_reference`` is the plain autograd version the tes
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -79,58 +80,53 @@ def _torch_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return scores.topk(k, dim=1, sorted=False)
 
 
-class _SparseEncode(torch.autograd.Function):
+class SparseEncode(torch.autograd.Function):
+    """Encode-and-select with a sparse backward, on any backend: ``select_fn(xc)`` returns
+    (values, indices, scores or None) from the centred inputs, ``grads_fn(needs, g, xc, W_enc,
+    indices)`` the gradients of (x, W_enc, b_enc, b_dec) (None where not needed)."""
+
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, b_dec, k, score_fn, chunk, mm_dtype):
+    def forward(ctx, x, W_enc, b_enc, b_dec, select_fn, grads_fn):
         with torch.autocast(x.device.type, enabled=False):
             xc = x - b_dec if b_dec is not None else x
-            values, indices, scores = _select(xc, W_enc, b_enc, k, score_fn, chunk, mm_dtype, True)
+            values, indices, scores = select_fn(xc)
         ctx.save_for_backward(xc, W_enc, indices)
-        ctx.has_b_enc = b_enc is not None
-        ctx.has_b_dec = b_dec is not None
-        ctx.mark_non_differentiable(indices)
+        ctx.grads_fn = grads_fn
         if scores is None:
             scores = values.detach()
-        ctx.mark_non_differentiable(scores)
+        ctx.mark_non_differentiable(indices, scores)
         return values, indices, scores
 
     @staticmethod
     def backward(ctx, g, _g_idx, _g_scores):
         xc, W_enc, indices = ctx.saved_tensors
-        need_x, need_W, need_be, need_bd = ctx.needs_input_grad[:4]
-        grad_x = grad_W = grad_be = grad_bd = None
-        g = g.to(xc.dtype)
-        B, K = indices.shape
-        M = W_enc.shape[1]
-        flat = indices.reshape(-1)
-        gflat = g.reshape(-1)
-        if need_be or need_bd:
-            per_latent = torch.zeros(M, dtype=g.dtype, device=g.device).index_add_(0, flat, gflat)
-            if need_be:
-                grad_be = per_latent
-            if need_bd:
-                grad_bd = -(W_enc @ per_latent)
-        if need_W:
-            grad_W = latent_bag_sum(indices, xc, g, M).t().contiguous()
-        if need_x:
-            grad_x = F.embedding_bag(indices, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
-        return grad_x, grad_W, grad_be, grad_bd, None, None, None, None
+        return (*ctx.grads_fn(ctx.needs_input_grad[:4], g, xc, W_enc, indices), None, None)
 
 
-_ORDER_CACHE: list = []  # [(indices tensor, its version, n_latents, (order, tokens, offsets))]
+def _cpu_grads(needs, g, xc, W_enc, indices):
+    """grad W_enc by a per-latent gather-sum after one sort, grad b_enc by index_add_, grad b_dec
+    as a mat-vec, grad x as an embedding_bag of the selected encoder columns."""
+    need_x, need_W, need_be, need_bd = needs
+    grad_x = grad_W = grad_be = grad_bd = None
+    g = g.to(xc.dtype)
+    M = W_enc.shape[1]
+    if need_be or need_bd:
+        per_latent = torch.zeros(M, dtype=g.dtype, device=g.device).index_add_(0, indices.reshape(-1), g.reshape(-1))
+        if need_be:
+            grad_be = per_latent
+        if need_bd:
+            grad_bd = -(W_enc @ per_latent)
+    if need_W:
+        grad_W = latent_bag_sum(indices, xc, g, M).t().contiguous()
+    if need_x:
+        grad_x = F.embedding_bag(indices, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
+    return grad_x, grad_W, grad_be, grad_bd
 
 
 def latent_order(indices: Tensor, n_latents: int) -> tuple[Tensor, Tensor, Tensor]:
     """The B·K selections of ``indices`` (B, K) grouped by latent: (order, tokens, offsets) with
     ``order`` a permutation of the flat selections sorted by latent, ``tokens = order // K`` and
-    ``offsets[m]`` where latent m's group starts. Cached for the last ``indices`` tensor, so the
-    encoder's and the decoder's backward share one sort."""
-    for cached, version, m, result in _ORDER_CACHE:
-        # Saved tensors come back from autograd as new Python objects: match by storage (the cache
-        # holds a reference, so the memory cannot be reused while cached), shape and version.
-        if (cached.data_ptr() == indices.data_ptr() and cached.shape == indices.shape
-                and version == indices._version and m == n_latents):
-            return result
+    ``offsets[m]`` where latent m's group starts."""
     k = indices.shape[-1]
     flat = indices.reshape(-1)
     # int32 keys sort about twice as fast as int64 on CPU; any order within a latent is fine.
@@ -139,13 +135,7 @@ def latent_order(indices: Tensor, n_latents: int) -> tuple[Tensor, Tensor, Tenso
     counts = torch.bincount(flat, minlength=n_latents)
     offsets = counts.cumsum(0) - counts
     tokens = torch.div(order, k, rounding_mode="floor")
-    result = (order, tokens, offsets)
-    _ORDER_CACHE[:] = [(indices, indices._version, n_latents, result)]
-    return result
-
-
-def clear_order_cache() -> None:
-    _ORDER_CACHE.clear()
+    return order, tokens, offsets
 
 
 def latent_bag_sum(indices: Tensor, rows: Tensor, weights: Tensor, n_latents: int) -> Tensor:
@@ -169,7 +159,9 @@ def sparse_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor | None, b_dec: Tensor 
     autocast the encoder matmul runs in the autocast dtype unless ``mm_dtype`` says otherwise."""
     if mm_dtype is None and torch.is_autocast_enabled(x.device.type):
         mm_dtype = torch.get_autocast_dtype(x.device.type)
-    return _SparseEncode.apply(x, W_enc, b_enc, b_dec, k, score_fn, chunk, mm_dtype)
+    select_fn = partial(_select, W_enc=W_enc, b_enc=b_enc, k=k, score_fn=score_fn, chunk=chunk, mm_dtype=mm_dtype,
+                        want_scores=True)
+    return SparseEncode.apply(x, W_enc, b_enc, b_dec, select_fn, _cpu_grads)
 
 
 def sparse_encode_reference(x: Tensor, W_enc: Tensor, b_enc: Tensor | None, b_dec: Tensor | None, k: int,

@@ -11,8 +11,6 @@ see docs/results/speed-cpu.md for the measured split.
 
 from __future__ import annotations
 
-import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -70,49 +68,20 @@ def logistic_noise_reference(like: Tensor, generator: torch.Generator | None = N
     return (torch.log(u) - torch.log1p(-u)).to(like.dtype)
 
 
-class UniformPrefetch:
-    """Draws the uniforms of a batch's row chunks on a background thread, in chunk order from one
-    generator: the same stream as drawing them one after another on the caller's thread, but
-    PyTorch's serial CPU generator then runs while the caller's (multi-threaded) matmuls and
-    top-k run. At most ``depth`` chunks wait in memory. ``next()`` returns the next chunk."""
-
-    def __init__(self, shapes: list[tuple[int, int]], generator: torch.Generator | None,
-                 device: torch.device | str = "cpu", depth: int = 2):
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._t = threading.Thread(target=self._run, args=(shapes, generator, device), daemon=True)
-        self._t.start()
-
-    def _run(self, shapes, generator, device) -> None:
-        try:
-            for shape in shapes:
-                self._q.put(uniform(shape, generator, device))
-        except BaseException as e:  # surfaced by next()
-            self._q.put(e)
-
-    def next(self) -> Tensor:
-        item = self._q.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-
 @torch.no_grad()
 def concrete_gate_score(a: Tensor, beta: Tensor | float, lambda_mag: float, ln_weight: Tensor | None,
                         ln_bias: Tensor | None, noisy: bool, generator: torch.Generator | None = None,
-                        layernorm: bool = True, uniforms: UniformPrefetch | None = None) -> Tensor:
+                        layernorm: bool = True) -> Tensor:
     """Selection score s = σ((LN(a) + L)/β) + λ|a| of a chunk of pre-activations (C, d_sae),
     with L logistic noise when ``noisy``; computed in one buffer, in place, without autograd.
 
-    Same operations in the same order as the reference gate in ``saes/prob_topk.py`` (so the same
-    generator state gives the same noise), except that the noise uses ``logit``. ``uniforms``: take
-    the uniforms from a ``UniformPrefetch`` (same stream) instead of drawing them here."""
+    Same operations in the same order as ``Selection.dense_scores`` (so the same generator state
+    gives the same noise), except that the noise uses ``logit``."""
     if layernorm:
         s = F.layer_norm(a, (a.shape[-1],), ln_weight, ln_bias)
     else:
         s = a.clone()
-    if noisy and uniforms is not None:
-        s.add_(uniforms.next().logit_(_EPS).to(s.dtype))
-    elif noisy:
+    if noisy:
         s.add_(logistic_noise(s, generator))
     s.div_(beta).sigmoid_()
     if lambda_mag:

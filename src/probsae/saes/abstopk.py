@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
+from .. import kernels
 from .registry import register
 from .topk import TopKSAE, TopKSAEConfig
 
@@ -22,11 +22,7 @@ class AbsTopKSAE(TopKSAE):
     architecture = "abstopk"
     config_class = AbsTopKConfig
 
-    score_fn = staticmethod(torch.abs)
+    selection = kernels.Selection("abs")
 
     def activate(self, values: Tensor) -> Tensor:
         return values
-
-    def select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        indices = pre.abs().topk(self.cfg.k, dim=-1, sorted=False).indices
-        return pre.gather(-1, indices), indices

@@ -40,6 +40,10 @@ class SAE(nn.Module):
     architecture: ClassVar[str] = ""
     config_class: ClassVar[type[SAEConfig]] = SAEConfig
     has_encoder_bias: ClassVar[bool] = True
+    finite_check: str = "auto"
+    """NaN/inf check of the inputs: 'auto' (always, except a training forward on a GPU, where it
+    would cost a host sync every step), 'always' or 'never'. The trainer sets it from
+    ``TrainConfig.check_finite``."""
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -161,7 +165,8 @@ class SAE(nn.Module):
             )
         if not x.is_floating_point():
             raise InputError(f"expected floating-point activations, got dtype {x.dtype}")
-        if not bool(torch.isfinite(x).all()):
+        check = self.finite_check == "always" or (self.finite_check == "auto" and not (self.training and x.is_cuda))
+        if check and not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise InputError(f"activations contain {bad} NaN/inf value(s); refusing to encode them")
         return x.to(self.W_dec.dtype)

@@ -40,9 +40,10 @@ class SAEOutput:
     def fired(self) -> Tensor:
         """Bool mask (d_sae,) of latents with a non-zero code for any token of the batch."""
         if self.top_indices is not None and self.dense_codes is None:
-            mask = torch.zeros(self.d_sae, dtype=torch.bool, device=self.top_indices.device)
-            idx = self.top_indices.reshape(-1)[self.top_values.reshape(-1) != 0]
-            return mask.index_fill_(0, idx, True)
+            # No boolean-mask indexing (a host sync on GPUs): scatter "non-zero" with max.
+            nonzero = (self.top_values.reshape(-1) != 0).to(torch.uint8)
+            mask = torch.zeros(self.d_sae, dtype=torch.uint8, device=nonzero.device)
+            return mask.scatter_reduce_(0, self.top_indices.reshape(-1), nonzero, "amax").bool()
         return (self.codes != 0).reshape(-1, self.d_sae).any(0)
 
     def l0(self) -> Tensor:

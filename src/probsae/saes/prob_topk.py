@@ -14,14 +14,12 @@ is an opt-in variant that passes the gate's gradient through the selected codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import kernels
-from ..kernels import concrete_gate_score, logistic_noise, sparse_decode, sparse_encode
+from ..kernels import sparse_decode
 from ..schedules import exp_anneal
 from .base import SAE
 from .config import TopKConfig, choice, positive
@@ -68,67 +66,56 @@ class ProbTopKSAE(SAE):
             self.ln_weight = nn.Parameter(torch.ones(cfg.d_sae))
             self.ln_bias = nn.Parameter(torch.zeros(cfg.d_sae))
         self.register_buffer("beta", torch.tensor(float(cfg.beta_start)))
+        # The training step keys the Triton path's Philox gate noise (set by on_train_step; on the
+        # device so that no step needs a host sync or a recompiled graph). Not saved.
+        self.register_buffer("noise_step", torch.zeros((), dtype=torch.int64), persistent=False)
+        self.noise_row0 = 0
+        """Global row of this process's first token (data-parallel ranks: rank × local batch)."""
         self.noise_generator: torch.Generator | None = None
 
-    def gate_logits(self, a: Tensor) -> Tensor:
-        """LayerNorm(a) (or a itself without LayerNorm): the gate's log-odds before temperature."""
-        if self.cfg.layernorm:
-            return F.layer_norm(a, (self.d_sae,), self.ln_weight, self.ln_bias)
-        return a
+    def selection(self, noisy: bool) -> kernels.Selection:
+        """The selection rule s = σ((LN(a) + L)/β) + λ|a| (L: logistic noise when ``noisy``),
+        stated once for every path (kernels.select_topk)."""
+        cfg = self.cfg
+        noise = None
+        if noisy:
+            noise = kernels.GateNoise(self.noise_generator, cfg.seed & 0xFFFFFFFF, self.noise_step, self.noise_row0)
+        return kernels.Selection("gate", beta=self.beta, lambda_mag=cfg.lambda_mag,
+                                 ln_weight=self.ln_weight if cfg.layernorm else None,
+                                 ln_bias=self.ln_bias if cfg.layernorm else None,
+                                 noise=noise, differentiable=cfg.straight_through)
 
     def gate(self, a: Tensor, noisy: bool) -> Tensor:
-        """z = σ((logits + logistic noise) / β); the noise only when ``noisy``."""
-        logits = self.gate_logits(a)
-        if noisy:
-            logits = logits + logistic_noise(logits, self.noise_generator)
-        return torch.sigmoid(logits / self.beta)
+        """z = σ((LayerNorm(a) + logistic noise) / β); the noise only when ``noisy``."""
+        rule = self.selection(noisy)
+        rule.lambda_mag = 0.0
+        return rule.dense_scores(a)
 
-    def select(self, a: Tensor, noisy: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns (codes at the selected latents, their indices, the gate values there)."""
-        z = self.gate(a, noisy)
-        score = z + self.cfg.lambda_mag * a.abs() if self.cfg.lambda_mag else z
-        indices = score.topk(self.cfg.k, dim=-1, sorted=False).indices
-        values = a.gather(-1, indices)
-        z_sel = z.gather(-1, indices)
-        if self.cfg.straight_through:
-            values = values * (1.0 + z_sel - z_sel.detach())
-        return values, indices, z_sel
-
-    def fast_select(self, x_n: Tensor, noisy: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """``select`` through kernels.sparse_encode: the gate score is computed per row chunk in
-        place without autograd (with the hard mask no gradient reaches it) and only the K selected
-        codes get gradient. The gate value there is recovered as s − λ|a| (float rounding)."""
+    def select_codes(self, x_n: Tensor, noisy: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """(codes at the selected latents, their indices, the gate values there). With the hard
+        mask no gradient reaches the gate (the fast path computes it without autograd); the gate
+        value is recovered as s − λ|a| (float rounding). ``straight_through`` passes the gate's
+        gradient through the codes (plain path)."""
         cfg = self.cfg
-        uniforms = None
-        if noisy and kernels.settings.noise_prefetch:
-            B, rows = x_n.shape[0], kernels.chunk_rows(x_n.shape[0], self.d_sae, kernels.settings.chunk)
-            shapes = [(min(rows, B - s), self.d_sae) for s in range(0, B, rows)]
-            uniforms = kernels.UniformPrefetch(shapes, self.noise_generator, x_n.device)
-        score = partial(concrete_gate_score, beta=self.beta, lambda_mag=cfg.lambda_mag,
-                        ln_weight=self.ln_weight if cfg.layernorm else None,
-                        ln_bias=self.ln_bias if cfg.layernorm else None, noisy=noisy,
-                        generator=self.noise_generator, layernorm=cfg.layernorm, uniforms=uniforms)
-        values, indices, s_sel = sparse_encode(x_n, self.W_enc, None, self.b_dec, cfg.k, score, kernels.settings.chunk)
-        z_sel = s_sel - cfg.lambda_mag * values.detach().abs() if cfg.lambda_mag else s_sel
+        values, indices, s_sel = kernels.select_topk(x_n, self.W_enc, None, self.b_dec, cfg.k, self.selection(noisy))
+        if noisy:
+            self.noise_step.add_(1)  # a forward outside the trainer draws fresh noise next time
+        z_sel = s_sel - cfg.lambda_mag * values.abs() if cfg.lambda_mag else s_sel
+        if cfg.straight_through:
+            values = values * (1.0 + z_sel - z_sel.detach())
         return values, indices, z_sel
 
     def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
         noisy = self.training and self.cfg.gate == "concrete"
-        if kernels.settings.fast and not self.cfg.straight_through:
-            values, indices, z_sel = self.fast_select(x_n, noisy)
-        else:
-            values, indices, z_sel = self.select(self.pre_acts(x_n), noisy)
+        values, indices, z_sel = self.select_codes(x_n, noisy)
         recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
         return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n,
                          top_values=values, top_indices=indices, aux={"gate_selected": z_sel.detach()})
 
     def sparse_codes_normalized(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
         """Deterministic inference codes of normalised inputs as (values, indices), each (B, K)."""
-        if kernels.settings.fast:
-            with torch.no_grad():
-                values, indices, _ = self.fast_select(x_n, noisy=False)
-        else:
-            values, indices, _ = self.select(self.pre_acts(x_n), noisy=False)
+        with torch.no_grad():
+            values, indices, _ = self.select_codes(x_n, noisy=False)
         return values, indices
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
@@ -154,4 +141,5 @@ class ProbTopKSAE(SAE):
         cfg = self.cfg
         beta = exp_anneal(step, total_steps, warmup_steps, cfg.beta_start, cfg.beta_end) if cfg.anneal else cfg.beta_start
         self.beta.fill_(beta)
+        self.noise_step.fill_(step)
         return {"beta": beta}

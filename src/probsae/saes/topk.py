@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..kernels import sparse_decode, sparse_encode
+from ..kernels import sparse_decode
 from .base import SAE
 from ..errors import ConfigError
 from .config import TopKConfig, positive
@@ -36,46 +36,33 @@ class TopKSAE(SAE):
     architecture = "topk"
     config_class = TopKSAEConfig
 
-    def select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
-        return values.relu(), indices
-
-    # Fast path (kernels.sparse_encode): the selection score of the pre-activations (None: the
-    # pre-activations themselves) and the activation applied to the selected values.
-    score_fn = None
+    # The selection rule, stated once (kernels.select_topk picks the fast or plain path), and
+    # the activation applied to the selected pre-activations.
+    selection = kernels.Selection("pre")
 
     def activate(self, values: Tensor) -> Tensor:
         return values.relu()
 
     def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
-        use_aux = self.cfg.aux_k > 0 and self.training and dead_mask is not None and bool(dead_mask.any())
-        if kernels.settings.fast and not use_aux:
-            values, indices = self._fast_codes(x_n)
-            recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
-            return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n,
-                             top_values=values, top_indices=indices)
-        pre = self.pre_acts(x_n)
-        values, indices = self.select(pre)
+        use_aux = self.cfg.aux_k > 0 and self.training and dead_mask is not None
+        losses = {}
+        if use_aux:  # AuxK needs the dense pre-activations of the dead latents
+            pre = self.pre_acts(x_n)
+            values, indices, _ = kernels.select_dense(pre, self.cfg.k, self.selection)
+        else:
+            values, indices, _ = kernels.select_topk(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k, self.selection)
+        values = self.activate(values)
         recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
-        losses = {"mse": self.mse(recon, x_n)}
-        if self.cfg.aux_k > 0 and self.training and dead_mask is not None:
-            aux = auxk_loss(pre, x_n - recon.detach(), dead_mask, self.cfg.aux_k, self.W_dec)
-            if aux is not None:
-                losses["auxk"] = self.cfg.aux_coeff * aux
+        losses["mse"] = self.mse(recon, x_n)
+        if use_aux:
+            losses["auxk"] = self.cfg.aux_coeff * auxk_loss(pre, x_n - recon.detach(), dead_mask, self.cfg.aux_k, self.W_dec)
         return SAEOutput(recon, None, losses, recon, x_n, top_values=values, top_indices=indices)
-
-    def _fast_codes(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
-        """Selected codes through kernels.sparse_encode (only the K selected latents get gradient)."""
-        values, indices, _ = sparse_encode(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k,
-                                           self.score_fn, kernels.settings.chunk)
-        return self.activate(values), indices
 
     def sparse_codes_normalized(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
         """Inference codes of normalised inputs as (values, indices), each (B, K)."""
-        if kernels.settings.fast:
-            with torch.no_grad():
-                return self._fast_codes(x_n)
-        return self.select(self.pre_acts(x_n))
+        with torch.no_grad():
+            values, indices, _ = kernels.select_topk(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k, self.selection)
+        return self.activate(values), indices
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
         return self.densify(*self.sparse_codes_normalized(x_n))
@@ -89,17 +76,16 @@ class TopKSAE(SAE):
         return values.reshape(*lead, -1), indices.reshape(*lead, -1)
 
 
-def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_dec: Tensor) -> Tensor | None:
+def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_dec: Tensor) -> Tensor:
     """Gao et al.'s AuxK: reconstruct the residual from the top ``aux_k`` dead latents,
-    normalised by the residual's variance. None when no latent is dead."""
-    n_dead = int(dead_mask.sum())
-    if n_dead == 0:
-        return None
-    k = min(aux_k, n_dead)
+    normalised by the residual's variance; 0 when no latent is dead. No host sync: with fewer
+    than ``aux_k`` dead latents the rest of the top ``aux_k`` are alive latents masked to −inf,
+    whose ReLU'd code is 0 (no contribution, no gradient)."""
+    k = min(aux_k, dead_mask.shape[-1])
     masked = pre.masked_fill(~dead_mask, float("-inf"))
     values, indices = masked.topk(k, dim=-1, sorted=False)
     recon = sparse_decode(values.relu(), indices, W_dec)
     err = (recon - residual).pow(2).sum(-1).mean()
     var = (residual - residual.mean(0)).pow(2).sum(-1).mean()
-    loss = err / var.clamp_min(1e-12)
-    return torch.nan_to_num(loss, nan=0.0, posinf=0.0)
+    loss = torch.nan_to_num(err / var.clamp_min(1e-12), nan=0.0, posinf=0.0)
+    return loss * dead_mask.any()

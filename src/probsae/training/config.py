@@ -28,7 +28,8 @@ class TrainConfig:
     grad_clip: float = 10.0
     """Clip the global gradient norm to this value (paper: 10); 0 disables."""
     seed: int = 0
-    """Seed of data shuffling and of the stochastic gates' noise."""
+    """Seed of data shuffling and of the stochastic gates' noise on CPU (on the Triton/CUDA path
+    prob_topk's noise is keyed by the SAE's own seed and the step instead: see kernels.GateNoise)."""
     b_dec_init: str = "geometric_median"
     """Initial decoder bias from the first batch: 'geometric_median', 'mean' or 'zeros'."""
     dead_window_tokens: int = 10_000_000
@@ -45,15 +46,25 @@ class TrainConfig:
     """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', …"""
     extra: dict = field(default_factory=dict)
     """Free-form metadata copied into the log header (e.g. model, hook point, corpus)."""
-    precision: str = "fp32"
-    """'fp32' or 'bf16'. 'bf16' runs the forward under ``torch.autocast(bfloat16)``: the TopK
-    family's fast encoder then does only its encoder matmul in bf16 (selection, decoder, loss,
-    gradients and Adam stay fp32, master weights fp32). Pays on CPUs with AMX/AVX512-BF16 and on
-    GPUs; the selected latents can differ from fp32 where pre-activations are within bf16 rounding
-    (see docs/results/speed-cpu.md)."""
+    precision: str = "auto"
+    """'auto', 'fp32' or 'bf16'. 'auto': on CUDA GPUs with bf16 support the TopK family's encoder
+    matmul runs on bf16 tensor cores (fp32 master weights, fp32 accumulation; the K selected
+    pre-activations are recomputed exactly in fp32, so only the choice of latents can differ from
+    fp32, at near-ties); exact fp32 everywhere else (CPU: unchanged). 'fp32': the exact-fp32
+    opt-out (GPU included). 'bf16': also runs the forward under ``torch.autocast(bfloat16)`` (all
+    architectures' matmuls; on CPU the TopK family's encoder matmul in bf16, which pays on CPUs
+    with AMX/AVX512-BF16; see docs/results/speed-cpu.md)."""
     compile: bool = False
     """Run the SAE's forward through ``torch.compile`` (first steps pay the compile time; needs a
     C++ compiler on CPU). Off by default: see docs/results/speed-cpu.md for whether it pays."""
+    cuda_graph: bool = False
+    """Capture the whole training step (forward, backward, clipping, Adam) of a TopK-family SAE
+    (topk without AuxK, abstopk, prob_topk) in a CUDA graph after 3 eager warm-up steps and
+    replay it: removes the per-kernel launch overhead. CUDA only; other SAEs and devices run
+    eagerly. Adam then runs with ``capturable=True`` and a device learning rate."""
+    check_finite: str = "auto"
+    """NaN/inf check of each training batch: 'auto' (on CPU every batch; on GPUs only outside
+    training, since the check is a host sync per step), 'always' or 'never'."""
     distribute: str = "data"
     """Under ``torchrun`` (WORLD_SIZE > 1): 'data' (data-parallel: each rank takes a disjoint
     shard of every global batch, gradients are averaged; ``batch_size`` stays the GLOBAL batch and
@@ -87,8 +98,10 @@ class TrainConfig:
             raise ConfigError(f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}")
         if self.log_every < 1:
             raise ConfigError(f"log_every must be ≥ 1, got {self.log_every!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.check_finite not in ("auto", "always", "never"):
+            raise ConfigError(f"check_finite must be 'auto', 'always' or 'never', got {self.check_finite!r}")
         if self.distribute not in ("data", "members"):
             raise ConfigError(f"distribute must be 'data' or 'members', got {self.distribute!r}")
         if not self.dist_timeout_s > 0:

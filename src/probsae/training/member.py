@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .. import kernels
 from ..schedules import lr_factor
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
@@ -24,11 +25,17 @@ class Member:
         self.run_dir = Path(run_dir) if run_dir else None
         params = [p for p in self.sae.parameters() if p.requires_grad]
         self.params = params
+        self.graph = StepGraph.wanted(self.sae, cfg, device)
         # fused=True: one vectorised kernel per parameter instead of ~10 elementwise passes (CPU, CUDA).
         fused = True if device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params) else None
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=fused)
+        lr = torch.tensor(cfg.lr, device=device) if self.graph else cfg.lr  # a graph reads lr from the device
+        self.optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=fused,
+                                          capturable=bool(self.graph))
         self._forward = torch.compile(self.sae) if cfg.compile else self.sae
         self._autocast = cfg.precision == "bf16"
+        # precision='fp32': the exact-fp32 opt-out of the GPU path's bf16 encoder matmul.
+        self._kernel_settings = {"encoder_precision": "fp32"} if cfg.precision == "fp32" else {}
+        self.sae.finite_check = cfg.check_finite
         self.liveness = Liveness(sae.d_sae, cfg.dead_window_tokens, device)
         self.logger = JsonlLogger(self.run_dir / LOG_FILE if self.run_dir else log_path)
         self.start_step = 0
@@ -62,19 +69,16 @@ class Member:
         sched = sae.on_train_step(step, total, cfg.warmup_steps)
         lr = cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.lr_schedule, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-            out = self._forward(batch, dead_mask=self.liveness.dead_mask())
-        self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if self.dist is not None:
-            self.dist.sync_gradients(self.params)  # average over ranks before clipping/Adam
-        if cfg.grad_clip > 0:
-            gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        if self.dist is not None and self.dist.data_parallel and hasattr(sae, "noise_row0"):
+            sae.noise_row0 = self.dist.rank * batch.shape[0]  # Philox gate noise at the global rows
+        if self.graph is not None:
+            out, gnorm = self.graph.run(self, batch)
         else:
-            gnorm = torch.zeros(())
-        self.optimizer.step()
-        sae.after_optimizer_step()
+            out, gnorm = self._step(batch, self.liveness.dead_mask())
         fired, n_tokens = out.fired(), batch.shape[0]
         if self.dist is not None:
             self.dist.sync_buffers(sae)
@@ -82,6 +86,24 @@ class Member:
         self.liveness.update(fired, n_tokens)
         self._accumulate(out, gnorm)
         return {"lr": lr, **sched, "_out": out}
+
+    def _step(self, batch: Tensor, dead_mask: Tensor):
+        """Forward, backward, gradient sync/clipping, Adam and constraints: no host sync on GPUs."""
+        cfg = self.cfg
+        with kernels.use(**self._kernel_settings):
+            with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+                out = self._forward(batch, dead_mask=dead_mask)
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+        if self.dist is not None:
+            self.dist.sync_gradients(self.params)  # average over ranks before clipping/Adam
+        if cfg.grad_clip > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        else:
+            gnorm = torch.zeros((), device=batch.device)
+        self.optimizer.step()
+        self.sae.after_optimizer_step()
+        return out, gnorm
 
     def _accumulate(self, out, gnorm: Tensor) -> None:
         vals = {"loss": out.loss.detach(), "l0": out.l0().detach(), "grad_norm": gnorm.detach()}
@@ -117,3 +139,57 @@ class Member:
 
     def history(self) -> TrainHistory:
         return TrainHistory(list(self.records))
+
+
+class StepGraph:
+    """``TrainConfig.cuda_graph``: the step captured once in a CUDA graph, then replayed.
+
+    The first ``WARMUP`` steps run eagerly on a side stream (CUDA graphs need warmed-up
+    allocators, cuBLAS handles and compiled kernels); the next step is captured and every step
+    from then on copies its batch and dead mask into static buffers and replays the graph. Inputs
+    that change per step live on the device and are written before each replay: the batch, the
+    dead mask, Adam's learning rate, and the SAE's buffers set by ``on_train_step`` (β, the noise
+    step)."""
+
+    WARMUP = 3
+    GRAPHABLE = ("topk", "abstopk", "prob_topk")
+
+    def __init__(self):
+        self.graph = None
+        self.steps = 0
+        self.static: dict = {}
+
+    @classmethod
+    def wanted(cls, sae, cfg: TrainConfig, device: torch.device) -> "StepGraph | None":
+        if not cfg.cuda_graph or device.type != "cuda" or sae.architecture not in cls.GRAPHABLE:
+            return None
+        if getattr(sae.cfg, "aux_k", 0) or cfg.compile:
+            return None  # AuxK's dead-latent path and torch.compile are not captured
+        return cls()
+
+    def run(self, member: Member, batch: Tensor):
+        dead = member.liveness.dead_mask()
+        if member.dist is not None:  # collectives are not captured
+            return member._step(batch, dead)
+        if self.graph is not None and batch.shape == self.static["batch"].shape:
+            self.static["batch"].copy_(batch, non_blocking=True)
+            self.static["dead"].copy_(dead, non_blocking=True)
+            self.graph.replay()
+            return self.static["out"], self.static["gnorm"]
+        if self.graph is not None:  # a batch of another shape (e.g. a short last batch): eager
+            return member._step(batch, dead)
+        self.steps += 1
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        if self.steps <= self.WARMUP:
+            with torch.cuda.stream(stream):
+                result = member._step(batch, dead)
+            torch.cuda.current_stream().wait_stream(stream)
+            return result
+        self.static = {"batch": batch.clone(), "dead": dead.clone()}
+        member.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static["out"], self.static["gnorm"] = member._step(self.static["batch"], self.static["dead"])
+        self.graph.replay()
+        return self.static["out"], self.static["gnorm"]
