@@ -39,7 +39,6 @@ Install the baselines with benchmarks/requirements.txt into a separate venv (see
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -123,14 +122,24 @@ def sparsify_variant(d_in: int, m: int, k: int, device: str = "cpu") -> Variant 
     def make():
         sae = SparseCoder(d_in, SparseCoderConfig(num_latents=m, k=k), device=device)
         opt = torch.optim.Adam(sae.parameters(), lr=5e-4)
+        did_fire = torch.zeros(m, dtype=torch.bool, device=device)
 
         def step(batch):
-            out = sae(batch, dead_mask=None)
-            out.fvu.backward()
-            sae.remove_gradient_parallel_to_decoder_directions()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sae.set_decoder_norm_to_unit_norm()
+            # As sparsify's Trainer.fit runs it: TF32 matmuls (it calls
+            # torch.set_float32_matmul_precision("high")), the fired mask updated every step. Its
+            # per-step host sync (float(fvu) for logging) is left out: the baseline at its fastest.
+            before = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("high")
+            try:
+                sae.set_decoder_norm_to_unit_norm()
+                out = sae(batch, dead_mask=None)
+                did_fire[out.latent_indices.flatten()] = True
+                out.fvu.backward()
+                sae.remove_gradient_parallel_to_decoder_directions()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            finally:
+                torch.set_float32_matmul_precision(before)
         return step
     return Variant("sparsify TopK", make)
 

@@ -81,4 +81,27 @@ def test_cuda_graph_only_where_it_can_be_captured():
     assert isinstance(StepGraph.wanted(topk, cfg, torch.device("cuda")), StepGraph)
     assert StepGraph.wanted(probsae.build_sae("relu", d_in=8, d_sae=32), cfg, torch.device("cuda")) is None
     assert StepGraph.wanted(probsae.build_sae("topk", d_in=8, d_sae=32, k=4, aux_k=4), cfg, torch.device("cuda")) is None
-    assert StepGraph.wanted(topk, TrainConfig(), torch.device("cuda")) is None
+    assert isinstance(StepGraph.wanted(topk, TrainConfig(), torch.device("cuda")), StepGraph)  # the default
+    assert StepGraph.wanted(topk, TrainConfig(cuda_graph=False), torch.device("cuda")) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("arch", ["topk", "prob_topk"])
+def test_cuda_graph_replays_the_eager_step(arch):
+    """Training with the step captured in a CUDA graph (after the eager warm-up steps) ends with
+    the same weights as eager training. The sorted (deterministic) scatter is used so that both
+    runs sum in the same order; the graph replays the very kernels the eager step launches, so the
+    tolerance is float rounding only."""
+    from probsae import kernels
+
+    data = torch.randn(12 * 64, 16, generator=torch.Generator().manual_seed(0)).cuda()
+    trained = []
+    for graph in (False, True):
+        sae = probsae.build_sae(arch, d_in=16, d_sae=128, k=4, seed=3)
+        cfg = TrainConfig(steps=10, batch_size=64, lr=1e-3, warmup_steps=2, progress=False, device="cuda",
+                          cuda_graph=graph)
+        with kernels.use(scatter="sorted"):
+            probsae.train(sae, data, cfg)
+        trained.append(sae)
+    for name in ("W_enc", "W_dec", "b_dec"):
+        torch.testing.assert_close(getattr(trained[1], name), getattr(trained[0], name), rtol=1e-5, atol=1e-6)

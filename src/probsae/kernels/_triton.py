@@ -12,7 +12,8 @@ Three sparse primitives over the B·K selections ``idx`` (B, K) with weights ``w
 
 and the selection kernels: ``score_groups`` (one program per row: the row's LayerNorm statistics
 for the gate, then the score of every latent, reduced to strided group maxima; logistic noise from
-Philox keyed by (seed, step) and the element's global offset, so no noise tensor exists) and
+Philox4x32 keyed by (seed, step) at counter = the element's global offset // 4, output offset mod 4,
+so no noise tensor exists and one Philox call serves four latents) and
 ``score_at`` (the same score at given latents, the noise recomputed from the same counters).
 """
 
@@ -182,11 +183,31 @@ def scatter_outer(w: Tensor, idx: Tensor, rows: Tensor, n_latents: int, *, deter
 
 # ---- selection scores ---------------------------------------------------------------------------
 @triton.jit
-def _logistic(seed, offs):
-    """Standard logistic noise log u − log(1 − u) from Philox at the given int64 counters."""
-    u = tl.rand(seed, offs)
+def _logit_u(u):
+    """Logistic noise log(u / (1 − u)) of uniforms u clamped to [ε, 1 − ε] (one log)."""
     u = tl.minimum(tl.maximum(u, 1e-6), 1.0 - 1e-6)
-    return tl.log(u) - tl.log(1.0 - u)
+    return tl.log(u / (1.0 - u))
+
+
+@triton.jit
+def _logistic(seed, offs):
+    """Standard logistic noise of the elements at int64 offsets e: the uniform is output e mod 4
+    of Philox4x32 at counter e // 4, so one Philox call can serve four consecutive elements
+    (``_logistic_block``, the score kernel's path, computes the same values that way)."""
+    r0, r1, r2, r3 = tl.rand4x(seed, offs >> 2)
+    lane = offs & 3
+    u = tl.where(lane == 0, r0, tl.where(lane == 1, r1, tl.where(lane == 2, r2, r3)))
+    return _logit_u(u)
+
+
+@triton.jit
+def _logistic_block(seed, start, BLOCK: tl.constexpr):
+    """``_logistic`` of the BLOCK consecutive elements start, start + 1, … (start a multiple of
+    4): one Philox call per four elements, interleaved back into element order."""
+    r0, r1, r2, r3 = tl.rand4x(seed, (start >> 2) + tl.arange(0, BLOCK // 4))
+    # join adds a new minor dimension: join(join(r0, r2), join(r1, r3))[i] = [[r0, r1], [r2, r3]][i]
+    u = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), [BLOCK])
+    return _logit_u(u)
 
 
 @triton.jit
@@ -209,7 +230,10 @@ def _gate_consts(beta_ptr, step_ptr, seed_lo, MODE: tl.constexpr, NOISY: tl.cons
 
 @triton.jit
 def _score(a, m, mask, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed,
-           MODE: tl.constexpr, HAS_LN: tl.constexpr, NOISY: tl.constexpr):
+           MODE: tl.constexpr, HAS_LN: tl.constexpr, NOISY: tl.constexpr, QUAD_BLOCK: tl.constexpr = 0):
+    """Selection score of pre-activations ``a`` at latents ``m``. ``QUAD_BLOCK`` > 0: ``m`` is the
+    contiguous run m[0] … m[0] + QUAD_BLOCK − 1 with row_off + m[0] a multiple of 4, and the noise
+    is drawn one Philox call per four latents (the same values as the per-element path)."""
     if MODE == 0:
         s = a
     elif MODE == 1:
@@ -222,7 +246,10 @@ def _score(a, m, mask, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed,
         else:
             s = a
         if NOISY:
-            s = s + _logistic(seed, row_off + m)
+            if QUAD_BLOCK > 0:
+                s = s + _logistic_block(seed, row_off + tl.min(m, axis=0), QUAD_BLOCK)
+            else:
+                s = s + _logistic(seed, row_off + m)
         s = tl.sigmoid(s / beta) + lam * tl.abs(a)
     return s
 
@@ -231,7 +258,7 @@ def _score(a, m, mask, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed,
 def _score_groups_kernel(gmax_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, lnb_ptr, beta_ptr, step_ptr,
                          M, G, members, row0, lam, seed_lo,
                          MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LN: tl.constexpr,
-                         NOISY: tl.constexpr, BLOCK: tl.constexpr):
+                         NOISY: tl.constexpr, QUAD: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     row = pre_ptr + b * M
     mean = 0.0
@@ -269,7 +296,8 @@ def _score_groups_kernel(gmax_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, lnb_pt
             a = tl.load(row + m, mask=cm, other=0.0).to(tl.float32)
             if HAS_BIAS:
                 a += tl.load(bias_ptr + m, mask=cm, other=0.0).to(tl.float32)
-            s = _score(a, m, cm, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed, MODE, HAS_LN, NOISY)
+            s = _score(a, m, cm, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed, MODE, HAS_LN, NOISY,
+                       BLOCK if QUAD else 0)
             best = tl.maximum(best, s)
         tl.store(gmax_ptr + b * G + c, best, mask=cm)
 
@@ -328,8 +356,11 @@ def score_select(pre: Tensor, bias: Tensor | None, k: int, spec, row0: int, memb
     gmax = torch.empty(B, G, dtype=torch.float32, device=pre.device)
     stats = torch.empty(B, 2, dtype=torch.float32, device=pre.device)
     has_bias = bias is not None
+    BLOCK = _block(G, 1024)
+    # The noise a Philox call per four latents: every block of the score loop is a 4-aligned run.
+    quad = args["NOISY"] and G % 4 == 0 and M % 4 == 0
     _score_groups_kernel[(B,)](gmax, stats, pre, bias if has_bias else pre, M=M, G=G, members=members, row0=row0,
-                               HAS_BIAS=has_bias, BLOCK=_block(G, 1024), **args)
+                               HAS_BIAS=has_bias, QUAD=quad, BLOCK=BLOCK, **args)
     if members == 1:
         return gmax.topk(k, dim=1, sorted=False)
     groups = gmax.topk(k, dim=1, sorted=False).indices
@@ -345,7 +376,8 @@ def score_select(pre: Tensor, bias: Tensor | None, k: int, spec, row0: int, memb
 
 def logistic_noise(rows: int, cols: int, noise, row0: int, device) -> Tensor:
     """The gate noise of rows ``row0 …`` as a dense (rows, cols) tensor (the plain path and the
-    tests; the fast path never builds it): element (b, m) is Philox at counter (row0+b)·cols + m."""
+    tests; the fast path never builds it): element e = (row0+b)·cols + m is output e mod 4 of
+    Philox4x32 at counter e // 4."""
     out = torch.empty(rows, cols, dtype=torch.float32, device=device)
     N = rows * cols
     BLOCK = 1024

@@ -31,7 +31,7 @@ from torch import Tensor
 from ._settings import settings
 from .encode import SparseEncode, chunk_rows, sparse_encode
 from .noise import concrete_gate_score, logistic_noise
-from .topk import group_count
+from .topk import gpu_group_members
 
 SCORES = ("pre", "abs", "gate")
 
@@ -175,8 +175,7 @@ def _triton_select(xc: Tensor, W_enc: Tensor, b_enc: Tensor | None, k: int, rule
     lowp = mm != W_enc.dtype
     W = W_enc.to(mm) if lowp else W_enc
     WT = W_enc.t().contiguous() if lowp else None  # exact fp32 recompute of the selected values
-    g = group_count(M, k) if settings.group_topk else None
-    members = M // g if g else 1
+    members = gpu_group_members(M, k) if settings.group_topk else 1
     values = xc.new_empty(B, k)
     indices = torch.empty(B, k, dtype=torch.long, device=xc.device)
     scores = xc.new_empty(B, k)

@@ -11,6 +11,8 @@ contiguous, vectorised elementwise max over n/G row slices.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -27,6 +29,19 @@ def group_count(n: int, k: int) -> int | None:
         if n % members == 0 and n // members >= 4 * k:
             return n // members
     return None
+
+
+def gpu_group_members(n: int, k: int) -> int:
+    """Members per strided group on the GPU path (1: no groups, plain top-k of every score).
+
+    The GPU path ranks two things per row: the n/m group maxima, then the k·m members of the k
+    best groups; both cost about their length, so m ≈ √(n/k) (a power of two, at most 64, with at
+    least k groups) keeps their sum near its minimum: at n = 98,304 latents and k = 32, 32-member
+    groups rank 3,072 + 1,024 values instead of 98,304."""
+    m = 1 << max(0, min(6, int(math.log2(max(1.0, math.sqrt(n / max(1, k)))))))
+    while m > 1 and (n % m or n // m < k):
+        m //= 2
+    return m
 
 
 def topk_groups(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
