@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .base import SAE
 from .config import TopKConfig, positive
-from .output import SAEOutput
+from .output import Forward
 from .registry import register
 
 
@@ -46,11 +46,10 @@ class BatchTopKSAE(SAE):
             self._pending_min = positive_kept.min().detach()
         return codes
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         pre = self.pre_acts(x_n)
         codes = self.batch_select(pre) if self.training else self.threshold_select(pre)
-        recon = self.decode_normalized(codes)
-        return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n, dense_codes=codes)
+        return Forward(self.decode_normalized(codes), codes)
 
     def threshold_select(self, pre: Tensor) -> Tensor:
         acts = pre.relu()

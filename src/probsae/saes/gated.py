@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .base import SAE
 from .config import SAEConfig, positive
-from .output import SAEOutput
+from .output import Forward
 from .registry import register
 
 
@@ -50,18 +50,17 @@ class GatedSAE(SAE):
         pi_mag = x_c @ (self.W_enc * self.r_mag.exp()) + self.b_mag
         return pi_gate, pi_mag
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         pi_gate, pi_mag = self._pis(x_n)
         f = (pi_gate > 0).to(pi_mag.dtype) * pi_mag.relu()
         recon = self.decode_normalized(f)
         gate_act = pi_gate.relu()
         aux_recon = gate_act @ self.W_dec.detach() + self.b_dec.detach()
         losses = {
-            "mse": self.mse(recon, x_n),
             "l1": self.cfg.l1_coeff * gate_act.sum(-1).mean(),
-            "aux": (aux_recon - x_n).pow(2).sum(-1).mean(),
+            "aux": (aux_recon - target_n).pow(2).sum(-1).mean(),
         }
-        return SAEOutput(recon, None, losses, recon, x_n, dense_codes=f)
+        return Forward(recon, f, losses)
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
         pi_gate, pi_mag = self._pis(x_n)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .base import SAE
 from .config import SAEConfig, positive
-from .output import SAEOutput
+from .output import Forward
 from .registry import register
 
 
@@ -85,13 +85,12 @@ class JumpReLUSAE(SAE):
         super().__init__(cfg)
         self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.threshold_init)))
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         pre = self.pre_acts(x_n)
         f = _JumpReLU.apply(pre, self.log_threshold, self.cfg.bandwidth)
         recon = self.decode_normalized(f)
         l0 = _Step.apply(pre, self.log_threshold, self.cfg.bandwidth).sum(-1).mean()
-        losses = {"mse": self.mse(recon, x_n), "l0": self.cfg.l0_coeff * l0}
-        return SAEOutput(recon, None, losses, recon, x_n, dense_codes=f)
+        return Forward(recon, f, {"l0": self.cfg.l0_coeff * l0})
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
         pre = self.pre_acts(x_n)

@@ -25,7 +25,7 @@ from ..kernels import concrete_gate_score, logistic_noise, sparse_decode, sparse
 from ..schedules import exp_anneal
 from .base import SAE
 from .config import TopKConfig, choice, positive
-from .output import SAEOutput
+from .output import Codes, Forward
 from .registry import register
 
 GATES = ("concrete", "sigmoid")
@@ -112,15 +112,14 @@ class ProbTopKSAE(SAE):
         z_sel = s_sel - cfg.lambda_mag * values.detach().abs() if cfg.lambda_mag else s_sel
         return values, indices, z_sel
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         noisy = self.training and self.cfg.gate == "concrete"
         if kernels.settings.fast and not self.cfg.straight_through:
             values, indices, z_sel = self.fast_select(x_n, noisy)
         else:
             values, indices, z_sel = self.select(self.pre_acts(x_n), noisy)
         recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
-        return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n,
-                         top_values=values, top_indices=indices, aux={"gate_selected": z_sel.detach()})
+        return Forward(recon, (values, indices), aux={"gate_selected": z_sel.detach()})
 
     def sparse_codes_normalized(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
         """Deterministic inference codes of normalised inputs as (values, indices), each (B, K)."""
@@ -131,24 +130,18 @@ class ProbTopKSAE(SAE):
             values, indices, _ = self.select(self.pre_acts(x_n), noisy=False)
         return values, indices
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
-        return self.densify(*self.sparse_codes_normalized(x_n))
+    def encode_normalized(self, x_n: Tensor) -> Codes:
+        return self.sparse_codes_normalized(x_n)
 
-    @torch.no_grad()
-    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Inference codes of raw activations as (values, indices), each (..., K), without the
-        dense (..., d_sae) matrix of ``encode``."""
-        x_n, lead = self._inference_input(x)
-        values, indices = self.sparse_codes_normalized(x_n)
-        return values.reshape(*lead, -1), indices.reshape(*lead, -1)
+    extra_outputs = {"gate_probs": "deterministic gate probability σ(LayerNorm(a)/β) of every latent, "
+                                   "the per-latent confidence the paper studies (..., d_sae)"}
 
-    @torch.no_grad()
+    def extra_outputs_normalized(self, x_n: Tensor) -> dict[str, Tensor]:
+        return {"gate_probs": self.gate(self.pre_acts(x_n), noisy=False)}
+
     def gate_probs(self, x: Tensor) -> Tensor:
-        """Deterministic gate probabilities σ(LayerNorm(a)/β) (..., d_sae) of raw activations:
-        the per-latent confidence the paper studies."""
-        lead = x.shape[:-1]
-        x_n, _ = self.normalizer(self._check(x).reshape(-1, self.d_in))
-        return self.gate(self.pre_acts(x_n), noisy=False).reshape(*lead, self.d_sae)
+        """``extras(x)["gate_probs"]``: σ(LayerNorm(a)/β) (..., d_sae) of raw activations."""
+        return self.extras(x)["gate_probs"]
 
     def on_train_step(self, step: int, total_steps: int, warmup_steps: int) -> dict[str, float]:
         cfg = self.cfg

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .base import SAE
 from .config import SAEConfig, positive
-from .output import SAEOutput
+from .output import Forward
 from .registry import register
 
 
@@ -35,12 +35,11 @@ class ReLUSAE(SAE):
     architecture = "relu"
     config_class = ReLUConfig
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         f = self.pre_acts(x_n).relu()
         recon = self.decode_normalized(f)
         l1 = (f * self.W_dec.norm(dim=1)).sum(-1).mean()
-        losses = {"mse": self.mse(recon, x_n), "l1": self.cfg.l1_coeff * l1}
-        return SAEOutput(recon, None, losses, recon, x_n, dense_codes=f)
+        return Forward(recon, f, {"l1": self.cfg.l1_coeff * l1})
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
         return self.pre_acts(x_n).relu()

@@ -13,7 +13,7 @@ from ..kernels import sparse_decode, sparse_encode
 from .base import SAE
 from ..errors import ConfigError
 from .config import TopKConfig, positive
-from .output import SAEOutput
+from .output import Codes, Forward
 from .registry import register
 
 
@@ -47,22 +47,21 @@ class TopKSAE(SAE):
     def activate(self, values: Tensor) -> Tensor:
         return values.relu()
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         use_aux = self.cfg.aux_k > 0 and self.training and dead_mask is not None and bool(dead_mask.any())
         if kernels.settings.fast and not use_aux:
             values, indices = self._fast_codes(x_n)
             recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
-            return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n,
-                             top_values=values, top_indices=indices)
+            return Forward(recon, (values, indices))
         pre = self.pre_acts(x_n)
         values, indices = self.select(pre)
         recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
-        losses = {"mse": self.mse(recon, x_n)}
+        losses = {}
         if self.cfg.aux_k > 0 and self.training and dead_mask is not None:
-            aux = auxk_loss(pre, x_n - recon.detach(), dead_mask, self.cfg.aux_k, self.W_dec)
+            aux = auxk_loss(pre, target_n - recon.detach(), dead_mask, self.cfg.aux_k, self.W_dec)
             if aux is not None:
                 losses["auxk"] = self.cfg.aux_coeff * aux
-        return SAEOutput(recon, None, losses, recon, x_n, top_values=values, top_indices=indices)
+        return Forward(recon, (values, indices), losses)
 
     def _fast_codes(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
         """Selected codes through kernels.sparse_encode (only the K selected latents get gradient)."""
@@ -77,16 +76,8 @@ class TopKSAE(SAE):
                 return self._fast_codes(x_n)
         return self.select(self.pre_acts(x_n))
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
-        return self.densify(*self.sparse_codes_normalized(x_n))
-
-    @torch.no_grad()
-    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Inference codes of raw activations as (values, indices), each (..., K): the dense
-        (..., d_sae) matrix of ``encode`` is never built."""
-        x_n, lead = self._inference_input(x)
-        values, indices = self.sparse_codes_normalized(x_n)
-        return values.reshape(*lead, -1), indices.reshape(*lead, -1)
+    def encode_normalized(self, x_n: Tensor) -> Codes:
+        return self.sparse_codes_normalized(x_n)
 
 
 def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_dec: Tensor) -> Tensor | None:

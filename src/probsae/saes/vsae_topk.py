@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..kernels import sparse_decode
 from .base import SAE
 from .config import TopKConfig, positive
-from .output import SAEOutput
+from .output import Codes, Forward
 from .registry import register
 
 
@@ -57,7 +57,7 @@ class VSAETopKSAE(SAE):
             return (x_n - self.b_dec) @ self.W_var + self.b_var
         return self.b_var.expand(x_n.shape[0], -1)
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         mu = self.pre_acts(x_n).relu()
         log_var = self.log_var(x_n)
         z = mu
@@ -68,10 +68,9 @@ class VSAETopKSAE(SAE):
         values = values.relu()
         recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1).mean()
-        losses = {"mse": self.mse(recon, x_n), "kl": self.cfg.kl_coeff * kl}
-        return SAEOutput(recon, None, losses, recon, x_n, top_values=values, top_indices=indices)
+        return Forward(recon, (values, indices), {"kl": self.cfg.kl_coeff * kl})
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def encode_normalized(self, x_n: Tensor) -> Codes:
         mu = self.pre_acts(x_n).relu()
         values, indices = mu.topk(self.cfg.k, dim=-1, sorted=False)
-        return self.densify(values.relu(), indices)
+        return values.relu(), indices
