@@ -37,9 +37,6 @@ from ..saes.registry import architectures, get_class, hyperparameters
 #: Where preset names resolve: <repo>/configs/NAME.toml (also $PROBSAE_CONFIGS).
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
-#: The hyperparameter always shown in a member's name, per architecture family.
-PRIMARY = ("k", "l1_coeff", "l0_coeff")
-
 _TOP_KEYS = {"name", "description", "data", "sae", "train", "grid", "sweep"}
 #: [data] keys of the sweep itself; every other [data] key is a ``probsae.data.prepare.DataSpec`` field.
 SWEEP_DATA_KEYS = {"cache", "eval_cache", "cache_dir"}
@@ -226,14 +223,14 @@ def expand_block(block: dict[str, Any]) -> list[Member]:
 
 
 def canonical_hparams(arch: str, hp: dict[str, Any]) -> dict[str, Any]:
-    """Drop hyperparameters equal to the architecture's default (the primary one is kept)."""
+    """Drop hyperparameters equal to the architecture's default (the sparsity one is kept)."""
     defaults = hyperparameters(arch)
     out = {}
     for k in sorted(hp):
         v = hp[k]
         if isinstance(defaults.get(k), float) and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
-        if k in PRIMARY or v != defaults.get(k):
+        if k == _primary(arch) or v != defaults.get(k):
             out[k] = v
     return out
 
@@ -262,8 +259,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _primary(arch: str) -> str:
+    """The architecture's sparsity hyperparameter (its module's ``sparsity``): always in the name."""
+    return get_class(arch).sparsity[0]
+
+
 def member_name(arch: str, hparams: dict[str, Any]) -> str:
-    """Run directory name: ``prob_topk-k=8-lambda_mag=0`` (primary hparam first, then sorted)."""
-    keys = [k for k in PRIMARY if k in hparams] + sorted(k for k in hparams if k not in PRIMARY)
+    """Run directory name: ``prob_topk-k=8-lambda_mag=0`` (sparsity hparam first, then sorted)."""
+    primary = _primary(arch)
+    keys = [k for k in (primary,) if k in hparams] + sorted(k for k in hparams if k != primary)
     parts = [arch] + [f"{k}={_fmt(hparams[k])}" for k in keys]
     return "-".join(parts).replace("/", "_")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .declarations import Export, Presentation
 from .registry import register
 from .topk import TopKSAE, TopKSAEConfig
 
@@ -21,6 +22,8 @@ class AbsTopKConfig(TopKSAEConfig):
 class AbsTopKSAE(TopKSAE):
     architecture = "abstopk"
     config_class = AbsTopKConfig
+    presentation = Presentation("AbsTopK", "tab:cyan", "X")
+    reads = {"saelens": ("abstopk",)}
 
     score_fn = staticmethod(torch.abs)
 
@@ -30,3 +33,14 @@ class AbsTopKSAE(TopKSAE):
     def select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         indices = pre.abs().topk(self.cfg.k, dim=-1, sorted=False).indices
         return pre.gather(-1, indices), indices
+
+    def to_saelens(self, state):
+        export = super().to_saelens(state)
+        export.target = "abstopk"
+        export.notes.append("needs a SAELens version that registers the 'abstopk' architecture (6.54.12 does)")
+        return export
+
+    def to_sparsify(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k}, changes=[
+            "selection: probsae keeps the K largest |pre-activations| with their sign; sparsify keeps the K largest "
+            "signed pre-activations and applies ReLU, so negative codes are lost"])

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..io import atomic_write, atomic_write_text
 from .config import SAEConfig
+from .declarations import Export, Imported, NotExpressible, Presentation
 from .normalization import InputNormalizer, NormStats
 from .output import Codes, Forward, SAEOutput, densify
 
@@ -59,6 +60,14 @@ class SAE(nn.Module):
             self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self._last_stats: NormStats | None = None
 
+    #: How reports and figures show the architecture (each architecture declares its own).
+    presentation: ClassVar[Presentation | None] = None
+    #: The hyperparameter that sets the sparsity and its symbol in figures (("k", "K"), ("l1_coeff", "λ")):
+    #: always part of a sweep member's name, and the tag next to each point of a Pareto plot.
+    sparsity: ClassVar[tuple[str, str]] = ("", "")
+    #: Other libraries' SAE kinds this architecture reads on import: format → names (SAELens
+    #: ``architecture`` values, sparsify ``activation`` values); ``from_<format>`` converts them.
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {}
     #: Extra per-token inference outputs the architecture offers besides codes and reconstruction
     #: (name → what it is), computed by ``extra_outputs_normalized`` and served by ``extras``;
     #: e.g. prob_topk's ``gate_probs``. Interpretability code asks for them by name.
@@ -79,6 +88,35 @@ class SAE(nn.Module):
     def extra_outputs_normalized(self, x_n: Tensor) -> dict[str, Tensor]:
         """The ``extra_outputs`` of normalised inputs (B, d_in), each (B, ·)."""
         return {}
+
+    # ---- to declare: other libraries' formats and reports ------------------------------------
+    def to_saelens(self, state: dict[str, Tensor]) -> Export | NotExpressible:
+        """This SAE in SAELens's format. ``state``: float64 CPU copies of the parameters and buffers."""
+        raise NotImplementedError
+
+    def to_sparsify(self, state: dict[str, Tensor]) -> Export | NotExpressible:
+        """This SAE as an EleutherAI sparsify coder. ``state`` as for ``to_saelens``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_saelens(cls, source: str, cfg: dict[str, Any], tensors: dict[str, Tensor],
+                     block: dict[str, Any] | None) -> Imported | None:
+        """Read a SAELens SAE of architecture ``source`` (one of ``reads["saelens"]``): its cfg.json,
+        float64 tensors and the probsae provenance block if it has one; None declines the file."""
+        return None
+
+    @classmethod
+    def from_sparsify(cls, source: str, cfg: dict[str, Any], tensors: dict[str, Tensor],
+                      block: dict[str, Any] | None) -> Imported | None:
+        """Read a sparsify coder of activation ``source`` (one of ``reads["sparsify"]``); tensors
+        already in probsae's names and layout (W_enc, b_enc, W_dec, b_dec). None declines it."""
+        return None
+
+    @classmethod
+    def variant_label(cls, name: str, value: Any) -> str | None:
+        """How reports name a member that differs from the defaults in the one hyperparameter
+        ``name`` (e.g. prob_topk's ``lambda_mag = 0`` is 'w/o magnitude'); None: no special name."""
+        return None
 
     # ---- shared pieces ----------------------------------------------------------------------
     def pre_acts(self, x_n: Tensor) -> Tensor:

@@ -9,8 +9,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from .base import SAE
 from .config import TopKConfig, positive
+from .declarations import (
+    Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, saelens_k, state_tensors,
+)
 from .output import Forward
 from .registry import register
 
@@ -29,6 +33,10 @@ class BatchTopKConfig(TopKConfig):
 class BatchTopKSAE(SAE):
     architecture = "batchtopk"
     config_class = BatchTopKConfig
+    presentation = Presentation("BatchTopK", "tab:orange", "v")
+    sparsity = ("k", "K")
+    # SAELens saves trained BatchTopK SAEs as JumpReLU ones; their BatchTopK training checkpoints too
+    reads = {"saelens": ("batchtopk", "jumprelu")}
 
     def __init__(self, cfg: BatchTopKConfig):
         super().__init__(cfg)
@@ -70,3 +78,37 @@ class BatchTopKSAE(SAE):
             d = self.cfg.threshold_decay
             self.threshold.mul_(d).add_((1 - d) * self._pending_min)
         self._pending_min = None
+
+    def to_saelens(self, state):
+        theta = float(state["threshold"])
+        if theta < 0:
+            return NotExpressible("this SAE has no inference threshold yet (never trained): probsae would select per "
+                                  "batch, which SAELens cannot express; nothing to export")
+        return Export(
+            "jumprelu", {"b_enc": state["b_enc"], "threshold": torch.full((self.d_sae,), theta, dtype=torch.float64)},
+            notes=[f"BatchTopK's global inference threshold θ={theta:.6g} is the JumpReLU threshold of every latent: "
+                   "codes = ReLU(pre)·1[pre > θ], exactly probsae's BatchTopK inference"],
+            dropped=[f"k={self.cfg.k} and threshold_decay={self.cfg.threshold_decay}: training-time batch top-k only"])
+
+    def to_sparsify(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k}, changes=[
+            f"selection: probsae's BatchTopK inference keeps every ReLU pre-activation above one global threshold "
+            f"θ={float(state['threshold']):.6g} (a variable number per token); sparsify keeps exactly k={self.cfg.k} "
+            "per token"])
+
+    @classmethod
+    def from_saelens(cls, source, cfg, tensors, block):
+        if source == "jumprelu":  # our own export: one global threshold, recorded in the provenance block
+            theta = state_tensors(tensors, "threshold")["threshold"]
+            if not (block and block.get("architecture") == cls.architecture and bool((theta == theta[0]).all())
+                    and theta[0] > 0):
+                return None  # an ordinary JumpReLU SAE
+            threshold, hparams = theta[0].reshape(()), {"k": int(block["config"]["k"])}
+        else:  # a SAELens BatchTopK training checkpoint
+            if cfg.get("rescale_acts_by_decoder_norm"):
+                raise ConfigError("batchtopk with rescale_acts_by_decoder_norm has a threshold in rescaled units that "
+                                  "probsae cannot fold; save it as a SAELens inference (jumprelu) SAE first")
+            threshold = state_tensors(tensors, "topk_threshold")["topk_threshold"].reshape(())
+            hparams = {"k": saelens_k(source, cfg)}
+        fold_b_dec_into_biases(cfg, tensors, {"b_enc": tensors["W_enc"]})
+        return Imported(hparams, {**state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"), "threshold": threshold})

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .base import SAE
 from .config import SAEConfig, positive
+from .declarations import Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, state_tensors
 from .output import Forward
 from .registry import register
 
@@ -80,6 +81,9 @@ class JumpReLUConfig(SAEConfig):
 class JumpReLUSAE(SAE):
     architecture = "jumprelu"
     config_class = JumpReLUConfig
+    presentation = Presentation("JumpReLU", "tab:brown", "P")
+    sparsity = ("l0_coeff", "λ")
+    reads = {"saelens": ("jumprelu",)}
 
     def __init__(self, cfg: JumpReLUConfig):
         super().__init__(cfg)
@@ -95,3 +99,18 @@ class JumpReLUSAE(SAE):
     def encode_normalized(self, x_n: Tensor) -> Tensor:
         pre = self.pre_acts(x_n)
         return pre * (pre > self.log_threshold.exp())
+
+    def to_saelens(self, state):
+        return Export("jumprelu", {"b_enc": state["b_enc"], "threshold": state["log_threshold"].exp()},
+                      dropped=[f"l0_coeff={self.cfg.l0_coeff}, bandwidth={self.cfg.bandwidth} (training-only)"])
+
+    def to_sparsify(self, state):
+        return NotExpressible("sparsify has no JumpReLU SAE (it only has TopK/GroupMax coders); export to SAELens instead")
+
+    @classmethod
+    def from_saelens(cls, source, cfg, tensors, block):
+        fold_b_dec_into_biases(cfg, tensors, {"b_enc": tensors["W_enc"]})
+        out = state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec")
+        # θ ≤ 0 behaves like θ = 0 in SAELens (ReLU(pre)·1[pre > θ]); log 0 = -inf keeps that exactly
+        out["log_threshold"] = state_tensors(tensors, "threshold")["threshold"].clamp_min(0).log()
+        return Imported({}, out)

@@ -25,6 +25,7 @@ from ..kernels import concrete_gate_score, logistic_noise, sparse_decode, sparse
 from ..schedules import exp_anneal
 from .base import SAE
 from .config import TopKConfig, choice, positive
+from .declarations import Export, Presentation
 from .output import Codes, Forward
 from .registry import register
 
@@ -61,6 +62,8 @@ class ProbTopKSAE(SAE):
     architecture = "prob_topk"
     config_class = ProbTopKConfig
     has_encoder_bias = False
+    presentation = Presentation("Probabilistic TopK", "tab:red", "s")
+    sparsity = ("k", "K")
 
     def __init__(self, cfg: ProbTopKConfig):
         super().__init__(cfg)
@@ -148,3 +151,35 @@ class ProbTopKSAE(SAE):
         beta = exp_anneal(step, total_steps, warmup_steps, cfg.beta_start, cfg.beta_end) if cfg.anneal else cfg.beta_start
         self.beta.fill_(beta)
         return {"beta": beta}
+
+    # ---- declarations -----------------------------------------------------------------------
+    def to_saelens(self, state):
+        cfg = self.cfg
+        return Export(
+            "abstopk", {"b_enc": torch.zeros(self.d_sae, dtype=torch.float64)},  # the paper's encoder has no bias
+            {"k": cfg.k, "rescale_acts_by_decoder_norm": False},
+            changes=["latent selection: probsae keeps the K latents with the largest gate score "
+                     "σ(LayerNorm(a)/β) + λ_mag·|a| (a = W_enc(x − b_dec)); SAELens 'abstopk' keeps the K latents "
+                     "with the largest |a|. The codes are the signed a at the selected latents in both, so tokens "
+                     "whose selection differs get different codes and reconstructions"],
+            dropped=["the gate: LayerNorm affine parameters ln_weight/ln_bias" if cfg.layernorm else "the gate",
+                     f"gate temperature β={float(state['beta']):.6g}, lambda_mag={cfg.lambda_mag}, "
+                     f"gate={cfg.gate!r}, straight_through={cfg.straight_through}"])
+
+    def to_sparsify(self, state):
+        return Export(
+            "topk", {"b_enc": torch.zeros(self.d_sae, dtype=torch.float64)}, {"k": self.cfg.k},
+            changes=["selection: probsae keeps the K latents with the largest gate score σ(LayerNorm(a)/β) + "
+                     "λ_mag·|a| and their signed a; sparsify keeps the K largest a and applies ReLU (negative "
+                     "codes are lost, and the gate no longer picks the latents)"],
+            dropped=["the gate (ln_weight/ln_bias, β, lambda_mag); b_enc is written as zeros (the paper's encoder "
+                     "has none)"])
+
+    VARIANTS = {("lambda_mag", 0.0): "w/o magnitude", ("layernorm", False): "w/o LayerNorm",
+                ("gate", "sigmoid"): "sigmoid gate", ("anneal", False): "fixed β"}
+
+    @classmethod
+    def variant_label(cls, name, value):
+        if name == "beta_start":
+            return f"β0={value:g}"
+        return cls.VARIANTS.get((name, value))

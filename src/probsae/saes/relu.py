@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .base import SAE
 from .config import SAEConfig, positive
+from .declarations import Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, state_tensors
 from .output import Forward
 from .registry import register
 
@@ -34,6 +35,9 @@ class ReLUConfig(SAEConfig):
 class ReLUSAE(SAE):
     architecture = "relu"
     config_class = ReLUConfig
+    presentation = Presentation("ReLU", "tab:green", "^")
+    sparsity = ("l1_coeff", "λ")
+    reads = {"saelens": ("standard",)}
 
     def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         f = self.pre_acts(x_n).relu()
@@ -43,3 +47,14 @@ class ReLUSAE(SAE):
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
         return self.pre_acts(x_n).relu()
+
+    def to_saelens(self, state):
+        return Export("standard", {"b_enc": state["b_enc"]}, dropped=[f"l1_coeff={self.cfg.l1_coeff} (training-only)"])
+
+    def to_sparsify(self, state):
+        return NotExpressible("sparsify has no ReLU SAE (it only has TopK/GroupMax coders); export to SAELens instead")
+
+    @classmethod
+    def from_saelens(cls, source, cfg, tensors, block):
+        fold_b_dec_into_biases(cfg, tensors, {"b_enc": tensors["W_enc"]})
+        return Imported({}, state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"))

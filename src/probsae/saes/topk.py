@@ -13,6 +13,7 @@ from ..kernels import sparse_decode, sparse_encode
 from .base import SAE
 from ..errors import ConfigError
 from .config import TopKConfig, positive
+from .declarations import Export, Imported, Presentation, fold_b_dec_into_biases, fold_decoder_norms, saelens_k, state_tensors
 from .output import Codes, Forward
 from .registry import register
 
@@ -35,6 +36,9 @@ class TopKSAEConfig(TopKConfig):
 class TopKSAE(SAE):
     architecture = "topk"
     config_class = TopKSAEConfig
+    presentation = Presentation("TopK", "tab:blue", "o")
+    sparsity = ("k", "K")
+    reads = {"saelens": ("topk",), "sparsify": ("topk",)}
 
     def select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
@@ -78,6 +82,28 @@ class TopKSAE(SAE):
 
     def encode_normalized(self, x_n: Tensor) -> Codes:
         return self.sparse_codes_normalized(x_n)
+
+    def _training_only(self) -> str:
+        return f"aux_k={self.cfg.aux_k}, aux_coeff={self.cfg.aux_coeff} (training-only)"
+
+    def to_saelens(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False},
+                      dropped=[self._training_only()])
+
+    def to_sparsify(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k}, dropped=[self._training_only()])
+
+    @classmethod
+    def from_saelens(cls, source, cfg, tensors, block):
+        k = saelens_k(source, cfg)
+        if cfg.get("rescale_acts_by_decoder_norm"):
+            fold_decoder_norms(tensors)
+        fold_b_dec_into_biases(cfg, tensors, {"b_enc": tensors["W_enc"]})
+        return Imported({"k": k}, state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"))
+
+    @classmethod
+    def from_sparsify(cls, source, cfg, tensors, block):
+        return Imported({"k": int(cfg["k"])}, state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"))
 
 
 def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_dec: Tensor) -> Tensor | None:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..kernels import sparse_decode
 from .base import SAE
 from .config import TopKConfig, positive
+from .declarations import Export, Presentation
 from .output import Codes, Forward
 from .registry import register
 
@@ -41,6 +42,8 @@ class VSAETopKConfig(TopKConfig):
 class VSAETopKSAE(SAE):
     architecture = "vsae_topk"
     config_class = VSAETopKConfig
+    presentation = Presentation("vSAE TopK", "tab:olive", "<")
+    sparsity = ("k", "K")
 
     def __init__(self, cfg: VSAETopKConfig):
         super().__init__(cfg)
@@ -74,3 +77,13 @@ class VSAETopKSAE(SAE):
         mu = self.pre_acts(x_n).relu()
         values, indices = mu.topk(self.cfg.k, dim=-1, sorted=False)
         return values.relu(), indices
+
+    # Inference (TopK of μ = ReLU(W_enc(x − b_dec) + b_enc)) is exactly a TopK SAE's.
+    def to_saelens(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False},
+                      dropped=["the variance head (W_var, b_var) and kl_coeff: training-only (inference codes use μ, "
+                               "i.e. TopK of ReLU(W_enc(x − b_dec) + b_enc), which SAELens 'topk' computes)"])
+
+    def to_sparsify(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k},
+                      dropped=["the variance head (W_var, b_var) and kl_coeff: training-only (inference uses μ)"])
