@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..runs.spec import RunSpec
 from ..saes.registry import architectures, get_class, hyperparameters
 
 #: Where preset names resolve: <repo>/configs/NAME.toml (also $PROBSAE_CONFIGS).
@@ -75,19 +76,27 @@ def resolve_config_path(spec: str | Path) -> Path:
 
 
 @dataclass
-class Member:
-    """One SAE of a sweep."""
+class SweepMember(RunSpec):
+    """One SAE of a sweep: a ``RunSpec`` (what ``probsae train`` would run: architecture, the grid's
+    hyperparameters, size, data, training) plus the sweep's bookkeeping."""
 
-    architecture: str
-    hparams: dict[str, Any]          # effective non-default hyperparameters (plus the primary one)
+    shared: dict[str, Any] = field(default_factory=dict)
+    """[sae] settings every member shares (normalize, seed); the grid's hyperparameters override them."""
     studies: list[str] = field(default_factory=list)
-    group: int = 0                   # training pass group (lower first; see expand_block)
+    """Report labels of the grid blocks that list this member."""
+    group: int = 0
+    """Training pass group (lower first; see expand_block)."""
 
     @property
     def name(self) -> str:
+        """Run directory name, from the architecture and its non-default grid hyperparameters."""
         return member_name(self.architecture, self.hparams)
 
-    def to_dict(self) -> dict[str, Any]:
+    def sae_hparams(self) -> dict[str, Any]:
+        return {**self.shared, **self.hparams}
+
+    def summary(self) -> dict[str, Any]:
+        """The member as ``sweep.json`` lists it."""
         return {"name": self.name, "architecture": self.architecture, "hparams": dict(self.hparams),
                 "studies": list(self.studies), "group": self.group}
 
@@ -103,8 +112,25 @@ class SweepConfig:
     grid: list[dict[str, Any]]
     source: str | None = None
 
-    def members(self) -> list[Member]:
-        return expand_grid(self.grid)
+    def members(self) -> list[SweepMember]:
+        """The grid's members as complete run specs: the [sae] size and shared settings, the [data]
+        spec (when the sweep extracts its own activations) and the [train] settings."""
+        from dataclasses import replace
+
+        from ..training.config import TrainConfig
+
+        sized = {"expansion": int(self.sae.get("expansion", RunSpec.expansion)), "d_sae": self.sae.get("d_sae"),
+                 "shared": {k: self.sae[k] for k in ("normalize", "seed") if k in self.sae},
+                 "train": TrainConfig(**train_config_kwargs(self.train)), "cache_dir": self.data.get("cache_dir", "cache")}
+        if "cache" not in self.data:
+            sized["data"] = self.data_spec()
+        return [replace(m, **sized) for m in expand_grid(self.grid)]
+
+    def data_spec(self):
+        """The [data] section (less cache/eval_cache/cache_dir) as the data pipeline's ``DataSpec``."""
+        from ..data.prepare import DataSpec
+
+        return DataSpec.from_dict({k: v for k, v in self.data.items() if k not in SWEEP_DATA_KEYS})
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "data": self.data, "sae": self.sae,
@@ -176,7 +202,7 @@ def train_config_kwargs(train: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- grid expansion ---------------------------------------------------------------------------
-def expand_block(block: dict[str, Any]) -> list[Member]:
+def expand_block(block: dict[str, Any]) -> list[SweepMember]:
     """Members of one [[grid]] block: architecture × list-valued hparams × variants.
 
     Reserved keys: ``study`` (report labels), ``variants`` (list of alternative hparam tables) and
@@ -199,7 +225,7 @@ def expand_block(block: dict[str, Any]) -> list[Member]:
     for k, vals in axes:
         if not vals:
             raise ConfigError(f"grid block axis {k!r} is an empty list")
-    out: list[Member] = []
+    out: list[SweepMember] = []
     for arch in archs:
         if arch not in architectures():
             raise ConfigError(f"grid block: unknown architecture {arch!r}; registered: {', '.join(architectures())}")
@@ -218,7 +244,8 @@ def expand_block(block: dict[str, Any]) -> list[Member]:
                     cfg_cls(d_in=1, d_sae=10**9, **hp).validate()
                 except TypeError as e:
                     raise ConfigError(f"bad hyperparameters {hp} for {arch!r}: {e}") from None
-                out.append(Member(arch, canonical_hparams(arch, hp), list(studies), group))
+                out.append(SweepMember(architecture=arch, hparams=canonical_hparams(arch, hp), studies=list(studies),
+                                       group=group))
     return out
 
 
@@ -235,10 +262,10 @@ def canonical_hparams(arch: str, hp: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def expand_grid(blocks: list[dict[str, Any]]) -> list[Member]:
+def expand_grid(blocks: list[dict[str, Any]]) -> list[SweepMember]:
     """All members of all blocks, deduplicated by (architecture, effective hparams), in first-seen
     order; a member listed by several blocks carries all their study labels and the lowest group."""
-    seen: dict[str, Member] = {}
+    seen: dict[str, SweepMember] = {}
     for block in blocks:
         for m in expand_block(block):
             if m.name in seen:

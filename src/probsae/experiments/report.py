@@ -22,9 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import atomic_write, atomic_write_text
+from ..runs.results import read_runs
 from ..saes import get_class
 from ..saes.registry import architectures, hyperparameters
+from ..training.logger import JsonlLogger, step_records
+from ..training.member import LOG_FILE
 from . import plots
+from .sweep import SWEEP_FILE
 
 #: The paper's study: its architecture and the baseline it is compared with. The head-to-head,
 #: alive-latents, ablation, temperature and training-curve sections are about these two; every
@@ -91,37 +96,21 @@ def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep directory {sweep_dir} does not exist")
-    info_path = sweep_dir / "sweep.json"
+    info_path = sweep_dir / SWEEP_FILE
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    results = []
-    for p in sorted((sweep_dir / "runs").glob("*/metrics.json")):
-        try:
-            r = json.loads(p.read_text())
-        except json.JSONDecodeError:
-            continue
-        r["_dir"] = p.parent
-        results.append(r)
+    results = [{**m, "_dir": run_dir} for run_dir, m in read_runs(sweep_dir / "runs")]
     if not results:
         raise ConfigError(f"{sweep_dir} has no finished runs (no runs/*/metrics.json): run 'probsae sweep' first")
     return info, results
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    p = Path(run_dir) / "log.jsonl"
-    if p.is_file():
-        for line in p.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "step" in rec and not rec.get("event"):
-                out.append(rec)
-    return out
+    """The per-step training records of a run directory's log."""
+    return step_records(JsonlLogger(Path(run_dir) / LOG_FILE).read())
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
-    e = r["eval"]
+    e = r["heldout"]
     tf = r.get("train_final", {})
     return {"name": r["name"], "architecture": r["architecture"], "variant": variant(r), "tag": _tag(r),
             "k": r["hparams"].get("k"), "l0": e["l0"], "mse": e["mse"], "fvu": e["fvu"],
@@ -222,7 +211,7 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
             raise ConfigError(f"--notes {p}: no such file")
         head, sep, tail = md.partition("\n## Pareto frontier")
         md = head + "\n## Notes\n\n" + p.read_text().strip() + "\n" + sep + tail
-    (out / "report.md").write_text(md)
+    atomic_write_text(out / "report.md", md)
     return out / "report.md"
 
 
@@ -231,11 +220,14 @@ _CSV_COLS = ["name", "architecture", "variant", "tag", "l0", "mse", "fvu", "expl
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_CSV_COLS, extrasaction="ignore")
-        w.writeheader()
-        for r in sorted(rows, key=_sort_key):
-            w.writerow(r)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=_CSV_COLS, extrasaction="ignore")
+            w.writeheader()
+            for r in sorted(rows, key=_sort_key):
+                w.writerow(r)
+
+    atomic_write(path, write)
 
 
 def _sort_key(r: dict) -> tuple:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, SAEFileError
+from ..io import atomic_write, atomic_write_text
 from ..saes.declarations import Export, Imported, NotExpressible
 
 NOTES_FILE = "PROBSAE_EXPORT.md"
@@ -61,8 +62,7 @@ class ExportReport:
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         lines += ["probsae source config:", "", "```json", json.dumps(sae.config_dict()["config"], indent=2), "```", ""]
-        self.notes_path = self.path / NOTES_FILE
-        self.notes_path.write_text("\n".join(lines))
+        self.notes_path = atomic_write_text(self.path / NOTES_FILE, "\n".join(lines))
         return self.notes_path
 
 
@@ -210,8 +210,6 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
 
 def write_safetensors(path: Path, tensors: dict[str, Tensor]) -> None:
     from safetensors.torch import save_file
-
-    from ..io import atomic_write
 
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(clean, str(tmp)))

@@ -12,7 +12,6 @@ from ..errors import ConfigError, SAEFileError
 from ..training.config import TrainConfig
 
 RUN_FILE = "run.json"
-METRICS_FILE = "metrics.json"
 PLOT_FILE = "training.png"
 
 
@@ -36,6 +35,20 @@ class RunSpec:
     """Root folder of activation caches (shared by runs with the same data spec)."""
     data: DataSpec = field(default_factory=DataSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def sae_hparams(self) -> dict[str, Any]:
+        """The keyword arguments of ``build_sae`` besides d_in and d_sae."""
+        return dict(self.hparams)
+
+    def d_sae_for(self, d_in: int) -> int:
+        """The number of latents for activations of width ``d_in``: d_sae, else expansion × d_in."""
+        return int(self.d_sae or self.expansion * d_in)
+
+    def build_sae(self, d_in: int):
+        """The untrained SAE of this run for activations of width ``d_in``."""
+        from ..saes import build_sae
+
+        return build_sae(self.architecture, d_in=d_in, d_sae=self.d_sae_for(d_in), **self.sae_hparams())
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
