@@ -103,7 +103,7 @@ def unit_to_layernorm_factor(d_in: int) -> float:
 def provenance(sae) -> dict[str, Any]:
     """The ``probsae`` block written into the target's cfg.json: enough to rebuild the same
     probsae SAE (architecture, hyperparameters, normalisation) on import."""
-    from .. import __version__
+    from ..version import __version__
 
     block = {"version": __version__, "architecture": sae.architecture, "config": sae.config_dict()["config"]}
     if sae.cfg.normalize == "scalar":
