@@ -13,28 +13,9 @@ from probsae.formats import NOTES_FILE, LossyExportError, export_saelens, export
 from probsae.formats._common import working_state
 from probsae.saes.declarations import NotExpressible
 
-D_IN, D_SAE, K = 12, 48, 4
+from test_formats import data, make_sae  # noqa: E402
+
 FORMATS = {"saelens": (export_saelens, import_saelens), "sparsify": (export_sparsify, import_sparsify)}
-
-
-def make_sae(arch: str, normalize: str):
-    """Non-trivial weights everywhere (biases, thresholds, scale) without training."""
-    kw = {"k": K} if "k" in probsae.hyperparameters(arch) else {}
-    sae = probsae.build_sae(arch, d_in=D_IN, d_sae=D_SAE, normalize=normalize, seed=1, **kw)
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, p in sae.named_parameters():
-            if name == "log_threshold":
-                p.copy_(torch.log(torch.rand(p.shape, generator=g) * 0.2 + 0.01))
-            else:
-                p.add_(0.1 * torch.randn(p.shape, generator=g))
-        for name, b in sae.named_buffers():
-            if name == "threshold":  # a trained global threshold (BatchTopK family)
-                b.fill_(0.05)
-        if normalize == "scalar":
-            sae.normalizer.scale.fill_(0.37)
-            sae.normalizer.fitted.fill_(True)
-    return sae.eval()
 
 
 def inference(sae, x):
@@ -62,7 +43,7 @@ def test_export_follows_the_architectures_declaration(arch, fmt, normalize, tmp_
     report = export(sae, tmp_path / "x")
     assert report.exact and report.target_architecture == declared.target
     back = load(tmp_path / "x")
-    x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(3)) * 4 + 2
+    x = data()
     for ours, theirs in zip(inference(back, x), inference(sae, x)):
         torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-5)
     if declared.target in type(sae).reads.get(fmt, ()):

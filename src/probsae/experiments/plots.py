@@ -19,10 +19,14 @@ def _plt():
     return plt
 
 
-def _plain_log_ticks(ax) -> None:
-    """Log-scale x axis labelled 4, 8, 16 … instead of 4×10⁰."""
+def _log_x(ax, xlabel: str, ylabel: str) -> None:
+    """Log-scale x axis labelled 4, 8, 16 … instead of 4×10⁰, axis labels and a light grid."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
     ax.xaxis.set_major_locator(LogLocator(base=2))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
@@ -65,11 +69,7 @@ def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> P
             for x, r in zip(xs, rows):
                 ax.annotate(r.get("tag", ""), (x, r[key]), textcoords="offset points", xytext=(4, 3),
                             fontsize=7, color=c)
-        ax.set_xscale("log")
-        _plain_log_ticks(ax)
-        ax.set_xlabel("L0 (active latents per token, held-out)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
+        _log_x(ax, "L0 (active latents per token, held-out)", ylabel)
     axes[0].legend(fontsize=8)
     _save(fig, path, title)
     return path
@@ -132,12 +132,8 @@ def temperature(lines: dict[str, list[dict[str, Any]]], path: Path, title: str) 
         rows = sorted(lines[label], key=lambda r: r["l0"])
         c = cm(i / max(1, len(labels) - 1))
         axes[0].plot([r["l0"] for r in rows], [r["mse"] for r in rows], marker="o", color=c, label=label)
-    axes[0].set_xscale("log")
-    _plain_log_ticks(axes[0])
-    axes[0].set_xlabel("L0 (held-out)")
-    axes[0].set_ylabel("MSE (normalised inputs)")
+    _log_x(axes[0], "L0 (held-out)", "MSE (normalised inputs)")
     axes[0].legend(fontsize=8)
-    axes[0].grid(True, which="both", alpha=0.3)
     by_k: dict[int, list[tuple[float, float]]] = {}
     for label in labels:
         for r in lines[label]:
@@ -146,12 +142,8 @@ def temperature(lines: dict[str, list[dict[str, Any]]], path: Path, title: str) 
         pts.sort()
         axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"K={k}",
                      color=_FALLBACK[i % len(_FALLBACK)])
-    axes[1].set_xscale("log")
-    _plain_log_ticks(axes[1])
-    axes[1].set_xlabel("initial gate temperature β₀ (annealed to β_T)")
-    axes[1].set_ylabel("FVU (held-out)")
+    _log_x(axes[1], "initial gate temperature β₀ (annealed to β_T)", "FVU (held-out)")
     axes[1].legend(fontsize=8)
-    axes[1].grid(True, which="both", alpha=0.3)
     _save(fig, path, title)
     return path
 

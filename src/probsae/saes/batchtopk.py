@@ -12,9 +12,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from .base import SAE
 from .config import TopKConfig, positive
-from .declarations import (
-    Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, saelens_k, state_tensors,
-)
+from .declarations import Export, Imported, NotExpressible, Presentation, saelens_k, standard_encoder, state_tensors
 from .output import Forward
 from .registry import register
 
@@ -110,5 +108,4 @@ class BatchTopKSAE(SAE):
                                   "probsae cannot fold; save it as a SAELens inference (jumprelu) SAE first")
             threshold = state_tensors(tensors, "topk_threshold")["topk_threshold"].reshape(())
             hparams = {"k": saelens_k(source, cfg)}
-        fold_b_dec_into_biases(cfg, tensors, {"b_enc": tensors["W_enc"]})
-        return Imported(hparams, {**state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"), "threshold": threshold})
+        return Imported(hparams, {**standard_encoder(cfg, tensors), "threshold": threshold})

@@ -96,6 +96,13 @@ def fold_decoder_norms(tensors: dict[str, Tensor]) -> None:
     tensors["W_dec"] = tensors["W_dec"] / n[:, None]
 
 
+def standard_encoder(cfg: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """W_enc, b_enc, W_dec, b_dec of an encoder π = W_enc(x − b_dec) + b_enc, with b_dec folded into
+    b_enc when the file's encoder does not subtract it."""
+    fold_b_dec_into_biases(cfg, tensors, {"b_enc": tensors["W_enc"]})
+    return state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec")
+
+
 def fold_b_dec_into_biases(cfg: dict[str, Any], tensors: dict[str, Tensor], weights: dict[str, Tensor]) -> None:
     """SAELens ``apply_b_dec_to_input: false`` encodes x without subtracting b_dec; probsae always
     subtracts it, so add b_dec·W to each encoder bias (``weights``: bias name → its encoder weight)."""

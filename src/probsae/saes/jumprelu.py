@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .base import SAE
 from .config import SAEConfig, positive
-from .declarations import Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, state_tensors
+from .declarations import Export, Imported, NotExpressible, Presentation, standard_encoder, state_tensors
 from .output import Forward
 from .registry import register
 
@@ -27,12 +27,23 @@ def rectangle(u: Tensor) -> Tensor:
     return ((u > -0.5) & (u < 0.5)).to(u.dtype)
 
 
+def _save(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
+    """Keep what the backward needs; returns θ = exp(log θ)."""
+    theta = log_threshold.exp()
+    ctx.save_for_backward(pre, theta)
+    ctx.bandwidth = bandwidth
+    return theta
+
+
+def _log_threshold_grad(coeff: Tensor | float, pre: Tensor, theta: Tensor, eps: float, grad: Tensor) -> Tensor:
+    """Σ_b −coeff · K((π − θ)/ε) · grad, times θ (chain rule through θ = exp(log θ))."""
+    return (-coeff * rectangle((pre - theta) / eps) * grad).sum(0) * theta
+
+
 class _JumpReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
-        theta = log_threshold.exp()
-        ctx.save_for_backward(pre, theta)
-        ctx.bandwidth = bandwidth
+        theta = _save(ctx, pre, log_threshold, bandwidth)
         return pre * (pre > theta).to(pre.dtype)
 
     @staticmethod
@@ -40,24 +51,20 @@ class _JumpReLU(torch.autograd.Function):
         pre, theta = ctx.saved_tensors
         eps = ctx.bandwidth
         grad_pre = grad * (pre > theta).to(pre.dtype)
-        grad_theta = (-(theta / eps) * rectangle((pre - theta) / eps) * grad).sum(0)
-        return grad_pre, grad_theta * theta, None  # chain rule through θ = exp(log θ)
+        return grad_pre, _log_threshold_grad(theta / eps, pre, theta, eps, grad), None
 
 
 class _Step(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
-        theta = log_threshold.exp()
-        ctx.save_for_backward(pre, theta)
-        ctx.bandwidth = bandwidth
+        theta = _save(ctx, pre, log_threshold, bandwidth)
         return (pre > theta).to(pre.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         pre, theta = ctx.saved_tensors
         eps = ctx.bandwidth
-        grad_theta = (-(1.0 / eps) * rectangle((pre - theta) / eps) * grad).sum(0)
-        return None, grad_theta * theta, None
+        return None, _log_threshold_grad(1.0 / eps, pre, theta, eps, grad), None
 
 
 @dataclass
@@ -109,8 +116,7 @@ class JumpReLUSAE(SAE):
 
     @classmethod
     def from_saelens(cls, source, cfg, tensors, block):
-        fold_b_dec_into_biases(cfg, tensors, {"b_enc": tensors["W_enc"]})
-        out = state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec")
+        out = standard_encoder(cfg, tensors)
         # θ ≤ 0 behaves like θ = 0 in SAELens (ReLU(pre)·1[pre > θ]); log 0 = -inf keeps that exactly
         out["log_threshold"] = state_tensors(tensors, "threshold")["threshold"].clamp_min(0).log()
         return Imported({}, out)

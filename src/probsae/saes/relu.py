@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .base import SAE
 from .config import SAEConfig, positive
-from .declarations import Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, state_tensors
+from .declarations import Export, Imported, NotExpressible, Presentation, standard_encoder
 from .output import Forward
 from .registry import register
 
@@ -56,5 +56,4 @@ class ReLUSAE(SAE):
 
     @classmethod
     def from_saelens(cls, source, cfg, tensors, block):
-        fold_b_dec_into_biases(cfg, tensors, {"b_enc": tensors["W_enc"]})
-        return Imported({}, state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"))
+        return Imported({}, standard_encoder(cfg, tensors))

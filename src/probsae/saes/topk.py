@@ -13,7 +13,7 @@ from ..kernels import sparse_decode, sparse_encode
 from .base import SAE
 from ..errors import ConfigError
 from .config import TopKConfig, positive
-from .declarations import Export, Imported, Presentation, fold_b_dec_into_biases, fold_decoder_norms, saelens_k, state_tensors
+from .declarations import Export, Imported, Presentation, fold_decoder_norms, saelens_k, standard_encoder, state_tensors
 from .output import Codes, Forward
 from .registry import register
 
@@ -98,8 +98,7 @@ class TopKSAE(SAE):
         k = saelens_k(source, cfg)
         if cfg.get("rescale_acts_by_decoder_norm"):
             fold_decoder_norms(tensors)
-        fold_b_dec_into_biases(cfg, tensors, {"b_enc": tensors["W_enc"]})
-        return Imported({"k": k}, state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"))
+        return Imported({"k": k}, standard_encoder(cfg, tensors))
 
     @classmethod
     def from_sparsify(cls, source, cfg, tensors, block):
