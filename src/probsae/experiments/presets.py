@@ -257,6 +257,8 @@ def canonical_hparams(arch: str, hp: dict[str, Any]) -> dict[str, Any]:
         v = hp[k]
         if isinstance(defaults.get(k), float) and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
+        if isinstance(defaults.get(k), tuple) and isinstance(v, list):  # TOML has lists, configs tuples
+            v = tuple(v)
         if k == _primary(arch) or v != defaults.get(k):
             out[k] = v
     return out
@@ -283,6 +285,8 @@ def _fmt(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, float):
         return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return ",".join(_fmt(x) for x in v)
     return str(v)
 
 
