@@ -23,6 +23,9 @@ HPARAMS: dict[str, dict[str, Any]] = {
     "topk": {"k": 8}, "prob_topk": {"k": 8}, "abstopk": {"k": 8}, "batchtopk": {"k": 8},
     "vsae_topk": {"k": 8, "kl_coeff": 1e-5},
     "relu": {"l1_coeff": 0.1}, "gated": {"l1_coeff": 0.3}, "jumprelu": {"l0_coeff": 5e-3},
+    # two levels (64 | 128 latents): the default three (8 | 32 | 128) make the first latents learn
+    # mixtures of this flat toy's features (recovery 0.73 measured, vs 0.84; EV 0.94 vs 0.95)
+    "matryoshka_batchtopk": {"k": 8, "prefix_fractions": (0.5, 1.0)},
 }
 
 
