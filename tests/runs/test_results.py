@@ -66,3 +66,11 @@ def test_a_sweep_over_existing_caches_has_no_data_spec():
     assert m.data == RunSpec().data  # unused: the caches are named in [data]
     with pytest.raises(probsae.ConfigError):
         parse_config({"data": {"cache": "x"}, "sae": {"width": 3}, "grid": [{"architecture": "topk"}]})
+
+
+def test_a_run_spec_with_sequence_hyperparameters_equals_itself_read_back(tmp_path):
+    from probsae.runs.spec import differences, read_spec, write_spec
+
+    spec = RunSpec(architecture="matryoshka_batchtopk", hparams={"k": 4, "prefix_fractions": (0.25, 1.0)})
+    write_spec(tmp_path, spec, None)
+    assert differences(read_spec(tmp_path).comparable(), spec.comparable()) == []  # a resume is not refused

@@ -51,9 +51,11 @@ class RunSpec:
         return build_sae(self.architecture, d_in=d_in, d_sae=self.d_sae_for(d_in), **self.sae_hparams())
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["train"]["adam_betas"] = list(d["train"]["adam_betas"])
-        return d
+        """As JSON has it (tuples such as adam_betas or prefix_fractions become lists), so a spec
+        compares equal to itself read back from run.json."""
+        from ..io import strict_json
+
+        return strict_json(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
