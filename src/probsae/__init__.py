@@ -14,8 +14,7 @@ from .errors import ConfigError, InputError, ProbSAEError, SAEFileError
 from .evaluation.metrics import evaluate
 from .saes import ARCHITECTURES, SAE, SAEOutput, build_sae, hyperparameters, load_sae
 from .training import TrainConfig, TrainHistory, train
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ARCHITECTURES", "SAE", "SAEOutput", "build_sae", "load_sae", "hyperparameters",

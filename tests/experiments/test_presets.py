@@ -43,6 +43,11 @@ def test_integer_for_float_default_is_canonicalised():
     assert member_name("relu", {"l1_coeff": 0.05}) == "relu-l1_coeff=0.05"
 
 
+def test_sequence_valued_hyperparameters_are_named_compactly():
+    assert member_name("topk", {"k": 8, "widths": [0.25, 1.0]}) == "topk-k=8-widths=0.25,1"
+    assert member_name("topk", {"k": 8, "widths": (0.5, True)}) == "topk-k=8-widths=0.5,true"
+
+
 @pytest.mark.parametrize("block, msg", [
     ({"architecture": "nope", "k": 4}, "unknown architecture"),
     ({"architecture": "topk", "lambda_mag": 0.0}, "unknown hyperparameter"),

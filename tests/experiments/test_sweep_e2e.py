@@ -88,10 +88,10 @@ def test_sweep_then_report(sweep_setup, capsys):
         sae = load_sae(rd)
         again = evaluate(sae, eval_cache)
         for key in ("mse", "fvu", "l0", "alive", "n_tokens"):
-            assert m["eval"][key] == pytest.approx(again[key], rel=1e-6), key
+            assert m["heldout"][key] == pytest.approx(again[key], rel=1e-6), key
         k = m["hparams"]["k"]
-        assert 0 < m["eval"]["l0"] <= k + 1e-9
-        assert 0 < m["eval"]["fvu"] < 1.0  # it learned something
+        assert 0 < m["heldout"]["l0"] <= k + 1e-9
+        assert 0 < m["heldout"]["fvu"] < 1.0  # it learned something
         # 120 steps of 64 tokens; the cache's epoch boundary may give one short batch
         assert 120 * 64 - 64 < m["tokens_seen"] <= 120 * 64 and m["steps"] == 120
         log = [json.loads(line) for line in (rd / "log.jsonl").read_text().splitlines()]
@@ -118,10 +118,10 @@ def test_sweep_then_report(sweep_setup, capsys):
         m = json.loads((out / "runs" / name / "metrics.json").read_text())
         row = next(line for line in md.splitlines() if line.startswith(f"| {name} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert float(cells[3]) == pytest.approx(m["eval"]["l0"], abs=0.006)
-        assert float(cells[4]) == pytest.approx(m["eval"]["mse"], abs=6e-5)
-        assert float(cells[5]) == pytest.approx(m["eval"]["fvu"], abs=6e-5)
-        assert int(cells[7].replace(",", "")) == m["eval"]["alive"]
+        assert float(cells[3]) == pytest.approx(m["heldout"]["l0"], abs=0.006)
+        assert float(cells[4]) == pytest.approx(m["heldout"]["mse"], abs=6e-5)
+        assert float(cells[5]) == pytest.approx(m["heldout"]["fvu"], abs=6e-5)
+        assert int(cells[7].replace(",", "")) == m["heldout"]["alive"]
     assert "## Probabilistic TopK vs TopK" in md and "K = 2: Probabilistic TopK **" in md
     with (rep / "metrics.csv").open() as f:
         assert {r["name"] for r in csv.DictReader(f)} == set(names)

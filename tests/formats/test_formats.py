@@ -17,8 +17,6 @@ from probsae.formats import (
 )
 
 D_IN, D_SAE, K = 12, 48, 4
-HP = {"topk": {"k": K}, "abstopk": {"k": K}, "vsae_topk": {"k": K}, "batchtopk": {"k": K}, "prob_topk": {"k": K},
-      "relu": {}, "gated": {}, "jumprelu": {}}
 EXACT_SAELENS = ["relu", "topk", "abstopk", "vsae_topk", "gated", "jumprelu", "batchtopk"]
 SAELENS_ARCH = {"relu": "standard", "topk": "topk", "abstopk": "abstopk", "vsae_topk": "topk", "gated": "gated",
                 "jumprelu": "jumprelu", "batchtopk": "jumprelu", "prob_topk": "abstopk"}
@@ -30,7 +28,8 @@ SAELENS_KEYS = {"standard": {"W_enc", "b_enc", "W_dec", "b_dec"}, "topk": {"W_en
 
 def make_sae(arch: str, normalize: str = "unit", seed: int = 0):
     """An SAE with non-trivial weights everywhere (biases, thresholds, scale) without training."""
-    sae = probsae.build_sae(arch, d_in=D_IN, d_sae=D_SAE, normalize=normalize, seed=seed, **HP[arch])
+    hp = {"k": K} if "k" in probsae.hyperparameters(arch) else {}  # the TopK family
+    sae = probsae.build_sae(arch, d_in=D_IN, d_sae=D_SAE, normalize=normalize, seed=seed, **hp)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in sae.named_parameters():
@@ -38,8 +37,9 @@ def make_sae(arch: str, normalize: str = "unit", seed: int = 0):
                 p.copy_(torch.log(torch.rand(p.shape, generator=g) * 0.2 + 0.01))
             else:
                 p.add_(0.1 * torch.randn(p.shape, generator=g))
-        if arch == "batchtopk":
-            sae.threshold.fill_(0.05)
+        for name, b in sae.named_buffers():
+            if name == "threshold":  # a trained global threshold (the BatchTopK family)
+                b.fill_(0.05)
         if normalize == "scalar":
             sae.normalizer.scale.fill_(0.37)
             sae.normalizer.fitted.fill_(True)

@@ -15,7 +15,10 @@ sae_lens = pytest.importorskip("sae_lens")
 
 from test_formats import D_IN, D_SAE, EXACT_SAELENS, K, codes, data, make_sae, recon  # noqa: E402
 
+import probsae  # noqa: E402
 from probsae.formats import export_saelens, import_saelens  # noqa: E402
+from probsae.formats._common import working_state  # noqa: E402
+from probsae.saes.declarations import NotExpressible  # noqa: E402
 
 TOL = dict(atol=1e-4, rtol=1e-4)  # layer_norm: SAELens adds eps=1e-5 to the std
 
@@ -39,6 +42,21 @@ def test_sae_lens_loads_our_export_and_reconstructs_identically(arch, normalize,
         out = theirs.decode(f)
     torch.testing.assert_close(f, codes(ours, x), **TOL)
     torch.testing.assert_close(out, recon(ours, x), **TOL)
+
+
+@pytest.mark.parametrize("arch", probsae.ARCHITECTURES)
+def test_every_exactly_exportable_architecture_loads_in_sae_lens(arch, tmp_path):
+    """Registry-driven: whatever an architecture module declares an exact SAELens export of."""
+    ours = make_sae(arch, "unit")
+    declared = ours.to_saelens(working_state(ours))
+    if isinstance(declared, NotExpressible) or declared.changes:
+        pytest.skip(f"{arch}: no exact SAELens form")
+    export_saelens(ours, tmp_path)
+    theirs = load(tmp_path)
+    x = data()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.encode(x), codes(ours, x), **TOL)
+        torch.testing.assert_close(theirs(x), recon(ours, x), **TOL)
 
 
 def test_lossy_prob_topk_export_behaves_as_documented_in_sae_lens(tmp_path):

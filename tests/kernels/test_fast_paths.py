@@ -164,5 +164,5 @@ def test_train_config_precision_and_fused_adam():
     m = Member(sae, TrainConfig(precision="bf16", progress=False, device="cpu"), torch.device("cpu"), None, None)
     assert m.optimizer.defaults.get("fused") is True
     before = sae.W_enc.detach().clone()
-    info = m.step(torch.randn(64, 8), 0, 10)
-    assert torch.isfinite(info["_out"].loss) and not torch.equal(before, sae.W_enc)
+    result = m.step(torch.randn(64, 8), 0, 10)
+    assert torch.isfinite(result.out.loss) and not torch.equal(before, sae.W_enc)

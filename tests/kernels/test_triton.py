@@ -302,8 +302,8 @@ def test_member_step_on_the_triton_path():
     before = sae.W_enc.detach().clone()
     x = torch.randn(32, 16, generator=gen(12)).to(DEVICE)
     for step in range(2):
-        info = m.step(x, step, 10)
-    assert torch.isfinite(info["_out"].loss) and not torch.equal(before, sae.W_enc)
+        result = m.step(x, step, 10)
+    assert torch.isfinite(result.out.loss) and not torch.equal(before, sae.W_enc)
     assert int(sae.noise_step) == 2
 
 

@@ -1,17 +1,12 @@
 """The report's figures (matplotlib, Agg backend: no display needed). Each function takes plain
-data prepared by :mod:`probsae.experiments.report` and writes one PNG."""
+data prepared by :mod:`probsae.experiments.report` and writes one PNG. An architecture's colour and
+marker are its module's ``presentation`` (keyed here by its label)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-STYLE = {  # colour, marker per family label
-    "TopK": ("tab:blue", "o"),
-    "Probabilistic TopK": ("tab:red", "s"),
-    "ReLU": ("tab:green", "^"),
-    "Gated": ("tab:purple", "D"),
-}
 _FALLBACK = ["tab:orange", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
 
 
@@ -24,10 +19,14 @@ def _plt():
     return plt
 
 
-def _plain_log_ticks(ax) -> None:
-    """Log-scale x axis labelled 4, 8, 16 … instead of 4×10⁰."""
+def _log_x(ax, xlabel: str, ylabel: str) -> None:
+    """Log-scale x axis labelled 4, 8, 16 … instead of 4×10⁰, axis labels and a light grid."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
     ax.xaxis.set_major_locator(LogLocator(base=2))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
@@ -42,8 +41,16 @@ def _save(fig, path: Path, title: str | None) -> None:
     _plt().close(fig)
 
 
+def styles() -> dict[str, tuple[str, str]]:
+    """(colour, marker) of every registered architecture, by its label."""
+    from ..saes import get_class
+    from ..saes.registry import architectures
+
+    return {p.label: (p.color, p.marker) for p in (get_class(a).presentation for a in architectures()) if p}
+
+
 def _style(label: str, i: int) -> tuple[str, str]:
-    return STYLE.get(label, (_FALLBACK[i % len(_FALLBACK)], "v"))
+    return styles().get(label, (_FALLBACK[i % len(_FALLBACK)], "v"))
 
 
 def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
@@ -62,11 +69,7 @@ def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> P
             for x, r in zip(xs, rows):
                 ax.annotate(r.get("tag", ""), (x, r[key]), textcoords="offset points", xytext=(4, 3),
                             fontsize=7, color=c)
-        ax.set_xscale("log")
-        _plain_log_ticks(ax)
-        ax.set_xlabel("L0 (active latents per token, held-out)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
+        _log_x(ax, "L0 (active latents per token, held-out)", ylabel)
     axes[0].legend(fontsize=8)
     _save(fig, path, title)
     return path
@@ -104,11 +107,12 @@ def grouped_bars(groups: dict[int, dict[str, dict[str, float]]], metrics: list[t
         variants += [v for v in g if v not in variants]
     width = 0.8 / max(1, len(variants))
     cmap = ["tab:red", "tab:orange", "tab:olive", "tab:cyan", "tab:blue", "tab:gray", "tab:brown", "tab:pink"]
+    known = styles()
     for ax, (key, label) in zip(axes[0], metrics):
         for j, v in enumerate(variants):
             xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(ks))]
             ys = [groups[k].get(v, {}).get(key, float("nan")) for k in ks]
-            color = "tab:blue" if v == "TopK" else cmap[j % len(cmap)]
+            color = known[v][0] if v in known else cmap[j % len(cmap)]  # an architecture keeps its colour
             ax.bar(xs, ys, width=width, label=v, color=color)
         ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
         ax.set_ylabel(label)
@@ -128,12 +132,8 @@ def temperature(lines: dict[str, list[dict[str, Any]]], path: Path, title: str) 
         rows = sorted(lines[label], key=lambda r: r["l0"])
         c = cm(i / max(1, len(labels) - 1))
         axes[0].plot([r["l0"] for r in rows], [r["mse"] for r in rows], marker="o", color=c, label=label)
-    axes[0].set_xscale("log")
-    _plain_log_ticks(axes[0])
-    axes[0].set_xlabel("L0 (held-out)")
-    axes[0].set_ylabel("MSE (normalised inputs)")
+    _log_x(axes[0], "L0 (held-out)", "MSE (normalised inputs)")
     axes[0].legend(fontsize=8)
-    axes[0].grid(True, which="both", alpha=0.3)
     by_k: dict[int, list[tuple[float, float]]] = {}
     for label in labels:
         for r in lines[label]:
@@ -142,23 +142,19 @@ def temperature(lines: dict[str, list[dict[str, Any]]], path: Path, title: str) 
         pts.sort()
         axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"K={k}",
                      color=_FALLBACK[i % len(_FALLBACK)])
-    axes[1].set_xscale("log")
-    _plain_log_ticks(axes[1])
-    axes[1].set_xlabel("initial gate temperature β₀ (annealed to β_T)")
-    axes[1].set_ylabel("FVU (held-out)")
+    _log_x(axes[1], "initial gate temperature β₀ (annealed to β_T)", "FVU (held-out)")
     axes[1].legend(fontsize=8)
-    axes[1].grid(True, which="both", alpha=0.3)
     _save(fig, path, title)
     return path
 
 
-def training_curves(curves: dict[str, list[tuple[float, float]]], path: Path, title: str, ylabel: str) -> Path:
-    """One line per run: (tokens, value)."""
+def training_curves(curves: dict[str, list[tuple[float, float]]], families: dict[str, str], path: Path, title: str,
+                    ylabel: str) -> Path:
+    """One line per run: (tokens, value), coloured by its architecture's label (``families``: run label → it)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, (label, pts) in enumerate(curves.items()):
-        fam = "Probabilistic TopK" if label.startswith("Probabilistic") else label.split(" ")[0]
-        c, _ = _style(fam, i)
+        c, _ = _style(families.get(label, label), i)
         ls = ["-", "--", ":", "-."][i % 4]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], color=c, ls=ls, label=label, lw=1)
     ax.set_xlabel("training tokens")

@@ -32,13 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..runs.spec import RunSpec
 from ..saes.registry import architectures, get_class, hyperparameters
 
 #: Where preset names resolve: <repo>/configs/NAME.toml (also $PROBSAE_CONFIGS).
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
-
-#: The hyperparameter always shown in a member's name, per architecture family.
-PRIMARY = ("k", "l1_coeff", "l0_coeff")
 
 _TOP_KEYS = {"name", "description", "data", "sae", "train", "grid", "sweep"}
 #: [data] keys of the sweep itself; every other [data] key is a ``probsae.data.prepare.DataSpec`` field.
@@ -78,19 +76,27 @@ def resolve_config_path(spec: str | Path) -> Path:
 
 
 @dataclass
-class Member:
-    """One SAE of a sweep."""
+class SweepMember(RunSpec):
+    """One SAE of a sweep: a ``RunSpec`` (what ``probsae train`` would run: architecture, the grid's
+    hyperparameters, size, data, training) plus the sweep's bookkeeping."""
 
-    architecture: str
-    hparams: dict[str, Any]          # effective non-default hyperparameters (plus the primary one)
+    shared: dict[str, Any] = field(default_factory=dict)
+    """[sae] settings every member shares (normalize, seed); the grid's hyperparameters override them."""
     studies: list[str] = field(default_factory=list)
-    group: int = 0                   # training pass group (lower first; see expand_block)
+    """Report labels of the grid blocks that list this member."""
+    group: int = 0
+    """Training pass group (lower first; see expand_block)."""
 
     @property
     def name(self) -> str:
+        """Run directory name, from the architecture and its non-default grid hyperparameters."""
         return member_name(self.architecture, self.hparams)
 
-    def to_dict(self) -> dict[str, Any]:
+    def sae_hparams(self) -> dict[str, Any]:
+        return {**self.shared, **self.hparams}
+
+    def summary(self) -> dict[str, Any]:
+        """The member as ``sweep.json`` lists it."""
         return {"name": self.name, "architecture": self.architecture, "hparams": dict(self.hparams),
                 "studies": list(self.studies), "group": self.group}
 
@@ -106,8 +112,25 @@ class SweepConfig:
     grid: list[dict[str, Any]]
     source: str | None = None
 
-    def members(self) -> list[Member]:
-        return expand_grid(self.grid)
+    def members(self) -> list[SweepMember]:
+        """The grid's members as complete run specs: the [sae] size and shared settings, the [data]
+        spec (when the sweep extracts its own activations) and the [train] settings."""
+        from dataclasses import replace
+
+        from ..training.config import TrainConfig
+
+        sized = {"expansion": int(self.sae.get("expansion", RunSpec.expansion)), "d_sae": self.sae.get("d_sae"),
+                 "shared": {k: self.sae[k] for k in ("normalize", "seed") if k in self.sae},
+                 "train": TrainConfig(**train_config_kwargs(self.train)), "cache_dir": self.data.get("cache_dir", "cache")}
+        if "cache" not in self.data:
+            sized["data"] = self.data_spec()
+        return [replace(m, **sized) for m in expand_grid(self.grid)]
+
+    def data_spec(self):
+        """The [data] section (less cache/eval_cache/cache_dir) as the data pipeline's ``DataSpec``."""
+        from ..data.prepare import DataSpec
+
+        return DataSpec.from_dict({k: v for k, v in self.data.items() if k not in SWEEP_DATA_KEYS})
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "data": self.data, "sae": self.sae,
@@ -179,7 +202,7 @@ def train_config_kwargs(train: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- grid expansion ---------------------------------------------------------------------------
-def expand_block(block: dict[str, Any]) -> list[Member]:
+def expand_block(block: dict[str, Any]) -> list[SweepMember]:
     """Members of one [[grid]] block: architecture × list-valued hparams × variants.
 
     Reserved keys: ``study`` (report labels), ``variants`` (list of alternative hparam tables) and
@@ -202,7 +225,7 @@ def expand_block(block: dict[str, Any]) -> list[Member]:
     for k, vals in axes:
         if not vals:
             raise ConfigError(f"grid block axis {k!r} is an empty list")
-    out: list[Member] = []
+    out: list[SweepMember] = []
     for arch in archs:
         if arch not in architectures():
             raise ConfigError(f"grid block: unknown architecture {arch!r}; registered: {', '.join(architectures())}")
@@ -221,27 +244,30 @@ def expand_block(block: dict[str, Any]) -> list[Member]:
                     cfg_cls(d_in=1, d_sae=10**9, **hp).validate()
                 except TypeError as e:
                     raise ConfigError(f"bad hyperparameters {hp} for {arch!r}: {e}") from None
-                out.append(Member(arch, canonical_hparams(arch, hp), list(studies), group))
+                out.append(SweepMember(architecture=arch, hparams=canonical_hparams(arch, hp), studies=list(studies),
+                                       group=group))
     return out
 
 
 def canonical_hparams(arch: str, hp: dict[str, Any]) -> dict[str, Any]:
-    """Drop hyperparameters equal to the architecture's default (the primary one is kept)."""
+    """Drop hyperparameters equal to the architecture's default (the sparsity one is kept)."""
     defaults = hyperparameters(arch)
     out = {}
     for k in sorted(hp):
         v = hp[k]
         if isinstance(defaults.get(k), float) and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
-        if k in PRIMARY or v != defaults.get(k):
+        if isinstance(defaults.get(k), tuple) and isinstance(v, list):  # TOML has lists, configs tuples
+            v = tuple(v)
+        if k == _primary(arch) or v != defaults.get(k):
             out[k] = v
     return out
 
 
-def expand_grid(blocks: list[dict[str, Any]]) -> list[Member]:
+def expand_grid(blocks: list[dict[str, Any]]) -> list[SweepMember]:
     """All members of all blocks, deduplicated by (architecture, effective hparams), in first-seen
     order; a member listed by several blocks carries all their study labels and the lowest group."""
-    seen: dict[str, Member] = {}
+    seen: dict[str, SweepMember] = {}
     for block in blocks:
         for m in expand_block(block):
             if m.name in seen:
@@ -259,11 +285,19 @@ def _fmt(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, float):
         return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return ",".join(_fmt(x) for x in v)
     return str(v)
 
 
+def _primary(arch: str) -> str:
+    """The architecture's sparsity hyperparameter (its module's ``sparsity``): always in the name."""
+    return get_class(arch).sparsity[0]
+
+
 def member_name(arch: str, hparams: dict[str, Any]) -> str:
-    """Run directory name: ``prob_topk-k=8-lambda_mag=0`` (primary hparam first, then sorted)."""
-    keys = [k for k in PRIMARY if k in hparams] + sorted(k for k in hparams if k not in PRIMARY)
+    """Run directory name: ``prob_topk-k=8-lambda_mag=0`` (sparsity hparam first, then sorted)."""
+    primary = _primary(arch)
+    keys = [k for k in (primary,) if k in hparams] + sorted(k for k in hparams if k != primary)
     parts = [arch] + [f"{k}={_fmt(hparams[k])}" for k in keys]
     return "-".join(parts).replace("/", "_")

@@ -22,39 +22,53 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..saes.registry import hyperparameters
+from ..io import atomic_write, atomic_write_text
+from ..runs.results import read_runs
+from ..saes import get_class
+from ..saes.registry import architectures, hyperparameters
+from ..training.logger import JsonlLogger, step_records
+from ..training.member import LOG_FILE
 from . import plots
+from .sweep import SWEEP_FILE
 
-LABELS = {"topk": "TopK", "prob_topk": "Probabilistic TopK", "relu": "ReLU", "gated": "Gated",
-          "batchtopk": "BatchTopK", "jumprelu": "JumpReLU", "abstopk": "AbsTopK", "vsae_topk": "vSAE TopK"}
-PRIMARY = ("k", "l1_coeff", "l0_coeff")
-ABLATION_ORDER = ["full", "w/o magnitude", "w/o LayerNorm", "sigmoid gate", "TopK"]
+#: The paper's study: its architecture and the baseline it is compared with. The head-to-head,
+#: alive-latents, ablation, temperature and training-curve sections are about these two; every
+#: registered architecture gets its Pareto line and its table rows, with the label, colour and
+#: order its module declares.
+SUBJECT, BASELINE = "prob_topk", "topk"
+#: The subject's variants in the ablation figure (paper Fig. 6), as its ``variant_label`` names them.
+ABLATIONS = ["w/o magnitude", "w/o LayerNorm", "sigmoid gate"]
+
+
+def _declared(arch: str):
+    """The registered class of ``arch`` (None for an architecture this version does not know)."""
+    try:
+        return get_class(arch)
+    except ConfigError:
+        return None
 
 
 def family(arch: str) -> str:
-    return LABELS.get(arch, arch)
+    """The architecture's label in figures and tables."""
+    cls = _declared(arch)
+    return cls.presentation.label if cls is not None else arch
 
 
 def variant(r: dict[str, Any]) -> str:
-    """'full' for a member with only its primary hyperparameter (and, for prob_topk, paper
-    defaults); otherwise the ablation name, 'β0=x', or 'other'."""
-    hp = {k: v for k, v in r["hparams"].items() if k not in PRIMARY}
+    """'full' for a member with only its sparsity hyperparameter (the others at their defaults);
+    otherwise the name its architecture gives a one-hyperparameter variant ('w/o magnitude',
+    'β0=0.5', …), or 'other: …'."""
+    cls = _declared(r["architecture"])
+    primary = cls.sparsity[0] if cls is not None else None
     defaults = _defaults(r["architecture"])
-    diff = {k: v for k, v in hp.items() if defaults.get(k, object()) != v}
+    diff = {k: v for k, v in r["hparams"].items() if k != primary and defaults.get(k, object()) != v}
     if not diff:
         return "full"
-    if r["architecture"] == "prob_topk" and len(diff) == 1:
+    if cls is not None and len(diff) == 1:
         (k, v), = diff.items()
-        if k == "lambda_mag" and v == 0:
-            return "w/o magnitude"
-        if k == "layernorm" and v is False:
-            return "w/o LayerNorm"
-        if k == "gate" and v == "sigmoid":
-            return "sigmoid gate"
-        if k == "beta_start":
-            return f"β0={v:g}"
-        if k == "anneal" and v is False:
-            return "fixed β"
+        label = cls.variant_label(k, v)
+        if label:
+            return label
     return "other: " + ", ".join(f"{k}={v}" for k, v in sorted(diff.items()))
 
 
@@ -66,50 +80,37 @@ def _defaults(arch: str) -> dict[str, Any]:
 
 
 def _tag(r: dict[str, Any]) -> str:
-    hp = r["hparams"]
-    if "k" in hp:
-        return f"K={hp['k']}"
-    for k in ("l1_coeff", "l0_coeff"):
-        if k in hp:
-            return f"λ={hp[k]:g}"
-    return ""
+    """The sparsity setting next to a point: 'K=8', 'λ=0.3'."""
+    cls = _declared(r["architecture"])
+    param, symbol = cls.sparsity if cls is not None else ("", "")
+    return f"{symbol}={r['hparams'][param]:g}" if param in r["hparams"] else ""
+
+
+def _order(arch: str) -> int:
+    """Position of an architecture in figures and tables: the registry's order."""
+    names = architectures()
+    return names.index(arch) if arch in names else len(names)
 
 
 def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep directory {sweep_dir} does not exist")
-    info_path = sweep_dir / "sweep.json"
+    info_path = sweep_dir / SWEEP_FILE
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    results = []
-    for p in sorted((sweep_dir / "runs").glob("*/metrics.json")):
-        try:
-            r = json.loads(p.read_text())
-        except json.JSONDecodeError:
-            continue
-        r["_dir"] = p.parent
-        results.append(r)
+    results = [{**m, "_dir": run_dir} for run_dir, m in read_runs(sweep_dir / "runs")]
     if not results:
         raise ConfigError(f"{sweep_dir} has no finished runs (no runs/*/metrics.json): run 'probsae sweep' first")
     return info, results
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    p = Path(run_dir) / "log.jsonl"
-    if p.is_file():
-        for line in p.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "step" in rec and not rec.get("event"):
-                out.append(rec)
-    return out
+    """The per-step training records of a run directory's log."""
+    return step_records(JsonlLogger(Path(run_dir) / LOG_FILE).read())
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
-    e = r["eval"]
+    e = r["heldout"]
     tf = r.get("train_final", {})
     return {"name": r["name"], "architecture": r["architecture"], "variant": variant(r), "tag": _tag(r),
             "k": r["hparams"].get("k"), "l0": e["l0"], "mse": e["mse"], "fvu": e["fvu"],
@@ -137,20 +138,18 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
 
     # Pareto: every architecture's default-variant runs.
     series: dict[str, list[dict]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: _order(r["architecture"])):
         if row["variant"] == "full":
             series.setdefault(family(row["architecture"]), []).append(row)
-    order = ["TopK", "Probabilistic TopK", "ReLU", "Gated"]
-    series = {k: series[k] for k in sorted(series, key=lambda s: (order.index(s) if s in order else 99, s))}
     if series:
         plots.pareto(series, out / "pareto.png", f"Reconstruction vs sparsity — {setting}")
         figs["pareto"] = "pareto.png"
 
-    # Alive latents over training: TopK vs Probabilistic TopK (full) per K.
+    # Alive latents over training: baseline vs subject (full) per K.
     d_sae = next((r["d_sae"] for r in rows if r.get("d_sae")), None)
     panels: dict[int, dict[str, list]] = {}
     for row in rows:
-        if row["variant"] == "full" and row["architecture"] in ("topk", "prob_topk") and row["k"]:
+        if row["variant"] == "full" and row["architecture"] in (BASELINE, SUBJECT) and row["k"]:
             log = read_log(by_name[row["name"]]["_dir"])
             pts = [(rec["tokens"], rec["alive"]) for rec in log if rec.get("alive") is not None]
             if pts:
@@ -163,22 +162,23 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
         figs["alive"] = "alive.png"
 
     # Ablations: per K with at least one ablation variant.
+    ablation_order = ["full", *ABLATIONS, family(BASELINE)]
     abl: dict[int, dict[str, dict]] = {}
     for row in rows:
-        if row["architecture"] == "prob_topk" and row["variant"] in ABLATION_ORDER and row["k"]:
+        if row["architecture"] == SUBJECT and row["variant"] in ablation_order and row["k"]:
             abl.setdefault(row["k"], {})[row["variant"]] = row
     abl = {k: v for k, v in abl.items() if set(v) - {"full"}}
     for row in rows:
-        if row["architecture"] == "topk" and row["variant"] == "full" and row["k"] in abl:
-            abl[row["k"]]["TopK"] = row
-    abl = {k: {v: g[v] for v in ABLATION_ORDER if v in g} for k, g in abl.items()}
+        if row["architecture"] == BASELINE and row["variant"] == "full" and row["k"] in abl:
+            abl[row["k"]][family(BASELINE)] = row
+    abl = {k: {v: g[v] for v in ablation_order if v in g} for k, g in abl.items()}
     if abl:
         plots.grouped_bars(abl, [("fvu", "FVU (held-out)"), ("mse", "MSE (held-out)"), ("alive", "alive latents (held-out)")],
-                           out / "ablation.png", f"Ablations of Probabilistic TopK — {setting}")
+                           out / "ablation.png", f"Ablations of {family(SUBJECT)} — {setting}")
         figs["ablation"] = "ablation.png"
 
-    # Temperature: prob_topk runs differing only in beta_start (full = the default β0).
-    temp_rows = [row for row in rows if row["architecture"] == "prob_topk"
+    # Temperature: subject runs differing only in beta_start (full = the default β0).
+    temp_rows = [row for row in rows if row["architecture"] == SUBJECT
                  and (row["variant"].startswith("β0=") or row["variant"] == "full")]
     temp_ks = {row["k"] for row in temp_rows if row["variant"].startswith("β0=")}
     temp_rows = [row for row in temp_rows if row["k"] in temp_ks]
@@ -189,16 +189,17 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
         plots.temperature(tlines, out / "temperature.png", f"Gate temperature β0 (annealed) — {setting}")
         figs["temperature"] = "temperature.png"
 
-    # Training curves of the Pareto TopK-family runs.
-    curves = {}
+    # Training curves of the baseline's and the subject's Pareto runs.
+    curves, families = {}, {}
     for row in rows:
-        if row["variant"] == "full" and row["architecture"] in ("topk", "prob_topk"):
+        if row["variant"] == "full" and row["architecture"] in (BASELINE, SUBJECT):
             log = read_log(by_name[row["name"]]["_dir"])
             pts = [(rec["tokens"], rec["explained_variance"]) for rec in log if rec.get("explained_variance") is not None]
             if pts:
-                curves[f"{family(row['architecture'])} {row['tag']}"] = pts
+                label = f"{family(row['architecture'])} {row['tag']}"
+                curves[label], families[label] = pts, family(row["architecture"])
     if curves:
-        plots.training_curves(curves, out / "training.png", "Explained variance of the training batch",
+        plots.training_curves(curves, families, out / "training.png", "Explained variance of the training batch",
                               "explained variance (batch)")
         figs["training"] = "training.png"
 
@@ -210,7 +211,7 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
             raise ConfigError(f"--notes {p}: no such file")
         head, sep, tail = md.partition("\n## Pareto frontier")
         md = head + "\n## Notes\n\n" + p.read_text().strip() + "\n" + sep + tail
-    (out / "report.md").write_text(md)
+    atomic_write_text(out / "report.md", md)
     return out / "report.md"
 
 
@@ -219,17 +220,18 @@ _CSV_COLS = ["name", "architecture", "variant", "tag", "l0", "mse", "fvu", "expl
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_CSV_COLS, extrasaction="ignore")
-        w.writeheader()
-        for r in sorted(rows, key=_sort_key):
-            w.writerow(r)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=_CSV_COLS, extrasaction="ignore")
+            w.writeheader()
+            for r in sorted(rows, key=_sort_key):
+                w.writerow(r)
+
+    atomic_write(path, write)
 
 
 def _sort_key(r: dict) -> tuple:
-    order = ["topk", "prob_topk", "relu", "gated"]
-    arch = order.index(r["architecture"]) if r["architecture"] in order else 99
-    return (arch, r["variant"] != "full", r["variant"], r["k"] or 0, r["l0"])
+    return (_order(r["architecture"]), r["variant"] != "full", r["variant"], r["k"] or 0, r["l0"])
 
 
 def _f(x: Any, nd: int = 4) -> str:
@@ -241,9 +243,9 @@ def _f(x: Any, nd: int = 4) -> str:
 
 
 def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
-    """TopK vs Probabilistic TopK (full) at every K both have: held-out FVU, MSE, L0, alive."""
-    top = {r["k"]: r for r in rows if r["architecture"] == "topk" and r["variant"] == "full"}
-    prob = {r["k"]: r for r in rows if r["architecture"] == "prob_topk" and r["variant"] == "full"}
+    """Baseline vs subject (full) at every K both have: held-out FVU, MSE, L0, alive."""
+    top = {r["k"]: r for r in rows if r["architecture"] == BASELINE and r["variant"] == "full"}
+    prob = {r["k"]: r for r in rows if r["architecture"] == SUBJECT and r["variant"] == "full"}
     out = []
     for k in sorted(set(top) & set(prob)):
         t, p = top[k], prob[k]
@@ -324,7 +326,7 @@ def _markdown(info, rows, abl, tlines, figs, sweep_dir: Path, out: Path, command
     if "pareto" in figs:
         L += ["## Pareto frontier", "", "![Pareto frontier](pareto.png)", "",
               "FVU and MSE against L0 (log scale) for the default variant of each architecture; "
-              "TopK-family points are labelled by K, ReLU/Gated by λ.", ""]
+              "each point is labelled by its sparsity setting (K, or λ for penalty-trained architectures).", ""]
     if "alive" in figs:
         L += ["## Alive latents during training", "", "![alive latents](alive.png)", ""]
     if abl:

@@ -4,7 +4,8 @@ Layout of a sweep directory::
 
     sweep.json                 resolved config, members, command, data provenance (cache paths)
     runs/<member>/             one per member: config.json + sae.safetensors, log.jsonl,
-                               checkpoint.pt (resume), metrics.json (held-out evaluation)
+                               checkpoint.pt (resume), metrics.json (held-out evaluation; the schema
+                               of probsae.runs.results, shared with probsae train)
     results.jsonl              one line per finished member (its metrics.json), rewritten at the end
 
 Resume: members with a metrics.json are skipped; the others resume from their checkpoints
@@ -24,9 +25,10 @@ from typing import Any, Callable
 import torch
 
 from ..errors import ConfigError
-from .presets import SWEEP_DATA_KEYS, Member, SweepConfig, train_config_kwargs
+from ..io import atomic_write_json, atomic_write_text
+from ..runs.results import METRICS_FILE, read_runs, record_run
+from .presets import SweepConfig, SweepMember, train_config_kwargs
 
-METRICS_FILE = "metrics.json"
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.jsonl"
 
@@ -39,13 +41,6 @@ def _log(msg: str) -> None:
 
 
 # ---- data ---------------------------------------------------------------------------------------
-def data_spec(cfg: SweepConfig):
-    """The [data] section (less cache/eval_cache/cache_dir) as the data pipeline's ``DataSpec``."""
-    from ..data.prepare import DataSpec
-
-    return DataSpec.from_dict({k: v for k, v in cfg.data.items() if k not in SWEEP_DATA_KEYS})
-
-
 def prepare_data(cfg: SweepConfig, out_dir: Path, progress: bool = False):
     """(train cache, eval cache) of the sweep: existing caches named by [data] cache/eval_cache, or
     the data pipeline's caches for the [data] spec (``probsae.data.prepare.prepare_caches``: built
@@ -64,21 +59,13 @@ def prepare_data(cfg: SweepConfig, out_dir: Path, progress: bool = False):
         _log(f"no eval_cache given: holding out the last 10% of the shards of {d['cache']}")
         return train.split(0.1)
     t0 = time.perf_counter()
-    train, evalc = prepare_caches(data_spec(cfg), d.get("cache_dir", "cache"), progress=progress)
+    train, evalc = prepare_caches(cfg.data_spec(), d.get("cache_dir", "cache"), progress=progress)
     _log(f"activation caches ready ({time.perf_counter() - t0:.0f}s): train {train.n_tokens:,} tokens "
          f"({train.path}), held-out {evalc.n_tokens:,} tokens ({evalc.path})")
     return train, evalc
 
 
 # ---- members -----------------------------------------------------------------------------------
-def build_member(m: Member, d_in: int, sae_cfg: dict[str, Any]):
-    from ..saes import build_sae
-
-    d_sae = sae_cfg.get("d_sae") or int(sae_cfg.get("expansion", 16)) * d_in
-    shared = {k: sae_cfg[k] for k in ("normalize", "seed") if k in sae_cfg}
-    return build_sae(m.architecture, d_in=d_in, d_sae=int(d_sae), **{**shared, **m.hparams})
-
-
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / METRICS_FILE).is_file()
 
@@ -94,28 +81,12 @@ def _trained(run_dir: Path, total_steps: int) -> bool:
     return state is not None and int(state.get("step", -1)) >= total_steps
 
 
-def evaluate_member(m: Member, run_dir: Path, sae, eval_data, train_cfg, extra: dict[str, Any],
+def evaluate_member(m: SweepMember, run_dir: Path, sae, eval_data, train_cfg, data: dict[str, Any],
+                    extra: dict[str, Any], seconds: dict[str, float] | None = None,
                     batch_size: int = 4096) -> dict[str, Any]:
-    """Evaluate on held-out activations with ``probsae.evaluate``; write and return metrics.json."""
-    from ..evaluation.metrics import evaluate
-    from ..training.logger import JsonlLogger
-
-    t0 = time.perf_counter()
-    metrics = evaluate(sae, eval_data, batch_size=batch_size)
-    records = [r for r in JsonlLogger(run_dir / "log.jsonl").read() if "step" in r and not r.get("event")]
-    last = records[-1] if records else {}
-    out = {
-        "name": m.name, "architecture": m.architecture, "hparams": m.hparams, "studies": m.studies,
-        "d_in": sae.d_in, "d_sae": sae.d_sae,
-        "eval": metrics,
-        "train_final": {k: last.get(k) for k in ("step", "tokens", "loss", "mse", "explained_variance",
-                                                 "l0", "alive", "dead", "beta", "elapsed_s") if k in last},
-        "steps": train_cfg.steps, "batch_size": train_cfg.batch_size,
-        "tokens_seen": last.get("tokens"), "eval_seconds": round(time.perf_counter() - t0, 3),
-        **extra,
-    }
-    _write_json(run_dir / METRICS_FILE, out)
-    return out
+    """Evaluate on held-out activations; write and return the member's metrics.json."""
+    return record_run(run_dir, m.name, m.architecture, m.hparams, sae, eval_data, train_cfg, data=data,
+                      seconds=seconds, studies=m.studies, extra=extra, batch_size=batch_size)
 
 
 # ---- the sweep -----------------------------------------------------------------------------------
@@ -169,14 +140,15 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
     if main:
         _write_sweep_json(out_dir, cfg, members, command, data_info, tcfg)
     eval_bs = int(cfg.sweep.get("eval_batch_size", 4096))
-    extra = {"model": data_info["model"], "hook": data_info["hook"], "corpus": data_info["corpus"],
-             "train_cache_tokens": train_data.n_tokens}
+    data = {k: data_info[k] for k in ("model", "hook", "corpus")}
+    extra = {"train_cache_tokens": train_data.n_tokens}
 
     # Members already trained but not evaluated (a kill during evaluation): evaluate only.
     for m in list(todo):
         if _trained(dirs[m.name], tcfg.steps):
             if main:
-                evaluate_member(m, dirs[m.name], load_sae(dirs[m.name]), eval_data, tcfg, extra, eval_bs)
+                evaluate_member(m, dirs[m.name], load_sae(dirs[m.name]), eval_data, tcfg, data, extra,
+                                batch_size=eval_bs)
             todo.remove(m)
     chunks = _passes(todo, group)
     for i, chunk in enumerate(chunks):
@@ -185,7 +157,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
              f"({tcfg.steps * tcfg.batch_size / train_data.n_tokens:.2f} epochs of {train_data.n_tokens:,} tokens)")
         if on_pass:
             on_pass([m.name for m in chunk])
-        saes = [build_member(m, d_in, cfg.sae) for m in chunk]
+        saes = [m.build_sae(d_in) for m in chunk]
         t0 = time.perf_counter()
         train(saes, train_data, tcfg, run_dirs=[dirs[m.name] for m in chunk])
         dt = time.perf_counter() - t0
@@ -193,8 +165,8 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
         for m, sae in zip(chunk, saes):
             if not main:
                 continue
-            evaluate_member(m, dirs[m.name], sae, eval_data, tcfg, {**extra, "pass_train_seconds": round(dt, 1),
-                                                                   "pass_members": len(chunk)}, eval_bs)
+            evaluate_member(m, dirs[m.name], sae, eval_data, tcfg, data, {**extra, "pass_members": len(chunk)},
+                            seconds={"train": round(dt, 1)}, batch_size=eval_bs)
         del saes
     if not main:
         return {**plan, "rank": ctx.rank}
@@ -203,33 +175,33 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
     info = _read_json(out_dir / SWEEP_FILE)
     info.setdefault("invocations", []).append({"command": command, **summary,
                                                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    _write_json(out_dir / SWEEP_FILE, info)
+    atomic_write_json(out_dir / SWEEP_FILE, info)
     _log(f"done: {len(results)} members with metrics in {out_dir} ({summary['wall_seconds']:.0f}s this invocation)")
     return summary
 
 
-def _passes(todo: list[Member], cap: int) -> list[list[Member]]:
+def _passes(todo: list[SweepMember], cap: int) -> list[list[SweepMember]]:
     """Members grouped by their grid ``group`` (ascending), each group cut into passes of ≤ ``cap``."""
-    out: list[list[Member]] = []
+    out: list[list[SweepMember]] = []
     for g in sorted({m.group for m in todo}):
         ms = [m for m in todo if m.group == g]
         out += [ms[i:i + cap] for i in range(0, len(ms), cap)]
     return out
 
 
-def _write_sweep_json(out_dir: Path, cfg: SweepConfig, members: list[Member], command: str,
+def _write_sweep_json(out_dir: Path, cfg: SweepConfig, members: list[SweepMember], command: str,
                       data_info: dict[str, Any], tcfg) -> None:
     path = out_dir / SWEEP_FILE
     old = _read_json(path)
     info = {
         "name": cfg.name, "description": cfg.description, "config": cfg.to_dict(),
         "command": old.get("command", command), "created": old.get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
-        "members": [m.to_dict() for m in members] if not old.get("members") else _merge_members(old["members"], members),
+        "members": [m.summary() for m in members] if not old.get("members") else _merge_members(old["members"], members),
         "data": data_info, "train_config": tcfg.to_dict(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "invocations": old.get("invocations", []),
     }
-    _write_json(path, info)
+    atomic_write_json(path, info)  # atomic: invocations with disjoint --only may share a sweep directory
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -239,29 +211,17 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    """Atomic (tmp + rename): invocations with disjoint --only may share a sweep directory."""
-    from ..io import atomic_write_json
-
-    atomic_write_json(path, obj)
-
-
-def _merge_members(old: list[dict], members: list[Member]) -> list[dict]:
+def _merge_members(old: list[dict], members: list[SweepMember]) -> list[dict]:
     by = {m["name"]: m for m in old}
     for m in members:
-        by[m.name] = m.to_dict()
+        by[m.name] = m.summary()
     return list(by.values())
 
 
 def collect_results(out_dir: str | Path) -> list[dict[str, Any]]:
     """Every member's metrics.json under ``out_dir/runs`` (also rewrites results.jsonl)."""
     out_dir = Path(out_dir)
-    res = []
-    for p in sorted((out_dir / "runs").glob(f"*/{METRICS_FILE}")):
-        try:
-            res.append(json.loads(p.read_text()))
-        except json.JSONDecodeError:
-            continue
+    res = [m for _, m in read_runs(out_dir / "runs")]
     if out_dir.is_dir():
-        (out_dir / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in res))
+        atomic_write_text(out_dir / RESULTS_FILE, "".join(json.dumps(r) + "\n" for r in res))
     return res

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..errors import ConfigError, SAEFileError
+from ..io import atomic_write, atomic_write_text
+from ..saes.declarations import Export, Imported, NotExpressible
 
 NOTES_FILE = "PROBSAE_EXPORT.md"
 BLOCK_KEY = "probsae"  # provenance block inside the target's cfg.json (both targets ignore it)
@@ -59,8 +62,7 @@ class ExportReport:
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         lines += ["probsae source config:", "", "```json", json.dumps(sae.config_dict()["config"], indent=2), "```", ""]
-        self.notes_path = self.path / NOTES_FILE
-        self.notes_path.write_text("\n".join(lines))
+        self.notes_path = atomic_write_text(self.path / NOTES_FILE, "\n".join(lines))
         return self.notes_path
 
 
@@ -101,12 +103,59 @@ def unit_to_layernorm_factor(d_in: int) -> float:
 def provenance(sae) -> dict[str, Any]:
     """The ``probsae`` block written into the target's cfg.json: enough to rebuild the same
     probsae SAE (architecture, hyperparameters, normalisation) on import."""
-    from .. import __version__
+    from ..version import __version__
 
     block = {"version": __version__, "architecture": sae.architecture, "config": sae.config_dict()["config"]}
     if sae.cfg.normalize == "scalar":
         block["scale"] = float(sae.normalizer.scale)
     return block
+
+
+def expressible(export: Export | NotExpressible, target: str, arch: str) -> Export:
+    """An architecture's export declaration, or the ConfigError saying why there is none."""
+    if isinstance(export, NotExpressible):
+        raise ConfigError(f"cannot export probsae {arch!r} to {target}: {export.reason}")
+    return export
+
+
+def readable(fmt: str) -> tuple[str, ...]:
+    """The SAE kinds of format ``fmt`` that some registered architecture reads (``reads``)."""
+    from ..saes import get_class
+    from ..saes.registry import architectures
+
+    return tuple(dict.fromkeys(s for a in architectures() for s in get_class(a).reads.get(fmt, ())))
+
+
+def read_with(fmt: str, source: str, cfg: dict[str, Any], tensors: dict[str, Tensor], block: dict | None,
+              path: Path) -> tuple[str, Imported]:
+    """The architecture that reads a ``fmt`` SAE of kind ``source`` and its reading: the one the
+    provenance block names first, then every architecture that ``reads`` it, in registry order
+    (an architecture may decline a file by returning None)."""
+    from ..saes import get_class
+    from ..saes.registry import architectures
+
+    named = (block or {}).get("architecture")
+    order = sorted((a for a in architectures() if source in get_class(a).reads.get(fmt, ())), key=lambda a: a != named)
+    for arch in order:
+        try:
+            imported = getattr(get_class(arch), f"from_{fmt}")(source, cfg, tensors, block)
+        except (ConfigError, SAEFileError) as e:
+            raise type(e)(f"{path}: {e}") from None
+        if imported is not None:
+            return arch, imported
+    raise ConfigError(f"{path}: no probsae architecture reads this {fmt} {source!r} SAE")
+
+
+def load_imported(arch: str, d_in: int, d_sae: int, normalize: str, c: float, imported: Imported,
+                  block: dict | None, path: Path):
+    """Build the probsae ``arch`` SAE an import maps to and load its converted tensors, whose input
+    scale ``c`` (the factor the target format's input has over probsae's working scale) is undone."""
+    tensors = fold_input_scale(imported.tensors, 1.0 / c)
+    sae = build_imported(arch, d_in, d_sae, normalize, imported.hparams, block)
+    tensors["normalizer.scale"] = torch.tensor(1.0 / c if normalize == "scalar" else 1.0)
+    tensors["normalizer.fitted"] = torch.tensor(normalize == "scalar")
+    load_into(sae, tensors, path)
+    return sae
 
 
 def build_imported(arch: str, d_in: int, d_sae: int, normalize: str, hparams: dict[str, Any], block: dict | None):
@@ -161,8 +210,6 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
 
 def write_safetensors(path: Path, tensors: dict[str, Tensor]) -> None:
     from safetensors.torch import save_file
-
-    from ..io import atomic_write
 
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(clean, str(tmp)))

@@ -9,22 +9,10 @@ Weights use SAELens's names and layout, which probsae shares: ``W_enc`` (d_in, d
 ``W_dec`` (d_sae, d_in), ``b_enc``, ``b_dec``; gated adds ``b_gate``, ``r_mag``, ``b_mag``;
 jumprelu adds ``threshold`` (θ itself, probsae stores log θ).
 
-Architecture map (export; import is the inverse):
-
-============  ==========  =====================================================================
-probsae       SAELens     inference
-============  ==========  =====================================================================
-relu          standard    identical
-topk          topk        identical (``rescale_acts_by_decoder_norm: false``)
-abstopk       abstopk     identical (needs a SAELens with ``abstopk``, e.g. 6.54)
-vsae_topk     topk        identical (inference uses μ only; W_var/b_var are training-only)
-gated         gated       identical
-jumprelu      jumprelu    identical (threshold = exp(log_threshold))
-batchtopk     jumprelu    identical: one global threshold θ copied to every latent (as SAELens
-                          does for its own BatchTopK)
-prob_topk     abstopk     LOSSY (``allow_lossy``): the gate σ(LayerNorm(a)/β) + λ|a| that picks the
-                          K latents is dropped; SAELens picks the K largest |a| instead
-============  ==========  =====================================================================
+Architecture map: each architecture module declares its own (``to_saelens``, and ``reads`` +
+``from_saelens`` for import; see ``probsae.saes.declarations``); docs/FORMATS.md tabulates them.
+Import picks the architecture named by the file's probsae provenance block first, then every
+registered architecture that reads the file's SAELens architecture, in registry order.
 
 Normalisation: 'none' → "none"; 'scalar' → folded into the weights, "none" (exact);
 'unit' → "layer_norm" with the constant sqrt(d_in − 1) folded into the weights: SAELens's
@@ -45,15 +33,13 @@ import torch
 from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text
 from ._common import (
-    BLOCK_KEY, ExportReport, build_imported, fold_input_scale, load_into, provenance, read_json,
-    read_safetensors, refuse_or_allow, unit_to_layernorm_factor, working_state, write_safetensors,
+    BLOCK_KEY, ExportReport, expressible, fold_input_scale, load_imported, provenance, read_json, read_safetensors,
+    read_with, readable, refuse_or_allow, unit_to_layernorm_factor, working_state, write_safetensors,
 )
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
 SAELENS_CFG_VERSION = "6.0.0"  # marks the v6 cfg.json layout (SAELens reads older layouts differently)
-
-IMPORTABLE = ("standard", "topk", "abstopk", "gated", "jumprelu", "batchtopk")
 
 
 def saelens_hook_name(hook: str | None) -> str | None:
@@ -85,63 +71,11 @@ def export_saelens(sae, out_dir: str | Path, *, hook_name: str | None = None, mo
     ``PROBSAE_EXPORT.md`` listing what was not exported and why."""
     arch = sae.architecture
     st = working_state(sae)
-    out: dict[str, torch.Tensor] = {"W_enc": st["W_enc"], "W_dec": st["W_dec"], "b_dec": st["b_dec"]}
-    extra_cfg: dict[str, Any] = {}
-    changes: list[str] = []
-    dropped: list[str] = []
-    notes: list[str] = []
-    zeros = torch.zeros(sae.d_sae, dtype=torch.float64)
-    if arch == "relu":
-        target = "standard"
-        out["b_enc"] = st["b_enc"]
-        dropped.append(f"l1_coeff={sae.cfg.l1_coeff} (training-only)")
-    elif arch in ("topk", "abstopk", "vsae_topk"):
-        target = "abstopk" if arch == "abstopk" else "topk"
-        out["b_enc"] = st["b_enc"]
-        extra_cfg.update(k=sae.cfg.k, rescale_acts_by_decoder_norm=False)
-        if arch == "vsae_topk":
-            dropped.append("the variance head (W_var, b_var) and kl_coeff: training-only (inference codes use μ, "
-                           "i.e. TopK of ReLU(W_enc(x − b_dec) + b_enc), which SAELens 'topk' computes)")
-        else:
-            dropped.append(f"aux_k={sae.cfg.aux_k}, aux_coeff={sae.cfg.aux_coeff} (training-only)")
-        if arch == "abstopk":
-            notes.append("needs a SAELens version that registers the 'abstopk' architecture (6.54.12 does)")
-    elif arch == "gated":
-        target = "gated"
-        for k in ("b_gate", "r_mag", "b_mag"):
-            out[k] = st[k]
-        dropped.append(f"l1_coeff={sae.cfg.l1_coeff} (training-only)")
-    elif arch == "jumprelu":
-        target = "jumprelu"
-        out["b_enc"] = st["b_enc"]
-        out["threshold"] = st["log_threshold"].exp()
-        dropped.append(f"l0_coeff={sae.cfg.l0_coeff}, bandwidth={sae.cfg.bandwidth} (training-only)")
-    elif arch == "batchtopk":
-        theta = float(st["threshold"])
-        if theta < 0:
-            raise ConfigError("this BatchTopK SAE has no inference threshold yet (never trained): nothing to export; "
-                              "probsae would select per batch, which SAELens cannot express")
-        target = "jumprelu"
-        out["b_enc"] = st["b_enc"]
-        out["threshold"] = torch.full((sae.d_sae,), theta, dtype=torch.float64)
-        notes.append(f"BatchTopK's global inference threshold θ={theta:.6g} is the JumpReLU threshold of every "
-                     "latent: codes = ReLU(pre)·1[pre > θ], exactly probsae's BatchTopK inference")
-        dropped.append(f"k={sae.cfg.k} and threshold_decay={sae.cfg.threshold_decay}: training-time batch top-k only")
-    elif arch == "prob_topk":
-        target = "abstopk"
-        out["b_enc"] = zeros  # the paper's encoder has no bias
-        extra_cfg.update(k=sae.cfg.k, rescale_acts_by_decoder_norm=False)
-        changes.append(
-            "latent selection: probsae keeps the K latents with the largest gate score "
-            "σ(LayerNorm(a)/β) + λ_mag·|a| (a = W_enc(x − b_dec)); SAELens 'abstopk' keeps the K latents "
-            "with the largest |a|. The codes are the signed a at the selected latents in both, so tokens "
-            "whose selection differs get different codes and reconstructions")
-        dropped.append("the gate: LayerNorm affine parameters ln_weight/ln_bias" if sae.cfg.layernorm else "the gate")
-        dropped.append(f"gate temperature β={float(st['beta']):.6g}, lambda_mag={sae.cfg.lambda_mag}, "
-                       f"gate={sae.cfg.gate!r}, straight_through={sae.cfg.straight_through}")
-    else:
-        raise ConfigError(f"no SAELens mapping for probsae architecture {arch!r}")
-    refuse_or_allow("SAELens", arch, changes, allow_lossy)
+    export = expressible(sae.to_saelens(st), "SAELens", arch)
+    refuse_or_allow("SAELens", arch, export.changes, allow_lossy)
+    out: dict[str, torch.Tensor] = {"W_enc": st["W_enc"], "W_dec": st["W_dec"], "b_dec": st["b_dec"], **export.tensors}
+    extra_cfg, target = export.config, export.target
+    changes, dropped, notes = export.changes, export.dropped, list(export.notes)
 
     norm = sae.cfg.normalize
     if norm == "unit":
@@ -199,11 +133,11 @@ def import_saelens(path: str | Path):
     block = meta.get(BLOCK_KEY) if isinstance(meta, dict) else None
     arch = cfg.get("architecture") or "standard"
     act = cfg.get("activation_fn") or cfg.get("activation_fn_str")
-    kwargs = cfg.get("activation_fn_kwargs") or {}
     if arch == "standard" and act == "topk":  # pre-6 TopK configs
         arch = "topk"
-    if arch not in IMPORTABLE:
-        raise ConfigError(f"{path}: SAELens architecture {arch!r} has no probsae equivalent; importable: {IMPORTABLE}")
+    importable = readable("saelens")
+    if arch not in importable:
+        raise ConfigError(f"{path}: SAELens architecture {arch!r} has no probsae equivalent; importable: {importable}")
     try:
         d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
     except (KeyError, TypeError, ValueError):
@@ -219,31 +153,7 @@ def import_saelens(path: str | Path):
     for key in ("W_enc", "W_dec", "b_dec"):
         if key not in tensors:
             raise SAEFileError(f"{path / WEIGHTS_FILE} has no {key!r}")
-
-    hparams: dict[str, Any] = {}
-    if arch in ("topk", "abstopk", "batchtopk"):
-        k = cfg.get("k", kwargs.get("k"))
-        if k is None or float(k) != int(k):
-            raise ConfigError(f"{path}: {arch} SAE without an integer k (got {k!r})")
-        hparams["k"] = int(k)
-        if cfg.get("rescale_acts_by_decoder_norm"):  # fold the decoder norms into the encoder (exact)
-            n = tensors["W_dec"].norm(dim=1)
-            tensors["W_enc"] = tensors["W_enc"] * n
-            if "b_enc" in tensors:
-                tensors["b_enc"] = tensors["b_enc"] * n
-            tensors["W_dec"] = tensors["W_dec"] / n[:, None]
-            if arch == "batchtopk":
-                raise ConfigError(f"{path}: batchtopk with rescale_acts_by_decoder_norm has a threshold in rescaled "
-                                  "units that probsae cannot fold; save it as a SAELens inference (jumprelu) SAE first")
-
-    if not cfg.get("apply_b_dec_to_input", True):
-        # SAELens then encodes x without subtracting b_dec; probsae always subtracts it: fold it
-        b = tensors["b_dec"]
-        if arch == "gated":
-            tensors["b_gate"] = tensors["b_gate"] + b @ tensors["W_enc"]
-            tensors["b_mag"] = tensors["b_mag"] + b @ (tensors["W_enc"] * tensors["r_mag"].exp())
-        else:
-            tensors["b_enc"] = tensors["b_enc"] + b @ tensors["W_enc"]
+    ours, imported = read_with("saelens", arch, cfg, tensors, block, path)
 
     norm = cfg.get("normalize_activations") or "none"
     if norm == "none":
@@ -258,36 +168,4 @@ def import_saelens(path: str | Path):
     else:
         raise ConfigError(f"{path}: normalize_activations={norm!r} has no probsae equivalent "
                           "(probsae offers unit = SAELens layer_norm up to eps, scalar, none)")
-    tensors = fold_input_scale(tensors, 1.0 / c)  # back to the working scale
-
-    if arch == "standard":
-        ours, names = "relu", ("W_enc", "b_enc", "W_dec", "b_dec")
-    elif arch in ("topk", "abstopk"):
-        ours, names = arch, ("W_enc", "b_enc", "W_dec", "b_dec")
-    elif arch == "gated":
-        ours, names = "gated", ("W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec")
-    elif arch == "jumprelu":
-        ours, names = "jumprelu", ("W_enc", "b_enc", "W_dec", "b_dec")
-        theta = tensors.pop("threshold")
-        # θ ≤ 0 behaves like θ = 0 in SAELens (ReLU(pre)·1[pre > θ]); log 0 = -inf keeps that exactly
-        tensors["log_threshold"] = theta.clamp_min(0).log()
-        if block and block.get("architecture") == "batchtopk" and bool((theta == theta[0]).all()) and theta[0] > 0:
-            ours = "batchtopk"
-            tensors["threshold"] = theta[0].reshape(())
-            tensors.pop("log_threshold")
-            hparams["k"] = int(block["config"]["k"])
-    else:  # batchtopk training checkpoint
-        ours, names = "batchtopk", ("W_enc", "b_enc", "W_dec", "b_dec")
-        tensors["threshold"] = tensors.pop("topk_threshold").reshape(())
-    sae = build_imported(ours, d_in, d_sae, normalize, hparams, block)
-    state = {k: tensors[k] for k in names}
-    for k in ("log_threshold", "threshold"):
-        if k in tensors and k in sae.state_dict():
-            state[k] = tensors[k]
-    state["normalizer.scale"] = torch.tensor(1.0 / c if normalize == "scalar" else 1.0)
-    state["normalizer.fitted"] = torch.tensor(normalize == "scalar")
-    for k in sae.state_dict():
-        if k not in state and k.startswith("normalizer."):
-            state[k] = sae.state_dict()[k]
-    load_into(sae, state, path)
-    return sae
+    return load_imported(ours, d_in, d_sae, normalize, c, imported, block, path)

@@ -9,13 +9,12 @@ drop keys they do not know (the ``probsae`` provenance block). A multi-hook-poin
 of such directories named after the hook points (``layers.8``, ``h.8`` …).
 
 sparsify's inference is TopK of ReLU(encoder(x − b_dec)) then ``W_dec`` + ``b_dec`` on raw
-activations, with no input normalisation. Exact exports: probsae ``topk`` and ``vsae_topk``
-(inference uses μ) with normalisation 'none' or 'scalar' (the scale is folded into the weights).
-Lossy exports (``allow_lossy``): ``abstopk``/``prob_topk`` (sparsify keeps the K largest signed
-pre-activations and zeroes negative codes), ``batchtopk`` (per-token top-k instead of the global
-threshold), and 'unit' normalisation (which sparsify cannot express: the weights are written on
-probsae's working scale and the user must normalise inputs and de-normalise outputs).
-ReLU, Gated and JumpReLU SAEs have no sparsify form at all.
+activations, with no input normalisation. Each architecture module declares its sparsify form
+(``to_sparsify``: exact, lossy with the differences listed, or not expressible) and whether it
+reads sparsify coders (``reads``/``from_sparsify``); docs/FORMATS.md tabulates them. 'scalar'
+normalisation is folded into the weights (exact); 'unit' normalisation cannot be expressed: the
+weights are written on probsae's working scale and the user must normalise inputs and de-normalise
+outputs (a lossy export).
 """
 
 from __future__ import annotations
@@ -29,8 +28,8 @@ import torch
 from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text
 from ._common import (
-    BLOCK_KEY, ExportReport, build_imported, fold_input_scale, load_into, provenance, read_json,
-    read_safetensors, refuse_or_allow, working_state, write_safetensors,
+    BLOCK_KEY, ExportReport, expressible, fold_input_scale, load_imported, provenance, read_json, read_safetensors,
+    read_with, readable, refuse_or_allow, working_state, write_safetensors,
 )
 
 WEIGHTS_FILE = "sae.safetensors"
@@ -62,32 +61,11 @@ def export_sparsify(sae, out_dir: str | Path, *, hookpoint: str | None = None, a
     (directly into ``out_dir`` when ``hookpoint`` is None). Raises ``LossyExportError`` when
     inference would change, unless ``allow_lossy``; always writes ``PROBSAE_EXPORT.md``."""
     arch = sae.architecture
-    if arch in ("relu", "gated", "jumprelu"):
-        raise ConfigError(f"sparsify has no {arch!r} SAE (it only has TopK/GroupMax coders); export to SAELens instead")
     st = working_state(sae)
-    k = int(sae.cfg.k)
-    b_enc = st.get("b_enc", torch.zeros(sae.d_sae, dtype=torch.float64))
-    changes: list[str] = []
-    dropped: list[str] = []
-    notes: list[str] = []
-    if arch == "vsae_topk":
-        dropped.append("the variance head (W_var, b_var) and kl_coeff: training-only (inference uses μ)")
-    elif arch == "topk":
-        dropped.append(f"aux_k={sae.cfg.aux_k}, aux_coeff={sae.cfg.aux_coeff} (training-only)")
-    elif arch == "abstopk":
-        changes.append("selection: probsae keeps the K largest |pre-activations| with their sign; sparsify keeps the "
-                       "K largest signed pre-activations and applies ReLU, so negative codes are lost")
-    elif arch == "prob_topk":
-        changes.append("selection: probsae keeps the K latents with the largest gate score σ(LayerNorm(a)/β) + "
-                       "λ_mag·|a| and their signed a; sparsify keeps the K largest a and applies ReLU (negative "
-                       "codes are lost, and the gate no longer picks the latents)")
-        dropped.append("the gate (ln_weight/ln_bias, β, lambda_mag); b_enc is written as zeros (the paper's encoder has none)")
-    elif arch == "batchtopk":
-        changes.append(f"selection: probsae's BatchTopK inference keeps every ReLU pre-activation above one global "
-                       f"threshold θ={float(st['threshold']):.6g} (a variable number per token); sparsify keeps "
-                       f"exactly k={k} per token")
-    else:
-        raise ConfigError(f"no sparsify mapping for probsae architecture {arch!r}")
+    export = expressible(sae.to_sparsify(st), "sparsify", arch)
+    k = int(export.config["k"])
+    b_enc = export.tensors.get("b_enc", torch.zeros(sae.d_sae, dtype=torch.float64))
+    changes, dropped, notes = list(export.changes), export.dropped, list(export.notes)
     out = {"W_enc": st["W_enc"], "W_dec": st["W_dec"], "b_dec": st["b_dec"]}
     norm = sae.cfg.normalize
     if norm == "scalar":
@@ -105,13 +83,13 @@ def export_sparsify(sae, out_dir: str | Path, *, hookpoint: str | None = None, a
     tensors = {"encoder.weight": out["W_enc"].t(), "encoder.bias": b_enc, "W_dec": out["W_dec"], "b_dec": out["b_dec"]}
     write_safetensors(path / WEIGHTS_FILE, {n: v.to(dtype) for n, v in tensors.items()})
     cfg: dict[str, Any] = {
-        "activation": "topk", "expansion_factor": max(1, sae.d_sae // sae.d_in), "normalize_decoder": False,
+        "activation": export.target, "expansion_factor": max(1, sae.d_sae // sae.d_in), "normalize_decoder": False,
         "num_latents": sae.d_sae, "k": k, "multi_topk": False, "skip_connection": False, "transcode": False,
         "d_in": sae.d_in, BLOCK_KEY: provenance(sae),
     }
     text = json.dumps(cfg, indent=2)
     atomic_write_text(path / CONFIG_FILE, text)
-    report = ExportReport(path, "sparsify", arch, "topk", exact=not changes, changes=changes, dropped=dropped, notes=notes)
+    report = ExportReport(path, "sparsify", arch, export.target, exact=not changes, changes=changes, dropped=dropped, notes=notes)
     report.write_notes(sae)
     return report
 
@@ -123,8 +101,8 @@ def find_hookpoints(path: str | Path) -> list[str]:
 
 
 def import_sparsify(path: str | Path, hookpoint: str | None = None):
-    """Load a sparsify SAE as a probsae ``topk`` SAE (normalisation 'none', or the probsae
-    normalisation recorded at export). ``path`` is a hook-point directory, or a run directory
+    """Load a sparsify SAE as the probsae architecture that reads its coder (a TopK coder: ``topk``),
+    with normalisation 'none', or the probsae normalisation recorded at export. ``path`` is a hook-point directory, or a run directory
     together with ``hookpoint`` (optional when it holds exactly one)."""
     path = Path(path)
     if hookpoint:
@@ -141,8 +119,9 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
         raise ConfigError(f"{path}: a transcoder (predicts another activation) is not an autoencoder probsae can load")
     if cfg.get("skip_connection") or "W_skip" in w:
         raise ConfigError(f"{path}: skip connections (W_skip) have no probsae equivalent")
-    if (cfg.get("activation") or "topk") != "topk":
-        raise ConfigError(f"{path}: activation {cfg.get('activation')!r} has no probsae equivalent (only 'topk')")
+    activation, readable_here = cfg.get("activation") or "topk", readable("sparsify")
+    if activation not in readable_here:
+        raise ConfigError(f"{path}: activation {activation!r} has no probsae equivalent (only {readable_here})")
     if cfg.get("signed"):
         raise ConfigError(f"{path}: signed sparsify coders have no probsae equivalent")
     for key in ("encoder.weight", "encoder.bias", "W_dec", "b_dec"):
@@ -159,9 +138,5 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
         normalize, c = "scalar", 1.0 / float(block["scale"])
     elif bcfg.get("normalize") == "unit":
         normalize = "unit"  # exported (lossily) on the working scale: nothing to unfold
-    tensors = fold_input_scale(tensors, 1.0 / c)
-    sae = build_imported("topk", d_in, d_sae, normalize, {"k": int(cfg["k"])}, block)
-    tensors["normalizer.scale"] = torch.tensor(1.0 / c if normalize == "scalar" else 1.0)
-    tensors["normalizer.fitted"] = torch.tensor(normalize == "scalar")
-    load_into(sae, tensors, path)
-    return sae
+    ours, imported = read_with("sparsify", activation, cfg, tensors, block, path)
+    return load_imported(ours, d_in, d_sae, normalize, c, imported, block, path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,10 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
     """Metrics of the SAE in ``run_dir`` on the held-out tokens of its data spec (the same tokens
     ``train`` evaluated on); for causal LMs also CE with the SAE spliced in, clean CE,
     zero-ablation CE, CE recovered and KL. Writes ``eval.json``."""
-    from .. import evaluate, load_sae
     from ..data.prepare import prepare_caches, split_docs
+    from ..evaluation.metrics import evaluate
+    from ..io import atomic_write_json
+    from ..saes import load_sae
 
     run_dir = Path(run_dir)
     spec = read_spec(run_dir)
@@ -44,5 +45,5 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
         else:
             result["downstream"] = None
             result["downstream_note"] = f"{spec.data.model} is not a causal LM: no next-token CE to measure"
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(run_dir / "eval.json", result)
     return result

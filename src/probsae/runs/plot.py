@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..training.logger import step_records
+
 
 def plot_training(records: list[dict], path: Path, title: str, d_sae: int | None = None) -> Path:
     import matplotlib
@@ -11,7 +13,7 @@ def plot_training(records: list[dict], path: Path, title: str, d_sae: int | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r for r in records if "step" in r and not r.get("event")]
+    steps = step_records(records)
     tokens = [r["tokens"] / 1e6 for r in steps]
     panels = [("explained_variance", "explained variance (train batch)"), ("loss", "loss"),
               ("l0", "L0"), ("alive", "alive latents")]

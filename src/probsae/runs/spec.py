@@ -12,7 +12,6 @@ from ..errors import ConfigError, SAEFileError
 from ..training.config import TrainConfig
 
 RUN_FILE = "run.json"
-METRICS_FILE = "metrics.json"
 PLOT_FILE = "training.png"
 
 
@@ -37,10 +36,26 @@ class RunSpec:
     data: DataSpec = field(default_factory=DataSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def sae_hparams(self) -> dict[str, Any]:
+        """The keyword arguments of ``build_sae`` besides d_in and d_sae."""
+        return dict(self.hparams)
+
+    def d_sae_for(self, d_in: int) -> int:
+        """The number of latents for activations of width ``d_in``: d_sae, else expansion × d_in."""
+        return int(self.d_sae or self.expansion * d_in)
+
+    def build_sae(self, d_in: int):
+        """The untrained SAE of this run for activations of width ``d_in``."""
+        from ..saes import build_sae
+
+        return build_sae(self.architecture, d_in=d_in, d_sae=self.d_sae_for(d_in), **self.sae_hparams())
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["train"]["adam_betas"] = list(d["train"]["adam_betas"])
-        return d
+        """As JSON has it (tuples such as adam_betas or prefix_fractions become lists), so a spec
+        compares equal to itself read back from run.json."""
+        from ..io import strict_json
+
+        return strict_json(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import replace
@@ -10,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .spec import METRICS_FILE, PLOT_FILE, RUN_FILE, RunSpec, differences, read_spec, write_spec
+from .results import record_run
+from .spec import PLOT_FILE, RUN_FILE, RunSpec, differences, read_spec, write_spec
 
 
 def _say(msg: str) -> None:
@@ -19,11 +19,11 @@ def _say(msg: str) -> None:
 
 def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) -> dict[str, Any]:
     """Train ``spec`` into ``run_dir``: weights + config.json, run.json, log.jsonl, checkpoint.pt,
-    metrics.json (held-out evaluation) and training.png. Resumes from the run directory's
-    checkpoint when there is one; refuses a run directory that holds a different run."""
-    from .. import build_sae, evaluate, train
+    metrics.json (held-out evaluation, ``probsae.runs.results``) and training.png; returns the
+    metrics. Resumes from the run directory's checkpoint when there is one; refuses a run directory
+    that holds a different run."""
     from ..data.prepare import activation_stream, prepare_caches, rebatch
-    from ..training import distributed
+    from ..training import distributed, train
     from .plot import plot_training
 
     run_dir = Path(run_dir)
@@ -62,8 +62,8 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
             raise ConfigError(f"the training cache has {n_train} tokens, fewer than batch_size={spec.train.batch_size}")
     t_data = time.perf_counter() - t0
 
-    d_sae = spec.d_sae or spec.expansion * d_in
-    sae = build_sae(spec.architecture, d_in=d_in, d_sae=d_sae, **spec.hparams)
+    sae = spec.build_sae(d_in)
+    d_sae = sae.d_sae
     cfg = replace(spec.train, steps=steps, extra={**spec.train.extra, "model": spec.data.model,
                                                    "hook": spec.data.hook, "corpus": spec.data.corpus})
     if ctx.is_main:
@@ -75,17 +75,9 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
     if not ctx.is_main:
         return {}
 
-    metrics = evaluate(sae, eval_data, batch_size=4096)
-    final = history.final
-    result = {
-        "run_dir": str(run_dir),
-        "architecture": spec.architecture, "hparams": spec.hparams, "d_in": d_in, "d_sae": d_sae,
-        "model": spec.data.model, "hook": spec.data.hook, "corpus": spec.data.corpus,
-        "heldout": metrics,
-        "train_final": {k: final.get(k) for k in ("step", "tokens", "loss", "explained_variance", "l0", "alive", "dead", "beta") if k in final},
-        "seconds": {"data": round(t_data, 1), "train": round(t_train, 1)},
-    }
-    (run_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
+    result = record_run(run_dir, run_dir.name, spec.architecture, spec.hparams, sae, eval_data, cfg,
+                        data={"model": spec.data.model, "hook": spec.data.hook, "corpus": spec.data.corpus},
+                        seconds={"data": round(t_data, 1), "train": round(t_train, 1)})
     plot_training(history.records, run_dir / PLOT_FILE,
                   f"{spec.architecture} {spec.hparams} — {spec.data.model} {spec.data.hook}", d_sae)
     return result

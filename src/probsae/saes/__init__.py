@@ -1,13 +1,16 @@
-"""SAE architectures: one module each, one registry, one interface (``base.SAE``)."""
+"""SAE architectures: one module each, one registry, one interface (``base.SAE``).
 
-from . import abstopk, batchtopk, gated, jumprelu, prob_topk, relu, topk, vsae_topk  # noqa: F401  (register)
+The import below is the registry's list of architecture modules: importing one registers it, and
+this order is the order reports, tables and ``ARCHITECTURES`` show them in."""
+
+from . import topk, prob_topk, relu, gated, abstopk, batchtopk, jumprelu, vsae_topk, matryoshka_batchtopk  # noqa: F401,I001
 from .base import SAE
 from .config import SAEConfig, TopKConfig
 from .normalization import NormStats
 from .output import SAEOutput
-from .registry import architectures, build_sae, get_class, hyperparameters, load_sae
+from .registry import architectures, build_sae, get_class, hyperparameters, load_sae, missing_declarations
 
 ARCHITECTURES: tuple[str, ...] = architectures()
 
 __all__ = ["SAE", "SAEConfig", "TopKConfig", "SAEOutput", "NormStats", "ARCHITECTURES", "build_sae",
-           "load_sae", "get_class", "hyperparameters"]
+           "load_sae", "get_class", "hyperparameters", "missing_declarations"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from .. import kernels
+from .declarations import Export, Presentation
 from .registry import register
 from .topk import TopKSAE, TopKSAEConfig
 
@@ -21,8 +22,21 @@ class AbsTopKConfig(TopKSAEConfig):
 class AbsTopKSAE(TopKSAE):
     architecture = "abstopk"
     config_class = AbsTopKConfig
+    presentation = Presentation("AbsTopK", "tab:cyan", "X")
+    reads = {"saelens": ("abstopk",)}
 
     selection = kernels.Selection("abs")
 
     def activate(self, values: Tensor) -> Tensor:
         return values
+
+    def to_saelens(self, state):
+        export = super().to_saelens(state)
+        export.target = "abstopk"
+        export.notes.append("needs a SAELens version that registers the 'abstopk' architecture (6.54.12 does)")
+        return export
+
+    def to_sparsify(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k}, changes=[
+            "selection: probsae keeps the K largest |pre-activations| with their sign; sparsify keeps the K largest "
+            "signed pre-activations and applies ReLU, so negative codes are lost"])

@@ -2,9 +2,12 @@
 
 An architecture subclasses ``SAE``, declares ``architecture`` (its registry name) and
 ``config_class``, and implements ``forward_normalized`` (training/eval forward on normalised
-inputs) and ``encode_normalized`` (deterministic inference codes). The trainer only talks to this
-interface: ``forward``, ``on_train_step`` (per-step schedules such as the gate temperature),
-``after_optimizer_step`` (constraints such as unit-norm decoder rows) and ``init_from_data``.
+inputs, returning a ``Forward``: reconstruction, codes, extra loss terms) and
+``encode_normalized`` (deterministic inference codes, dense or sparse). The base class owns the
+rest: input checks, normalisation and its inverse, the MSE, the total loss, the ``SAEOutput``,
+dense/sparse conversions and save/load. The trainer only talks to this interface: ``forward``,
+``on_train_step`` (per-step schedules such as the gate temperature), ``after_optimizer_step``
+(constraints such as unit-norm decoder rows) and ``init_from_data``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..io import atomic_write, atomic_write_text
 from .config import SAEConfig
+from .declarations import Export, Imported, NotExpressible, Presentation
 from .normalization import InputNormalizer, NormStats
-from .output import SAEOutput
+from .output import Codes, Forward, SAEOutput, densify
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "config.json"
@@ -60,15 +64,63 @@ class SAE(nn.Module):
             self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self._last_stats: NormStats | None = None
 
+    #: How reports and figures show the architecture (each architecture declares its own).
+    presentation: ClassVar[Presentation | None] = None
+    #: The hyperparameter that sets the sparsity and its symbol in figures (("k", "K"), ("l1_coeff", "λ")):
+    #: always part of a sweep member's name, and the tag next to each point of a Pareto plot.
+    sparsity: ClassVar[tuple[str, str]] = ("", "")
+    #: Other libraries' SAE kinds this architecture reads on import: format → names (SAELens
+    #: ``architecture`` values, sparsify ``activation`` values); ``from_<format>`` converts them.
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: Extra per-token inference outputs the architecture offers besides codes and reconstruction
+    #: (name → what it is), computed by ``extra_outputs_normalized`` and served by ``extras``;
+    #: e.g. prob_topk's ``gate_probs``. Interpretability code asks for them by name.
+    extra_outputs: ClassVar[dict[str, str]] = {}
+
     # ---- to implement -------------------------------------------------------------------
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
-        """Forward on normalised inputs (B, d_in): codes, normalised reconstruction, losses.
-        Returns an SAEOutput whose ``recon``/``x_normalized`` the base class fills in."""
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+        """Training/eval forward on normalised inputs ``x_n`` (B, d_in): the reconstruction of
+        ``target_n`` (``x_n`` itself for an autoencoder, another activation for a transcoder), the
+        codes and the loss terms besides the MSE, which the base class adds. ``dead_mask`` (d_sae,)
+        marks the latents that have not fired recently (for auxiliary losses)."""
         raise NotImplementedError
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
-        """Deterministic inference codes (B, d_sae) of normalised inputs."""
+    def encode_normalized(self, x_n: Tensor) -> Codes:
+        """Deterministic inference codes of normalised inputs: dense (B, d_sae) or (values, indices)."""
         raise NotImplementedError
+
+    def extra_outputs_normalized(self, x_n: Tensor) -> dict[str, Tensor]:
+        """The ``extra_outputs`` of normalised inputs (B, d_in), each (B, ·)."""
+        return {}
+
+    # ---- to declare: other libraries' formats and reports ------------------------------------
+    def to_saelens(self, state: dict[str, Tensor]) -> Export | NotExpressible:
+        """This SAE in SAELens's format. ``state``: float64 CPU copies of the parameters and buffers."""
+        raise NotImplementedError
+
+    def to_sparsify(self, state: dict[str, Tensor]) -> Export | NotExpressible:
+        """This SAE as an EleutherAI sparsify coder. ``state`` as for ``to_saelens``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_saelens(cls, source: str, cfg: dict[str, Any], tensors: dict[str, Tensor],
+                     block: dict[str, Any] | None) -> Imported | None:
+        """Read a SAELens SAE of architecture ``source`` (one of ``reads["saelens"]``): its cfg.json,
+        float64 tensors and the probsae provenance block if it has one; None declines the file."""
+        return None
+
+    @classmethod
+    def from_sparsify(cls, source: str, cfg: dict[str, Any], tensors: dict[str, Tensor],
+                      block: dict[str, Any] | None) -> Imported | None:
+        """Read a sparsify coder of activation ``source`` (one of ``reads["sparsify"]``); tensors
+        already in probsae's names and layout (W_enc, b_enc, W_dec, b_dec). None declines it."""
+        return None
+
+    @classmethod
+    def variant_label(cls, name: str, value: Any) -> str | None:
+        """How reports name a member that differs from the defaults in the one hyperparameter
+        ``name`` (e.g. prob_topk's ``lambda_mag = 0`` is 'w/o magnitude'); None: no special name."""
+        return None
 
     # ---- shared pieces ----------------------------------------------------------------------
     def pre_acts(self, x_n: Tensor) -> Tensor:
@@ -107,18 +159,30 @@ class SAE(nn.Module):
             raise InputError(f"unknown b_dec init {b_dec_init!r}; choose geometric_median, mean or zeros")
 
     # ---- public API ---------------------------------------------------------------------------
-    def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward(self, x: Tensor, dead_mask: Tensor | None = None, target: Tensor | None = None) -> SAEOutput:
+        """Codes, reconstruction and losses of raw activations ``x`` (..., d_in).
+
+        ``target`` (same shape as ``x``, optional): what to reconstruct instead of ``x`` (the output
+        side of a transcoder); it is normalised by ``normalize_target`` and the reconstruction is
+        returned in its scale. The loss is the MSE to the target plus the architecture's terms."""
         lead = x.shape[:-1]
-        x = self._check(x).reshape(-1, self.d_in)
-        x_n, stats = self.normalizer(x)
-        out = self.forward_normalized(x_n, dead_mask=dead_mask)
-        out.loss = sum(out.losses.values())  # type: ignore[assignment]
-        out.x_normalized = x_n
-        out.recon = self.normalizer.inverse(out.recon_normalized, stats)
-        out.d_sae = self.d_sae
+        x_n, stats = self._normalized(x)
+        t_n, t_stats = (x_n, stats) if target is None else self.normalize_target(target)
+        fwd = self.forward_normalized(x_n, t_n, dead_mask=dead_mask)
+        losses = {"mse": self.mse(fwd.recon, t_n), **fwd.losses}
+        values, indices = fwd.codes if isinstance(fwd.codes, tuple) else (None, None)
+        out = SAEOutput(
+            recon=self.normalizer.inverse(fwd.recon, t_stats), loss=sum(losses.values()),  # type: ignore[arg-type]
+            losses=losses, recon_normalized=fwd.recon, x_normalized=t_n, top_values=values, top_indices=indices,
+            dense_codes=None if values is not None else fwd.codes, aux=fwd.aux, d_sae=self.d_sae)
         if len(lead) != 1:
             out = _reshape_output(out, lead)
         return out
+
+    def normalize_target(self, target: Tensor) -> tuple[Tensor, NormStats | None]:
+        """A reconstruction target (..., d_in) on the working scale, flattened, with the statistics
+        that map the reconstruction back. The input's normaliser; a transcoder may override it."""
+        return self._normalized(target)
 
     def encode(self, x: Tensor) -> Tensor:
         """Inference codes (..., d_sae) of raw activations (deterministic; no gate noise).
@@ -126,18 +190,43 @@ class SAE(nn.Module):
         Remembers the inputs' normalisation statistics so that ``decode`` of these codes returns
         the reconstruction in the input's scale (as SAELens does for its layer-norm mode)."""
         x_n, lead = self._inference_input(x)
-        return self.encode_normalized(x_n).reshape(*lead, self.d_sae)
+        codes = self.encode_normalized(x_n)
+        dense = densify(*codes, self.d_sae) if isinstance(codes, tuple) else codes
+        return dense.reshape(*lead, self.d_sae)
+
+    @torch.no_grad()
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Inference codes of raw activations as (values, indices), each (..., K), without the dense
+        (..., d_sae) matrix for architectures whose codes are sparse. For dense architectures K is
+        the largest number of active latents of any token in the batch (shorter rows are padded
+        with zero codes at distinct latents), so ``densify(values, indices)`` equals ``encode(x)``."""
+        x_n, lead = self._inference_input(x)
+        codes = self.encode_normalized(x_n)
+        if isinstance(codes, tuple):
+            values, indices = codes
+        else:
+            k = int((codes != 0).sum(-1).max()) if codes.numel() else 0  # inference only: one host sync
+            indices = codes.abs().topk(k, dim=-1, sorted=False).indices
+            values = codes.gather(-1, indices)
+        return values.reshape(*lead, -1), indices.reshape(*lead, -1)
+
+    @torch.no_grad()
+    def extras(self, x: Tensor) -> dict[str, Tensor]:
+        """The architecture's ``extra_outputs`` for raw activations (..., d_in), each (..., ·);
+        empty for architectures without any."""
+        lead = x.shape[:-1]
+        x_n, _ = self._normalized(x)
+        return {name: t.reshape(*lead, -1) for name, t in self.extra_outputs_normalized(x_n).items()}
+
+    def _normalized(self, x: Tensor) -> tuple[Tensor, NormStats | None]:
+        """Checked, flattened (B, d_in) raw activations on the working scale, and their statistics."""
+        return self.normalizer(self._check(x).reshape(-1, self.d_in))
 
     def _inference_input(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-        """Checked, flattened, normalised raw activations for inference, and their leading shape;
-        remembers the normalisation statistics for ``decode``."""
-        lead = x.shape[:-1]
-        x_n, self._last_stats = self.normalizer(self._check(x).reshape(-1, self.d_in))
-        return x_n, lead
-
-    def densify(self, values: Tensor, indices: Tensor) -> Tensor:
-        """(B, K) selected codes and their latent indices → dense (B, d_sae) codes."""
-        return values.new_zeros(values.shape[0], self.d_sae).scatter(-1, indices, values)
+        """Normalised raw activations for inference and their leading shape; remembers the
+        normalisation statistics for ``decode``."""
+        x_n, self._last_stats = self._normalized(x)
+        return x_n, x.shape[:-1]
 
     def decode(self, codes: Tensor, stats: NormStats | None = None) -> Tensor:
         """Reconstruction in the input's scale. With ``unit`` normalisation this needs the

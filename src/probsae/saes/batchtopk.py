@@ -9,9 +9,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from .base import SAE
 from .config import TopKConfig, positive
-from .output import SAEOutput
+from .declarations import Export, Imported, NotExpressible, Presentation, saelens_k, standard_encoder, state_tensors
+from .output import Forward
 from .registry import register
 
 
@@ -29,6 +31,10 @@ class BatchTopKConfig(TopKConfig):
 class BatchTopKSAE(SAE):
     architecture = "batchtopk"
     config_class = BatchTopKConfig
+    presentation = Presentation("BatchTopK", "tab:orange", "v")
+    sparsity = ("k", "K")
+    # SAELens saves trained BatchTopK SAEs as JumpReLU ones; their BatchTopK training checkpoints too
+    reads = {"saelens": ("batchtopk", "jumprelu")}
 
     def __init__(self, cfg: BatchTopKConfig):
         super().__init__(cfg)
@@ -46,11 +52,10 @@ class BatchTopKSAE(SAE):
             self._pending_min = positive_kept.min().detach()
         return codes
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         pre = self.pre_acts(x_n)
         codes = self.batch_select(pre) if self.training else self.threshold_select(pre)
-        recon = self.decode_normalized(codes)
-        return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n, dense_codes=codes)
+        return Forward(self.decode_normalized(codes), codes)
 
     def threshold_select(self, pre: Tensor) -> Tensor:
         acts = pre.relu()
@@ -71,3 +76,36 @@ class BatchTopKSAE(SAE):
             d = self.cfg.threshold_decay
             self.threshold.mul_(d).add_((1 - d) * self._pending_min)
         self._pending_min = None
+
+    def to_saelens(self, state):
+        theta = float(state["threshold"])
+        if theta < 0:
+            return NotExpressible("this SAE has no inference threshold yet (never trained): probsae would select per "
+                                  "batch, which SAELens cannot express; nothing to export")
+        return Export(
+            "jumprelu", {"b_enc": state["b_enc"], "threshold": torch.full((self.d_sae,), theta, dtype=torch.float64)},
+            notes=[f"BatchTopK's global inference threshold θ={theta:.6g} is the JumpReLU threshold of every latent: "
+                   "codes = ReLU(pre)·1[pre > θ], exactly probsae's BatchTopK inference"],
+            dropped=[f"k={self.cfg.k} and threshold_decay={self.cfg.threshold_decay}: training-time batch top-k only"])
+
+    def to_sparsify(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k}, changes=[
+            f"selection: probsae's BatchTopK inference keeps every ReLU pre-activation above one global threshold "
+            f"θ={float(state['threshold']):.6g} (a variable number per token); sparsify keeps exactly k={self.cfg.k} "
+            "per token"])
+
+    @classmethod
+    def from_saelens(cls, source, cfg, tensors, block):
+        if source == "jumprelu":  # our own export: one global threshold, recorded in the provenance block
+            theta = state_tensors(tensors, "threshold")["threshold"]
+            if not (block and block.get("architecture") == cls.architecture and bool((theta == theta[0]).all())
+                    and theta[0] > 0):
+                return None  # an ordinary JumpReLU SAE
+            threshold, hparams = theta[0].reshape(()), {"k": int(block["config"]["k"])}
+        else:  # a SAELens BatchTopK training checkpoint
+            if cfg.get("rescale_acts_by_decoder_norm"):
+                raise ConfigError("batchtopk with rescale_acts_by_decoder_norm has a threshold in rescaled units that "
+                                  "probsae cannot fold; save it as a SAELens inference (jumprelu) SAE first")
+            threshold = state_tensors(tensors, "topk_threshold")["topk_threshold"].reshape(())
+            hparams = {"k": saelens_k(source, cfg)}
+        return Imported(hparams, {**standard_encoder(cfg, tensors), "threshold": threshold})

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from .base import SAE
 from .config import SAEConfig, positive
-from .output import SAEOutput
+from .declarations import Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, state_tensors
+from .output import Forward
 from .registry import register
 
 
@@ -36,6 +37,9 @@ class GatedSAE(SAE):
     architecture = "gated"
     config_class = GatedConfig
     has_encoder_bias = False
+    presentation = Presentation("Gated", "tab:purple", "D")
+    sparsity = ("l1_coeff", "λ")
+    reads = {"saelens": ("gated",)}
 
     def __init__(self, cfg: GatedConfig):
         super().__init__(cfg)
@@ -50,18 +54,17 @@ class GatedSAE(SAE):
         pi_mag = x_c @ (self.W_enc * self.r_mag.exp()) + self.b_mag
         return pi_gate, pi_mag
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         pi_gate, pi_mag = self._pis(x_n)
         f = (pi_gate > 0).to(pi_mag.dtype) * pi_mag.relu()
         recon = self.decode_normalized(f)
         gate_act = pi_gate.relu()
         aux_recon = gate_act @ self.W_dec.detach() + self.b_dec.detach()
         losses = {
-            "mse": self.mse(recon, x_n),
             "l1": self.cfg.l1_coeff * gate_act.sum(-1).mean(),
-            "aux": (aux_recon - x_n).pow(2).sum(-1).mean(),
+            "aux": (aux_recon - target_n).pow(2).sum(-1).mean(),
         }
-        return SAEOutput(recon, None, losses, recon, x_n, dense_codes=f)
+        return Forward(recon, f, losses)
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
         pi_gate, pi_mag = self._pis(x_n)
@@ -70,3 +73,16 @@ class GatedSAE(SAE):
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    def to_saelens(self, state):
+        return Export("gated", {k: state[k] for k in ("b_gate", "r_mag", "b_mag")},
+                      dropped=[f"l1_coeff={self.cfg.l1_coeff} (training-only)"])
+
+    def to_sparsify(self, state):
+        return NotExpressible("sparsify has no Gated SAE (it only has TopK/GroupMax coders); export to SAELens instead")
+
+    @classmethod
+    def from_saelens(cls, source, cfg, tensors, block):
+        w = tensors["W_enc"]
+        fold_b_dec_into_biases(cfg, tensors, {"b_gate": w, "b_mag": w * tensors["r_mag"].exp()})
+        return Imported({}, state_tensors(tensors, "W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"))

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from .base import SAE
 from .config import SAEConfig, positive
-from .output import SAEOutput
+from .declarations import Export, Imported, NotExpressible, Presentation, standard_encoder, state_tensors
+from .output import Forward
 from .registry import register
 
 
@@ -26,12 +27,23 @@ def rectangle(u: Tensor) -> Tensor:
     return ((u > -0.5) & (u < 0.5)).to(u.dtype)
 
 
+def _save(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
+    """Keep what the backward needs; returns θ = exp(log θ)."""
+    theta = log_threshold.exp()
+    ctx.save_for_backward(pre, theta)
+    ctx.bandwidth = bandwidth
+    return theta
+
+
+def _log_threshold_grad(coeff: Tensor | float, pre: Tensor, theta: Tensor, eps: float, grad: Tensor) -> Tensor:
+    """Σ_b −coeff · K((π − θ)/ε) · grad, times θ (chain rule through θ = exp(log θ))."""
+    return (-coeff * rectangle((pre - theta) / eps) * grad).sum(0) * theta
+
+
 class _JumpReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
-        theta = log_threshold.exp()
-        ctx.save_for_backward(pre, theta)
-        ctx.bandwidth = bandwidth
+        theta = _save(ctx, pre, log_threshold, bandwidth)
         return pre * (pre > theta).to(pre.dtype)
 
     @staticmethod
@@ -39,24 +51,20 @@ class _JumpReLU(torch.autograd.Function):
         pre, theta = ctx.saved_tensors
         eps = ctx.bandwidth
         grad_pre = grad * (pre > theta).to(pre.dtype)
-        grad_theta = (-(theta / eps) * rectangle((pre - theta) / eps) * grad).sum(0)
-        return grad_pre, grad_theta * theta, None  # chain rule through θ = exp(log θ)
+        return grad_pre, _log_threshold_grad(theta / eps, pre, theta, eps, grad), None
 
 
 class _Step(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
-        theta = log_threshold.exp()
-        ctx.save_for_backward(pre, theta)
-        ctx.bandwidth = bandwidth
+        theta = _save(ctx, pre, log_threshold, bandwidth)
         return (pre > theta).to(pre.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         pre, theta = ctx.saved_tensors
         eps = ctx.bandwidth
-        grad_theta = (-(1.0 / eps) * rectangle((pre - theta) / eps) * grad).sum(0)
-        return None, grad_theta * theta, None
+        return None, _log_threshold_grad(1.0 / eps, pre, theta, eps, grad), None
 
 
 @dataclass
@@ -80,19 +88,35 @@ class JumpReLUConfig(SAEConfig):
 class JumpReLUSAE(SAE):
     architecture = "jumprelu"
     config_class = JumpReLUConfig
+    presentation = Presentation("JumpReLU", "tab:brown", "P")
+    sparsity = ("l0_coeff", "λ")
+    reads = {"saelens": ("jumprelu",)}
 
     def __init__(self, cfg: JumpReLUConfig):
         super().__init__(cfg)
         self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.threshold_init)))
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         pre = self.pre_acts(x_n)
         f = _JumpReLU.apply(pre, self.log_threshold, self.cfg.bandwidth)
         recon = self.decode_normalized(f)
         l0 = _Step.apply(pre, self.log_threshold, self.cfg.bandwidth).sum(-1).mean()
-        losses = {"mse": self.mse(recon, x_n), "l0": self.cfg.l0_coeff * l0}
-        return SAEOutput(recon, None, losses, recon, x_n, dense_codes=f)
+        return Forward(recon, f, {"l0": self.cfg.l0_coeff * l0})
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
         pre = self.pre_acts(x_n)
         return pre * (pre > self.log_threshold.exp())
+
+    def to_saelens(self, state):
+        return Export("jumprelu", {"b_enc": state["b_enc"], "threshold": state["log_threshold"].exp()},
+                      dropped=[f"l0_coeff={self.cfg.l0_coeff}, bandwidth={self.cfg.bandwidth} (training-only)"])
+
+    def to_sparsify(self, state):
+        return NotExpressible("sparsify has no JumpReLU SAE (it only has TopK/GroupMax coders); export to SAELens instead")
+
+    @classmethod
+    def from_saelens(cls, source, cfg, tensors, block):
+        out = standard_encoder(cfg, tensors)
+        # θ ≤ 0 behaves like θ = 0 in SAELens (ReLU(pre)·1[pre > θ]); log 0 = -inf keeps that exactly
+        out["log_threshold"] = state_tensors(tensors, "threshold")["threshold"].clamp_min(0).log()
+        return Imported({}, out)

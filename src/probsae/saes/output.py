@@ -1,11 +1,35 @@
-"""The value every SAE's forward returns."""
+"""What an architecture's forward returns (``Forward``) and what ``sae(x)`` returns (``SAEOutput``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Union
 
 import torch
 from torch import Tensor
+
+Codes = Union[Tensor, tuple[Tensor, Tensor]]
+"""Latent codes of a batch: dense (B, d_sae), or sparse as (values, indices), each (B, K)."""
+
+
+def densify(values: Tensor, indices: Tensor, d_sae: int) -> Tensor:
+    """Sparse codes (..., K) and their latent indices → dense codes (..., d_sae)."""
+    return values.new_zeros(*values.shape[:-1], d_sae).scatter(-1, indices, values)
+
+
+@dataclass
+class Forward:
+    """What an architecture's ``forward_normalized`` returns. ``SAE.forward`` turns it into the
+    ``SAEOutput``: it adds the reconstruction MSE, sums the losses and de-normalises ``recon``."""
+
+    recon: Tensor
+    """Reconstruction on the normalised scale (B, d_in)."""
+    codes: Codes
+    """The codes that produced it: dense (B, d_sae) or sparse (values, indices)."""
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    """Loss terms besides the reconstruction MSE, already weighted (e.g. ``{"l1": λ·Σ f‖d‖}``)."""
+    aux: dict[str, Tensor] = field(default_factory=dict)
+    """Extra per-token outputs of the training forward, detached (e.g. prob_topk's gate values)."""
 
 
 @dataclass
@@ -33,8 +57,7 @@ class SAEOutput:
         """Dense codes (B, d_sae)."""
         if self.dense_codes is None:
             assert self.top_values is not None and self.top_indices is not None
-            dense = self.top_values.new_zeros(*self.top_values.shape[:-1], self.d_sae)
-            self.dense_codes = dense.scatter(-1, self.top_indices, self.top_values)
+            self.dense_codes = densify(self.top_values, self.top_indices, self.d_sae)
         return self.dense_codes
 
     def fired(self) -> Tensor:

@@ -23,7 +23,8 @@ from ..kernels import sparse_decode
 from ..schedules import exp_anneal
 from .base import SAE
 from .config import TopKConfig, choice, positive
-from .output import SAEOutput
+from .declarations import Export, Presentation
+from .output import Codes, Forward
 from .registry import register
 
 GATES = ("concrete", "sigmoid")
@@ -59,6 +60,8 @@ class ProbTopKSAE(SAE):
     architecture = "prob_topk"
     config_class = ProbTopKConfig
     has_encoder_bias = False
+    presentation = Presentation("Probabilistic TopK", "tab:red", "s")
+    sparsity = ("k", "K")
 
     def __init__(self, cfg: ProbTopKConfig):
         super().__init__(cfg)
@@ -105,12 +108,11 @@ class ProbTopKSAE(SAE):
             values = values * (1.0 + z_sel - z_sel.detach())
         return values, indices, z_sel
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         noisy = self.training and self.cfg.gate == "concrete"
         values, indices, z_sel = self.select_codes(x_n, noisy)
         recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
-        return SAEOutput(recon, None, {"mse": self.mse(recon, x_n)}, recon, x_n,
-                         top_values=values, top_indices=indices, aux={"gate_selected": z_sel.detach()})
+        return Forward(recon, (values, indices), aux={"gate_selected": z_sel.detach()})
 
     def sparse_codes_normalized(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
         """Deterministic inference codes of normalised inputs as (values, indices), each (B, K)."""
@@ -118,24 +120,18 @@ class ProbTopKSAE(SAE):
             values, indices, _ = self.select_codes(x_n, noisy=False)
         return values, indices
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
-        return self.densify(*self.sparse_codes_normalized(x_n))
+    def encode_normalized(self, x_n: Tensor) -> Codes:
+        return self.sparse_codes_normalized(x_n)
 
-    @torch.no_grad()
-    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Inference codes of raw activations as (values, indices), each (..., K), without the
-        dense (..., d_sae) matrix of ``encode``."""
-        x_n, lead = self._inference_input(x)
-        values, indices = self.sparse_codes_normalized(x_n)
-        return values.reshape(*lead, -1), indices.reshape(*lead, -1)
+    extra_outputs = {"gate_probs": "deterministic gate probability σ(LayerNorm(a)/β) of every latent, "
+                                   "the per-latent confidence the paper studies (..., d_sae)"}
 
-    @torch.no_grad()
+    def extra_outputs_normalized(self, x_n: Tensor) -> dict[str, Tensor]:
+        return {"gate_probs": self.gate(self.pre_acts(x_n), noisy=False)}
+
     def gate_probs(self, x: Tensor) -> Tensor:
-        """Deterministic gate probabilities σ(LayerNorm(a)/β) (..., d_sae) of raw activations:
-        the per-latent confidence the paper studies."""
-        lead = x.shape[:-1]
-        x_n, _ = self.normalizer(self._check(x).reshape(-1, self.d_in))
-        return self.gate(self.pre_acts(x_n), noisy=False).reshape(*lead, self.d_sae)
+        """``extras(x)["gate_probs"]``: σ(LayerNorm(a)/β) (..., d_sae) of raw activations."""
+        return self.extras(x)["gate_probs"]
 
     def on_train_step(self, step: int, total_steps: int, warmup_steps: int) -> dict[str, float]:
         cfg = self.cfg
@@ -143,3 +139,35 @@ class ProbTopKSAE(SAE):
         self.beta.fill_(beta)
         self.noise_step.fill_(step)
         return {"beta": beta}
+
+    # ---- declarations -----------------------------------------------------------------------
+    def to_saelens(self, state):
+        cfg = self.cfg
+        return Export(
+            "abstopk", {"b_enc": torch.zeros(self.d_sae, dtype=torch.float64)},  # the paper's encoder has no bias
+            {"k": cfg.k, "rescale_acts_by_decoder_norm": False},
+            changes=["latent selection: probsae keeps the K latents with the largest gate score "
+                     "σ(LayerNorm(a)/β) + λ_mag·|a| (a = W_enc(x − b_dec)); SAELens 'abstopk' keeps the K latents "
+                     "with the largest |a|. The codes are the signed a at the selected latents in both, so tokens "
+                     "whose selection differs get different codes and reconstructions"],
+            dropped=["the gate: LayerNorm affine parameters ln_weight/ln_bias" if cfg.layernorm else "the gate",
+                     f"gate temperature β={float(state['beta']):.6g}, lambda_mag={cfg.lambda_mag}, "
+                     f"gate={cfg.gate!r}, straight_through={cfg.straight_through}"])
+
+    def to_sparsify(self, state):
+        return Export(
+            "topk", {"b_enc": torch.zeros(self.d_sae, dtype=torch.float64)}, {"k": self.cfg.k},
+            changes=["selection: probsae keeps the K latents with the largest gate score σ(LayerNorm(a)/β) + "
+                     "λ_mag·|a| and their signed a; sparsify keeps the K largest a and applies ReLU (negative "
+                     "codes are lost, and the gate no longer picks the latents)"],
+            dropped=["the gate (ln_weight/ln_bias, β, lambda_mag); b_enc is written as zeros (the paper's encoder "
+                     "has none)"])
+
+    VARIANTS = {("lambda_mag", 0.0): "w/o magnitude", ("layernorm", False): "w/o LayerNorm",
+                ("gate", "sigmoid"): "sigmoid gate", ("anneal", False): "fixed β"}
+
+    @classmethod
+    def variant_label(cls, name, value):
+        if name == "beta_start":
+            return f"β0={value:g}"
+        return cls.VARIANTS.get((name, value))

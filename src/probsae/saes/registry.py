@@ -24,7 +24,47 @@ def register(cls: T) -> T:
 
 
 def architectures() -> tuple[str, ...]:
+    """Registered architecture names, in registration order (``saes/__init__``'s list: report order)."""
     return tuple(_REGISTRY)
+
+
+def missing_declarations(name: str) -> list[str]:
+    """What the architecture ``name`` fails to declare for the rest of the package (formats,
+    reports, sweeps, the CLI); empty when its module is complete. See docs/ARCHITECTURE.md."""
+    from ..fielddocs import field_docs
+    from .base import SAE
+    from .declarations import Presentation
+
+    cls = get_class(name)
+    own = vars(cls)
+    problems = [f"{name}: class attribute {a!r} must be set by the architecture's own class"
+                for a in ("architecture", "config_class", "presentation") if a not in own]
+    cfg_fields = set(cls.config_class.field_names())
+    docs = field_docs(cls.config_class)
+    problems += [f"{name}: config field {f!r} of {cls.config_class.__name__} has no docstring (CLI --help)"
+                 for f in sorted(cfg_fields - set(docs))]
+    problems += [f"{name}: {m}() is not implemented" for m in ("forward_normalized", "encode_normalized")
+                 if getattr(cls, m) is getattr(SAE, m)]
+    problems += [f"{name}: {m}() must be declared by the architecture's own class (an Export or NotExpressible)"
+                 for m in ("to_saelens", "to_sparsify") if m not in own]
+    if not isinstance(cls.presentation, Presentation):
+        problems.append(f"{name}: presentation must be a Presentation(label, color, marker)")
+    else:
+        for other in architectures():
+            p = get_class(other).presentation
+            if other != name and isinstance(p, Presentation):
+                if p.label == cls.presentation.label or p.color == cls.presentation.color:
+                    problems.append(f"{name}: presentation label/colour {cls.presentation} is also {other!r}'s")
+    param, symbol = cls.sparsity
+    if param not in cfg_fields or not symbol:
+        problems.append(f"{name}: sparsity = (hyperparameter, symbol) must name a config field, got {cls.sparsity!r}")
+    for fmt, sources in cls.reads.items():
+        hook = f"from_{fmt}"
+        if getattr(cls, hook, None) is None or getattr(cls, hook).__func__ is getattr(SAE, hook).__func__:
+            problems.append(f"{name}: reads {fmt} {sources} but does not implement {hook}()")
+    if cls.extra_outputs and getattr(cls, "extra_outputs_normalized") is getattr(SAE, "extra_outputs_normalized"):
+        problems.append(f"{name}: declares extra_outputs {sorted(cls.extra_outputs)} without extra_outputs_normalized()")
+    return problems
 
 
 def get_class(name: str):

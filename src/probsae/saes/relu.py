@@ -16,7 +16,8 @@ from torch import Tensor
 
 from .base import SAE
 from .config import SAEConfig, positive
-from .output import SAEOutput
+from .declarations import Export, Imported, NotExpressible, Presentation, standard_encoder
+from .output import Forward
 from .registry import register
 
 
@@ -34,13 +35,25 @@ class ReLUConfig(SAEConfig):
 class ReLUSAE(SAE):
     architecture = "relu"
     config_class = ReLUConfig
+    presentation = Presentation("ReLU", "tab:green", "^")
+    sparsity = ("l1_coeff", "λ")
+    reads = {"saelens": ("standard",)}
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         f = self.pre_acts(x_n).relu()
         recon = self.decode_normalized(f)
         l1 = (f * self.W_dec.norm(dim=1)).sum(-1).mean()
-        losses = {"mse": self.mse(recon, x_n), "l1": self.cfg.l1_coeff * l1}
-        return SAEOutput(recon, None, losses, recon, x_n, dense_codes=f)
+        return Forward(recon, f, {"l1": self.cfg.l1_coeff * l1})
 
     def encode_normalized(self, x_n: Tensor) -> Tensor:
         return self.pre_acts(x_n).relu()
+
+    def to_saelens(self, state):
+        return Export("standard", {"b_enc": state["b_enc"]}, dropped=[f"l1_coeff={self.cfg.l1_coeff} (training-only)"])
+
+    def to_sparsify(self, state):
+        return NotExpressible("sparsify has no ReLU SAE (it only has TopK/GroupMax coders); export to SAELens instead")
+
+    @classmethod
+    def from_saelens(cls, source, cfg, tensors, block):
+        return Imported({}, standard_encoder(cfg, tensors))

@@ -13,7 +13,8 @@ from ..kernels import sparse_decode
 from .base import SAE
 from ..errors import ConfigError
 from .config import TopKConfig, positive
-from .output import SAEOutput
+from .declarations import Export, Imported, Presentation, fold_decoder_norms, saelens_k, standard_encoder, state_tensors
+from .output import Codes, Forward
 from .registry import register
 
 
@@ -35,6 +36,9 @@ class TopKSAEConfig(TopKConfig):
 class TopKSAE(SAE):
     architecture = "topk"
     config_class = TopKSAEConfig
+    presentation = Presentation("TopK", "tab:blue", "o")
+    sparsity = ("k", "K")
+    reads = {"saelens": ("topk",), "sparsify": ("topk",)}
 
     # The selection rule, stated once (kernels.select_topk picks the fast or plain path), and
     # the activation applied to the selected pre-activations.
@@ -43,9 +47,8 @@ class TopKSAE(SAE):
     def activate(self, values: Tensor) -> Tensor:
         return values.relu()
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         use_aux = self.cfg.aux_k > 0 and self.training and dead_mask is not None
-        losses = {}
         if use_aux:  # AuxK needs the dense pre-activations of the dead latents
             pre = self.pre_acts(x_n)
             values, indices, _ = kernels.select_dense(pre, self.cfg.k, self.selection)
@@ -53,10 +56,10 @@ class TopKSAE(SAE):
             values, indices, _ = kernels.select_topk(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k, self.selection)
         values = self.activate(values)
         recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
-        losses["mse"] = self.mse(recon, x_n)
+        losses = {}
         if use_aux:
-            losses["auxk"] = self.cfg.aux_coeff * auxk_loss(pre, x_n - recon.detach(), dead_mask, self.cfg.aux_k, self.W_dec)
-        return SAEOutput(recon, None, losses, recon, x_n, top_values=values, top_indices=indices)
+            losses["auxk"] = self.cfg.aux_coeff * auxk_loss(pre, target_n - recon.detach(), dead_mask, self.cfg.aux_k, self.W_dec)
+        return Forward(recon, (values, indices), losses)
 
     def sparse_codes_normalized(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
         """Inference codes of normalised inputs as (values, indices), each (B, K)."""
@@ -64,16 +67,29 @@ class TopKSAE(SAE):
             values, indices, _ = kernels.select_topk(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k, self.selection)
         return self.activate(values), indices
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
-        return self.densify(*self.sparse_codes_normalized(x_n))
+    def encode_normalized(self, x_n: Tensor) -> Codes:
+        return self.sparse_codes_normalized(x_n)
 
-    @torch.no_grad()
-    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Inference codes of raw activations as (values, indices), each (..., K): the dense
-        (..., d_sae) matrix of ``encode`` is never built."""
-        x_n, lead = self._inference_input(x)
-        values, indices = self.sparse_codes_normalized(x_n)
-        return values.reshape(*lead, -1), indices.reshape(*lead, -1)
+    def _training_only(self) -> str:
+        return f"aux_k={self.cfg.aux_k}, aux_coeff={self.cfg.aux_coeff} (training-only)"
+
+    def to_saelens(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False},
+                      dropped=[self._training_only()])
+
+    def to_sparsify(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k}, dropped=[self._training_only()])
+
+    @classmethod
+    def from_saelens(cls, source, cfg, tensors, block):
+        k = saelens_k(source, cfg)
+        if cfg.get("rescale_acts_by_decoder_norm"):
+            fold_decoder_norms(tensors)
+        return Imported({"k": k}, standard_encoder(cfg, tensors))
+
+    @classmethod
+    def from_sparsify(cls, source, cfg, tensors, block):
+        return Imported({"k": int(cfg["k"])}, state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"))
 
 
 def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_dec: Tensor) -> Tensor:

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from ..kernels import sparse_decode
 from .base import SAE
 from .config import TopKConfig, positive
-from .output import SAEOutput
+from .declarations import Export, Presentation
+from .output import Codes, Forward
 from .registry import register
 
 
@@ -41,6 +42,8 @@ class VSAETopKConfig(TopKConfig):
 class VSAETopKSAE(SAE):
     architecture = "vsae_topk"
     config_class = VSAETopKConfig
+    presentation = Presentation("vSAE TopK", "tab:olive", "<")
+    sparsity = ("k", "K")
 
     def __init__(self, cfg: VSAETopKConfig):
         super().__init__(cfg)
@@ -57,7 +60,7 @@ class VSAETopKSAE(SAE):
             return (x_n - self.b_dec) @ self.W_var + self.b_var
         return self.b_var.expand(x_n.shape[0], -1)
 
-    def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         mu = self.pre_acts(x_n).relu()
         log_var = self.log_var(x_n)
         z = mu
@@ -68,10 +71,19 @@ class VSAETopKSAE(SAE):
         values = values.relu()
         recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1).mean()
-        losses = {"mse": self.mse(recon, x_n), "kl": self.cfg.kl_coeff * kl}
-        return SAEOutput(recon, None, losses, recon, x_n, top_values=values, top_indices=indices)
+        return Forward(recon, (values, indices), {"kl": self.cfg.kl_coeff * kl})
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def encode_normalized(self, x_n: Tensor) -> Codes:
         mu = self.pre_acts(x_n).relu()
         values, indices = mu.topk(self.cfg.k, dim=-1, sorted=False)
-        return self.densify(values.relu(), indices)
+        return values.relu(), indices
+
+    # Inference (TopK of μ = ReLU(W_enc(x − b_dec) + b_enc)) is exactly a TopK SAE's.
+    def to_saelens(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False},
+                      dropped=["the variance head (W_var, b_var) and kl_coeff: training-only (inference codes use μ, "
+                               "i.e. TopK of ReLU(W_enc(x − b_dec) + b_enc), which SAELens 'topk' computes)"])
+
+    def to_sparsify(self, state):
+        return Export("topk", {"b_enc": state["b_enc"]}, {"k": self.cfg.k},
+                      dropped=["the variance head (W_var, b_var) and kl_coeff: training-only (inference uses μ)"])

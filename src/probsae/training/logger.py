@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..io import atomic_write_text, strict_json
 
 
 class JsonlLogger:
@@ -20,7 +21,7 @@ class JsonlLogger:
     def write(self, record: dict[str, Any]) -> None:
         if self.path:
             with self.path.open("a") as f:
-                f.write(json.dumps(_clean(record)) + "\n")
+                f.write(json.dumps(strict_json(record)) + "\n")
 
     def reset(self) -> None:
         """Remove the log of an earlier attempt (a fresh start must not append to stale records)."""
@@ -43,7 +44,7 @@ class JsonlLogger:
         if not self.path or not self.path.is_file():
             return
         kept = [r for r in self.read() if r.get("step", 0) <= step or r.get("event")]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 @dataclass
@@ -54,7 +55,7 @@ class TrainHistory:
 
     @property
     def steps(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if "step" in r and not r.get("event")]
+        return step_records(self.records)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -65,11 +66,6 @@ class TrainHistory:
         return [r.get(key) for r in self.steps]
 
 
-def _clean(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
+def step_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-step records of a log (not its events such as ``start``)."""
+    return [r for r in records if "step" in r and not r.get("event")]

@@ -84,10 +84,10 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
             for m in members:
                 if step < m.start_step:
                     continue  # this member's checkpoint is ahead: it waits
-                info = m.step(batch, step, total)
+                result = m.step(batch, step, total)
                 last = step + 1 == total
                 if (step + 1) % cfg.log_every == 0 or last:
-                    rec = m.log(step, info, info["_out"])
+                    rec = m.log(step, result)
                     if bar is not None and m is members[0]:
                         bar.set_postfix(loss=f"{rec['loss']:.4g}", ev=f"{rec['explained_variance']:.3f}",
                                         l0=f"{rec['l0']:.1f}", alive=rec["alive"])

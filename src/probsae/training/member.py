@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -15,7 +17,26 @@ from .config import TrainConfig
 from .liveness import Liveness
 from .logger import JsonlLogger, TrainHistory
 
+if TYPE_CHECKING:
+    from ..saes.output import SAEOutput
+
 LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class StepResult:
+    """What one optimiser step of one SAE returns."""
+
+    out: SAEOutput
+    """The SAE's ``SAEOutput`` of the step's batch (``Member.log`` takes its batch metrics from it)."""
+    lr: float
+    """Learning rate used by the step."""
+    schedule: dict[str, float] = field(default_factory=dict)
+    """The SAE's per-step schedule values (``on_train_step``, e.g. ``{"beta": …}``)."""
+
+    def scalars(self) -> dict[str, float]:
+        """The values a log record carries: ``lr`` and the schedule."""
+        return {"lr": self.lr, **self.schedule}
 
 
 class Member:
@@ -64,7 +85,7 @@ class Member:
             save_checkpoint(self.run_dir, step, self.sae, self.optimizer, self.liveness, extra)
 
     # ---- one step -----------------------------------------------------------------------------
-    def step(self, batch: Tensor, step: int, total: int) -> dict[str, float]:
+    def step(self, batch: Tensor, step: int, total: int) -> StepResult:
         cfg, sae = self.cfg, self.sae
         sched = sae.on_train_step(step, total, cfg.warmup_steps)
         lr = cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.lr_schedule, cfg.min_lr_ratio)
@@ -85,7 +106,7 @@ class Member:
             fired, n_tokens = self.dist.global_fired(fired, n_tokens)
         self.liveness.update(fired, n_tokens)
         self._accumulate(out, gnorm)
-        return {"lr": lr, **sched, "_out": out}
+        return StepResult(out, lr, sched)
 
     def _step(self, batch: Tensor, dead_mask: Tensor):
         """Forward, backward, gradient sync/clipping, Adam and constraints: no host sync on GPUs."""
@@ -112,8 +133,10 @@ class Member:
             self._sums[k] = self._sums.get(k, 0) + v.float()
         self._count += 1
 
-    def log(self, step: int, info: dict, out) -> dict:
-        """Average of the accumulated values since the last record, plus batch EV and liveness."""
+    def log(self, step: int, result: StepResult) -> dict:
+        """Average of the accumulated values since the last record, plus the batch EV of the
+        step's ``result``, liveness, the learning rate and the schedule."""
+        out = result.out
         rec = {"step": step + 1, "tokens": self.liveness.tokens_seen}
         if self.dist is not None:
             self._sums = self.dist.mean_sums(self._sums)
@@ -130,7 +153,7 @@ class Member:
                 rec["explained_variance"] = 1.0 - float(sse / tot)
         rec["alive"] = self.liveness.alive()
         rec["dead"] = self.sae.d_sae - rec["alive"]
-        rec.update({k: v for k, v in info.items() if not k.startswith("_")})
+        rec.update(result.scalars())
         rec["elapsed_s"] = round(time.perf_counter() - self._t0, 3)
         self._sums, self._count = {}, 0
         self.logger.write(rec)

@@ -1,0 +1,118 @@
+"""``metrics.json``: the results file of a trained run, one schema for ``probsae train`` and every
+member of ``probsae sweep`` (docs/EXPERIMENTS.md documents it), its one writer and its reader.
+
+The held-out evaluation is ``probsae.evaluate`` of the trained SAE; the last training record comes
+from the run directory's ``log.jsonl`` (so a member trained by an earlier invocation is recorded
+the same way as one trained now).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.json"
+FORMAT = "probsae-metrics"
+FORMAT_VERSION = 1
+#: Keys of the last training log record kept in ``train_final``.
+TRAIN_FINAL_KEYS = ("step", "tokens", "loss", "mse", "explained_variance", "l0", "alive", "dead", "beta", "elapsed_s")
+
+
+@dataclass
+class RunMetrics:
+    """The content of ``metrics.json`` (plus ``format`` and ``format_version``)."""
+
+    name: str
+    """Run name: the sweep member's name, or the run directory's name for ``probsae train``."""
+    architecture: str
+    """Registered architecture name."""
+    hparams: dict[str, Any]
+    """The hyperparameters the run was given (a sweep member's: its grid hyperparameters)."""
+    d_in: int
+    """Width of the activations."""
+    d_sae: int
+    """Number of latents."""
+    heldout: dict[str, Any]
+    """``probsae.evaluate`` on held-out tokens: mse, fvu, explained_variance, l0, alive, dead, n_tokens."""
+    train_final: dict[str, Any]
+    """The last training log record: step, tokens, loss, mse and explained_variance of the batch, l0,
+    alive and dead latents in the training window, beta (prob_topk), elapsed_s."""
+    steps: int | None
+    """Optimiser steps of the run."""
+    batch_size: int
+    """Tokens per step."""
+    tokens_seen: int | None
+    """Training tokens the SAE saw (from the last log record)."""
+    model: str | None = None
+    """Model the activations came from."""
+    hook: str | None = None
+    """Hook point of the activations."""
+    corpus: str | None = None
+    """Text corpus of the activations."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds of the stages this invocation ran: data (extraction or cache preparation),
+    train (for a sweep member: its whole pass, shared by the pass's members), eval."""
+    studies: list[str] = field(default_factory=list)
+    """Report labels of a sweep member (pareto, ablation, …); empty for ``probsae train``."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Other facts of the invocation (a sweep's train_cache_tokens and pass_members)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
+
+
+def record_run(run_dir: str | Path, name: str, architecture: str, hparams: dict[str, Any], sae, eval_data, train_cfg,
+               *, data: dict[str, Any] | None = None, seconds: dict[str, float] | None = None,
+               studies: list[str] | None = None, extra: dict[str, Any] | None = None,
+               batch_size: int = 4096) -> dict[str, Any]:
+    """Evaluate the trained ``sae`` on ``eval_data`` and write ``run_dir/metrics.json``; returns
+    its content. ``data``: model, hook and corpus of the activations."""
+    from ..evaluation.metrics import evaluate
+    from ..io import atomic_write_json
+    from ..training.logger import JsonlLogger, step_records
+    from ..training.member import LOG_FILE
+
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    heldout = evaluate(sae, eval_data, batch_size=batch_size)
+    records = step_records(JsonlLogger(run_dir / LOG_FILE).read())
+    last = records[-1] if records else {}
+    data = data or {}
+    metrics = RunMetrics(
+        name=name, architecture=architecture, hparams=dict(hparams), d_in=sae.d_in, d_sae=sae.d_sae,
+        heldout=heldout, train_final={k: last[k] for k in TRAIN_FINAL_KEYS if k in last},
+        steps=train_cfg.steps, batch_size=train_cfg.batch_size, tokens_seen=last.get("tokens"),
+        model=data.get("model"), hook=data.get("hook"), corpus=data.get("corpus"),
+        seconds={**(seconds or {}), "eval": round(time.perf_counter() - t0, 3)},
+        studies=list(studies or []), extra=dict(extra or {})).to_dict()
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def read_metrics(path: str | Path) -> dict[str, Any] | None:
+    """A ``metrics.json`` (None when missing or unreadable). Files written before the one schema
+    are brought to it: a sweep member's held-out ``eval`` becomes ``heldout``."""
+    path = Path(path)
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(m, dict):
+        return None
+    if "heldout" not in m and "eval" in m:
+        m["heldout"] = m.pop("eval")
+    m.setdefault("name", path.parent.name)
+    return m
+
+
+def read_runs(runs_root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(run directory, metrics) of every ``*/metrics.json`` under ``runs_root``, sorted by directory."""
+    out = []
+    for p in sorted(Path(runs_root).glob(f"*/{METRICS_FILE}")):
+        m = read_metrics(p)
+        if m is not None:
+            out.append((p.parent, m))
+    return out
