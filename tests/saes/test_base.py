@@ -83,3 +83,20 @@ def test_prob_topk_gate_probs_is_an_extra_output():
     torch.testing.assert_close(sae.extras(x)["gate_probs"], sae.gate_probs(x))
     a = (sae.normalizer(x)[0] - sae.b_dec) @ sae.W_enc
     torch.testing.assert_close(sae.gate_probs(x), sae.gate(a, noisy=False))
+
+
+def test_w_enc_is_stored_latent_major_and_saved_in_the_saelens_layout(tmp_path):
+    """W_enc (d_in, d_sae) is the transpose view of a contiguous (d_sae, d_in) matrix (the GPU path
+    reads encoder columns as rows without a copy); training keeps that layout, and files keep the
+    SAELens (d_in, d_sae) layout."""
+    from safetensors.torch import load_file
+
+    sae = probsae.build_sae("topk", d_in=8, d_sae=32, k=4)
+    assert sae.W_enc.shape == (8, 32) and sae.W_enc.t().is_contiguous()
+    probsae.train(sae, torch.randn(256, 8), probsae.TrainConfig(steps=3, batch_size=64, progress=False, device="cpu"))
+    assert sae.W_enc.t().is_contiguous()  # Adam updated it in place, layout kept
+    sae.save(tmp_path / "s")
+    stored = load_file(str(tmp_path / "s" / "sae.safetensors"))["W_enc"]
+    assert stored.shape == (8, 32) and stored.is_contiguous() and torch.equal(stored, sae.W_enc.detach())
+    loaded = probsae.load_sae(tmp_path / "s")
+    assert loaded.W_enc.t().is_contiguous() and torch.equal(loaded.W_enc, sae.W_enc)

@@ -155,30 +155,30 @@ def latent_segments(idx: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:
 
 def scatter_outer(w: Tensor, idx: Tensor, rows: Tensor, n_latents: int, *, deterministic: bool,
                   transposed: bool = False, want_wsum: bool = False) -> tuple[Tensor, Tensor | None]:
-    """out[m] = Σ_{(b,j): idx[b,j]=m} w[b,j] · rows[b], as (n_latents, D) or, with ``transposed``,
-    as (D, n_latents) (the encoder's W_enc layout), and optionally wsum[m] = Σ w[b,j] over the
-    same selections. ``deterministic``: sorted by latent, each output written once; otherwise
-    atomic adds (order of the float additions varies between runs)."""
+    """out[m] = Σ_{(b,j): idx[b,j]=m} w[b,j] · rows[b] as a (n_latents, D) matrix, or with
+    ``transposed`` as its (D, n_latents) transpose view (the layout of a latent-major W_enc: no
+    copy), and optionally wsum[m] = Σ w[b,j] over the same selections. ``deterministic``: sorted
+    by latent, each output row written once; otherwise atomic adds (the order of the float
+    additions varies between runs)."""
     B, K = idx.shape
     D = rows.shape[1]
     w, idx, rows = w.contiguous(), idx.contiguous(), rows.contiguous()
     BLOCK_D = _block(D, 256)
     if deterministic:
-        out = torch.empty((D, n_latents) if transposed else (n_latents, D), dtype=torch.float32, device=rows.device)
+        out = torch.empty(n_latents, D, dtype=torch.float32, device=rows.device)
         wsum = torch.empty(n_latents, dtype=torch.float32, device=rows.device) if want_wsum else None
         order, offsets = latent_segments(idx, n_latents)
         BLOCK_L = 8
-        stride_m, stride_d = (1, n_latents) if transposed else (D, 1)
         _scatter_sorted_kernel[(triton.cdiv(n_latents, BLOCK_L), triton.cdiv(D, BLOCK_D))](
-            out, wsum if wsum is not None else out, w, order, offsets, rows, n_latents, K, D, stride_m, stride_d,
+            out, wsum if wsum is not None else out, w, order, offsets, rows, n_latents, K, D, D, 1,
             HAS_WSUM=want_wsum, BLOCK_L=BLOCK_L, BLOCK_S=16, BLOCK_D=BLOCK_D)
-        return out, wsum
-    out = torch.zeros(n_latents, D, dtype=torch.float32, device=rows.device)
-    _scatter_atomic_kernel[(B, triton.cdiv(D, BLOCK_D))](out, w, idx, rows, K, D, BLOCK_D=BLOCK_D)
-    wsum = None
-    if want_wsum:
-        wsum = torch.zeros(n_latents, dtype=torch.float32, device=rows.device).index_add_(0, idx.reshape(-1), w.reshape(-1).float())
-    return (out.t().contiguous() if transposed else out), wsum
+    else:
+        out = torch.zeros(n_latents, D, dtype=torch.float32, device=rows.device)
+        _scatter_atomic_kernel[(B, triton.cdiv(D, BLOCK_D))](out, w, idx, rows, K, D, BLOCK_D=BLOCK_D)
+        wsum = None
+        if want_wsum:
+            wsum = torch.zeros(n_latents, dtype=torch.float32, device=rows.device).index_add_(0, idx.reshape(-1), w.reshape(-1).float())
+    return (out.t() if transposed else out), wsum
 
 
 # ---- selection scores ---------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def _cpu_grads(needs, g, xc, W_enc, indices):
         if need_bd:
             grad_bd = -(W_enc @ per_latent)
     if need_W:
-        grad_W = latent_bag_sum(indices, xc, g, M).t().contiguous()
+        grad_W = latent_bag_sum(indices, xc, g, M).t()  # the layout of a latent-major W_enc: no copy
     if need_x:
         grad_x = F.embedding_bag(indices, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
     return grad_x, grad_W, grad_be, grad_bd

@@ -174,7 +174,8 @@ def _triton_select(xc: Tensor, W_enc: Tensor, b_enc: Tensor | None, k: int, rule
     mm = encoder_dtype(xc)
     lowp = mm != W_enc.dtype
     W = W_enc.to(mm) if lowp else W_enc
-    WT = W_enc.t().contiguous() if lowp else None  # exact fp32 recompute of the selected values
+    # Encoder columns as rows for the exact fp32 recompute (a view, no copy, for a latent-major W_enc).
+    WT = W_enc.t().contiguous() if lowp else None
     members = gpu_group_members(M, k) if settings.group_topk else 1
     values = xc.new_empty(B, k)
     indices = torch.empty(B, k, dtype=torch.long, device=xc.device)

@@ -58,7 +58,11 @@ class SAE(nn.Module):
         gen = torch.Generator().manual_seed(cfg.seed)
         w_dec = orthogonal(cfg.d_sae, cfg.d_in, gen)
         self.W_dec = nn.Parameter(w_dec)
-        self.W_enc = nn.Parameter(w_dec.t().clone().contiguous())
+        # W_enc is stored latent-major: its memory is a (d_sae, d_in) matrix and the (d_in, d_sae)
+        # parameter is that matrix's transpose view. The GPU path reads encoder columns as rows (the
+        # exact fp32 recompute of the selected codes) and writes grad W_enc row by row with no
+        # transpose copy per step; files and state dicts keep the SAELens layout (save copies).
+        self.W_enc = nn.Parameter(w_dec.clone().t())
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
         if self.has_encoder_bias:
             self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
