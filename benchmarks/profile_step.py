@@ -6,6 +6,8 @@ Two reports on random activations already on the device:
   offers (CUDA graph on/off, grouped or full top-k, atomic or sorted scatter), per shape and
   architecture: median of ``--rounds`` blocks of ``--steps`` steps timed with CUDA events, each
   variant built alone (its memory freed before the next).
+- ``--memory``: peak allocated memory (MiB over what was allocated before the SAE was built) of
+  each of the first steps, CUDA graph off and on (the graph warms up eagerly, captures, replays).
 - ``--profile``: the torch.profiler table of the GPU kernels of ``--steps`` eager steps (top 20 by
   device time), to see which kernels dominate.
 
@@ -88,6 +90,28 @@ def matrix(shapes, archs, args) -> None:
             torch.cuda.empty_cache()
 
 
+def memory(shapes, archs, args) -> None:
+    print("| shape | arch | CUDA graph | peak MiB of steps 1, 2, … |")
+    print("|---|---|---|---|")
+    for (d, m, k, b), arch in itertools.product(shapes, archs):
+        batches = [torch.randn(b, d, device="cuda") for _ in range(2)]
+        for graph in (False, True):
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            member = build(arch, d, m, k, graph)
+            peaks = []
+            for i in range(args.memory_steps):
+                torch.cuda.reset_peak_memory_stats()
+                member.step(batches[i % 2], i, 10_000)
+                torch.cuda.synchronize()
+                peaks.append((torch.cuda.max_memory_allocated() - base) / 2**20)
+            print(f"| {d}x{m}x{k}x{b} | {arch} | {'on' if graph else 'off'} | {', '.join(f'{p:.0f}' for p in peaks)} |",
+                  flush=True)
+            member = None
+
+
 def profile(shapes, archs, args) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
@@ -112,6 +136,8 @@ def main() -> None:
     p.add_argument("--archs", default="topk,prob_topk")
     p.add_argument("--matrix", action="store_true", help="tokens/s for every combination of GPU settings")
     p.add_argument("--profile", action="store_true", help="torch.profiler kernel table of eager steps")
+    p.add_argument("--memory", action="store_true", help="peak memory of each of the first steps, graph off/on")
+    p.add_argument("--memory-steps", type=int, default=7)
     p.add_argument("--profile-shapes", default="768x98304x32x8192", help="shapes for --profile")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
@@ -123,6 +149,8 @@ def main() -> None:
     archs = args.archs.split(",")
     if args.matrix:
         matrix([parse_shape(s) for s in args.shapes.split(",")], archs, args)
+    if args.memory:
+        memory([parse_shape(s) for s in args.shapes.split(",")], archs, args)
     if args.profile:
         profile([parse_shape(s) for s in args.profile_shapes.split(",")], archs, args)
 

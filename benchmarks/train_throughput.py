@@ -369,10 +369,11 @@ def cuda_sync_time(fn, batches, steps: int) -> float:
     return start.elapsed_time(end) / 1000.0
 
 
-def cuda_peak_mib(variant: Variant, batch: torch.Tensor, steps: int = 2) -> float | None:
+def cuda_peak_mib(variant: Variant, batch: torch.Tensor, steps: int = 6) -> float | None:
     """Peak allocated memory (MiB) of one variant built and stepped alone, over what was
     allocated before it was built (the data batch): parameters, gradients, optimiser state and
-    the step's transients."""
+    the step's transients. Six steps cover every phase of a run: with the CUDA graph, its eager
+    warm-up steps, the capture and replays."""
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.synchronize()
@@ -505,7 +506,7 @@ def gpu_main(args) -> None:
     emit(f"Random activations already on the GPU (fp32), {args.n_batches} distinct batches cycled; every variant "
          f"warmed up {warmup} steps, then {rounds} interleaved rounds of {steps} steps each, timed with CUDA "
          "events; the table shows the median round. Peak MiB: `torch.cuda.max_memory_allocated` growth while "
-         "the variant is built and stepped twice on its own. `bound`: a bare bf16 `x @ W_enc`.\n")
+         "the variant is built and stepped six times on its own (CUDA graph: warm-up, capture, replays). `bound`: a bare bf16 `x @ W_enc`.\n")
     workloads = [(d, m, k, b) for (d, m, b) in GPU_WORKLOADS for k in (32, 8)]
     if args.quick:
         workloads = [w for w in workloads if w[1] <= 16384 or w[2] == 32]
