@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import Tensor
 
-from ..errors import ConfigError, SAEFileError
+from ..errors import ConfigError, ProbSAEError, SAEFileError
+from ..io import atomic_write_text
 
 NOTES_FILE = "PROBSAE_EXPORT.md"
 BLOCK_KEY = "probsae"  # provenance block inside the target's cfg.json (both targets ignore it)
@@ -60,7 +61,7 @@ class ExportReport:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         lines += ["probsae source config:", "", "```json", json.dumps(sae.config_dict()["config"], indent=2), "```", ""]
         self.notes_path = self.path / NOTES_FILE
-        self.notes_path.write_text("\n".join(lines))
+        atomic_write_text(self.notes_path, "\n".join(lines))
         return self.notes_path
 
 
@@ -141,44 +142,74 @@ def load_into(sae, tensors: dict[str, Tensor], source: Path) -> None:
 def read_json(path: Path) -> dict:
     if not path.is_file():
         raise SAEFileError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SAEFileError(f"{path} is not valid JSON: {e}") from None
+    from ..io import read_json as read
+
+    return read(path, dict, SAEFileError)
 
 
-def read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def read_safetensors(path: Path, allowed: set[str] | None = None) -> dict[str, Tensor]:
+    """The tensors of an imported weight file: floating point, finite, and (with ``allowed``)
+    no tensor the source format does not define."""
+    from ..tensorfile import load_tensors, read_header
 
     if not path.is_file():
         raise SAEFileError(f"{path} does not exist")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        raise SAEFileError(f"corrupt weight file {path}: {e}") from None
+    header = read_header(path, SAEFileError)
+    extra = sorted(set(header.entries) - allowed) if allowed is not None else []
+    if extra:
+        raise SAEFileError(f"{path} holds tensors this format does not define: {extra}")
+    return load_tensors(path, header=header, floating=True, finite=True, cls=SAEFileError)[0]
 
 
 def write_safetensors(path: Path, tensors: dict[str, Tensor]) -> None:
-    from safetensors.torch import save_file
+    from ..tensorfile import save_tensors
 
-    from ..io import atomic_write
+    save_tensors(path, tensors)
 
-    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(clean, str(tmp)))
+
+def positive_int(cfg: dict, key: str, path: Path, default: Any = None) -> int:
+    """``cfg[key]`` as a positive integer (an integral float is accepted), else ``SAEFileError``."""
+    v = cfg.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) or v < 1:
+        raise SAEFileError(f"{path}: {key} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def provenance_block(obj: Any) -> dict | None:
+    """The ``probsae`` provenance block of a cfg.json (or its metadata), if well formed."""
+    block = obj.get(BLOCK_KEY) if isinstance(obj, dict) else None
+    return block if isinstance(block, dict) and isinstance(block.get("config", {}), dict) else None
+
+
+def malformed_files_are_errors(fn):
+    """An importer whose untrusted cfg.json holds a value of the wrong type raises
+    ``SAEFileError`` naming the directory, not a TypeError/KeyError traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return fn(path, *args, **kwargs)
+        except ProbSAEError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+            raise SAEFileError(f"{path}: malformed SAE files ({type(e).__name__}: {e})") from None
+
+    return wrapper
 
 
 def run_metadata(run_dir: str | Path) -> dict[str, Any]:
-    """Best-effort model/hook/dataset facts from a run directory's ``log.jsonl`` start event
-    (``TrainConfig.extra``), e.g. ``{"model": "gpt2", "hook": "resid_post.8"}``."""
-    log = Path(run_dir) / "log.jsonl"
-    if not log.is_file():
-        return {}
-    for line in log.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    """Model/hook/dataset facts of a run directory: its ``run.json`` data spec, else its
+    ``log.jsonl`` start event (``TrainConfig.extra``), e.g. ``{"model": "gpt2", "hook": "resid_post.8"}``;
+    {} when it has neither. A corrupt file is an error, not silently missing metadata."""
+    from ..runs.spec import RUN_FILE, read_spec
+    from ..training.logger import read_jsonl
+
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_FILE).is_file():
+        data = read_spec(run_dir).data
+        return {"model": data.model, "hook": data.hook, "corpus": data.corpus}
+    for rec in read_jsonl(run_dir / "log.jsonl"):
         if rec.get("event") == "start":
             extra = (rec.get("train_config") or {}).get("extra") or {}
             return dict(extra) if isinstance(extra, dict) else {}

@@ -43,10 +43,11 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, SAEFileError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, ensure_dir
 from ._common import (
-    BLOCK_KEY, ExportReport, build_imported, fold_input_scale, load_into, provenance, read_json,
-    read_safetensors, refuse_or_allow, unit_to_layernorm_factor, working_state, write_safetensors,
+    BLOCK_KEY, ExportReport, build_imported, fold_input_scale, load_into, malformed_files_are_errors, positive_int,
+    provenance, provenance_block, read_json, read_safetensors, refuse_or_allow, unit_to_layernorm_factor, working_state,
+    write_safetensors,
 )
 
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -177,8 +178,7 @@ def export_saelens(sae, out_dir: str | Path, *, hook_name: str | None = None, mo
     }
     if "k" in extra_cfg:
         cfg["activation_fn_kwargs"] = {"k": extra_cfg["k"]}
-    path = Path(out_dir)
-    path.mkdir(parents=True, exist_ok=True)
+    path = ensure_dir(out_dir, "export directory")
     write_safetensors(path / WEIGHTS_FILE, {k: v.to(dtype) for k, v in out.items()})
     text = json.dumps(cfg, indent=2)
     atomic_write_text(path / CONFIG_FILE, text)
@@ -187,16 +187,26 @@ def export_saelens(sae, out_dir: str | Path, *, hook_name: str | None = None, mo
     return report
 
 
+_SOURCE_TENSORS = {
+    "standard": {"W_enc", "b_enc", "W_dec", "b_dec"}, "topk": {"W_enc", "b_enc", "W_dec", "b_dec"},
+    "abstopk": {"W_enc", "b_enc", "W_dec", "b_dec"}, "jumprelu": {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"},
+    "gated": {"W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"},
+    "batchtopk": {"W_enc", "b_enc", "W_dec", "b_dec", "topk_threshold"},
+}
+_OPTIONAL_TENSORS = {"scaling_factor", "finetuning_scaling_factor"}
+
+
+@malformed_files_are_errors
 def import_saelens(path: str | Path):
     """Load a SAELens SAE directory (``cfg.json`` + ``sae_weights.safetensors``) as a probsae SAE
     with the same inference behaviour, or raise ``ConfigError``/``SAEFileError`` naming what
     probsae cannot represent (hook_z reshaping, fine-tuning scaling factors, un-folded
-    normalisation scales, other architectures)."""
+    normalisation scales, other architectures) or what is wrong with the files (non-float or
+    NaN/inf weights, tensors the architecture does not have, shapes that do not match d_in/d_sae)."""
     path = Path(path)
     cfg = read_json(path / CONFIG_FILE)
-    tensors = {k: v.double() for k, v in read_safetensors(path / WEIGHTS_FILE).items()}
     meta = cfg.get("metadata") or {}
-    block = meta.get(BLOCK_KEY) if isinstance(meta, dict) else None
+    block = provenance_block(meta)
     arch = cfg.get("architecture") or "standard"
     act = cfg.get("activation_fn") or cfg.get("activation_fn_str")
     kwargs = cfg.get("activation_fn_kwargs") or {}
@@ -204,10 +214,13 @@ def import_saelens(path: str | Path):
         arch = "topk"
     if arch not in IMPORTABLE:
         raise ConfigError(f"{path}: SAELens architecture {arch!r} has no probsae equivalent; importable: {IMPORTABLE}")
-    try:
-        d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    except (KeyError, TypeError, ValueError):
-        raise SAEFileError(f"{path / CONFIG_FILE}: d_in/d_sae missing or invalid") from None
+    d_in, d_sae = positive_int(cfg, "d_in", path / CONFIG_FILE), positive_int(cfg, "d_sae", path / CONFIG_FILE)
+    allowed = _SOURCE_TENSORS[arch] | _OPTIONAL_TENSORS
+    tensors = {k: v.double() for k, v in read_safetensors(path / WEIGHTS_FILE, allowed).items()}
+    for key, shape in (("W_enc", (d_in, d_sae)), ("W_dec", (d_sae, d_in))):
+        if key in tensors and tuple(tensors[key].shape) != shape:
+            raise SAEFileError(f"{path / WEIGHTS_FILE}: {key} has shape {tuple(tensors[key].shape)}, but cfg.json's "
+                               f"d_in={d_in}, d_sae={d_sae} imply {shape}")
     if (cfg.get("reshape_activations") or "none") != "none":
         raise ConfigError(f"{path}: reshape_activations={cfg['reshape_activations']!r} (hook_z SAEs) is not supported: "
                           "probsae SAEs read flat (…, d_in) activations")
@@ -222,10 +235,8 @@ def import_saelens(path: str | Path):
 
     hparams: dict[str, Any] = {}
     if arch in ("topk", "abstopk", "batchtopk"):
-        k = cfg.get("k", kwargs.get("k"))
-        if k is None or float(k) != int(k):
-            raise ConfigError(f"{path}: {arch} SAE without an integer k (got {k!r})")
-        hparams["k"] = int(k)
+        hparams["k"] = positive_int({"k": cfg.get("k", kwargs.get("k") if isinstance(kwargs, dict) else None)}, "k",
+                                    path / CONFIG_FILE)
         if cfg.get("rescale_acts_by_decoder_norm"):  # fold the decoder norms into the encoder (exact)
             n = tensors["W_dec"].norm(dim=1)
             tensors["W_enc"] = tensors["W_enc"] * n
