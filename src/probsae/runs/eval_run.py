@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +9,19 @@ from .spec import read_spec
 
 
 def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bool = True,
-             downstream_batches: int = 8, cache_dir: str | None = None) -> dict[str, Any]:
+             downstream_batches: int = 8, cache_dir: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
     """Metrics of the SAE in ``run_dir`` on the held-out tokens of its data spec (the same tokens
     ``train`` evaluated on); for causal LMs also CE with the SAE spliced in, clean CE,
-    zero-ablation CE, CE recovered and KL. Writes ``eval.json``."""
+    zero-ablation CE, CE recovered and KL. Writes ``out`` (default ``run_dir/eval.json``), whose
+    directory is checked to be writable before anything is computed."""
     from .. import evaluate, load_sae
     from ..data.prepare import prepare_caches, split_docs
+    from ..io import atomic_write_json, check_writable_dir
 
     run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "eval.json"
     spec = read_spec(run_dir)
+    check_writable_dir(out.parent, "directory of the evaluation result")
     sae = load_sae(run_dir).eval()
     (heldout,) = prepare_caches(spec.data, cache_dir or spec.cache_dir, parts=("holdout",))
     result: dict[str, Any] = {"run_dir": str(run_dir), "heldout": evaluate(sae, heldout, max_tokens=eval_tokens)}
@@ -44,5 +47,5 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
         else:
             result["downstream"] = None
             result["downstream_note"] = f"{spec.data.model} is not a causal LM: no next-token CE to measure"
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(out, result)
     return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import replace
@@ -17,16 +16,21 @@ def _say(msg: str) -> None:
     print(f"[probsae] {msg}", file=sys.stderr, flush=True)
 
 
-def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) -> dict[str, Any]:
-    """Train ``spec`` into ``run_dir``: weights + config.json, run.json, log.jsonl, checkpoint.pt,
-    metrics.json (held-out evaluation) and training.png. Resumes from the run directory's
-    checkpoint when there is one; refuses a run directory that holds a different run."""
+def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Train ``spec`` into ``run_dir``: weights + config.json, run.json, log.jsonl,
+    checkpoint.safetensors, metrics.json (held-out evaluation) and training.png. Resumes from the
+    run directory's checkpoint when there is one; refuses a run directory that holds a different
+    run, and a non-empty directory that is not a probsae run unless ``force``. Every option is
+    validated before any activation is extracted."""
     from .. import build_sae, evaluate, train
     from ..data.prepare import activation_stream, prepare_caches, rebatch
+    from ..io import atomic_write_json, check_output_dir, check_writable_dir
     from ..training import distributed
     from .plot import plot_training
 
     run_dir = Path(run_dir)
+    spec.validate()
+    check_output_dir(run_dir, lambda p: (p / RUN_FILE).is_file(), force, "probsae run directory")
     ctx = distributed.setup(spec.train)  # under torchrun: only rank 0 extracts and writes
     if (run_dir / RUN_FILE).is_file():
         old = read_spec(run_dir)
@@ -36,7 +40,7 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
                               "use another --out or delete that directory")
         _say(f"resuming the run in {run_dir}")
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(run_dir, "run directory")
         write_spec(run_dir, spec, command)
 
     t0 = time.perf_counter()
@@ -85,7 +89,7 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
         "train_final": {k: final.get(k) for k in ("step", "tokens", "loss", "explained_variance", "l0", "alive", "dead", "beta") if k in final},
         "seconds": {"data": round(t_data, 1), "train": round(t_train, 1)},
     }
-    (run_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
+    atomic_write_json(run_dir / METRICS_FILE, result)
     plot_training(history.records, run_dir / PLOT_FILE,
                   f"{spec.architecture} {spec.hparams} — {spec.data.model} {spec.data.hook}", d_sae)
     return result
