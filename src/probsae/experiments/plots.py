@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_savefig
+
 STYLE = {  # colour, marker per family label
     "TopK": ("tab:blue", "o"),
     "Probabilistic TopK": ("tab:red", "s"),
@@ -38,7 +40,7 @@ def _save(fig, path: Path, title: str | None) -> None:
     if title is not None:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     _plt().close(fig)
 
 

@@ -15,13 +15,14 @@ Reads ``sweep.json``, every ``runs/*/metrics.json`` (held-out evaluation) and ``
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import atomic_write, atomic_write_text, read_json
 from ..saes.registry import hyperparameters
 from . import plots
 
@@ -80,13 +81,10 @@ def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep directory {sweep_dir} does not exist")
     info_path = sweep_dir / "sweep.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = read_json(info_path, dict, ConfigError) if info_path.is_file() else {}
     results = []
     for p in sorted((sweep_dir / "runs").glob("*/metrics.json")):
-        try:
-            r = json.loads(p.read_text())
-        except json.JSONDecodeError:
-            continue
+        r = read_json(p, dict, ConfigError)  # written atomically: never torn, so anything else is corrupt
         r["_dir"] = p.parent
         results.append(r)
     if not results:
@@ -95,17 +93,9 @@ def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    p = Path(run_dir) / "log.jsonl"
-    if p.is_file():
-        for line in p.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "step" in rec and not rec.get("event"):
-                out.append(rec)
-    return out
+    from ..training.logger import read_jsonl
+
+    return [r for r in read_jsonl(Path(run_dir) / "log.jsonl") if "step" in r and not r.get("event")]
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -210,7 +200,7 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
             raise ConfigError(f"--notes {p}: no such file")
         head, sep, tail = md.partition("\n## Pareto frontier")
         md = head + "\n## Notes\n\n" + p.read_text().strip() + "\n" + sep + tail
-    (out / "report.md").write_text(md)
+    atomic_write_text(out / "report.md", md)
     return out / "report.md"
 
 
@@ -219,11 +209,12 @@ _CSV_COLS = ["name", "architecture", "variant", "tag", "l0", "mse", "fvu", "expl
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_CSV_COLS, extrasaction="ignore")
-        w.writeheader()
-        for r in sorted(rows, key=_sort_key):
-            w.writerow(r)
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=_CSV_COLS, extrasaction="ignore")
+    w.writeheader()
+    for r in sorted(rows, key=_sort_key):
+        w.writerow(r)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(f.getvalue(), encoding="utf-8", newline=""))
 
 
 def _sort_key(r: dict) -> tuple:

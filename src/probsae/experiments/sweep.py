@@ -4,7 +4,7 @@ Layout of a sweep directory::
 
     sweep.json                 resolved config, members, command, data provenance (cache paths)
     runs/<member>/             one per member: config.json + sae.safetensors, log.jsonl,
-                               checkpoint.pt (resume), metrics.json (held-out evaluation)
+                               checkpoint.safetensors (resume), metrics.json (held-out evaluation)
     results.jsonl              one line per finished member (its metrics.json), rewritten at the end
 
 Resume: members with a metrics.json are skipped; the others resume from their checkpoints
@@ -14,7 +14,6 @@ Resume: members with a metrics.json are skipped; the others resume from their ch
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -233,10 +232,9 @@ def _write_sweep_json(out_dir: Path, cfg: SweepConfig, members: list[Member], co
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
+    from ..io import read_json
+
+    return read_json(path, dict, ConfigError) if path.is_file() else {}
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -257,11 +255,10 @@ def collect_results(out_dir: str | Path) -> list[dict[str, Any]]:
     """Every member's metrics.json under ``out_dir/runs`` (also rewrites results.jsonl)."""
     out_dir = Path(out_dir)
     res = []
+    from ..io import atomic_write_jsonl, read_json
+
     for p in sorted((out_dir / "runs").glob(f"*/{METRICS_FILE}")):
-        try:
-            res.append(json.loads(p.read_text()))
-        except json.JSONDecodeError:
-            continue
+        res.append(read_json(p, dict, ConfigError))  # written atomically: never torn, anything else is corrupt
     if out_dir.is_dir():
-        (out_dir / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in res))
+        atomic_write_jsonl(out_dir / RESULTS_FILE, res)
     return res
