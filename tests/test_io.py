@@ -148,3 +148,22 @@ def test_clean_stale_tmp_keeps_temporaries_of_live_writers(tmp_path):
     os.utime(old_live, (time.time() - 7200, time.time() - 7200))
     assert clean_stale_tmp(tmp_path) == 2
     assert [p.name for p in tmp_path.iterdir()] == [live.name]
+
+
+def test_every_write_in_the_package_goes_through_probsae_io():
+    """Source scan: a file write outside probsae/io.py must write into atomic_write's temporary."""
+    import re
+
+    import probsae
+
+    raw = re.compile(r"(?<!atomic_)\b(write_text|write_bytes|savefig)\(|\bopen\([^)]*[\"'](w|a|wb|ab|w\+)[\"']"
+                     r"|torch\.save\(|\bsave_file\(|json\.dump\(")
+    root = Path(probsae.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "io.py" and path.parent == root:
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if raw.search(line) and "tmp" not in line:
+                offenders.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

@@ -17,6 +17,13 @@ def test_unreadable_checkpoint_is_not_called_corrupt(run_copy, train_args, fails
     assert "corrupt" not in line and "Delete" not in line
 
 
+def test_an_unreadable_cache_shard_is_not_called_corrupt(cache_copy, tmp_path, train_args, fails_cleanly, deny):
+    deny("shard_00000.safetensors")
+    line = fails_cleanly(train_args(tmp_path / "run", cache=cache_copy), "cannot read",
+                         "shard_00000.safetensors (permission denied)")
+    assert "corrupt" not in line and "No such file" not in line
+
+
 def test_an_empty_held_out_split_says_why(assets, tmp_path, train_args, fails_cleanly):
     small = tmp_path / "small.txt"
     small.write_text("\n\n".join((assets / "corpus.txt").read_text().split("\n\n")[:5]))

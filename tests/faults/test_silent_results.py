@@ -17,6 +17,19 @@ def flip(path, offset_from_end=40, mask=0x10):
     path.write_bytes(bytes(data))
 
 
+def flip_inside(path, tensor, n_bytes):
+    """Invert ``n_bytes`` bytes in the middle of ``tensor``'s data (found from the header)."""
+    from probsae.tensorfile import read_header
+
+    h = read_header(path)
+    e = h.entries[tensor]
+    start = h.data_start + (e.begin + e.end - n_bytes) // 2
+    assert e.end - e.begin >= n_bytes
+    data = bytearray(path.read_bytes())
+    data[start:start + n_bytes] = bytes(b ^ 0xFF for b in data[start:start + n_bytes])
+    path.write_bytes(bytes(data))
+
+
 def test_similar_corpus_names_and_split_settings_get_their_own_caches(assets, tmp_path, capsys):
     """`--corpus a/b.txt` then `--corpus a_b.txt` (other text) reused the first cache, and
     `--holdout-every 2` reused a split made with 20; options that cannot change the activations
@@ -54,12 +67,12 @@ def test_a_reused_cache_must_record_the_same_data(cache_copy, tmp_path, train_ar
 def test_a_flipped_byte_in_a_cache_shard_stops_training(cache_copy, tmp_path, train_args, fails_cleanly):
     cache = cache_copy
     for shard in cache.glob("*-train-*/shard_*.safetensors"):
-        flip(shard, 100)
+        flip_inside(shard, "activations", 4096)  # 4 KiB, as in the issue
     fails_cleanly(train_args(tmp_path / "run", cache=cache), "shard_00000.safetensors is corrupt: its CRC-32")
 
 
-def test_a_flipped_byte_in_a_checkpoint_stops_the_resume(run_copy, train_args, fails_cleanly):
-    flip(run_copy / "checkpoint.safetensors", 200)
+def test_flipped_bytes_in_a_checkpoint_stop_the_resume(run_copy, train_args, fails_cleanly):
+    flip_inside(run_copy / "checkpoint.safetensors", "sae/W_dec", 64)  # 64 bytes of W_dec, as in the issue
     fails_cleanly(train_args(run_copy), "checkpoint.safetensors is corrupt")
 
 

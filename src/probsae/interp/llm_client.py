@@ -147,9 +147,10 @@ class ChatClient:
         if p is None or not p.is_file():
             return None
         try:
-            return json.loads(p.read_text())["text"]
-        except (OSError, ValueError, KeyError):
-            return None
+            text = json.loads(p.read_text())["text"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # an unreadable or foreign cache entry is a miss: the request is made again
+        return text if isinstance(text, str) else None
 
     def _cache_put(self, key: str, messages: Sequence[dict], params: dict, text: str) -> None:
         p = self._cache_path(key)

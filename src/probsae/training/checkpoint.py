@@ -31,7 +31,12 @@ FORMAT_VERSION = 2
 
 # ---- a state tree ⇄ (JSON skeleton, named tensors) -----------------------------------------------
 
+def _child(path: str, key: Any) -> str:
+    return f"{path}/{key}" if path else str(key)
+
+
 def _encode(obj: Any, tensors: dict[str, Tensor], path: str) -> Any:
+    """A JSON skeleton of ``obj``; its tensors go into ``tensors`` under their path ("sae/W_dec")."""
     if isinstance(obj, Tensor):
         tensors[path] = obj
         return {"$tensor": path}
@@ -40,15 +45,15 @@ def _encode(obj: Any, tensors: dict[str, Tensor], path: str) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else {"$float": repr(obj)}
     if isinstance(obj, tuple):
-        return {"$tuple": [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]}
+        return {"$tuple": [_encode(v, tensors, _child(path, i)) for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]
+        return [_encode(v, tensors, _child(path, i)) for i, v in enumerate(obj)]
     if isinstance(obj, dict):
         if all(isinstance(k, str) and not k.startswith("$") for k in obj):
-            return {k: _encode(v, tensors, f"{path}/{k}") for k, v in obj.items()}
+            return {k: _encode(v, tensors, _child(path, k)) for k, v in obj.items()}
         if not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in obj):
             raise TypeError(f"checkpoint state at {path!r} has a key that is neither str nor int")
-        return {"$items": [[k, _encode(v, tensors, f"{path}/{k}")] for k, v in obj.items()]}
+        return {"$items": [[k, _encode(v, tensors, _child(path, k))] for k, v in obj.items()]}
     raise TypeError(f"cannot store a {type(obj).__name__} at {path!r} in a checkpoint (tensors, numbers, "
                     "strings, lists, tuples and dicts only)")
 
