@@ -61,3 +61,14 @@ def test_checkpoint_every_help_shows_the_commands_default():
     entry = re.search(r"--checkpoint-every CHECKPOINT_EVERY\s+(.*?)\n  --", train.format_help(), re.S).group(1)
     assert "(default: 100)" in entry and "default: 0" not in entry
 
+
+
+def test_export_and_import_remove_stale_temporaries(reference, tmp_path):
+    exp, imp = tmp_path / "exp", tmp_path / "imp"
+    stale = ".cfg.json.probsae-tmp-999999999-deadbeef"
+    for d in (exp, imp):
+        d.mkdir()
+        (d / stale).write_text("torn")
+    assert main(["export", str(reference), "--format", "saelens", "--out", str(exp)]) == 0
+    assert main(["import", str(exp), "--format", "saelens", "--out", str(imp)]) == 0
+    assert not (exp / stale).exists() and not (imp / stale).exists()

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..io import check_output_dir
+    from ..io import check_output_dir, clean_stale_tmp
     from ..formats import export_saelens, export_sparsify, run_metadata, sparsify_hookpoint
     from ..formats._common import pick
     from ..saes import load_sae
@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             hp = args.hookpoint or sparsify_hookpoint(hook, model) or "sae"
             report = export_sparsify(sae, out, hookpoint=hp, allow_lossy=args.allow_lossy, dtype=dtype)
+        clean_stale_tmp(report.path)  # temporaries of an earlier, killed export
         status = "exact" if report.exact else "LOSSY"
         print(f"{run_dir} → {report.path} ({args.format} {report.target_architecture}, {status}); "
               f"notes: {report.notes_path}")
