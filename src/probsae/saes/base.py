@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write_text
 from .config import SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation
 from .normalization import InputNormalizer, NormStats
@@ -271,14 +271,15 @@ class SAE(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``sae.safetensors`` and ``config.json`` into the directory ``path`` (atomically)."""
-        from safetensors.torch import save_file
+        from ..io import ensure_dir
+        from ..tensorfile import save_tensors
+        from .registry import CONFIG_CHECKSUM_KEY, WEIGHTS_CHECKSUM_KEY, config_checksum
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
-        text = json.dumps(self.config_dict(), indent=2)
-        atomic_write_text(path / CONFIG_FILE, text)
+        path = ensure_dir(path, "SAE directory")
+        meta = json.loads(json.dumps(self.config_dict()))  # as load_sae will read it back
+        # each file records the other's checksum: a change to either is found on load
+        crc = save_tensors(path / WEIGHTS_FILE, self.state_dict(), {CONFIG_CHECKSUM_KEY: config_checksum(meta)})
+        atomic_write_text(path / CONFIG_FILE, json.dumps({**meta, WEIGHTS_CHECKSUM_KEY: crc}, indent=2))
         return path
 
     def extra_repr(self) -> str:
