@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +33,17 @@ WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT_NAME = "probsae-sae"
 FORMAT_VERSION = 1
+
+CONFIG_CHECKSUM_KEY = "probsae_config_crc32"
+"""Weight-file metadata entry: the CRC-32 of config.json's content (without WEIGHTS_CHECKSUM_KEY)."""
+WEIGHTS_CHECKSUM_KEY = "weights_crc32"
+"""config.json entry: the CRC-32 of the weight file (``probsae.tensorfile``)."""
+
+
+def config_checksum(meta: dict) -> str:
+    """CRC-32 of a saved SAE's config.json content, apart from its record of the weights' checksum."""
+    body = {k: v for k, v in meta.items() if k != WEIGHTS_CHECKSUM_KEY}
+    return f"{zlib.crc32(json.dumps(body, sort_keys=True, separators=(',', ':')).encode()):08x}"
 
 
 class SAE(nn.Module):
@@ -273,7 +285,6 @@ class SAE(nn.Module):
         """Write ``sae.safetensors`` and ``config.json`` into the directory ``path`` (atomically)."""
         from ..io import ensure_dir
         from ..tensorfile import save_tensors
-        from .registry import CONFIG_CHECKSUM_KEY, WEIGHTS_CHECKSUM_KEY, config_checksum
 
         path = ensure_dir(path, "SAE directory")
         meta = json.loads(json.dumps(self.config_dict()))  # as load_sae will read it back

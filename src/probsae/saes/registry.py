@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -107,20 +106,6 @@ def expected_state(name: str, cfg) -> dict[str, tuple[tuple[int, ...], Any]]:
     return {k: (tuple(v.shape), v.dtype) for k, v in sae.state_dict().items()}
 
 
-CONFIG_CHECKSUM_KEY = "probsae_config_crc32"
-"""Weight-file metadata entry: the CRC-32 of config.json's content (without WEIGHTS_CHECKSUM_KEY)."""
-WEIGHTS_CHECKSUM_KEY = "weights_crc32"
-"""config.json entry: the CRC-32 of the weight file (``probsae.tensorfile``)."""
-
-
-def config_checksum(meta: dict) -> str:
-    """CRC-32 of a saved SAE's config.json content, apart from its record of the weights' checksum."""
-    import zlib
-
-    body = {k: v for k, v in meta.items() if k != WEIGHTS_CHECKSUM_KEY}
-    return f"{zlib.crc32(json.dumps(body, sort_keys=True, separators=(',', ':')).encode()):08x}"
-
-
 def load_sae(path: str | os.PathLike, device: str | None = None):
     """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config).
 
@@ -130,7 +115,7 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     weight is NaN/inf. Every failure is a ``SAEFileError``/``ConfigError`` naming the file."""
     from ..io import json_field, read_json
     from ..tensorfile import check_entries, load_tensors, read_header
-    from .base import CONFIG_FILE, FORMAT_NAME, WEIGHTS_FILE
+    from .base import CONFIG_CHECKSUM_KEY, CONFIG_FILE, FORMAT_NAME, WEIGHTS_CHECKSUM_KEY, WEIGHTS_FILE, config_checksum
 
     path = Path(path)
     if not path.is_dir():
