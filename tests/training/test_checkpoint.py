@@ -122,3 +122,17 @@ def test_an_unreadable_checkpoint_says_so_for_real(tmp_path):
             load_checkpoint(tmp_path)
     finally:
         (tmp_path / CHECKPOINT_FILE).chmod(0o644)
+
+
+def test_a_tensor_learning_rate_stays_the_live_tensor(tmp_path):
+    """The CUDA-graph step gives Adam its learning rate as a device tensor that the captured graph
+    reads; a restored optimizer must keep that tensor (a loaded one is a CPU copy, which fused Adam
+    would read once, at capture, freezing the schedule)."""
+    sae, opt, live = objects()
+    opt.param_groups[0]["lr"] = torch.tensor(2e-3)
+    save_checkpoint(tmp_path, 3, sae, opt, live)
+    sae2, opt2, live2 = objects(seed=1)
+    mine = torch.tensor(5e-4)
+    opt2.param_groups[0]["lr"] = mine
+    restore(load_checkpoint(tmp_path), sae2, opt2, live2)
+    assert opt2.param_groups[0]["lr"] is mine and float(mine) == pytest.approx(2e-3)

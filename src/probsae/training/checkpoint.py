@@ -145,12 +145,17 @@ def restore(state: dict, sae, optimizer, liveness) -> int:
         raise SAEFileError(
             f"checkpoint is for architecture {state.get('architecture')!r}, not {sae.architecture!r}"
         )
+    live_lrs = [g["lr"] for g in optimizer.param_groups]
     try:
         sae.load_state_dict(state["sae"])
         optimizer.load_state_dict(state["optimizer"])
         liveness.load_state_dict(state["liveness"])
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise SAEFileError(f"checkpoint does not match this SAE's shape/config: {e}") from None
+    for group, lr in zip(optimizer.param_groups, live_lrs):
+        if isinstance(lr, Tensor):  # a device learning rate (the CUDA-graph step reads it there) stays that tensor
+            lr.fill_(float(group["lr"]))
+            group["lr"] = lr
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
