@@ -16,3 +16,13 @@ class InputError(ProbSAEError):
 
 class SAEFileError(ProbSAEError):
     """A saved SAE or checkpoint that is missing, corrupt or does not match its config."""
+
+
+class FileIOError(ProbSAEError):
+    """A file or directory that cannot be read or written: permission denied, disk full, a file
+    where a directory should be, invalid UTF-8, JSON of the wrong type. The message names the path
+    and the cause."""
+
+
+class TrainingDivergedError(ProbSAEError):
+    """The training loss or the weights became NaN/inf; the last good checkpoint is kept."""

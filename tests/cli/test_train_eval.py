@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from probsae.cli.main import main
 from probsae.data.tiny import TINY_DOCS, tiny_model
@@ -33,7 +32,7 @@ def test_train_writes_a_complete_run_directory_and_eval_reproduces_it(assets, tm
     run = tmp_path / "run"
     assert main(args(assets, run)) == 0
     printed = capsys.readouterr().out
-    for name in ("sae.safetensors", "config.json", "run.json", "log.jsonl", "metrics.json", "training.png", "checkpoint.pt"):
+    for name in ("sae.safetensors", "config.json", "run.json", "log.jsonl", "metrics.json", "training.png", "checkpoint.safetensors"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())["heldout"]
     assert 0 < metrics["n_tokens"] <= 400 and 0 < metrics["l0"] <= 4
@@ -62,8 +61,9 @@ def test_killed_train_resumes_from_its_checkpoint(assets, tmp_path, monkeypatch)
 
     monkeypatch.setattr(Member, "step", dying)
     assert main(args(assets, tmp_path / "run")) == 130
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 8
+    from probsae.training.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "run")["step"] == 8
     monkeypatch.setattr(Member, "step", original)
     assert main(args(assets, tmp_path / "run")) == 0
     a = json.loads((reference / "metrics.json").read_text())["heldout"]
@@ -105,6 +105,7 @@ def test_corrupt_cache_shard_is_a_clear_error(assets, tmp_path, capsys):
                  "--context-length", "32", "--eval-tokens", "200", "--max-tokens", "600", "--shard-tokens", "256",
                  "--cache-dir", str(cache)]) == 0
     shard = sorted(cache.glob("*-train-*/shard_*.safetensors"))[0]
+    assert shard.is_file()
     shard.write_bytes(b"not a safetensors file")
     a = args(assets, tmp_path / "run")
     a[a.index("--hook") + 1] = "resid_pre.1"

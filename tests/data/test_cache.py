@@ -36,7 +36,7 @@ def test_build_and_read_roundtrip(tmp_path: Path) -> None:
     man = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert man["complete"] and man["model"] == "toy" and man["hook"] == "resid_pre.0"
     assert man["meta"]["corpus"] == "synthetic" and "no normalisation" in man["normalisation"]
-    assert all(len(s["sha256"]) == 64 and s["bytes"] > 0 for s in man["shards"])
+    assert all(len(s["crc32"]) == 8 and s["bytes"] > 0 for s in man["shards"])
     ordered = torch.cat(list(cache.iter_batches(16, shuffle=False)))
     assert torch.equal(ordered, ref)
     assert cache.n_batches(16) == 5 == len(list(cache.iter_batches(16, shuffle=False)))
@@ -96,9 +96,11 @@ def test_corrupt_cache(tmp_path: Path) -> None:
     data = bytearray(shard.read_bytes())
     data[-4:] = b"\x00\x00\x80\x7f"  # same size, different content
     shard.write_bytes(bytes(data))
-    ActivationCache(root)  # size still matches: only the sha256 check notices
-    with pytest.raises(CacheError, match="fails its sha256 check"):
-        ActivationCache(root, verify=True)
+    cache = ActivationCache(root)  # size still matches: the checksum is checked when the shard is read
+    with pytest.raises(CacheError, match="shard_00001.safetensors is corrupt: its CRC-32"):
+        list(cache.iter_batches(8, shuffle=False))
+    unchecked = ActivationCache(root, verify=False)
+    assert len(list(unchecked.iter_batches(8, shuffle=False))) == 9
     shard.write_bytes(bytes(data[:-10]))
     with pytest.raises(CacheError, match="truncated or replaced"):
         ActivationCache(root)
@@ -194,3 +196,25 @@ def test_max_tokens_budget(tmp_path: Path, tiny_gpt2: ModelHandle) -> None:
                                      batch_size=2, max_tokens=25)
     c = build_cache(s, tmp_path / "c", {"model": "m", "hook": "resid_pre.0"}, shard_tokens=10)
     assert c.n_tokens == 25
+
+
+def test_cache_identity_covers_every_field_but_the_listed_ones(tmp_path: Path) -> None:
+    from probsae.data.cache import CACHE_KEY_EXCLUDE, cache_dir_name, cache_identity
+    from probsae.data.prepare import DataSpec
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one document\n\nanother one\n")
+    spec = DataSpec(model="m", corpus=str(corpus)).to_dict()
+    name = cache_dir_name(cache_identity(spec, "train"))
+    assert CACHE_KEY_EXCLUDE == {"device", "extract_batch_size", "shard_tokens"}
+    for k in CACHE_KEY_EXCLUDE:
+        assert cache_dir_name(cache_identity({**spec, k: "other"}, "train")) == name
+    assert cache_dir_name(cache_identity({**spec, "eval_tokens": 7}, "train")) == name  # the other split's budget
+    assert cache_dir_name(cache_identity({**spec, "eval_tokens": 7}, "holdout")) != \
+        cache_dir_name(cache_identity(spec, "holdout"))
+    for k, v in [("holdout_every", 2), ("text_field", "body"), ("context_length", 9), ("max_tokens", 5),
+                 ("exclude_special", False), ("dtype", "float16"), ("model_dtype", "bfloat16")]:  # also new fields
+        assert cache_dir_name(cache_identity({**spec, k: v}, "train")) != name, k
+    assert cache_dir_name(cache_identity(spec, "holdout")) != name
+    corpus.write_text("one document\n\nanother one!\n")
+    assert cache_dir_name(cache_identity(spec, "train")) != name, "the corpus content is part of the key"

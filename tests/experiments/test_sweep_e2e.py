@@ -82,7 +82,7 @@ def test_sweep_then_report(sweep_setup, capsys):
 
     for name in names:
         rd = out / "runs" / name
-        for f in ("config.json", "sae.safetensors", "log.jsonl", "checkpoint.pt", "metrics.json"):
+        for f in ("config.json", "sae.safetensors", "log.jsonl", "checkpoint.safetensors", "metrics.json"):
             assert (rd / f).is_file(), f"{name}/{f}"
         m = json.loads((rd / "metrics.json").read_text())
         sae = load_sae(rd)

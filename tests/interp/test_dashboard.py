@@ -73,3 +73,17 @@ def test_dashboard_renders_in_chromium(trained_run, tmp_path, chromium, capsys):
     r2 = headless(chromium, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom",
                   html.as_uri() + f"#latent-{other['id']}")
     assert f'data-latent="{other["id"]}"' in r2.stdout and f"<h2>Latent {other['id']}</h2>" in r2.stdout
+
+
+def test_embedded_json_cannot_break_out_of_its_script_element():
+    """`<!--<script>` in a string put the HTML parser into the 'script data double escaped'
+    state and blanked the page; every < > & is now written as a \\uXXXX escape."""
+    from probsae.interp.dashboard import json_for_script, render_html
+
+    data = {"title": "t", "latents": [], "nasty": ["<!--<script>", "</script><b>x</b>", "a & b", "\u2028"]}
+    blob = json_for_script(data)
+    assert not set("<>&") & set(blob) and "\u2028" not in blob
+    assert json.loads(blob) == data
+    html = render_html(data)
+    body = html.split('<script id="dashboard-data" type="application/json">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(body) == data

@@ -3,8 +3,11 @@
 import json
 import socket
 
+import pytest
+
 from probsae.cli.main import main
 from probsae.interp import ChatClient, LLMConfig
+from probsae.interp.llm_client import LLMEndpointError
 
 
 def _client(base_url, tmp_path, **kw):
@@ -85,3 +88,84 @@ def test_autointerp_cli_with_llm(fake_llm, trained_run, tmp_path, capsys):
     rows2 = json.loads((out / "table2.json").read_text())["runs"]
     assert rows2[0]["buckets"] == row["buckets"] and rows2[0]["llm"]["cache_hits"] > 0
     assert rows2[0]["llm"].get("requests", 0) == 0
+
+
+class _Recorder:
+    """A local HTTP server that records each request's Authorization header and answers with
+    ``status`` (+ ``location``) or, by default, a valid completion."""
+
+    def __init__(self, status=200, location=None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.auth: list[str | None] = []
+        rec = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _answer(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                rec.auth.append(self.headers.get("Authorization"))
+                body = json.dumps({"choices": [{"message": {"content": "[1, 0]"}}]}).encode()
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_to_another_host_never_receives_the_key(tmp_path, status):
+    other = _Recorder()  # "localhost" is another host than 127.0.0.1 for the client
+    endpoint = _Recorder(status, f"http://localhost:{other.port}/v1/chat/completions")
+    try:
+        c = _client(f"http://127.0.0.1:{endpoint.port}/v1", tmp_path, api_key="sk-secret")
+        with pytest.raises(LLMEndpointError, match=f"redirect \\(HTTP {status}\\).*localhost"):
+            c.complete(_msgs(0))
+        assert endpoint.auth == ["Bearer sk-secret"]
+        assert other.auth == [], "the redirect was followed"
+    finally:
+        endpoint.stop()
+        other.stop()
+
+
+def test_autointerp_stops_on_a_redirect_without_leaking_the_key(trained_run, tmp_path, capsys, monkeypatch):
+    other = _Recorder()
+    endpoint = _Recorder(302, f"http://localhost:{other.port}/v1/chat/completions")
+    monkeypatch.setenv("PROBSAE_LLM_API_KEY", "sk-secret")
+    try:
+        argv = ["autointerp", str(trained_run), "--llm-base-url", f"http://127.0.0.1:{endpoint.port}/v1",
+                "--llm-model", "fake", "--n-latents", "2", "--n-explain", "2", "--n-test", "2", "--n-windows", "160",
+                "--out", str(tmp_path / "table"), "--llm-cache", str(tmp_path / "llm_cache")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "does not follow redirects" in err and "Traceback" not in err
+        assert other.auth == []
+    finally:
+        endpoint.stop()
+        other.stop()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_is_an_error_not_a_counted_failure(tmp_path, status):
+    endpoint = _Recorder(status)
+    try:
+        c = _client(f"http://127.0.0.1:{endpoint.port}/v1", tmp_path)
+        with pytest.raises(LLMEndpointError, match=f"HTTP {status}.*API key is not accepted"):
+            c.complete(_msgs(0))
+        assert len(endpoint.auth) == 1, "not retried"
+    finally:
+        endpoint.stop()

@@ -1,5 +1,5 @@
 """metrics.json: one schema and one writer for ``probsae train`` and sweep members; the reader
-brings older sweep files to it."""
+brings older sweep files to it and refuses corrupt ones."""
 
 import json
 from dataclasses import fields
@@ -37,8 +37,9 @@ def test_reader_brings_an_older_sweep_file_to_the_schema(tmp_path):
     (run / METRICS_FILE).write_text(json.dumps({"architecture": "topk", "hparams": {"k": 2}, "eval": {"l0": 2.0}}))
     m = read_metrics(run / METRICS_FILE)
     assert m["heldout"] == {"l0": 2.0} and "eval" not in m and m["name"] == "topk-k=2"
-    (run / METRICS_FILE).write_text("{torn")
-    assert read_metrics(run / METRICS_FILE) is None and read_runs(tmp_path) == []
+    (run / METRICS_FILE).write_text("{torn")  # written atomically, so a torn file is corrupt: an error naming it
+    with pytest.raises(probsae.ConfigError, match="metrics.json is not valid JSON"):
+        read_runs(tmp_path)
 
 
 def test_a_sweep_member_is_a_run_spec_and_d_sae_has_one_home():

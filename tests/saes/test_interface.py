@@ -145,7 +145,7 @@ def test_invalid_hyperparameter_values(kw):
 def test_corrupt_weight_file(tmp_path):
     make("topk").save(tmp_path / "s")
     (tmp_path / "s" / "sae.safetensors").write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(SAEFileError, match="corrupt SAE weight file"):
+    with pytest.raises(SAEFileError, match="sae.safetensors is not a valid safetensors file"):
         probsae.load_sae(tmp_path / "s")
 
 
@@ -153,7 +153,7 @@ def test_truncated_weight_file(tmp_path):
     make("topk").save(tmp_path / "s")
     w = tmp_path / "s" / "sae.safetensors"
     w.write_bytes(w.read_bytes()[:-100])
-    with pytest.raises(SAEFileError, match="corrupt"):
+    with pytest.raises(SAEFileError, match="truncated"):
         probsae.load_sae(tmp_path / "s")
 
 

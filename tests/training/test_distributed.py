@@ -196,7 +196,7 @@ def test_data_parallel_matches_single_process(launch1):
     assert r0["final"]["alive"] == h.final["alive"] and r0["final"]["tokens"] == h.final["tokens"]
     # only rank 0 wrote the run directory, and exactly one log record per logged step
     run = out / "data_topk"
-    assert (run / "sae.safetensors").is_file() and (run / "checkpoint.pt").is_file()
+    assert (run / "sae.safetensors").is_file() and (run / "checkpoint.safetensors").is_file()
     steps = [r["step"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "step" in r]
     assert steps == [5, 10, 15, 20]
     saved = probsae.load_sae(run)

@@ -85,7 +85,7 @@ def test_killed_run_resumes_to_the_same_result(arch, tmp_path, monkeypatch):
     monkeypatch.setattr(Member, "step", dying_step)
     with pytest.raises(KeyboardInterrupt):
         probsae.train(build(), data(), c, run_dirs=[tmp_path / "run"])
-    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    assert (tmp_path / "run" / "checkpoint.safetensors").exists()
     monkeypatch.setattr(Member, "step", original_step)
 
     resumed = build()
@@ -157,3 +157,81 @@ def test_cache_batches_are_full():
     sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
     hist = probsae.train(sae, Cache(), cfg(steps=6, batch_size=32, log_every=1))
     assert [r["tokens"] for r in hist.steps] == [32 * i for i in range(1, 7)]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", 0, "steps must be a positive integer or None"),
+    ("lr", float("inf"), "lr must be a finite number > 0"),
+    ("lr", -1e-3, "lr must be a finite number > 0"),
+    ("grad_clip", -1.0, "grad_clip must be ≥ 0"),
+    ("adam_betas", (1.5, 0.9), "adam_betas must be two numbers in \\[0, 1\\)"),
+    ("adam_betas", (0.9, 1.0), "adam_betas must be two numbers in \\[0, 1\\)"),
+    ("checkpoint_every", -1, "checkpoint_every must be an integer ≥ 0"),
+    ("device", "tpu", "unknown device 'tpu'"),
+    ("adam_eps", 0.0, "adam_eps must be a finite number > 0"),
+    ("min_lr_ratio", 2.0, "min_lr_ratio must be in \\[0, 1\\]"),
+])
+def test_nonsense_settings_are_refused_up_front(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg(**{field: value}).validate()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch sees a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ConfigError, match="device 'cuda': no CUDA GPU is usable"):
+        cfg(device="cuda").validate()
+
+
+def test_divergence_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """A NaN at step 13 (after the step-10 checkpoint) is found at the next log/checkpoint, never
+    synced per step; nothing diverged is written and the step-10 checkpoint stays."""
+    from probsae.errors import TrainingDivergedError
+    from probsae.training.checkpoint import load_checkpoint
+
+    original = Member.step
+
+    def poisoned(self, batch, step, total):
+        info = original(self, batch, step, total)
+        if step == 13:
+            with torch.no_grad():
+                self.sae.W_enc.fill_(float("nan"))
+        return info
+
+    monkeypatch.setattr(Member, "step", poisoned)
+    run = tmp_path / "run"
+    sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    with pytest.raises(TrainingDivergedError, match="between steps 10 and 20.*last good checkpoint \\(step 10\\)"):
+        probsae.train(sae, data(), cfg(steps=30, checkpoint_every=10), run_dirs=[run])
+    assert load_checkpoint(run)["step"] == 10
+    assert not (run / "sae.safetensors").exists()
+    text = (run / "log.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON: null
+    assert json.loads(text.splitlines()[-1])["loss"] is None
+
+
+def test_a_huge_learning_rate_is_a_clear_error_not_nan_results():
+    from probsae.errors import TrainingDivergedError
+
+    sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    with pytest.raises(TrainingDivergedError, match="lr=1e\\+30"):
+        probsae.train(sae, data(), cfg(steps=20, lr=1e30, warmup_steps=0))
+
+
+@pytest.mark.parametrize("kill_at", [13, 25])
+def test_logged_averages_do_not_depend_on_a_resume(tmp_path, monkeypatch, kill_at):
+    c = cfg(steps=30, checkpoint_every=12, log_every=10)
+    reference = probsae.train(probsae.build_sae("topk", d_in=16, d_sae=64, k=4, seed=2), data(), c)
+    original = Member.step
+
+    def dying(self, batch, step, total):
+        if step == kill_at:
+            raise KeyboardInterrupt
+        return original(self, batch, step, total)
+
+    monkeypatch.setattr(Member, "step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        probsae.train(probsae.build_sae("topk", d_in=16, d_sae=64, k=4, seed=2), data(), c, run_dirs=[tmp_path])
+    monkeypatch.setattr(Member, "step", original)
+    resumed = probsae.train(probsae.build_sae("topk", d_in=16, d_sae=64, k=4, seed=2), data(), c, run_dirs=[tmp_path])
+    keys = ("loss", "l0", "grad_norm", "explained_variance")
+    assert [{k: r[k] for k in keys} for r in resumed.steps] == [{k: r[k] for k in keys} for r in reference.steps]

@@ -29,6 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sparsify: name of the hook-point folder (default: from the run's hook point, e.g. "
                         "resid_post.8 → layers.8, or 'sae')")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the written weights")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even when it is a non-empty directory that no probsae export wrote")
+
+
+def _holds_export(path) -> bool:
+    """A directory an earlier export wrote (its notes file at the top or one level down)."""
+    from ..formats import NOTES_FILE
+
+    return any(next(path.glob(pattern), None) for pattern in (NOTES_FILE, f"*/{NOTES_FILE}", f"*/*/{NOTES_FILE}"))
 
 
 def _runs(root):
@@ -47,20 +56,30 @@ def _runs(root):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     import torch
 
+    from ..io import check_output_dir, clean_stale_tmp
     from ..formats import export_saelens, export_sparsify, run_metadata, sparsify_hookpoint
     from ..formats._common import pick
     from ..saes import load_sae
 
     dtype = getattr(torch, args.dtype)
-    for name, run_dir in _runs(args.run_dir):
+    runs = _runs(args.run_dir)
+    check_output_dir(args.out, _holds_export, args.force, "probsae export")
+    for name, run_dir in runs:
         sae = load_sae(run_dir)
         meta = run_metadata(run_dir)
         hook = args.hook_name or pick(meta, "hook_name", "hook_point", "hook")
         model = args.model_name or pick(meta, "model_name", "model")
+        unknown = [(what, flag) for what, flag, v in (("hook point", "--hook-name", hook), ("model", "--model-name", model))
+                   if v is None]
+        if unknown:
+            print(f"probsae export: warning: {run_dir} records no {' and no '.join(w for w, _ in unknown)} (neither "
+                  f"run.json nor the log's start record): the exported metadata says null; pass "
+                  f"{' and '.join(f for _, f in unknown)}", file=sys.stderr)
         out = Path(args.out) / name if name else Path(args.out)
         if args.format == "saelens":
             report = export_saelens(sae, out, hook_name=hook, model_name=model, allow_lossy=args.allow_lossy,
@@ -68,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             hp = args.hookpoint or sparsify_hookpoint(hook, model) or "sae"
             report = export_sparsify(sae, out, hookpoint=hp, allow_lossy=args.allow_lossy, dtype=dtype)
+        clean_stale_tmp(report.path)  # temporaries of an earlier, killed export
         status = "exact" if report.exact else "LOSSY"
         print(f"{run_dir} → {report.path} ({args.format} {report.target_architecture}, {status}); "
               f"notes: {report.notes_path}")

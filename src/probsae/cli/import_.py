@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..formats import import_saelens, import_sparsify
+    from ..io import clean_stale_tmp
     from ..saes.base import CONFIG_FILE
 
     out = Path(args.out)
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         sae = import_saelens(args.src)
     else:
         sae = import_sparsify(args.src, hookpoint=args.hookpoint)
+    clean_stale_tmp(out)  # temporaries of an earlier, killed import
     sae.save(out)
     print(f"{args.src} → {out}: probsae {sae.architecture} (d_in={sae.d_in}, d_sae={sae.d_sae}, "
           f"normalize={sae.cfg.normalize!r})")

@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from ..errors import ProbSAEError
+from ..io import os_reason
 
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = [
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except ProbSAEError as e:
         print(f"probsae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file system failure no module turned into a ProbSAEError: still one line
+        where = f" {e.filename}" if e.filename else ""
+        print(f"probsae {args.command}: error: cannot access{where} ({os_reason(e)})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"probsae {args.command}: interrupted (a run directory resumes from its last checkpoint)", file=sys.stderr)

@@ -30,6 +30,8 @@ def _hparam_fields() -> dict[str, type]:
 def add_arguments(p) -> None:
     p.add_argument("--arch", default="prob_topk", choices=architectures(), help="SAE architecture")
     p.add_argument("--out", default="runs/default", help="run directory (resumed if it holds a checkpoint)")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even when it is a non-empty directory that is not a probsae run")
     g = p.add_argument_group("SAE size")
     g.add_argument("--expansion", type=int, default=16, help="d_sae = expansion × d_in (the paper: 16)")
     g.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
@@ -48,7 +50,7 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
     g.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training tokens when --steps is not given")
-    add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_")
+    add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_", defaults={"checkpoint_every": 100})
 
 
 def spec_from_args(args):
@@ -69,7 +71,6 @@ def spec_from_args(args):
     hparams.update(parse_assignments(args.hparam))
     data = DataSpec(**collect(args, [a[5:] for a in vars(args) if a.startswith("data_")], "data_"))
     train_kw = collect(args, [a[6:] for a in vars(args) if a.startswith("train_")], "train_")
-    train_kw.setdefault("checkpoint_every", 100)
     train = TrainConfig(steps=args.steps, **train_kw)
     from ..training.loop import resolve_device
 
@@ -93,7 +94,7 @@ def run(args) -> int:
     from ..runs import train_run
 
     spec = spec_from_args(args)
-    result = train_run(spec, args.out, command="probsae " + shlex.join(sys.argv[1:]))
+    result = train_run(spec, args.out, command="probsae " + shlex.join(sys.argv[1:]), force=args.force)
     if not result:  # a non-zero rank under torchrun: rank 0 reports
         return 0
     print(f"\n{spec.architecture} {spec.hparams} on {spec.data.model} {spec.data.hook} ({spec.data.corpus}), "

@@ -8,8 +8,14 @@ Layout of a cache directory::
     ...
 
 Shards are safetensors files: they carry their dtype and shape in a header (checked on read),
-support bfloat16 (``.npy`` does not), and load memory-mapped. Raw activations are stored;
-normalisation belongs to the SAE. See docs/DATA.md.
+support bfloat16 (``.npy`` does not). Each carries a CRC-32 (``probsae.tensorfile``), recorded in
+the manifest too and verified whenever the shard is read (once per process), so a flipped byte is
+an error, not different training data. Raw activations are stored; normalisation belongs to the
+SAE. See docs/DATA.md and docs/INTEGRITY.md.
+
+Caches that ``prepare_caches`` manages are named by ``cache_dir_name``: a readable prefix and a
+hash of everything that defines the activations (``cache_identity``), which the manifest records
+and ``check_identity`` compares before a cache is reused.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from probsae.data.errors import CacheError
-from probsae.io import atomic_write, atomic_write_json, clean_stale_tmp
+from probsae.io import atomic_write_json, clean_stale_tmp, ensure_dir, json_field, read_json
 from probsae.data.extract import ActivationStream
+from probsae.tensorfile import load_tensors, read_header, save_tensors
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -37,6 +43,58 @@ TENSOR_KEY = "activations"
 NORMALISATION_NOTE = ("raw activations at the hook point; no normalisation applied "
                       "(input normalisation belongs to the SAE)")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+CACHE_KEY_EXCLUDE = frozenset({"device", "extract_batch_size", "shard_tokens"})
+"""DataSpec fields that cannot change the cached activations. Every other field — also one added to
+DataSpec later — is part of a cache's identity, so changing it never reuses a stale cache."""
+_OTHER_SPLIT_LIMIT = {"train": "eval_tokens", "holdout": "max_tokens"}  # the other split's token budget
+
+
+def model_source(model: str) -> dict[str, Any]:
+    """What identifies a model: a local directory's resolved path and files' fingerprints, or the name."""
+    from probsae.io import files_fingerprint
+
+    p = Path(str(model))
+    if not p.is_dir():
+        return {"name": str(model)}
+    root = p.resolve()
+    return {"path": str(root), "files": files_fingerprint(root, sorted(f for f in root.rglob("*") if f.is_file()))}
+
+
+def cache_identity(spec: dict[str, Any], part: str) -> dict[str, Any]:
+    """Everything that defines the activations of the ``part`` split of a data spec (a
+    ``DataSpec.to_dict()``): every field but ``CACHE_KEY_EXCLUDE`` and the other split's token
+    budget, the split, and fingerprints of the model (if local) and corpus files."""
+    from probsae.data.corpus import load_corpus
+
+    if part not in _OTHER_SPLIT_LIMIT:
+        raise CacheError(f"split must be 'train' or 'holdout', got {part!r}")
+    ident = {k: v for k, v in spec.items() if k not in CACHE_KEY_EXCLUDE and k != _OTHER_SPLIT_LIMIT[part]}
+    ident["split"] = part
+    ident["model_source"] = model_source(spec["model"])
+    ident["corpus_source"] = load_corpus(spec["corpus"], text_field=spec.get("text_field", "text")).fingerprint()
+    return json.loads(json.dumps(ident))
+
+
+def cache_key(identity: dict[str, Any]) -> str:
+    return hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
+def cache_dir_name(identity: dict[str, Any]) -> str:
+    """A readable prefix (model, hook, corpus, split) and the identity's hash."""
+    corpus = str(identity.get("corpus", ""))
+    raw = f"{Path(str(identity.get('model', ''))).name}-{identity.get('hook', '')}-{Path(corpus).name or corpus}-{identity['split']}"
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', raw).strip('_.')[:80]}-{cache_key(identity)}"
+
+
+def check_identity(cache: "ActivationCache", identity: dict[str, Any]) -> None:
+    """Refuse to reuse ``cache`` unless its manifest records exactly ``identity``."""
+    stored = cache.manifest.get("meta") or {}
+    diff = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+    if diff:
+        raise CacheError(f"cache {cache.path} was built for different data (differs in {', '.join(diff)}): "
+                         "it was modified or copied from elsewhere; move it away to extract it again")
 
 
 def _dtype_name(dtype: torch.dtype | str) -> str:
@@ -59,6 +117,7 @@ def _version() -> str:
 
 
 def _sha256(path: Path) -> str:
+    """sha256 of a file (shards of format-1 caches recorded it; new shards carry a CRC-32)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -66,8 +125,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    atomic_write_json(path, obj)
+_MANIFEST_FIELDS = {"format_version": int, "d_model": (int, type(None)), "dtype": str, "shards": list,
+                    "n_tokens": int, "model": str, "hook": str}
+_SHARD_FIELDS = {"file": str, "n_tokens": int, "bytes": int}
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
@@ -77,14 +137,21 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     if not mp.is_file():
         raise CacheError(f"activation cache {root} has no {MANIFEST}: not a cache, or extraction "
                          "never finished a shard")
-    try:
-        man = json.loads(mp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CacheError(f"{mp} is corrupt (not valid JSON: {e})") from e
-    need = ("format_version", "d_model", "dtype", "shards", "n_tokens", "model", "hook")
-    missing = [k for k in need if k not in man] if isinstance(man, dict) else list(need)
+    man = read_json(mp, dict, CacheError)
+    missing = [k for k in _MANIFEST_FIELDS if k not in man]
     if missing:
         raise CacheError(f"{mp} is corrupt: missing fields {missing}")
+    for k, t in _MANIFEST_FIELDS.items():
+        json_field(man, k, t, mp, CacheError)
+    if not isinstance(man.get("meta", {}), dict):
+        raise CacheError(f"{mp}: field 'meta' is not an object")
+    for i, sh in enumerate(man["shards"]):
+        if not isinstance(sh, dict):
+            raise CacheError(f"{mp}: shards[{i}] is not an object")
+        for k, t in _SHARD_FIELDS.items():
+            json_field(sh, k, t, f"{mp} shards[{i}]", CacheError)
+        if "/" in sh["file"] or "\\" in sh["file"] or sh["file"].startswith("."):
+            raise CacheError(f"{mp}: shards[{i}] names the file {sh['file']!r}, which is not a shard file name")
     return man
 
 
@@ -115,7 +182,7 @@ def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str 
             raise CacheError(f"build_cache: meta must contain {k!r}")
     if shard_tokens < 1:
         raise CacheError(f"shard_tokens must be >= 1, got {shard_tokens}")
-    root.mkdir(parents=True, exist_ok=True)
+    ensure_dir(root, "activation cache directory")
     mp = root / MANIFEST
     if mp.exists() and overwrite:
         for f in root.glob("shard_*.safetensors*"):
@@ -163,14 +230,13 @@ def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str 
         if man["d_model"] is None:
             man["d_model"] = int(x.shape[1])
         name = f"shard_{len(man['shards']):05d}.safetensors"
-        atomic_write(root / name, lambda tmp: save_file({TENSOR_KEY: x}, str(tmp)))
+        crc = save_tensors(root / name, {TENSOR_KEY: x})
         man["shards"].append({"file": name, "n_tokens": int(x.shape[0]),
-                              "bytes": (root / name).stat().st_size,
-                              "sha256": _sha256(root / name), "windows_end": windows_end})
+                              "bytes": (root / name).stat().st_size, "crc32": crc, "windows_end": windows_end})
         man["n_tokens"] += int(x.shape[0])
         man["n_windows"] = windows_end
         man["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        _write_json_atomic(mp, man)
+        atomic_write_json(mp, man)
         buf, n_buf = [], 0
 
     for b in batches:
@@ -192,10 +258,23 @@ def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str 
     if n_buf:
         flush()
     if not man["n_tokens"]:
-        raise CacheError(f"build_cache: the stream produced no activations for {root}")
+        raise CacheError(_empty_reason(root, meta, windows_end))
     man["complete"] = True
-    _write_json_atomic(mp, man)
+    atomic_write_json(mp, man)
     return ActivationCache(root)
+
+
+def _empty_reason(root: Path, meta: dict[str, Any], n_windows: int) -> str:
+    what = f"the {meta['split']} split of corpus {meta.get('corpus')!r}" if meta.get("split") else "the stream"
+    if n_windows:
+        why = f"all {n_windows} token windows of {what} hold only excluded (special) tokens"
+    elif meta.get("split") == "holdout" and meta.get("holdout_every"):
+        n = meta["holdout_every"]
+        why = (f"{what} holds no documents: document i is held out when i % {n} == {n - 1}, and the corpus has "
+               f"fewer than {n} non-blank documents (lower holdout_every, or use a larger corpus)")
+    else:
+        why = f"{what} holds no documents with text tokens"
+    return f"no activations to cache in {root}: {why}"
 
 
 @dataclass(frozen=True)
@@ -204,6 +283,10 @@ class _Shard:
     n_tokens: int
     bytes: int
     sha256: str | None
+    crc32: str | None
+
+
+_VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of shards whose checksum passed
 
 
 class ActivationCache:
@@ -213,13 +296,13 @@ class ActivationCache:
         path: cache directory.
         model / hook / d_model: if given, must match the manifest (else :class:`CacheError`).
         allow_incomplete: accept a cache whose extraction has not finished.
-        verify: check every shard's size and sha256 now (slow for big caches); without it the
-            size and safetensors header are checked when each shard is opened.
+        verify: check each shard's checksum when it is read (the default; once per process for
+            an unchanged file). Sizes and the safetensors header are checked either way.
         shards: restrict to these shard indices (used by :meth:`split`).
     """
 
     def __init__(self, path: str | Path, model: str | None = None, hook: str | None = None,
-                 d_model: int | None = None, allow_incomplete: bool = False, verify: bool = False,
+                 d_model: int | None = None, allow_incomplete: bool = False, verify: bool = True,
                  shards: list[int] | None = None) -> None:
         self.path = Path(path)
         self.manifest = _read_manifest(self.path)
@@ -233,10 +316,11 @@ class ActivationCache:
                              "resume the extraction, or pass allow_incomplete=True")
         if m["dtype"] not in _DTYPES:
             raise CacheError(f"cache {self.path}: unknown dtype {m['dtype']!r} in manifest")
-        all_shards = [_Shard(s["file"], int(s["n_tokens"]), int(s["bytes"]), s.get("sha256"))
+        all_shards = [_Shard(s["file"], int(s["n_tokens"]), int(s["bytes"]), s.get("sha256"), s.get("crc32"))
                       for s in m["shards"]]
         idx = list(range(len(all_shards))) if shards is None else list(shards)
         self._index = idx
+        self.verify = verify
         self.shards = [all_shards[i] for i in idx]
         for s in self.shards:
             p = self.path / s.file
@@ -245,8 +329,6 @@ class ActivationCache:
             if p.stat().st_size != s.bytes:
                 raise CacheError(f"cache {self.path}: shard {s.file} has {p.stat().st_size} bytes, "
                                  f"manifest says {s.bytes} (truncated or replaced)")
-            if verify and s.sha256 and _sha256(p) != s.sha256:
-                raise CacheError(f"cache {self.path}: shard {s.file} fails its sha256 check")
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -283,9 +365,17 @@ class ActivationCache:
         s = self.shards[i]
         p = self.path / s.file
         try:
-            t = load_file(str(p))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CacheError(f"cache {self.path}: shard {s.file} is corrupt ({e})") from e
+            st = p.stat()
+        except OSError:
+            st = None
+        memo = (str(p.resolve()), st.st_size, st.st_mtime_ns) if st else None
+        check = self.verify and memo not in _VERIFIED
+        header = read_header(p, CacheError)
+        if check and s.crc32 is None and s.sha256 and _sha256(p) != s.sha256:  # a format-1 cache
+            raise CacheError(f"cache {self.path}: shard {s.file} fails its sha256 check (the file changed on disk)")
+        t, _ = load_tensors(p, header=header, verify=check, checksum=s.crc32 if check else None, cls=CacheError)
+        if check and memo:
+            _VERIFIED.add(memo)
         if TENSOR_KEY not in t:
             raise CacheError(f"cache {self.path}: shard {s.file} has no tensor {TENSOR_KEY!r}")
         x = t[TENSOR_KEY]

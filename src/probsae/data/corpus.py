@@ -9,6 +9,10 @@ Corpus specs accepted by :func:`load_corpus`:
 * ``"hf:NAME[:split]"`` — a Hugging Face dataset streamed with ``datasets`` (optional dependency).
 
 Hold-out: :func:`split_documents` keeps every ``holdout_every``-th document for evaluation.
+
+Local files must be UTF-8: an invalid byte in a ``.txt`` or ``.jsonl`` file is a
+:class:`CorpusError` naming the file, line and byte (never silently replaced), and an unreadable
+file is reported when the corpus is opened, before any model runs.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 import torch
 
 from probsae.data.errors import CorpusError
+from probsae.io import decode_utf8, files_fingerprint, io_error, read_bytes
 
 # Fixed, deterministic list of stdlib modules whose docstrings make up the "pydoc" corpus.
 # Modules with import side effects (this, antigravity, turtle, tkinter, idlelib...) are left out.
@@ -128,26 +133,39 @@ def pydoc_documents(doc_chars: int = PYDOC_DOC_CHARS) -> Iterator[str]:
 
 
 def _txt_documents(path: Path) -> Iterator[str]:
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = decode_utf8(read_bytes(path, CorpusError), path, CorpusError)
     for block in re.split(r"\n\s*\n", text):
         if block.strip():
             yield block.strip()
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file; an invalid byte is a CorpusError naming its line."""
+    try:
+        with path.open("rb") as f:
+            for i, raw in enumerate(f, 1):
+                try:
+                    yield i, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise CorpusError(f"{path}:{i}: not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at column "
+                                      f"{e.start + 1}); re-encode the file as UTF-8") from None
+    except OSError as e:
+        raise io_error("read corpus file", path, e, CorpusError) from e
+
+
 def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{path}:{i}: invalid JSON ({e.msg})") from e
-            if not isinstance(rec, dict) or text_field not in rec:
-                raise CorpusError(f"{path}:{i}: record has no field {text_field!r} "
-                                  f"(set text_field to the right one)")
-            if isinstance(rec[text_field], str) and rec[text_field].strip():
-                yield rec[text_field]
+    for i, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CorpusError(f"{path}:{i}: invalid JSON ({e.msg})") from e
+        if not isinstance(rec, dict) or text_field not in rec:
+            raise CorpusError(f"{path}:{i}: record has no field {text_field!r} "
+                              f"(set text_field to the right one)")
+        if isinstance(rec[text_field], str) and rec[text_field].strip():
+            yield rec[text_field]
 
 
 def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
@@ -217,12 +235,34 @@ class Corpus:
             raise CorpusError(f"corpus directory {s} has no {'/'.join(_SUFFIXES)} files")
         if p.is_file() and p.suffix not in _SUFFIXES:
             raise CorpusError(f"unsupported corpus file {p}: expected one of {', '.join(_SUFFIXES)}")
+        for f in self._files():  # unreadable files fail now, not halfway through an extraction
+            try:
+                with f.open("rb") as fh:
+                    fh.read(1)
+            except OSError as e:
+                raise io_error("read corpus file", f, e, CorpusError) from e
 
     def _files(self) -> list[Path]:
         p = Path(self.spec)
         if p.is_file():
             return [p]
-        return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in _SUFFIXES)
+        try:
+            return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in _SUFFIXES)
+        except OSError as e:
+            raise io_error("list corpus directory", p, e, CorpusError) from e
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this corpus's text (part of an activation cache's key): for local files
+        the resolved path and each file's size and content hash (size and mtime for corpora over
+        64 MiB); for 'pydoc' the Python version whose docstrings it reads; else the spec."""
+        if self.spec == "pydoc":
+            import sys
+
+            return {"name": "pydoc", "python": "%d.%d" % sys.version_info[:2]}
+        if self.spec.startswith("hf:"):
+            return {"name": self.spec}
+        root = Path(self.spec).resolve()
+        return {"path": str(root), "files": files_fingerprint(root, [f.resolve() for f in self._files()])}
 
     def __iter__(self) -> Iterator[str]:
         n = 0

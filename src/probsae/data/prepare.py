@@ -7,7 +7,6 @@ reuses (or resumes) it afterwards, so every run and sweep member on the same spe
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -61,12 +60,29 @@ class DataSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def validate(self) -> None:
+        """Raise a ``DataError``/``ConfigError`` naming the first invalid field (no model is loaded)."""
+        from ..training.config import resolve_device, whole
+
+        for name in ("model", "hook", "corpus", "text_field"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise DataError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        whole("context_length", self.context_length, 2)
+        whole("extract_batch_size", self.extract_batch_size, 1)
+        for name in ("max_tokens", "eval_tokens"):
+            if getattr(self, name) is not None:
+                whole(name, getattr(self, name), 1, "a positive integer or None (all)")
+        whole("holdout_every", self.holdout_every, 2)
+        whole("shard_tokens", self.shard_tokens, 1)
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise DataError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+        resolve_device(self.device)
+
     def slug(self, part: str) -> str:
-        """A directory name identifying this spec's cache of one split."""
-        limit = self.max_tokens if part == "train" else self.eval_tokens
-        raw = f"{self.model}-{self.hook}-{self.corpus}-ctx{self.context_length}-{part}-{limit or 'all'}-{self.dtype}"
-        raw += "" if self.exclude_special else "-special"
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("_")[-150:]
+        """A directory name identifying this spec's cache of one split (a hash of its identity)."""
+        from .cache import cache_dir_name, cache_identity
+
+        return cache_dir_name(cache_identity(self.to_dict(), part))
 
 
 class _Split:
@@ -105,22 +121,22 @@ def prepare_caches(spec: DataSpec, cache_root: str | Path, progress: bool = True
                    parts: tuple[str, ...] = ("train", "holdout")):
     """The caches of ``parts`` (default: train, held-out) for ``spec`` under ``cache_root``:
     reused when complete, resumed when a previous extraction was killed, extracted otherwise."""
-    from .cache import build_cache
+    from ..io import check_writable_dir
+    from .cache import build_cache, cache_dir_name, cache_identity
 
+    spec.validate()
     root = Path(cache_root)
     out, handle = [], None
     for part in parts:
-        path = root / spec.slug(part)
-        cache = _complete_cache(path)
+        meta = cache_identity(spec.to_dict(), part)  # what the manifest records and reuse checks
+        path = root / cache_dir_name(meta)
+        cache = _complete_cache(path, meta)
         if cache is None:
+            check_writable_dir(root, "cache directory")  # before the model loads
             if handle is None:
                 from .models import load_model
 
                 handle = load_model(spec.model, device=spec.device)
-            meta = {"model": spec.model, "hook": spec.hook, "corpus": spec.corpus, "split": part,
-                    "holdout_every": spec.holdout_every, "context_length": spec.context_length,
-                    "max_tokens": spec.max_tokens if part == "train" else spec.eval_tokens,
-                    "exclude_special": spec.exclude_special}
             t0 = time.perf_counter()
             print(f"[probsae] extracting {part} activations: {spec.model} {spec.hook} on {spec.corpus} -> {path}",
                   file=sys.stderr, flush=True)
@@ -133,12 +149,13 @@ def prepare_caches(spec: DataSpec, cache_root: str | Path, progress: bool = True
     return tuple(out)
 
 
-def _complete_cache(path: Path):
-    from .cache import ActivationCache
+def _complete_cache(path: Path, identity: dict[str, Any]):
+    from .cache import ActivationCache, check_identity
 
     if not (path / "manifest.json").is_file():
         return None
     cache = ActivationCache(path, allow_incomplete=True)
+    check_identity(cache, identity)
     return cache if cache.manifest.get("complete") else None
 
 

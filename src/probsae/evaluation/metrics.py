@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import InputError
 from ..training.batches import BatchSource
 
 
@@ -39,7 +40,7 @@ class MetricAccumulator:
 
     def result(self) -> dict[str, float]:
         if self.n == 0:
-            raise ValueError("no tokens were evaluated")
+            raise InputError("no tokens were evaluated: the evaluation data is empty")
         total_var = self.sum_sq - self.sum_x.pow(2).sum() / self.n
         fvu = float(self.sse / total_var) if total_var > 0 else float("nan")
         alive = int(self.fired.sum())

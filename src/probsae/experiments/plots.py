@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_savefig
+
 _FALLBACK = ["tab:orange", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
 
 
@@ -37,7 +39,7 @@ def _save(fig, path: Path, title: str | None) -> None:
     if title is not None:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     _plt().close(fig)
 
 

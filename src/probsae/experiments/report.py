@@ -15,18 +15,17 @@ Reads ``sweep.json``, every ``runs/*/metrics.json`` (held-out evaluation) and ``
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write, atomic_write_text, read_json
 from ..runs.results import read_runs
 from ..saes import get_class
 from ..saes.registry import architectures, hyperparameters
-from ..training.logger import JsonlLogger, step_records
+from ..training.logger import read_jsonl, step_records
 from ..training.member import LOG_FILE
 from . import plots
 from .sweep import SWEEP_FILE
@@ -97,7 +96,8 @@ def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep directory {sweep_dir} does not exist")
     info_path = sweep_dir / SWEEP_FILE
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = read_json(info_path, dict, ConfigError) if info_path.is_file() else {}
+    # metrics.json is written atomically: never torn, so one that cannot be read is an error naming it
     results = [{**m, "_dir": run_dir} for run_dir, m in read_runs(sweep_dir / "runs")]
     if not results:
         raise ConfigError(f"{sweep_dir} has no finished runs (no runs/*/metrics.json): run 'probsae sweep' first")
@@ -105,8 +105,8 @@ def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-step training records of a run directory's log."""
-    return step_records(JsonlLogger(Path(run_dir) / LOG_FILE).read())
+    """The per-step training records of a run directory's log (strict: see ``read_jsonl``)."""
+    return step_records(read_jsonl(Path(run_dir) / LOG_FILE))
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +221,7 @@ _CSV_COLS = ["name", "architecture", "variant", "tag", "l0", "mse", "fvu", "expl
 
 def _write_csv(rows: list[dict], path: Path) -> None:
     def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=_CSV_COLS, extrasaction="ignore")
             w.writeheader()
             for r in sorted(rows, key=_sort_key):

@@ -4,8 +4,8 @@ Layout of a sweep directory::
 
     sweep.json                 resolved config, members, command, data provenance (cache paths)
     runs/<member>/             one per member: config.json + sae.safetensors, log.jsonl,
-                               checkpoint.pt (resume), metrics.json (held-out evaluation; the schema
-                               of probsae.runs.results, shared with probsae train)
+                               checkpoint.safetensors (resume), metrics.json (held-out evaluation; the
+                               schema of probsae.runs.results, shared with probsae train)
     results.jsonl              one line per finished member (its metrics.json), rewritten at the end
 
 Resume: members with a metrics.json are skipped; the others resume from their checkpoints
@@ -15,7 +15,6 @@ Resume: members with a metrics.json are skipped; the others resume from their ch
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import ConfigError
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_jsonl, read_json
 from ..runs.results import METRICS_FILE, read_runs, record_run
 from .presets import SweepConfig, SweepMember, train_config_kwargs
 
@@ -205,10 +204,7 @@ def _write_sweep_json(out_dir: Path, cfg: SweepConfig, members: list[SweepMember
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
+    return read_json(path, dict, ConfigError) if path.is_file() else {}
 
 
 def _merge_members(old: list[dict], members: list[SweepMember]) -> list[dict]:
@@ -223,5 +219,5 @@ def collect_results(out_dir: str | Path) -> list[dict[str, Any]]:
     out_dir = Path(out_dir)
     res = [m for _, m in read_runs(out_dir / "runs")]
     if out_dir.is_dir():
-        atomic_write_text(out_dir / RESULTS_FILE, "".join(json.dumps(r) + "\n" for r in res))
+        atomic_write_jsonl(out_dir / RESULTS_FILE, res)
     return res

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, SAEFileError
-from ..io import atomic_write, atomic_write_text
+from ..errors import ConfigError, ProbSAEError, SAEFileError
+from ..io import atomic_write_text
 from ..saes.declarations import Export, Imported, NotExpressible
 
 NOTES_FILE = "PROBSAE_EXPORT.md"
@@ -126,22 +126,47 @@ def readable(fmt: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s for a in architectures() for s in get_class(a).reads.get(fmt, ())))
 
 
+class _ReadTensors(dict):
+    """An imported file's tensors, remembering the names a conversion read."""
+
+    def __init__(self, tensors: dict[str, Tensor]):
+        super().__init__(tensors)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Tensor:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.read.add(key)
+        return super().pop(key, *default)
+
+
 def read_with(fmt: str, source: str, cfg: dict[str, Any], tensors: dict[str, Tensor], block: dict | None,
               path: Path) -> tuple[str, Imported]:
     """The architecture that reads a ``fmt`` SAE of kind ``source`` and its reading: the one the
     provenance block names first, then every architecture that ``reads`` it, in registry order
-    (an architecture may decline a file by returning None)."""
+    (an architecture may decline a file by returning None). A tensor of the file that the reading
+    does not use is an error: the file is not the SAE its config says."""
     from ..saes import get_class
     from ..saes.registry import architectures
 
     named = (block or {}).get("architecture")
     order = sorted((a for a in architectures() if source in get_class(a).reads.get(fmt, ())), key=lambda a: a != named)
     for arch in order:
+        seen = _ReadTensors(tensors)
         try:
-            imported = getattr(get_class(arch), f"from_{fmt}")(source, cfg, tensors, block)
+            imported = getattr(get_class(arch), f"from_{fmt}")(source, cfg, seen, block)
         except (ConfigError, SAEFileError) as e:
             raise type(e)(f"{path}: {e}") from None
         if imported is not None:
+            unused = sorted(set(tensors) - seen.read)
+            if unused:
+                raise SAEFileError(f"{path} holds tensors a {fmt} {source!r} SAE does not define: {unused}")
             return arch, imported
     raise ConfigError(f"{path}: no probsae architecture reads this {fmt} {source!r} SAE")
 
@@ -190,42 +215,66 @@ def load_into(sae, tensors: dict[str, Tensor], source: Path) -> None:
 def read_json(path: Path) -> dict:
     if not path.is_file():
         raise SAEFileError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SAEFileError(f"{path} is not valid JSON: {e}") from None
+    from ..io import read_json as read
+
+    return read(path, dict, SAEFileError)
 
 
-def read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def read_safetensors(path: Path, allowed: set[str] | None = None) -> dict[str, Tensor]:
+    """The tensors of an imported weight file: floating point, finite, and (with ``allowed``)
+    no tensor the source format does not define."""
+    from ..tensorfile import load_tensors, read_header
 
     if not path.is_file():
         raise SAEFileError(f"{path} does not exist")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        raise SAEFileError(f"corrupt weight file {path}: {e}") from None
+    header = read_header(path, SAEFileError)
+    extra = sorted(set(header.entries) - allowed) if allowed is not None else []
+    if extra:
+        raise SAEFileError(f"{path} holds tensors this format does not define: {extra}")
+    return load_tensors(path, header=header, floating=True, finite=True, cls=SAEFileError)[0]
 
 
 def write_safetensors(path: Path, tensors: dict[str, Tensor]) -> None:
-    from safetensors.torch import save_file
+    from ..tensorfile import save_tensors
 
-    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(clean, str(tmp)))
+    save_tensors(path, tensors)
+
+
+def provenance_block(obj: Any) -> dict | None:
+    """The ``probsae`` provenance block of a cfg.json (or its metadata), if well formed."""
+    block = obj.get(BLOCK_KEY) if isinstance(obj, dict) else None
+    return block if isinstance(block, dict) and isinstance(block.get("config", {}), dict) else None
+
+
+def malformed_files_are_errors(fn):
+    """An importer whose untrusted cfg.json holds a value of the wrong type raises
+    ``SAEFileError`` naming the directory, not a TypeError/KeyError traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return fn(path, *args, **kwargs)
+        except ProbSAEError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+            raise SAEFileError(f"{path}: malformed SAE files ({type(e).__name__}: {e})") from None
+
+    return wrapper
 
 
 def run_metadata(run_dir: str | Path) -> dict[str, Any]:
-    """Best-effort model/hook/dataset facts from a run directory's ``log.jsonl`` start event
-    (``TrainConfig.extra``), e.g. ``{"model": "gpt2", "hook": "resid_post.8"}``."""
-    log = Path(run_dir) / "log.jsonl"
-    if not log.is_file():
-        return {}
-    for line in log.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    """Model/hook/dataset facts of a run directory: its ``run.json`` data spec, else its
+    ``log.jsonl`` start event (``TrainConfig.extra``), e.g. ``{"model": "gpt2", "hook": "resid_post.8"}``;
+    {} when it has neither. A corrupt file is an error, not silently missing metadata."""
+    from ..runs.spec import RUN_FILE, read_spec
+    from ..training.logger import read_jsonl
+
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_FILE).is_file():
+        data = read_spec(run_dir).data
+        return {"model": data.model, "hook": data.hook, "corpus": data.corpus}
+    for rec in read_jsonl(run_dir / "log.jsonl"):
         if rec.get("event") == "start":
             extra = (rec.get("train_config") or {}).get("extra") or {}
             return dict(extra) if isinstance(extra, dict) else {}

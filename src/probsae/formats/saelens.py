@@ -31,10 +31,12 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, SAEFileError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, ensure_dir
+from ..saes.declarations import positive_int
 from ._common import (
-    BLOCK_KEY, ExportReport, expressible, fold_input_scale, load_imported, provenance, read_json, read_safetensors,
-    read_with, readable, refuse_or_allow, unit_to_layernorm_factor, working_state, write_safetensors,
+    BLOCK_KEY, ExportReport, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
+    provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, unit_to_layernorm_factor,
+    working_state, write_safetensors,
 )
 
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -111,8 +113,7 @@ def export_saelens(sae, out_dir: str | Path, *, hook_name: str | None = None, mo
     }
     if "k" in extra_cfg:
         cfg["activation_fn_kwargs"] = {"k": extra_cfg["k"]}
-    path = Path(out_dir)
-    path.mkdir(parents=True, exist_ok=True)
+    path = ensure_dir(out_dir, "export directory")
     write_safetensors(path / WEIGHTS_FILE, {k: v.to(dtype) for k, v in out.items()})
     text = json.dumps(cfg, indent=2)
     atomic_write_text(path / CONFIG_FILE, text)
@@ -121,16 +122,18 @@ def export_saelens(sae, out_dir: str | Path, *, hook_name: str | None = None, mo
     return report
 
 
+@malformed_files_are_errors
 def import_saelens(path: str | Path):
     """Load a SAELens SAE directory (``cfg.json`` + ``sae_weights.safetensors``) as a probsae SAE
     with the same inference behaviour, or raise ``ConfigError``/``SAEFileError`` naming what
     probsae cannot represent (hook_z reshaping, fine-tuning scaling factors, un-folded
-    normalisation scales, other architectures)."""
+    normalisation scales, other architectures) or what is wrong with the files (non-float or
+    NaN/inf weights, tensors the SAE's architecture does not define, shapes that do not match
+    d_in/d_sae, malformed cfg.json fields)."""
     path = Path(path)
     cfg = read_json(path / CONFIG_FILE)
-    tensors = {k: v.double() for k, v in read_safetensors(path / WEIGHTS_FILE).items()}
     meta = cfg.get("metadata") or {}
-    block = meta.get(BLOCK_KEY) if isinstance(meta, dict) else None
+    block = provenance_block(meta)
     arch = cfg.get("architecture") or "standard"
     act = cfg.get("activation_fn") or cfg.get("activation_fn_str")
     if arch == "standard" and act == "topk":  # pre-6 TopK configs
@@ -138,10 +141,12 @@ def import_saelens(path: str | Path):
     importable = readable("saelens")
     if arch not in importable:
         raise ConfigError(f"{path}: SAELens architecture {arch!r} has no probsae equivalent; importable: {importable}")
-    try:
-        d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    except (KeyError, TypeError, ValueError):
-        raise SAEFileError(f"{path / CONFIG_FILE}: d_in/d_sae missing or invalid") from None
+    d_in, d_sae = positive_int(cfg, "d_in", path / CONFIG_FILE), positive_int(cfg, "d_sae", path / CONFIG_FILE)
+    tensors = {k: v.double() for k, v in read_safetensors(path / WEIGHTS_FILE).items()}
+    for key, shape in (("W_enc", (d_in, d_sae)), ("W_dec", (d_sae, d_in))):
+        if key in tensors and tuple(tensors[key].shape) != shape:
+            raise SAEFileError(f"{path / WEIGHTS_FILE}: {key} has shape {tuple(tensors[key].shape)}, but cfg.json's "
+                               f"d_in={d_in}, d_sae={d_sae} imply {shape}")
     if (cfg.get("reshape_activations") or "none") != "none":
         raise ConfigError(f"{path}: reshape_activations={cfg['reshape_activations']!r} (hook_z SAEs) is not supported: "
                           "probsae SAEs read flat (…, d_in) activations")
@@ -150,6 +155,7 @@ def import_saelens(path: str | Path):
     tensors.pop("scaling_factor", None)
     if cfg.get("finetuning_scaling_factor") and "finetuning_scaling_factor" in tensors:
         raise ConfigError(f"{path}: a fine-tuning scaling factor is not supported")
+    tensors.pop("finetuning_scaling_factor", None)  # not applied: cfg.json does not ask for it
     for key in ("W_enc", "W_dec", "b_dec"):
         if key not in tensors:
             raise SAEFileError(f"{path / WEIGHTS_FILE} has no {key!r}")

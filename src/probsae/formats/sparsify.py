@@ -26,10 +26,11 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, SAEFileError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, ensure_dir
 from ._common import (
-    BLOCK_KEY, ExportReport, expressible, fold_input_scale, load_imported, provenance, read_json, read_safetensors,
-    read_with, readable, refuse_or_allow, working_state, write_safetensors,
+    BLOCK_KEY, ExportReport, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
+    provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, working_state,
+    write_safetensors,
 )
 
 WEIGHTS_FILE = "sae.safetensors"
@@ -78,8 +79,7 @@ def export_sparsify(sae, out_dir: str | Path, *, hookpoint: str | None = None, a
                        "map the output back with x̂ = x̂_n·‖x − mean(x)‖ + mean(x). Fed raw activations, the "
                        "sparsify SAE computes different codes and a reconstruction on the wrong scale")
     refuse_or_allow("sparsify", arch, changes, allow_lossy)
-    path = Path(out_dir) / hookpoint if hookpoint else Path(out_dir)
-    path.mkdir(parents=True, exist_ok=True)
+    path = ensure_dir(Path(out_dir) / hookpoint if hookpoint else Path(out_dir), "export directory")
     tensors = {"encoder.weight": out["W_enc"].t(), "encoder.bias": b_enc, "W_dec": out["W_dec"], "b_dec": out["b_dec"]}
     write_safetensors(path / WEIGHTS_FILE, {n: v.to(dtype) for n, v in tensors.items()})
     cfg: dict[str, Any] = {
@@ -100,6 +100,7 @@ def find_hookpoints(path: str | Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file()) if path.is_dir() else []
 
 
+@malformed_files_are_errors
 def import_sparsify(path: str | Path, hookpoint: str | None = None):
     """Load a sparsify SAE as the probsae architecture that reads its coder (a TopK coder: ``topk``),
     with normalisation 'none', or the probsae normalisation recorded at export. ``path`` is a hook-point directory, or a run directory
@@ -114,7 +115,8 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
                 f"; it holds the hook points {hps}: choose one (CLI: --hookpoint)" if hps else " (no cfg.json)"))
         path = path / hps[0]
     cfg = read_json(path / CONFIG_FILE)
-    w = {k: v.double() for k, v in read_safetensors(path / WEIGHTS_FILE).items()}
+    allowed = {"encoder.weight", "encoder.bias", "W_dec", "b_dec", "W_skip"}
+    w = {k: v.double() for k, v in read_safetensors(path / WEIGHTS_FILE, allowed).items()}
     if cfg.get("transcode"):
         raise ConfigError(f"{path}: a transcoder (predicts another activation) is not an autoencoder probsae can load")
     if cfg.get("skip_connection") or "W_skip" in w:
@@ -130,7 +132,7 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
     d_sae, d_in = w["encoder.weight"].shape
     if "d_in" in cfg and int(cfg["d_in"]) != d_in:
         raise SAEFileError(f"{path}: cfg d_in={cfg['d_in']} but encoder.weight is {tuple(w['encoder.weight'].shape)}")
-    block = cfg.get(BLOCK_KEY)
+    block = provenance_block(cfg)
     tensors = {"W_enc": w["encoder.weight"].t(), "b_enc": w["encoder.bias"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
     normalize, c = "none", 1.0
     bcfg = (block or {}).get("config") or {}

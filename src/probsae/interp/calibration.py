@@ -7,13 +7,14 @@ latents), and the Pearson correlation between bucket index and score over all sc
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..io import atomic_savefig, atomic_write_json, atomic_write_text
 
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -131,7 +132,7 @@ def plot_calibration(rows: Sequence[dict], path: str | Path, title: str | None =
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_savefig(fig, path)
     plt.close(fig)
     return path
 
@@ -141,6 +142,6 @@ def write_table(rows: Sequence[dict], out_dir: str | Path, stem: str = "table2")
     out.mkdir(parents=True, exist_ok=True)
     md = out / f"{stem}.md"
     js = out / f"{stem}.json"
-    md.write_text(table_markdown(rows))
-    js.write_text(json.dumps({"runs": list(rows)}, indent=2))
+    atomic_write_text(md, table_markdown(rows))
+    atomic_write_json(js, {"runs": list(rows)})
     return {"markdown": md, "json": js}

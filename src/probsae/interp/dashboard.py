@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io import atomic_write_json, atomic_write_text, dumps_json
+
 from .explainer import TextFormatter
 from .latent_cache import LatentCache
 from .sampling import assign_buckets, bucket_edges
@@ -106,9 +108,19 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
             "alive": int(stats.alive.sum()), "latents": items}
 
 
+def json_for_script(data: Any) -> str:
+    """Strict JSON safe to embed inside an HTML ``<script>`` element: ``<``, ``>`` and ``&`` (and
+    the JavaScript line separators U+2028/9) are written as ``\\uXXXX`` escapes, so no string
+    (``</script>``, ``<!--<script>``) can end or re-open the element."""
+    blob = dumps_json(data, indent=None, ensure_ascii=False)
+    for ch in "<>&\u2028\u2029":
+        blob = blob.replace(ch, f"\\u{ord(ch):04x}")
+    return blob
+
+
 def render_html(data: dict) -> str:
     template = resources.files("probsae.interp").joinpath("templates/dashboard.html").read_text(encoding="utf-8")
-    blob = json.dumps(data, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    blob = json_for_script(data)
     title = (data.get("title") or "").replace("&", "&amp;").replace("<", "&lt;")
     return template.replace("__TITLE__", title).replace("__DATA__", blob)
 
@@ -137,7 +149,7 @@ def write_dashboard(cache: LatentCache, out_dir: str | Path, latents: list[int] 
     if not latents:
         latents = choose_dashboard_latents(cache, n_latents, seed, order)
     data = dashboard_data(cache, latents, seed=seed, title=title, run_dir=Path(run_dir) if run_dir else None, **kw)
-    (out / "data.json").write_text(json.dumps(data))
+    atomic_write_json(out / "data.json", data, indent=None)
     html = out / "index.html"
-    html.write_text(render_html(data), encoding="utf-8")
+    atomic_write_text(html, render_html(data))
     return html

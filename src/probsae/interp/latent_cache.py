@@ -245,7 +245,7 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
                 "chunk_windows": chunk_windows, "has_gate": is_prob, "model": handle.name,
                 "chunks": chunks, "seconds": round(time.time() - t0, 2), "meta": meta or {},
                 "special_ids": sorted(int(i) for i in handle.special_ids), "complete": False}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    atomic_write_json(out / MANIFEST, manifest)
     cache = LatentCache(out)
     cache._write_nonactivating(n_nonactivating, seed)
     manifest["complete"] = True

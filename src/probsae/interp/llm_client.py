@@ -4,8 +4,14 @@
 Standard library only: ``urllib`` for HTTP and a thread pool for concurrency. Every request is
 retried with exponential back-off on timeouts, connection errors, HTTP 408/409/429/5xx and
 malformed response bodies; a request that still fails returns a :class:`ChatResult` with
-``text=None`` and an ``error`` string (never raises). Successful replies are cached on disk,
-keyed by (model, messages, params), so a rerun does not pay twice.
+``text=None`` and an ``error`` string. Two answers mean every further request would fail the
+same way, so they raise :class:`LLMEndpointError` (a ``ProbSAEError``: exit 2 on the command
+line) at once: HTTP 401/403 (the API key is missing or refused) and a redirect. Successful
+replies are cached on disk, keyed by (model, messages, params), so a rerun does not pay twice.
+
+Redirects are never followed: the client sends the API key in an ``Authorization`` header, and
+a redirect (even to the same host) could hand it, and the request, to a server the user did not
+configure. Configure the final endpoint URL instead.
 
 Configuration (:meth:`LLMConfig.from_env`): ``PROBSAE_LLM_BASE_URL`` (or ``OPENAI_BASE_URL``),
 ``PROBSAE_LLM_MODEL``, ``PROBSAE_LLM_API_KEY`` (or ``OPENAI_API_KEY``, ``OPENROUTER_API_KEY``).
@@ -29,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ProbSAEError
 from ..io import atomic_write_text
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -97,6 +103,20 @@ class _Malformed(Exception):
     pass
 
 
+class LLMEndpointError(ProbSAEError):
+    """The endpoint refused the credentials or redirected: no request can succeed."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Turn every 3xx into an HTTPError instead of following it (with the Authorization header)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class ChatClient:
     """Thread-safe chat-completions client with retries, back-off and a response cache.
 
@@ -127,9 +147,10 @@ class ChatClient:
         if p is None or not p.is_file():
             return None
         try:
-            return json.loads(p.read_text())["text"]
-        except (OSError, ValueError, KeyError):
-            return None
+            text = json.loads(p.read_text())["text"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # an unreadable or foreign cache entry is a miss: the request is made again
+        return text if isinstance(text, str) else None
 
     def _cache_put(self, key: str, messages: Sequence[dict], params: dict, text: str) -> None:
         p = self._cache_path(key)
@@ -167,7 +188,7 @@ class ChatClient:
             self._count("requests")
             try:
                 req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
+                with _OPENER.open(req, timeout=self.cfg.timeout) as resp:
                     raw = resp.read()
                 text = self._parse(raw)
                 self._cache_put(key, messages, params, text)
@@ -175,6 +196,7 @@ class ChatClient:
                 return ChatResult(text, attempts=attempts)
             except urllib.error.HTTPError as e:
                 err = f"http_{e.code}"
+                self._fatal(e)
                 if e.code not in RETRY_STATUS:
                     break
             except (TimeoutError, socket.timeout):
@@ -188,6 +210,20 @@ class ChatClient:
             self._count(f"error:{err}")
         self._count("failures")
         return ChatResult(None, error=err, attempts=attempts)
+
+    def _fatal(self, e: urllib.error.HTTPError) -> None:
+        if e.code in (401, 403):
+            self._count(f"error:http_{e.code}")
+            raise LLMEndpointError(
+                f"the LLM endpoint {self.url} answered HTTP {e.code} ({e.reason}): the API key is "
+                f"{'missing' if not self.cfg.api_key else 'not accepted'} (set PROBSAE_LLM_API_KEY or pass "
+                "--llm-api-key-env)")
+        if 300 <= e.code < 400:
+            self._count(f"error:http_{e.code}")
+            raise LLMEndpointError(
+                f"the LLM endpoint {self.url} answered with a redirect (HTTP {e.code}) to "
+                f"{(e.headers or {}).get('Location')!r}; probsae does not follow redirects, so that the API key is never sent to "
+                "another server: set the endpoint URL (--llm-base-url / PROBSAE_LLM_BASE_URL) to the final address")
 
     @staticmethod
     def _parse(raw: bytes) -> str:

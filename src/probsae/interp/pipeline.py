@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import atomic_write_json, atomic_write_jsonl
 from .calibration import plot_calibration, summarize_run, write_table
 from .explainer import LLMExplainer, TextFormatter, TopTokensExplainer
 from .latent_cache import LatentCache, build_latent_cache
@@ -185,16 +186,12 @@ def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=No
     scorer = (DetectionScorer(client, cfg.examples_per_prompt, cfg.seed) if cfg.scorer == "detection"
               else EmbeddingScorer(embedder))
     scores = scorer.score_many(fmt, list(zip(explanations, buckets)))
-    with (out / "explanations.jsonl").open("w") as f:
-        for e, b in zip(explanations, buckets):
-            f.write(json.dumps({**e.to_json(), "bucket_label": b.label, "act_range": b.act_range,
-                                "explain_windows": [x.window for x in b.explain],
-                                "test_windows": [x.window for x in b.test],
-                                "nonactivating_windows": [x.window for x in b.nonactivating]}) + "\n")
+    atomic_write_jsonl(out / "explanations.jsonl", [
+        {**e.to_json(), "bucket_label": b.label, "act_range": b.act_range,
+         "explain_windows": [x.window for x in b.explain], "test_windows": [x.window for x in b.test],
+         "nonactivating_windows": [x.window for x in b.nonactivating]} for e, b in zip(explanations, buckets)])
     score_dicts = [s.to_json() for s in scores]
-    with (out / "scores.jsonl").open("w") as f:
-        for s in score_dicts:
-            f.write(json.dumps(s) + "\n")
+    atomic_write_jsonl(out / "scores.jsonl", score_dicts)
     llm_stats = client.report() if client is not None else {}
     extra = {"run_dir": str(info.run_dir), "architecture": cache.manifest.get("architecture"),
              "model": info.model, "hook": info.hook, "corpus": info.corpus,
@@ -207,7 +204,7 @@ def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=No
     if cfg.llm.configured:
         extra["llm_model"] = cfg.llm.model
     row = summarize_run(info.label, score_dicts, cfg.n_buckets, extra)
-    (out / "summary.json").write_text(json.dumps(row, indent=2))
+    atomic_write_json(out / "summary.json", row)
     return row
 
 

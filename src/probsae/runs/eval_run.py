@@ -9,17 +9,20 @@ from .spec import read_spec
 
 
 def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bool = True,
-             downstream_batches: int = 8, cache_dir: str | None = None) -> dict[str, Any]:
+             downstream_batches: int = 8, cache_dir: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
     """Metrics of the SAE in ``run_dir`` on the held-out tokens of its data spec (the same tokens
     ``train`` evaluated on); for causal LMs also CE with the SAE spliced in, clean CE,
-    zero-ablation CE, CE recovered and KL. Writes ``eval.json``."""
+    zero-ablation CE, CE recovered and KL. Writes ``out`` (default ``run_dir/eval.json``), whose
+    directory is checked to be writable before anything is computed."""
     from ..data.prepare import prepare_caches, split_docs
     from ..evaluation.metrics import evaluate
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, check_writable_dir
     from ..saes import load_sae
 
     run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "eval.json"
     spec = read_spec(run_dir)
+    check_writable_dir(out.parent, "directory of the evaluation result")
     sae = load_sae(run_dir).eval()
     (heldout,) = prepare_caches(spec.data, cache_dir or spec.cache_dir, parts=("holdout",))
     result: dict[str, Any] = {"run_dir": str(run_dir), "heldout": evaluate(sae, heldout, max_tokens=eval_tokens)}
@@ -45,5 +48,5 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
         else:
             result["downstream"] = None
             result["downstream_note"] = f"{spec.data.model} is not a causal LM: no next-token CE to measure"
-    atomic_write_json(run_dir / "eval.json", result)
+    atomic_write_json(out, result)
     return result

@@ -10,6 +10,8 @@ from ..training.logger import step_records
 def plot_training(records: list[dict], path: Path, title: str, d_sae: int | None = None) -> Path:
     import matplotlib
 
+    from ..io import atomic_savefig, ensure_dir
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -33,7 +35,7 @@ def plot_training(records: list[dict], path: Path, title: str, d_sae: int | None
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    ensure_dir(path.parent)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path

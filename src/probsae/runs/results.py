@@ -8,7 +8,6 @@ the same way as one trained now).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,16 +91,15 @@ def record_run(run_dir: str | Path, name: str, architecture: str, hparams: dict[
     return metrics
 
 
-def read_metrics(path: str | Path) -> dict[str, Any] | None:
-    """A ``metrics.json`` (None when missing or unreadable). Files written before the one schema
-    are brought to it: a sweep member's held-out ``eval`` becomes ``heldout``."""
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """A ``metrics.json``. It is written atomically, so it is never torn: a file that is not a JSON
+    object is corrupt and a ``ConfigError`` naming it. Files written before the one schema are
+    brought to it: a sweep member's held-out ``eval`` becomes ``heldout``."""
+    from ..errors import ConfigError
+    from ..io import read_json
+
     path = Path(path)
-    try:
-        m = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(m, dict):
-        return None
+    m = read_json(path, dict, ConfigError)
     if "heldout" not in m and "eval" in m:
         m["heldout"] = m.pop("eval")
     m.setdefault("name", path.parent.name)
@@ -110,9 +108,4 @@ def read_metrics(path: str | Path) -> dict[str, Any] | None:
 
 def read_runs(runs_root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     """(run directory, metrics) of every ``*/metrics.json`` under ``runs_root``, sorted by directory."""
-    out = []
-    for p in sorted(Path(runs_root).glob(f"*/{METRICS_FILE}")):
-        m = read_metrics(p)
-        if m is not None:
-            out.append((p.parent, m))
-    return out
+    return [(p.parent, read_metrics(p)) for p in sorted(Path(runs_root).glob(f"*/{METRICS_FILE}"))]

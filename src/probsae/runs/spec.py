@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..data.prepare import DataSpec
-from ..errors import ConfigError, SAEFileError
+from ..errors import ConfigError, ProbSAEError, SAEFileError
 from ..training.config import TrainConfig
 
 RUN_FILE = "run.json"
@@ -57,9 +56,31 @@ class RunSpec:
 
         return strict_json(asdict(self))
 
+    def validate(self) -> None:
+        """Check every option before any data is extracted (``ConfigError``/``DataError``)."""
+        from ..saes.registry import build_config
+        from ..training.config import number, whole
+
+        whole("expansion", self.expansion, 1)
+        if self.d_sae is not None:
+            whole("d_sae", self.d_sae, 1, "a positive integer or None")
+        number("epochs", self.epochs, positive=True)
+        if not isinstance(self.hparams, dict):
+            raise ConfigError(f"hparams must be a mapping, got {self.hparams!r}")
+        # d_in is known only after extraction: check the hyperparameters with placeholder sizes
+        build_config(self.architecture, d_in=1 << 20, d_sae=self.d_sae or 1 << 30, **self.hparams)
+        self.data.validate()
+        self.train.validate()
+        limit = self.data.max_tokens
+        if not self.stream and limit is not None and limit < self.train.batch_size:
+            raise ConfigError(f"max_tokens={limit} is fewer than batch_size={self.train.batch_size}: "
+                              "not one batch could be trained")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
         d = dict(d)
+        if not isinstance(d.get("data", {}), dict) or not isinstance(d.get("train", {}), dict):
+            raise ConfigError("invalid run spec: 'data' and 'train' must be objects")
         data = DataSpec.from_dict(d.pop("data", {}))
         tr = dict(d.pop("train", {}))
         if "adam_betas" in tr:
@@ -87,13 +108,16 @@ def write_spec(run_dir: Path, spec: RunSpec, command: str | None) -> None:
 
 
 def read_spec(run_dir: Path) -> RunSpec:
+    from ..io import json_field, read_json
+
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise SAEFileError(f"{run_dir} is not a probsae run directory (no {RUN_FILE})")
+    obj = read_json(path, dict, SAEFileError)
     try:
-        return RunSpec.from_dict(json.loads(path.read_text())["spec"])
-    except (json.JSONDecodeError, KeyError) as e:
-        raise SAEFileError(f"corrupt {path}: {e}") from None
+        return RunSpec.from_dict(json_field(obj, "spec", dict, path, SAEFileError))
+    except ProbSAEError as e:
+        raise SAEFileError(f"{path}: {e}") from None
 
 
 def differences(a: dict, b: dict, prefix: str = "") -> list[str]:

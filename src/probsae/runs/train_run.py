@@ -17,16 +17,20 @@ def _say(msg: str) -> None:
     print(f"[probsae] {msg}", file=sys.stderr, flush=True)
 
 
-def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) -> dict[str, Any]:
-    """Train ``spec`` into ``run_dir``: weights + config.json, run.json, log.jsonl, checkpoint.pt,
-    metrics.json (held-out evaluation, ``probsae.runs.results``) and training.png; returns the
-    metrics. Resumes from the run directory's checkpoint when there is one; refuses a run directory
-    that holds a different run."""
+def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Train ``spec`` into ``run_dir``: weights + config.json, run.json, log.jsonl,
+    checkpoint.safetensors, metrics.json (held-out evaluation, ``probsae.runs.results``) and
+    training.png; returns the metrics. Resumes from the run directory's checkpoint when there is
+    one; refuses a run directory that holds a different run, and a non-empty directory that is not
+    a probsae run unless ``force``. Every option is validated before any activation is extracted."""
     from ..data.prepare import activation_stream, prepare_caches, rebatch
+    from ..io import check_output_dir, check_writable_dir
     from ..training import distributed, train
     from .plot import plot_training
 
     run_dir = Path(run_dir)
+    spec.validate()
+    check_output_dir(run_dir, lambda p: (p / RUN_FILE).is_file(), force, "probsae run directory")
     ctx = distributed.setup(spec.train)  # under torchrun: only rank 0 extracts and writes
     if (run_dir / RUN_FILE).is_file():
         old = read_spec(run_dir)
@@ -36,7 +40,7 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
                               "use another --out or delete that directory")
         _say(f"resuming the run in {run_dir}")
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(run_dir, "run directory")
         write_spec(run_dir, spec, command)
 
     t0 = time.perf_counter()

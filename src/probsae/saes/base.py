@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write_text
 from .config import SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation
 from .normalization import InputNormalizer, NormStats
@@ -32,6 +33,17 @@ WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT_NAME = "probsae-sae"
 FORMAT_VERSION = 1
+
+CONFIG_CHECKSUM_KEY = "probsae_config_crc32"
+"""Weight-file metadata entry: the CRC-32 of config.json's content (without WEIGHTS_CHECKSUM_KEY)."""
+WEIGHTS_CHECKSUM_KEY = "weights_crc32"
+"""config.json entry: the CRC-32 of the weight file (``probsae.tensorfile``)."""
+
+
+def config_checksum(meta: dict) -> str:
+    """CRC-32 of a saved SAE's config.json content, apart from its record of the weights' checksum."""
+    body = {k: v for k, v in meta.items() if k != WEIGHTS_CHECKSUM_KEY}
+    return f"{zlib.crc32(json.dumps(body, sort_keys=True, separators=(',', ':')).encode()):08x}"
 
 
 class SAE(nn.Module):
@@ -275,14 +287,14 @@ class SAE(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``sae.safetensors`` and ``config.json`` into the directory ``path`` (atomically)."""
-        from safetensors.torch import save_file
+        from ..io import ensure_dir
+        from ..tensorfile import save_tensors
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
-        text = json.dumps(self.config_dict(), indent=2)
-        atomic_write_text(path / CONFIG_FILE, text)
+        path = ensure_dir(path, "SAE directory")
+        meta = json.loads(json.dumps(self.config_dict()))  # as load_sae will read it back
+        # each file records the other's checksum: a change to either is found on load
+        crc = save_tensors(path / WEIGHTS_FILE, self.state_dict(), {CONFIG_CHECKSUM_KEY: config_checksum(meta)})
+        atomic_write_text(path / CONFIG_FILE, json.dumps({**meta, WEIGHTS_CHECKSUM_KEY: crc}, indent=2))
         return path
 
     def extra_repr(self) -> str:

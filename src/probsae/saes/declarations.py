@@ -12,12 +12,13 @@ architectures share.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
 
-from ..errors import ConfigError, SAEFileError
+from ..errors import SAEFileError
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,20 @@ def state_tensors(tensors: dict[str, Tensor], *names: str) -> dict[str, Tensor]:
     return {n: tensors[n] for n in names}
 
 
+def positive_int(cfg: dict[str, Any], key: str, where: Any = None, default: Any = None) -> int:
+    """``cfg[key]`` of an imported (untrusted) config as a positive integer (an integral float is
+    accepted), else a ``SAEFileError`` naming the key (and ``where``, a file, when given)."""
+    v = cfg.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) or v < 1:
+        raise SAEFileError(f"{where}: " * (where is not None) + f"{key} must be a positive integer, got {v!r}")
+    return int(v)
+
+
 def saelens_k(source: str, cfg: dict[str, Any]) -> int:
-    """The integer k of a SAELens TopK-family config (v6 top level or pre-6 activation_fn_kwargs)."""
-    k = cfg.get("k", (cfg.get("activation_fn_kwargs") or {}).get("k"))
-    if k is None or float(k) != int(k):
-        raise ConfigError(f"{source} SAE without an integer k (got {k!r})")
-    return int(k)
+    """The k of a SAELens TopK-family config (v6 top level or pre-6 activation_fn_kwargs), a positive integer."""
+    kwargs = cfg.get("activation_fn_kwargs")
+    return positive_int({"k": cfg.get("k", kwargs.get("k") if isinstance(kwargs, dict) else None)}, "k",
+                        f"SAELens {source!r} SAE")
 
 
 def fold_decoder_norms(tensors: dict[str, Tensor]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -97,12 +96,26 @@ def build_sae(name: str, d_in: int, d_sae: int, **hparams: Any):
     return get_class(name)(build_config(name, d_in, d_sae, **hparams))
 
 
-def load_sae(path: str | os.PathLike, device: str | None = None):
-    """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def expected_state(name: str, cfg) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """{tensor name: (shape, dtype)} of the state dict an SAE of this config has, computed on
+    torch's meta device: nothing is allocated, however large the config claims to be."""
+    import torch
 
-    from .base import CONFIG_FILE, FORMAT_NAME, WEIGHTS_FILE
+    with torch.device("meta"):
+        sae = get_class(name)(cfg)
+    return {k: (tuple(v.shape), v.dtype) for k, v in sae.state_dict().items()}
+
+
+def load_sae(path: str | os.PathLike, device: str | None = None):
+    """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config).
+
+    Checked before anything is allocated: config.json is a probsae SAE config of valid values,
+    and the weight file's header holds exactly the tensors, shapes and dtypes that config implies.
+    Then the weights' CRC-32 (and that config.json is the one they were saved with) and that no
+    weight is NaN/inf. Every failure is a ``SAEFileError``/``ConfigError`` naming the file."""
+    from ..io import json_field, read_json
+    from ..tensorfile import check_entries, load_tensors, read_header
+    from .base import CONFIG_CHECKSUM_KEY, CONFIG_FILE, FORMAT_NAME, WEIGHTS_CHECKSUM_KEY, WEIGHTS_FILE, config_checksum
 
     path = Path(path)
     if not path.is_dir():
@@ -111,26 +124,24 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise SAEFileError(f"saved SAE at {path} is missing {p.name}")
+    meta = read_json(cfg_path, dict, SAEFileError)
+    if meta.get("format") != FORMAT_NAME:
+        raise SAEFileError(f"{cfg_path} is not a probsae SAE config (format={meta.get('format')!r})")
+    arch = json_field(meta, "architecture", str, cfg_path, SAEFileError)
+    fields_ = json_field(meta, "config", dict, cfg_path, SAEFileError)
     try:
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("format") != FORMAT_NAME:
-            raise SAEFileError(f"{cfg_path} is not a probsae SAE config (format={meta.get('format')!r})")
-        cfg = build_config(meta["architecture"], **meta["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise SAEFileError(f"corrupt SAE config {cfg_path}: {e}") from None
-    try:
-        state = load_file(str(w_path))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        raise SAEFileError(f"corrupt SAE weight file {w_path}: {e}") from None
-    sae = get_class(meta["architecture"])(cfg)
-    expected = sae.state_dict()
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or extra:
-        raise SAEFileError(f"weight file {w_path} does not match its config: missing {missing}, unexpected {extra}")
-    for k, v in state.items():
-        if v.shape != expected[k].shape:
-            raise SAEFileError(
-                f"weight {k!r} in {w_path} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}"
-            )
+        cfg = build_config(arch, **fields_)
+    except (TypeError, ConfigError) as e:
+        raise SAEFileError(f"invalid SAE config {cfg_path}: {e}") from None
+    header = read_header(w_path, SAEFileError)
+    check_entries(header, w_path, expected_state(arch, cfg), SAEFileError)
+    recorded = header.metadata.get(CONFIG_CHECKSUM_KEY)
+    if recorded is not None and recorded != config_checksum(meta):
+        raise SAEFileError(f"{cfg_path} differs from the config {w_path.name} was saved with (its checksum is "
+                           f"{config_checksum(meta)}, the weights recorded {recorded})")
+    weights_crc = meta.get(WEIGHTS_CHECKSUM_KEY)  # absent in SAEs saved before probsae recorded it
+    state, _ = load_tensors(w_path, header=header, checksum=weights_crc if isinstance(weights_crc, str) else None,
+                            finite=True, cls=SAEFileError)
+    sae = get_class(arch)(cfg)
     sae.load_state_dict(state)
     return sae.to(device) if device else sae

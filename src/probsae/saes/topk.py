@@ -13,7 +13,9 @@ from ..kernels import sparse_decode
 from .base import SAE
 from ..errors import ConfigError
 from .config import TopKConfig, positive
-from .declarations import Export, Imported, Presentation, fold_decoder_norms, saelens_k, standard_encoder, state_tensors
+from .declarations import (
+    Export, Imported, Presentation, fold_decoder_norms, positive_int, saelens_k, standard_encoder, state_tensors,
+)
 from .output import Codes, Forward
 from .registry import register
 
@@ -89,7 +91,7 @@ class TopKSAE(SAE):
 
     @classmethod
     def from_sparsify(cls, source, cfg, tensors, block):
-        return Imported({"k": int(cfg["k"])}, state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"))
+        return Imported({"k": positive_int(cfg, "k")}, state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"))
 
 
 def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_dec: Tensor) -> Tensor:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
+
+import torch
 
 from ..errors import ConfigError
 
@@ -86,30 +90,83 @@ class TrainConfig:
     """W&B mode: 'online', 'offline' or 'disabled'; None: wandb's default (honours WANDB_MODE)."""
 
     def validate(self) -> None:
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ConfigError(f"steps must be a positive integer or None, got {self.steps!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr!r}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be ≥ 0, got {self.warmup_steps!r}")
+        """Raise ``ConfigError`` naming the first invalid field (called before any data is read)."""
+        if self.steps is not None:
+            whole("steps", self.steps, 1, "a positive integer or None")
+        whole("batch_size", self.batch_size, 1)
+        number("lr", self.lr, positive=True)
+        whole("warmup_steps", self.warmup_steps, 0)
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        number("min_lr_ratio", self.min_lr_ratio)
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        betas = self.adam_betas
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(
+                _is_number(b) and 0 <= b < 1 for b in betas):
+            raise ConfigError(f"adam_betas must be two numbers in [0, 1), e.g. 0.9,0.99; got {betas!r}")
+        number("adam_eps", self.adam_eps, positive=True)
+        number("grad_clip", self.grad_clip)
+        if self.grad_clip < 0:
+            raise ConfigError(f"grad_clip must be ≥ 0 (0 disables clipping), got {self.grad_clip!r}")
+        whole("seed", self.seed, None, "an integer")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ConfigError(f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}")
-        if self.log_every < 1:
-            raise ConfigError(f"log_every must be ≥ 1, got {self.log_every!r}")
+        whole("dead_window_tokens", self.dead_window_tokens, 1)
+        whole("log_every", self.log_every, 1)
+        whole("checkpoint_every", self.checkpoint_every, 0, "an integer ≥ 0 (0: only at the end)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.check_finite not in ("auto", "always", "never"):
             raise ConfigError(f"check_finite must be 'auto', 'always' or 'never', got {self.check_finite!r}")
         if self.distribute not in ("data", "members"):
             raise ConfigError(f"distribute must be 'data' or 'members', got {self.distribute!r}")
-        if not self.dist_timeout_s > 0:
-            raise ConfigError(f"dist_timeout_s must be positive, got {self.dist_timeout_s!r}")
+        number("dist_timeout_s", self.dist_timeout_s, positive=True)
         if self.wandb_mode not in (None, "online", "offline", "disabled"):
             raise ConfigError(f"wandb_mode must be None, 'online', 'offline' or 'disabled', got {self.wandb_mode!r}")
+        resolve_device(self.device)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def number(name: str, value, positive: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is a finite number (and > 0 if ``positive``)."""
+    if not _is_number(value) or (positive and not value > 0):
+        kind = "a finite number > 0" if positive else "a finite number"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+
+
+def whole(name: str, value, minimum: int | None, kind: str | None = None) -> None:
+    """Raise ConfigError unless ``value`` is an integer ≥ ``minimum``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or (minimum is not None and value < minimum):
+        raise ConfigError(f"{name} must be {kind or f'an integer ≥ {minimum}'}, got {value!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` stands for ('auto': CUDA if available, else CPU), checked to
+    exist in this torch build and on this machine (``ConfigError`` otherwise)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: no CUDA GPU is usable (this torch {torch.__version__} was built "
+                              f"{'without CUDA' if torch.version.cuda is None else 'with CUDA ' + torch.version.cuda + ' but sees no GPU'})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device {name!r}: MPS (Apple GPU) is not available on this machine")
+    elif dev.type != "cpu":
+        backend = getattr(torch, dev.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise ConfigError(f"device {name!r}: {dev.type} is not available in this torch build")
+    return dev

@@ -7,44 +7,65 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_text, strict_json
+from ..errors import SAEFileError
+from ..io import append_line, atomic_write_jsonl, dumps_json, ensure_dir, io_error, read_text
 
 
 class JsonlLogger:
-    """Appends one JSON object per line and flushes, so a killed run keeps its log."""
+    """Appends one strict-JSON object per line, so a killed run keeps its log (a kill can tear
+    only the last line, which ``read`` drops); rewrites (``truncate_after``) are atomic."""
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
         if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.path.parent, "log directory")
 
     def write(self, record: dict[str, Any]) -> None:
         if self.path:
-            with self.path.open("a") as f:
-                f.write(json.dumps(strict_json(record)) + "\n")
+            append_line(self.path, dumps_json(record, indent=None))
 
     def reset(self) -> None:
         """Remove the log of an earlier attempt (a fresh start must not append to stale records)."""
         if self.path and self.path.is_file():
-            self.path.unlink()
+            try:
+                self.path.unlink()
+            except OSError as e:
+                raise io_error("remove", self.path, e) from e
 
     def read(self) -> list[dict[str, Any]]:
-        if not self.path or not self.path.is_file():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill
-        return out
+        """The records. A last line that is not valid JSON (torn by a kill) is dropped; any other
+        invalid line, invalid UTF-8 or a line that is not a JSON object is a ``SAEFileError``."""
+        return read_jsonl(self.path) if self.path else []
 
     def truncate_after(self, step: int) -> None:
-        """Drop step records beyond ``step`` (written after the checkpoint we resume from)."""
+        """Drop step records beyond ``step`` (written after the checkpoint we resume from); the
+        rewrite is atomic, so a kill during it keeps the old log."""
         if not self.path or not self.path.is_file():
             return
         kept = [r for r in self.read() if r.get("step", 0) <= step or r.get("event")]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_jsonl(self.path, kept)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSONL log (see ``JsonlLogger.read``); [] if the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = read_text(path, SAEFileError).splitlines()
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):
+                continue  # the last line, torn by a kill
+            raise SAEFileError(f"{path} line {i} is not valid JSON ({e.msg}): the log is corrupt") from None
+        if not isinstance(rec, dict):
+            raise SAEFileError(f"{path} line {i} is not a JSON object: the log is corrupt")
+        out.append(rec)
+    return out
 
 
 @dataclass

@@ -10,16 +10,14 @@ import torch
 
 from ..errors import ConfigError
 from .batches import BatchSource
-from . import distributed, wandb_logger
+from . import config, distributed, wandb_logger
 from .config import TrainConfig
 from .logger import TrainHistory
 from .member import Member
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return config.resolve_device(name)  # checked: an unknown or absent device is a ConfigError
 
 
 def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str | os.PathLike] | None = None):
@@ -29,7 +27,7 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
     (anything with ``iter_batches``) or an iterable of (B, d_in) batches. Several SAEs are stepped
     on the very same batches, so the data is read once for all of them.
 
-    ``run_dirs`` (one per SAE): each gets ``log.jsonl``, a resumable ``checkpoint.pt`` and, at the
+    ``run_dirs`` (one per SAE): each gets ``log.jsonl``, a resumable ``checkpoint.safetensors`` and, at the
     end, the trained SAE (``sae.safetensors`` + ``config.json``). If a run directory already holds
     a checkpoint, training resumes from it. Returns a ``TrainHistory`` (a list for a list input).
 
@@ -104,9 +102,11 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
     for m in members:
         m.sae.eval()
         if m.run_dir is not None:
-            m.checkpoint(total)
+            m.checkpoint(total)  # refuses NaN/inf weights, so no diverged SAE is ever saved
             if m.writer:
                 m.sae.save(m.run_dir)
+        else:
+            m.check_finite(total)
     wb.finish()
     histories: list[TrainHistory] = dist.finish(sae_list, members, owned)
     return histories[0] if single else histories

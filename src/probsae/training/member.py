@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,10 @@ import torch
 from torch import Tensor
 
 from .. import kernels
+from ..errors import TrainingDivergedError
+from ..io import clean_stale_tmp
 from ..schedules import lr_factor
+from ..tensorfile import nonfinite_names
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
 from .liveness import Liveness
@@ -64,25 +68,60 @@ class Member:
         self._count = 0
         self._t0 = time.perf_counter()
         self.records: list[dict] = []
+        self.last_checkpoint: int | None = None  # step of the last checkpoint written or resumed from
+        self.last_logged = 0  # step of the last log record
         self.dist = None  # a DistContext in data-parallel mode (set by train(); see distributed.py)
         self.writer = True  # False on ranks that must not write this run directory
 
     # ---- resume ---------------------------------------------------------------------------
     def try_resume(self) -> bool:
+        if self.run_dir and self.writer:
+            clean_stale_tmp(self.run_dir)  # temporaries of a killed earlier attempt
         state = load_checkpoint(self.run_dir) if self.run_dir else None
         if state is None:
             return False
         self.start_step = restore(state, self.sae, self.optimizer, self.liveness)
         if self.dist is not None:
             self.dist.restore_rng(state.get("extra"), self.cfg.seed, self.start_step)
+        log_state = state.get("log_state") or {}
+        device = self.sae.W_dec.device
+        self._sums = {k: v.to(device) for k, v in (log_state.get("sums") or {}).items()}
+        self._count = int(log_state.get("count", 0))
+        self.last_checkpoint = self.start_step
         self.logger.truncate_after(self.start_step)
         self.records = [r for r in self.logger.read() if "step" in r and not r.get("event")]
+        self.last_logged = self.records[-1]["step"] if self.records else 0
         return True
 
     def checkpoint(self, step: int) -> None:
+        """Write a checkpoint at ``step`` after checking (one host sync) that neither the losses
+        since the last log record nor the weights went NaN/inf (``TrainingDivergedError``)."""
+        self.check_finite(step)
         extra = self.dist.checkpoint_extra() if self.dist is not None else None  # collective
+        # data mode: the ranks' partial sums, averaged (a collective); a resumed rank adds its own to them
+        sums = self.dist.mean_sums(dict(self._sums)) if self.dist is not None else self._sums
         if self.run_dir and self.writer:
-            save_checkpoint(self.run_dir, step, self.sae, self.optimizer, self.liveness, extra)
+            save_checkpoint(self.run_dir, step, self.sae, self.optimizer, self.liveness, extra,
+                            log_state={"sums": dict(sums), "count": self._count})
+        self.last_checkpoint = step
+
+    # ---- divergence -------------------------------------------------------------------------
+    # The per-step loss is summed on the device (``_accumulate``); a NaN/inf loss at any step keeps
+    # that sum non-finite, so it doubles as the divergence flag and is read only where the host
+    # syncs anyway: at log records and before a checkpoint. Nothing is checked inside a step.
+    def check_finite(self, step: int) -> None:
+        loss = self._sums.get("loss")
+        bad = [] if loss is None or bool(torch.isfinite(loss)) else ["the loss"]
+        bad += nonfinite_names(dict(self.sae.named_parameters()))
+        if bad:
+            self.diverged(step, ", ".join(bad))
+
+    def diverged(self, step: int, what: str) -> None:
+        where = (f"the last good checkpoint (step {self.last_checkpoint}) is kept in {self.run_dir}"
+                 if self.last_checkpoint is not None and self.run_dir else "no checkpoint was written before it")
+        raise TrainingDivergedError(
+            f"training diverged: {what} became NaN/inf between steps {self.last_logged} and {step} "
+            f"(lr={self.cfg.lr:g}); {where}. Try a lower learning rate, a longer warm-up or gradient clipping")
 
     # ---- one step -----------------------------------------------------------------------------
     def step(self, batch: Tensor, step: int, total: int) -> StepResult:
@@ -157,6 +196,9 @@ class Member:
         rec["elapsed_s"] = round(time.perf_counter() - self._t0, 3)
         self._sums, self._count = {}, 0
         self.logger.write(rec)
+        if not all(math.isfinite(rec[k]) for k in ("loss", "mse")):
+            self.diverged(step + 1, "the loss")
+        self.last_logged = step + 1
         self.records.append(rec)
         return rec
 

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import atomic_write_text
 
 RUN_ID_FILE = "wandb_run_id"
 
@@ -110,7 +111,7 @@ def attach(cfg, members, indices, run_dirs, dist):
     run = wandb.init(**kwargs)
     if id_file is not None and getattr(run, "id", None):
         id_file.parent.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(str(run.id))
+        atomic_write_text(id_file, str(run.id))
     single = len(members) == 1 and len(indices) == 1 and not dist.members_mode
     for name, (_, m) in zip(names, writing):
         m.logger = WandbTee(m.logger, run, "" if single else f"{name}/")

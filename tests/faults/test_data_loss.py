@@ -1,0 +1,82 @@
+"""Issue 14, data loss: nothing overwrites what is not ours, and no rewrite can tear a file."""
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from probsae.cli.main import main
+
+
+def test_train_refuses_a_directory_holding_the_users_files(tmp_path, train_args, fails_cleanly):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    (mine / "log.jsonl").write_text('{"my": "log"}\n')
+    fails_cleanly(train_args(mine), "is not empty (config.json, log.jsonl)", "--force")
+    assert (mine / "config.json").read_text() == '{"my": "settings"}'
+    assert (mine / "log.jsonl").read_text() == '{"my": "log"}\n'
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json", "log.jsonl"]
+    assert main(train_args(mine, "--force")) == 0  # asked for explicitly
+
+
+def test_export_refuses_a_directory_holding_the_users_files(reference, tmp_path, capsys, fails_cleanly):
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "cfg.json").write_text("mine")
+    argv = ["export", str(reference), "--format", "saelens", "--out", str(out)]
+    fails_cleanly(argv, "is not empty (cfg.json)", "--force")
+    assert (out / "cfg.json").read_text() == "mine"
+    fresh = tmp_path / "fresh"
+    assert main(["export", str(reference), "--format", "saelens", "--out", str(fresh)]) == 0
+    assert main(["export", str(reference), "--format", "saelens", "--out", str(fresh)]) == 0  # its own export
+    assert main([*argv, "--force"]) == 0
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL inside a write (tests/faults/test_kills.py uses a real one)."""
+
+
+def tear_writes(monkeypatch, name, exc):
+    """Every text write to a file whose name contains ``name`` writes half its content, then
+    raises ``exc`` (a kill or a full disk in the middle of the write)."""
+    real = Path.write_text
+
+    def torn(self, data, *a, **kw):
+        if name in self.name:
+            real(self, data[: len(data) // 2], *a, **kw)
+            raise exc
+        return real(self, data, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", torn)
+
+
+def test_a_kill_while_the_log_is_rewritten_on_resume_loses_nothing(run_copy, train_args, monkeypatch, capsys):
+    before = (run_copy / "log.jsonl").read_bytes()
+    tear_writes(monkeypatch, "log.jsonl", Killed())  # resuming rewrites the log (records after the checkpoint go)
+    with pytest.raises(Killed):
+        main(train_args(run_copy))
+    assert (run_copy / "log.jsonl").read_bytes() == before
+    monkeypatch.undo()
+    out = run_copy.parent / "exported"
+    assert main(["export", str(run_copy), "--format", "saelens", "--out", str(out)]) == 0
+    meta = json.loads((out / "cfg.json").read_text())
+    assert meta["model_name"].endswith("model") and meta["hook_name"] == "blocks.1.hook_resid_pre"
+
+
+def test_export_warns_when_a_run_records_no_model_or_hook(run_copy, tmp_path, capsys):
+    (run_copy / "run.json").unlink()
+    (run_copy / "log.jsonl").unlink()
+    assert main(["export", str(run_copy), "--format", "saelens", "--out", str(tmp_path / "e")]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "records no hook point and no model" in err and "--hook-name" in err
+
+
+def test_metrics_json_is_replaced_atomically(run_copy, train_args, monkeypatch, fails_cleanly):
+    before = (run_copy / "metrics.json").read_bytes()
+    tear_writes(monkeypatch, "metrics.json", OSError(errno.ENOSPC, "No space left on device"))
+    fails_cleanly(train_args(run_copy), "cannot write", "metrics.json", "(disk full)")
+    assert (run_copy / "metrics.json").read_bytes() == before
+    assert not [p for p in os.listdir(run_copy) if "probsae-tmp" in p]
