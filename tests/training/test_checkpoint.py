@@ -136,3 +136,20 @@ def test_a_tensor_learning_rate_stays_the_live_tensor(tmp_path):
     opt2.param_groups[0]["lr"] = mine
     restore(load_checkpoint(tmp_path), sae2, opt2, live2)
     assert opt2.param_groups[0]["lr"] is mine and float(mine) == pytest.approx(2e-3)
+
+
+def test_restored_adam_moments_share_their_parameters_layout(tmp_path):
+    """W_enc is a transpose view; a checkpoint stores its moments contiguous. Fused Adam walks a
+    parameter and its moments as flat memory, so restore must give them the parameter's layout."""
+    sae = probsae.build_sae("topk", d_in=8, d_sae=32, k=4)
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-2, fused=True)
+    sae(torch.randn(16, 8)).loss.backward()
+    opt.step()
+    live = Liveness(32, 1000)
+    save_checkpoint(tmp_path, 1, sae, opt, live)
+    sae2 = probsae.build_sae("topk", d_in=8, d_sae=32, k=4)
+    opt2 = torch.optim.Adam(sae2.parameters(), lr=1e-2, fused=True)
+    restore(load_checkpoint(tmp_path), sae2, opt2, Liveness(32, 1000))
+    for key in ("exp_avg", "exp_avg_sq"):
+        moment = opt2.state[sae2.W_enc][key]
+        assert moment.stride() == sae2.W_enc.stride() and torch.equal(moment, opt.state[sae.W_enc][key])

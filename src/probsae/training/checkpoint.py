@@ -139,6 +139,18 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     return state
 
 
+def _match_state_layout(optimizer) -> None:
+    """Give every restored optimiser state tensor its parameter's memory layout. Files store
+    tensors contiguous, while a parameter may be a transpose view (W_enc is stored latent-major);
+    fused Adam walks a parameter, its gradient and its moments as flat memory, so the three must
+    share one layout or the moments pair with the wrong weights."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, v in optimizer.state.get(p, {}).items():
+                if isinstance(v, Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 def restore(state: dict, sae, optimizer, liveness) -> int:
     """Load a checkpoint into live objects; returns the step to continue from."""
     if state.get("architecture") != sae.architecture:
@@ -152,6 +164,7 @@ def restore(state: dict, sae, optimizer, liveness) -> int:
         liveness.load_state_dict(state["liveness"])
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise SAEFileError(f"checkpoint does not match this SAE's shape/config: {e}") from None
+    _match_state_layout(optimizer)
     for group, lr in zip(optimizer.param_groups, live_lrs):
         if isinstance(lr, Tensor):  # a device learning rate (the CUDA-graph step reads it there) stays that tensor
             lr.fill_(float(group["lr"]))
