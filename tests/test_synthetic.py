@@ -26,13 +26,13 @@ def test_hparams_cover_every_architecture():
 
 
 @pytest.mark.parametrize("arch", sorted(HPARAMS))
-def test_architecture_recovers_the_toy_dictionary(arch, toy):
+def test_architecture_recovers_the_toy_dictionary(arch, toy, device):
     gen, train_x, test_x = toy
     sae = probsae.build_sae(arch, d_in=32, d_sae=128, **HPARAMS[arch])
     signed = arch in ("abstopk", "prob_topk")  # codes may be negative: a feature may be learned as −d
     recovery_before = feature_recovery(gen.dictionary, sae.W_dec.detach(), absolute=signed)
     probsae.train(sae, train_x, probsae.TrainConfig(steps=1000, batch_size=256, lr=5e-3, warmup_steps=50,
-                                                     progress=False, log_every=500))
+                                                     progress=False, log_every=500, device=str(device)))
     m = probsae.evaluate(sae, test_x)
     assert m["explained_variance"] >= 0.9, m
     assert 2.0 <= m["l0"] <= 16.0, m  # sensible: a few times the 3 true active features, not dense

@@ -43,6 +43,12 @@ class TrainConfig:
     """Show a progress bar with tokens/s."""
     device: str = "auto"
     """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', …"""
+    deterministic: bool = False
+    """Replay exactly: run training with deterministic algorithms (``torch.use_deterministic_
+    algorithms``), ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` and TF32 off (probsae.devices.deterministic_mode).
+    On CUDA, without it, atomics in scatter/index_add/embedding_bag backward and cuBLAS split-K
+    reductions may round differently from run to run; CPU runs are deterministic either way. Costs
+    GPU throughput (see docs/DEVICES.md and benchmarks/pipeline_throughput.py)."""
     extra: dict = field(default_factory=dict)
     """Free-form metadata copied into the log header (e.g. model, hook point, corpus)."""
     precision: str = "fp32"

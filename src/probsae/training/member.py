@@ -32,6 +32,7 @@ class Member:
         self.liveness = Liveness(sae.d_sae, cfg.dead_window_tokens, device)
         self.logger = JsonlLogger(self.run_dir / LOG_FILE if self.run_dir else log_path)
         self.start_step = 0
+        self.resume_extra: dict = {}  # the ``extra`` dict of the checkpoint resumed from
         self._sums: dict[str, Tensor] = {}
         self._count = 0
         self._t0 = time.perf_counter()
@@ -45,16 +46,19 @@ class Member:
         if state is None:
             return False
         self.start_step = restore(state, self.sae, self.optimizer, self.liveness)
+        self.resume_extra = dict(state.get("extra") or {})
         if self.dist is not None:
             self.dist.restore_rng(state.get("extra"), self.cfg.seed, self.start_step)
         self.logger.truncate_after(self.start_step)
         self.records = [r for r in self.logger.read() if "step" in r and not r.get("event")]
         return True
 
-    def checkpoint(self, step: int) -> None:
-        extra = self.dist.checkpoint_extra() if self.dist is not None else None  # collective
+    def checkpoint(self, step: int, extra: dict | None = None) -> None:
+        """Write the checkpoint of ``step``; ``extra`` (JSON-serialisable, e.g. the data stream's
+        position) is stored with it and comes back as ``resume_extra`` on resume."""
+        ranks = self.dist.checkpoint_extra() if self.dist is not None else None  # collective
         if self.run_dir and self.writer:
-            save_checkpoint(self.run_dir, step, self.sae, self.optimizer, self.liveness, extra)
+            save_checkpoint(self.run_dir, step, self.sae, self.optimizer, self.liveness, {**(extra or {}), **(ranks or {})})
 
     # ---- one step -----------------------------------------------------------------------------
     def step(self, batch: Tensor, step: int, total: int) -> dict[str, float]:
