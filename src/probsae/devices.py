@@ -94,7 +94,8 @@ def deterministic_mode(enabled: bool = True) -> Iterator[None]:
     previous settings on exit. ``enabled=False`` changes nothing.
 
     ``CUBLAS_WORKSPACE_CONFIG`` takes effect only if no cuBLAS call ran earlier in the process: for
-    a guarantee, export it before starting Python (the CLI does so with ``--deterministic true``).
+    a guarantee, export it before starting Python (``probsae train --deterministic true`` sets it
+    before anything touches CUDA).
     """
     if not enabled:
         yield

@@ -25,11 +25,11 @@ DOCS = [" ".join(TINY_DOCS[(i * 3 + j) % 5] for j in range(4)) for i in range(12
 BATCH = 32
 
 
-def stream(device, hooks, seed=0):
+def stream(device, hooks, seed=0, buffer_batches=4):
     h = tiny_model("gpt2", n_layers=3, d_model=32)
     h.model.to(device)
     act = ActivationStream.from_corpus(h, hooks, DOCS, context_length=16, batch_size=4)
-    return ModelStream(act, BATCH, buffer_tokens=4 * BATCH, seed=seed)
+    return ModelStream(act, BATCH, buffer_tokens=buffer_batches * BATCH, seed=seed)
 
 
 def cfg(device, **kw):
@@ -76,7 +76,7 @@ def test_dict_batches_need_a_hook_per_sae(device):
 
 def test_streaming_run_resumes_from_its_recorded_position(device, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    c = cfg(device, steps=30, checkpoint_every=10)
+    c = cfg(device, steps=40, checkpoint_every=20)
     original = ModelStream.iter_from
     calls = []
 
@@ -85,13 +85,16 @@ def test_streaming_run_resumes_from_its_recorded_position(device, tmp_path, monk
         return original(self, state)
 
     monkeypatch.setattr(ModelStream, "iter_from", spy)
-    probsae.train(saes()[1], stream(device, ["resid_pre.1"]), cfg(device, steps=10, checkpoint_every=10), run_dirs=[run])
+    # a small buffer (each token waits 2 batches on average): after 20 steps the restart position
+    # has moved well past the first windows
+    probsae.train(saes()[1], stream(device, ["resid_pre.1"], buffer_batches=2), cfg(device, steps=20, checkpoint_every=20),
+                  run_dirs=[run])
     state = torch.load(run / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 10 and state["extra"]["stream"]["windows"] > 0
+    assert state["step"] == 20 and state["extra"]["stream"]["windows"] > 10
     calls.clear()
-    hist = probsae.train(saes()[1], stream(device, ["resid_pre.1"]), c, run_dirs=[run])
+    hist = probsae.train(saes()[1], stream(device, ["resid_pre.1"], buffer_batches=2), c, run_dirs=[run])
     assert calls == [state["extra"]["stream"]], "the resumed run restarts the stream where the checkpoint says"
-    assert [r["step"] for r in hist.steps] == [5, 10, 15, 20, 25, 30]
+    assert [r["step"] for r in hist.steps] == [5, 10, 15, 20, 25, 30, 35, 40]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -124,6 +124,12 @@ def run(args) -> int:
     from ..runs import train_run
 
     named = specs_from_args(args)
+    if named[0][1].train.deterministic:  # before the first cuBLAS call of the process, so it takes effect
+        import os
+
+        from ..devices import CUBLAS_DETERMINISTIC
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
     command = "probsae " + shlex.join(sys.argv[1:])
     if len(named) == 1:
         spec = named[0][1]

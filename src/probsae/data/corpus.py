@@ -339,7 +339,8 @@ def window_ids(docs: Iterable[str], tokenizer: Any, context_length: int, style: 
             yield chunk
 
     for chunk in texts():
-        enc = tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]
+        enc = tokenizer(chunk, add_special_tokens=False, verbose=False, return_attention_mask=False,
+                        return_token_type_ids=False)["input_ids"]
         for ids in enc:
             if not first and sep is not None:
                 buf.append(sep)

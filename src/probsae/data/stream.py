@@ -5,10 +5,12 @@ window batch, feeding every hook point) into fixed-size training batches ``{hook
 
 * no disk: activations go from the model to the SAE steps on the model's device;
 * a shuffle buffer on that device mixes the tokens of many windows (an SAE never sees a whole
-  document in order): once it holds ``buffer_tokens`` tokens it is permuted, batches are taken
-  from the front until half of it is left, and the rest waits for new tokens;
-* no host sync: token counts are known on the host, permutations are drawn on the host (seeded)
-  and copied from pinned memory without blocking, so the next forward (queued on a side CUDA
+  document in order): it holds ``buffer_tokens`` tokens; each training batch is ``batch_size``
+  tokens drawn from random slots of it, which the next tokens from the model then refill, so a
+  token waits ``buffer_tokens / batch_size`` batches on average and each forward (about one
+  batch of tokens) is followed by one training batch;
+* no host sync: token counts are known on the host, slots are drawn on the host (seeded) and
+  copied from pinned memory without blocking, so the next forward (queued on a side CUDA
   stream) overlaps the SAE steps of the current batch;
 * resumable: ``stream_state()`` is the position to restart from (the first window with a token
   still in the buffer), stored in each checkpoint; ``iter_from(state)`` restarts there. A resumed
@@ -77,44 +79,62 @@ class ModelStream:
         start = int((state or {}).get("windows", 0))
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + start)
         self._state = {"windows": start}
-        chunks: dict[str, list[Tensor]] = {k: [] for k in self.hooks}
-        wins: list[Tensor] = []
-        n, fed = 0, start
+        C, B = self.buffer_tokens, self.batch_size
+        buf: dict[str, Tensor] = {}
+        wins = torch.full((C,), -1, dtype=torch.long)  # window of the token in each slot (host)
+        filled, fed = 0, start
+        pend: dict[str, list[Tensor]] = {k: [] for k in self.hooks}
+        pend_w: list[Tensor] = []
+        n_pend = 0
         for ab in self.stream.batches(skip_windows=start):
             fed = ab.windows_end
             rows = int(ab.token_windows.shape[0])
-            if not rows:
-                continue
-            for k in self.hooks:
-                chunks[k].append(ab.by_hook[k])
-            wins.append(ab.token_windows)
-            n += rows
             self.tokens_in += rows
-            if n >= self.buffer_tokens:
-                chunks, wins, n = yield from self._emit(chunks, wins, gen, self.buffer_tokens // 2, fed)
-        if n >= self.batch_size:
-            yield from self._emit(chunks, wins, gen, 0, fed)
-        self._state = {"windows": fed}
-
-    def _emit(self, chunks, wins, gen, keep: int, fed: int):
-        """Permute the buffer, hand out full batches until ``keep`` tokens (or less than a batch)
-        are left, and return the rest as the new buffer."""
-        B = self.batch_size
-        win = torch.cat(wins)
-        n = int(win.shape[0])
-        perm = torch.randperm(n, generator=gen)
-        win = win[perm]
-        dev = chunks[self.hooks[0]][0].device
-        if dev.type == "cuda":
-            perm = perm.pin_memory().to(dev, non_blocking=True)
-        x = {k: torch.cat(v).index_select(0, perm) for k, v in chunks.items()}
-        m = (n - keep) // B
-        # first window still in the buffer after each batch: the restart position
-        left = win.flip(0).cummin(0).values.flip(0)
-        for j in range(m):
-            end = (j + 1) * B
-            self._state = {"windows": int(left[end]) if end < n else fed}
+            if not buf:
+                buf = {k: torch.empty(C, v.shape[1], dtype=v.dtype, device=v.device) for k, v in ab.by_hook.items()}
+            take = min(rows, C - filled)  # filling up: straight into the free slots
+            if take:
+                for k in self.hooks:
+                    buf[k][filled:filled + take].copy_(ab.by_hook[k][:take])
+                wins[filled:filled + take] = ab.token_windows[:take]
+                filled += take
+            if take < rows:
+                for k in self.hooks:
+                    pend[k].append(ab.by_hook[k][take:])
+                pend_w.append(ab.token_windows[take:])
+                n_pend += rows - take
+            while filled == C and n_pend >= B:
+                new = {k: torch.cat(v) if len(v) > 1 else v[0] for k, v in pend.items()}
+                new_w = torch.cat(pend_w)
+                slots = torch.randperm(C, generator=gen)[:B]
+                dev_slots = self._to_device(slots, buf)
+                batch = {k: buf[k].index_select(0, dev_slots) for k in self.hooks}
+                for k in self.hooks:
+                    buf[k].index_copy_(0, dev_slots, new[k][:B])
+                wins[slots] = new_w[:B]
+                pend, pend_w, n_pend = {k: [v[B:]] for k, v in new.items()}, [new_w[B:]], n_pend - B
+                rest = pend_w[0]
+                self._state = {"windows": min(int(wins.min()), int(rest.min()) if rest.numel() else fed)}
+                self.tokens_out += B
+                yield batch
+        # the end of the pass: what is left, shuffled, in full batches
+        if not buf or filled + n_pend < B:
+            self._state = {"windows": fed}
+            return
+        left = {k: torch.cat([buf[k][:filled], *pend[k]]) for k in self.hooks}
+        left_w = torch.cat([wins[:filled], *pend_w])
+        perm = torch.randperm(int(left_w.shape[0]), generator=gen)
+        left_w = left_w[perm]
+        dev_perm = self._to_device(perm, buf)
+        left = {k: v.index_select(0, dev_perm) for k, v in left.items()}
+        first_left = left_w.flip(0).cummin(0).values.flip(0)  # first window among the rows not yet out
+        n = int(left_w.shape[0])
+        for end in range(B, n + 1, B):
+            self._state = {"windows": int(first_left[end]) if end < n else fed}
             self.tokens_out += B
-            yield {k: v[end - B:end] for k, v in x.items()}
-        cut = m * B
-        return {k: [v[cut:]] for k, v in x.items()}, [win[cut:]], n - cut
+            yield {k: v[end - B:end] for k, v in left.items()}
+
+    @staticmethod
+    def _to_device(index: Tensor, like: dict[str, Tensor]) -> Tensor:
+        dev = next(iter(like.values())).device
+        return index.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else index
