@@ -16,14 +16,18 @@ _DONE = object()
 
 
 class Prefetch(Generic[T]):
-    """Iterate ``source`` on a daemon thread, at most ``depth`` items ahead. Exceptions in the
-    source are re-raised in the consumer; ``close()`` (or leaving a ``with`` block) stops it."""
+    """Iterate ``source`` on a daemon thread, at most ``depth`` items ahead (``depth=0``: on the
+    caller's thread, no thread at all). Exceptions in the source are re-raised in the consumer;
+    ``close()`` (or leaving a ``with`` block) stops the thread and waits for it."""
 
     def __init__(self, source: Iterable[T], depth: int = 4, name: str = "probsae-prefetch"):
+        self._source = source if depth <= 0 else None
         self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(source,), name=name, daemon=True)
-        self._thread.start()
+        self._thread = None
+        if depth > 0:
+            self._thread = threading.Thread(target=self._run, args=(source,), name=name, daemon=True)
+            self._thread.start()
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
@@ -44,6 +48,9 @@ class Prefetch(Generic[T]):
             self._put(e)
 
     def __iter__(self) -> Iterator[T]:
+        if self._thread is None:
+            yield from self._source  # type: ignore[misc]
+            return
         while True:
             item = self._q.get()
             if item is _DONE:
@@ -52,14 +59,18 @@ class Prefetch(Generic[T]):
                 raise item
             yield item
 
-    def close(self) -> None:
-        """Stop the thread (it exits at its next item) and drop what it queued."""
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the thread (it exits once its current item is made), drop what it queued and wait
+        for it, so that no thread is left running library code when the interpreter exits."""
+        if self._thread is None:
+            return
         self._stop.set()
         while True:
             try:
                 self._q.get_nowait()
             except queue.Empty:
-                break  # the thread exits at its next put (no join: it may be inside a slow item)
+                break
+        self._thread.join(timeout)
 
     def __enter__(self) -> "Prefetch[T]":
         return self

@@ -1,7 +1,8 @@
 """Activations from a model at one or more hook points, as a stream of (N_tokens, d_model) tensors.
 
 The host side of each window batch (tokenisation, padding, the indices of the kept tokens,
-pinning for CUDA) is prepared on a background thread (:class:`~probsae.data.background.Prefetch`);
+pinning for CUDA) is prepared on a background thread when the model is on CUDA
+(:class:`~probsae.data.background.Prefetch`; inline on the CPU, whose cores the forward uses);
 the device side is one forward pass per window batch that stops after the deepest hook point,
 then a gather of the kept tokens. No step of it waits for the device (no host sync): the number of
 kept tokens is known on the host, and copies to CUDA come from pinned memory with
@@ -172,14 +173,16 @@ class ActivationStream:
         max_tokens: stop after this many tokens (the last batch is truncated to hit it exactly).
         exclude_special: drop special tokens' activations (default) or keep every non-pad token.
         progress: show a tqdm progress bar (in tokens).
-        prefetch: window batches prepared ahead on the background thread.
+        prefetch: window batches prepared ahead on a background thread; None (default): 4 when
+            the model is on CUDA (the host is idle while the device works), 0 on the CPU (the
+            forward already uses every core; tokenisation then runs inline).
         overlap: run forwards on a side CUDA stream (see :class:`Forward`); ignored on the CPU.
     """
 
     def __init__(self, handle: ModelHandle, hook: str | HookPoint | list,
                  windows: Callable[[int], Iterable[WindowBatch]] | Iterable[WindowBatch],
                  max_tokens: int | None = None, exclude_special: bool = True,
-                 progress: bool = False, prefetch: int = 4, overlap: bool = True) -> None:
+                 progress: bool = False, prefetch: int | None = None, overlap: bool = True) -> None:
         self.handle = handle
         self.hooks = list(dict.fromkeys(HookPoint.parse(h) for h in (hook if isinstance(hook, list) else [hook])))
         if not self.hooks:
@@ -191,7 +194,7 @@ class ActivationStream:
         self.max_tokens = max_tokens
         self.exclude_special = exclude_special
         self.progress = progress
-        self.prefetch = prefetch
+        self.prefetch = prefetch if prefetch is not None else (4 if handle.device.type == "cuda" else 0)
         self.forward = Forward(handle, self.hooks, overlap=overlap)
 
     @property
