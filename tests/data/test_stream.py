@@ -129,3 +129,33 @@ def test_streaming_data_path_never_syncs_with_the_host(cuda_device):
     finally:
         torch.cuda.set_sync_debug_mode("default")
         it.close()
+
+
+def test_prefetch_thread_keeps_order_raises_and_stops():
+    from probsae.data.background import Prefetch
+
+    assert list(Prefetch(iter(range(50)), depth=3)) == list(range(50))
+    assert list(Prefetch(iter(range(5)), depth=0)) == list(range(5))  # inline
+
+    def broken():
+        yield 1
+        raise ValueError("bad document")
+
+    with pytest.raises(ValueError, match="bad document"):
+        list(Prefetch(broken(), depth=2))
+    p = Prefetch(iter(range(10**9)), depth=2)
+    next(iter(p))
+    p.close()
+    assert not p._thread.is_alive(), "close() waits for the thread"
+
+
+def test_threaded_host_side_gives_the_same_activations(device):
+    h = _model("gpt2", device)
+    runs = []
+    for prefetch in (0, 3):
+        s = ActivationStream.from_corpus(h, "resid_pre.2", DOCS, context_length=16, batch_size=3)
+        s.prefetch = prefetch
+        runs.append(list(s.batches()))
+    assert len(runs[0]) == len(runs[1]) > 5
+    for a, b in zip(*runs):
+        assert torch.equal(a.acts, b.acts) and a.windows_end == b.windows_end
