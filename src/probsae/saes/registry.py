@@ -58,7 +58,8 @@ def build_sae(name: str, d_in: int, d_sae: int, **hparams: Any):
 
 
 def load_sae(path: str | os.PathLike, device: str | None = None):
-    """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config)."""
+    """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config),
+    on ``device`` (default: the CPU)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
