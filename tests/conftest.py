@@ -13,6 +13,48 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="device of the tests that train or encode: auto = cuda when available (CI: cpu)")
+
+
+def _session_device(config) -> torch.device:
+    name = config.getoption("--device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda, but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+def pytest_report_header(config):
+    return f"probsae test device: {_session_device(config)} (--device {config.getoption('--device')})"
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig) -> torch.device:
+    """The device tests train and encode on (``--device``; CPU in CI)."""
+    return _session_device(pytestconfig)
+
+
+@pytest.fixture(autouse=True)
+def _auto_means_test_device(request, monkeypatch):
+    """``device="auto"`` in library calls means the test device: with ``--device cpu`` on a GPU
+    machine, probsae sees no CUDA device (its one check, ``probsae.devices.cuda_count``)."""
+    if _session_device(request.config).type == "cpu":
+        import probsae.devices
+
+        monkeypatch.setattr(probsae.devices, "cuda_count", lambda: 0)
+
+
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def cuda_device(device) -> torch.device:
+    """The test device when it is CUDA; skips the test otherwise."""
+    if device.type != "cuda":
+        pytest.skip("runs on CUDA only (pytest --device cuda on a GPU machine)")
+    return device

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "probsae"
 #: Lowest first; names are top-level modules or subpackages of ``probsae``. ``probsae`` itself is
 #: the public facade (``probsae/__init__.py``): nothing inside the package imports it.
 LAYERS: list[set[str]] = [
-    {"errors", "io", "tensorfile", "version", "fielddocs", "schedules", "synthetic"},  # foundations
+    {"errors", "io", "tensorfile", "version", "fielddocs", "schedules", "synthetic", "devices"},  # foundations
     {"kernels"},                                    # fast paths, tested against plain references
     {"saes"},                                       # architectures: the SAE interface and registry
     {"training", "data"},                           # the trainer; activations (models, hooks, caches)

@@ -15,9 +15,9 @@ def toy():
 
 
 @pytest.mark.parametrize("arch", probsae.ARCHITECTURES)
-def test_architecture_recovers_the_toy_dictionary(arch, toy):
+def test_architecture_recovers_the_toy_dictionary(arch, toy, device):
     assert arch in HPARAMS, f"{arch}: add its toy hyperparameters to probsae.evaluation.recovery.HPARAMS"
-    r = recovery(arch, toy)
+    r = recovery(arch, toy, device=str(device))
     m = r["metrics"]
     assert m["explained_variance"] >= 0.9, m
     assert 2.0 <= m["l0"] <= 16.0, m  # sensible: a few times the 3 true active features, not dense

@@ -36,7 +36,8 @@ class SyntheticConfig:
 
 
 class SyntheticActivations:
-    """Sampler of toy activations; ``dictionary`` holds the true directions (n_features, d_in)."""
+    """Sampler of toy activations; ``dictionary`` holds the true directions (n_features, d_in).
+    Everything is drawn and held on the CPU; ``sample(..., device=)`` returns it elsewhere."""
 
     def __init__(self, cfg: SyntheticConfig | None = None, **overrides):
         cfg = cfg or SyntheticConfig(**overrides)
@@ -59,19 +60,25 @@ class SyntheticActivations:
         mags = torch.empty(n, cfg.n_features).uniform_(cfg.magnitude_min, cfg.magnitude_max, generator=gen)
         return active * mags
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """(n, d_in) activations."""
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> Tensor:
+        """(n, d_in) activations, drawn on the CPU (``generator`` is a CPU generator, so a seed
+        gives the same sample on every machine) and returned on ``device`` (default: the CPU)."""
         gen = generator or self._gen
         codes = self.sample_codes(n, gen)
         noise = torch.randn(n, self.cfg.d_in, generator=gen) * self.cfg.noise_std
-        return codes @ self.dictionary + self.offset + noise
+        x = codes @ self.dictionary + self.offset + noise
+        return x if device is None else x.to(device)
 
 
 def feature_recovery(true_dirs: Tensor, learned_dirs: Tensor, absolute: bool = False) -> float:
     """Mean over true features of the max cosine similarity to any learned direction (rows).
     ``absolute``: count anti-aligned directions too (for SAEs with signed codes, e.g. AbsTopK,
-    which may represent a feature as −d with negative codes)."""
-    t = true_dirs / true_dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    l = learned_dirs / learned_dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    which may represent a feature as −d with negative codes). The two may live on different
+    devices (computed on ``true_dirs``'s, in float32); returns a Python float."""
+    t = true_dirs.float()
+    l = learned_dirs.detach().to(t.device, torch.float32)
+    t = t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    l = l / l.norm(dim=1, keepdim=True).clamp_min(1e-12)
     cos = t @ l.t()
     return float((cos.abs() if absolute else cos).max(dim=1).values.mean())

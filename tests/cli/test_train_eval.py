@@ -51,7 +51,7 @@ def test_train_writes_a_complete_run_directory_and_eval_reproduces_it(assets, tm
 
 def test_killed_train_resumes_from_its_checkpoint(assets, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
-    assert main(args(assets, reference)) == 0
+    assert main(args(assets, reference, "--deterministic", "true")) == 0
     original = Member.step
 
     def dying(self, batch, step, total):
@@ -60,15 +60,50 @@ def test_killed_train_resumes_from_its_checkpoint(assets, tmp_path, monkeypatch)
         return original(self, batch, step, total)
 
     monkeypatch.setattr(Member, "step", dying)
-    assert main(args(assets, tmp_path / "run")) == 130
+    assert main(args(assets, tmp_path / "run", "--deterministic", "true")) == 130
     from probsae.training.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "run")["step"] == 8
     monkeypatch.setattr(Member, "step", original)
-    assert main(args(assets, tmp_path / "run")) == 0
+    assert main(args(assets, tmp_path / "run", "--deterministic", "true")) == 0
     a = json.loads((reference / "metrics.json").read_text())["heldout"]
     b = json.loads((tmp_path / "run" / "metrics.json").read_text())["heldout"]
     assert a["mse"] == pytest.approx(b["mse"], rel=1e-5) and a["alive"] == b["alive"]
+
+
+def test_stream_trains_several_k_and_hooks_on_one_forward(assets, tmp_path, capsys, device):
+    out = tmp_path / "grid"
+    a = args(assets, out, "--stream", "--max-tokens", "1600", "--device", str(device), "--stream-buffer", "4")
+    a[a.index("--k") + 1] = "2,4"
+    a[a.index("--hook") + 1] = "resid_pre.1,resid_pre.2"
+    a[a.index("--steps") + 1] = "20"
+    assert main(a) == 0
+    printed = capsys.readouterr()
+    names = ["resid_pre.1-k2", "resid_pre.1-k4", "resid_pre.2-k2", "resid_pre.2-k4"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    for name in names:
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        hook, k = name.split("-k")
+        assert metrics["hook"] == hook and metrics["hparams"]["k"] == int(k)
+        assert metrics["train_final"]["step"] == 20 and 0 < metrics["heldout"]["l0"] <= int(k)
+        speed = metrics["throughput"]
+        assert speed["saes_on_the_stream"] == 4 and speed["train_tokens"] == 20 * 64
+        assert speed["extracted_tokens"] >= 20 * 64 and speed["extract_tokens_per_s"] > 0
+        assert name in printed.out
+    assert "tokens/s" in printed.err
+    # `probsae eval` of one of them reproduces the held-out metrics train wrote
+    assert main(["eval", str(out / names[3]), "--no-downstream"]) == 0
+    ev = json.loads((out / names[3] / "eval.json").read_text())
+    assert ev["heldout"] == json.loads((out / names[3] / "metrics.json").read_text())["heldout"]
+    # re-running the same command finds every run finished and trains nothing new
+    assert main(a) == 0
+
+
+def test_several_hooks_without_stream_is_a_clear_error(assets, tmp_path, capsys):
+    a = args(assets, tmp_path / "run")
+    a[a.index("--hook") + 1] = "resid_pre.1,resid_pre.2"
+    assert main(a) == 2
+    assert "need --stream" in capsys.readouterr().err
 
 
 def test_a_run_directory_refuses_a_different_run(assets, tmp_path, capsys):

@@ -27,7 +27,7 @@ def sweep_setup(tmp_path, monkeypatch):
     handle = tiny_model("gpt2", n_layers=2, d_model=16)
     calls = []
 
-    def fake_load_model(name, device="cpu"):
+    def fake_load_model(name, device="cpu", dtype=None):
         calls.append(name)
         return handle
 

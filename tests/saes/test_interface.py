@@ -55,17 +55,19 @@ def test_leading_dimensions_are_kept():
 
 
 @pytest.mark.parametrize("arch", probsae.ARCHITECTURES)
-def test_save_load_round_trip_is_exact(arch, tmp_path):
+def test_save_load_round_trip_is_exact(arch, tmp_path, device):
     sae = make(arch, seed=3)
     x = torch.randn(64, 16)
-    probsae.train(sae, x, probsae.TrainConfig(steps=3, batch_size=16, progress=False))
+    probsae.train(sae, x, probsae.TrainConfig(steps=3, batch_size=16, progress=False, device=str(device)))
     sae.save(tmp_path / "s")
-    loaded = probsae.load_sae(tmp_path / "s")
+    loaded = probsae.load_sae(tmp_path / "s", device=str(device))
     assert type(loaded) is type(sae) and loaded.cfg == sae.cfg
     for (k, v), (k2, v2) in zip(sae.state_dict().items(), loaded.state_dict().items()):
-        assert k == k2 and torch.equal(v, v2), k
+        assert k == k2 and v2.device == v.device and torch.equal(v, v2), k
     sae.eval(), loaded.eval()
-    assert torch.equal(sae(x).recon, loaded(x).recon)
+    assert torch.equal(sae(x).recon, loaded(x).recon)  # a CPU input is moved to the SAE's device
+    on_cpu = probsae.load_sae(tmp_path / "s")  # load_sae's default: the CPU
+    assert on_cpu.W_dec.device.type == "cpu" and torch.equal(on_cpu.W_dec, sae.W_dec.cpu())
 
 
 @pytest.mark.parametrize("arch", ["topk", "abstopk", "prob_topk", "vsae_topk"])

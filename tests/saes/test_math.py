@@ -105,10 +105,11 @@ def test_gated_forward_and_three_losses():
     assert sae.W_enc.grad.abs().sum() > 0
 
 
-def test_gated_keeps_unit_norm_decoder_rows_after_a_step():
+def test_gated_keeps_unit_norm_decoder_rows_after_a_step(device):
     sae = probsae.build_sae("gated", d_in=8, d_sae=16)
-    probsae.train(sae, torch.randn(256, 8), probsae.TrainConfig(steps=3, batch_size=64, lr=0.1, progress=False))
-    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(16))
+    probsae.train(sae, torch.randn(256, 8), probsae.TrainConfig(steps=3, batch_size=64, lr=0.1, progress=False,
+                                                                 device=str(device)))
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(16, device=device))
 
 
 def test_jumprelu_forward_and_straight_through_threshold_gradient():

@@ -37,7 +37,8 @@ def activations() -> torch.Tensor:
 
 
 def cfg(**kw) -> probsae.TrainConfig:
-    base = dict(steps=STEPS, batch_size=BATCH, lr=3e-3, progress=False, log_every=5, seed=7)
+    # gloo on the CPU even on a GPU machine: these tests are about the protocol, not the device
+    base = dict(steps=STEPS, batch_size=BATCH, lr=3e-3, progress=False, log_every=5, seed=7, device="cpu")
     base.update(kw)
     return probsae.TrainConfig(**base)
 
@@ -260,6 +261,45 @@ def test_single_process_context_is_inert():
     assert ctx.shard(x) is x and ctx.writes(5) and ctx.owns(3) and not ctx.active
     mask = torch.tensor([True, False])
     assert ctx.global_fired(mask, 6) == (mask, 6)
+
+
+@pytest.mark.parametrize("device", ["auto", "cuda"])
+def test_more_processes_than_gpus_is_a_clear_error_before_any_cuda_call(monkeypatch, device):
+    from probsae.training import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr("probsae.devices.cuda_count", lambda: 1)  # what one GPU reports
+
+    def no_cuda_call(*a, **k):
+        raise AssertionError("a CUDA call was made before the check")
+
+    monkeypatch.setattr(torch.cuda, "set_device", no_cuda_call)
+    monkeypatch.setattr(torch.distributed, "init_process_group", no_cuda_call)
+    with pytest.raises(probsae.ConfigError) as e:
+        distributed.setup(cfg(device=device))
+    msg = str(e.value)
+    assert "WORLD_SIZE=2/LOCAL_RANK=1" in msg and "cuda:1" in msg and "only 1 CUDA device" in msg
+    assert "--nproc-per-node 1" in msg
+
+
+def test_a_missing_gpu_is_a_clear_error(monkeypatch):
+    from probsae.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr("probsae.devices.cuda_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(probsae.ConfigError, match=r"cuda:3.*only 2 CUDA device"):
+        resolve_device("cuda:3")
+    monkeypatch.setattr("probsae.devices.cuda_count", lambda: 0)
+    with pytest.raises(probsae.ConfigError, match="device 'cuda': no CUDA GPU is usable"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(probsae.ConfigError, match="unknown device"):
+        resolve_device("gpu7")
 
 
 def test_distribute_field_is_validated():

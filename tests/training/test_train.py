@@ -20,9 +20,9 @@ def cfg(**kw):
     return probsae.TrainConfig(**base)
 
 
-def test_loss_decreases_and_history_is_logged(tmp_path):
+def test_loss_decreases_and_history_is_logged(tmp_path, device):
     sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
-    hist = probsae.train(sae, data(), cfg(steps=60, log_path=str(tmp_path / "log.jsonl")))
+    hist = probsae.train(sae, data(), cfg(steps=60, log_path=str(tmp_path / "log.jsonl"), device=str(device)))
     losses = hist.column("loss")
     assert len(losses) == 6 and losses[-1] < losses[0]
     lines = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -36,25 +36,56 @@ def test_loss_decreases_and_history_is_logged(tmp_path):
     assert hist.final["step"] == 60
 
 
-def test_prob_topk_logs_annealed_temperature():
+def test_prob_topk_logs_annealed_temperature(device):
     sae = probsae.build_sae("prob_topk", d_in=16, d_sae=64, k=4)
-    hist = probsae.train(sae, data(), cfg(steps=40, warmup_steps=10))
+    hist = probsae.train(sae, data(), cfg(steps=40, warmup_steps=10, device=str(device)))
     betas = hist.column("beta")
     assert betas[0] == pytest.approx(5.0 * (1e-4 / 5.0) ** ((9 - 10 + 1) / 29))  # step index 9 is the last warm-up step
     assert betas[-1] == pytest.approx(1e-4)
     assert all(a > b for a, b in zip(betas, betas[1:]))
 
 
-def test_several_saes_step_on_the_same_batches():
+def test_several_saes_step_on_the_same_batches(device):
+    # deterministic=True: on CUDA the decoder's backward accumulates with atomics, so without it
+    # two identical SAEs may round differently; with it (and always on the CPU) they are bit-equal.
+    c = cfg(device=str(device), deterministic=True)
     a = probsae.build_sae("topk", d_in=16, d_sae=64, k=4, seed=1)
     b = probsae.build_sae("topk", d_in=16, d_sae=64, k=4, seed=1)
-    c = probsae.build_sae("relu", d_in=16, d_sae=64)
-    histories = probsae.train([a, b, c], data(), cfg())
+    r = probsae.build_sae("relu", d_in=16, d_sae=64)
+    histories = probsae.train([a, b, r], data(), c)
     assert len(histories) == 3
     assert torch.equal(a.W_dec, b.W_dec), "identical SAEs on identical batches must stay identical"
     single = probsae.build_sae("topk", d_in=16, d_sae=64, k=4, seed=1)
-    probsae.train(single, data(), cfg())
+    probsae.train(single, data(), c)
     assert torch.equal(single.W_dec, a.W_dec), "training alongside others must not change a member"
+
+
+def test_train_moves_the_sae_to_the_training_device_in_place(device):
+    sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    before = sae.W_dec.detach().clone()
+    x = data().to(device)  # data on the training device or not: both work
+    probsae.train(sae, x, cfg(steps=5, device=str(device)))
+    assert {p.device.type for p in sae.parameters()} == {device.type}
+    assert not torch.equal(sae.W_dec.detach().cpu(), before), "the object passed in is the one trained"
+    again = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    probsae.train(again, data(), cfg(steps=5, device="cpu"))
+    assert again.W_dec.device.type == "cpu"
+
+
+def test_deterministic_mode_is_restored_after_training(device, monkeypatch):
+    sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4)
+    assert not torch.are_deterministic_algorithms_enabled()
+    seen = []
+    original = Member.step
+
+    def spy(self, batch, step, total):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return original(self, batch, step, total)
+
+    monkeypatch.setattr(Member, "step", spy)
+    probsae.train(sae, data(), cfg(steps=3, device=str(device), deterministic=True))
+    assert seen == [True, True, True]
+    assert not torch.are_deterministic_algorithms_enabled(), "train() restores the global setting"
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -67,11 +98,13 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 @pytest.mark.parametrize("arch", ["topk", "prob_topk"])
-def test_killed_run_resumes_to_the_same_result(arch, tmp_path, monkeypatch):
+def test_killed_run_resumes_to_the_same_result(arch, tmp_path, monkeypatch, device):
     def build():
         return probsae.build_sae(arch, d_in=16, d_sae=64, k=4, seed=5)
 
-    c = cfg(steps=30, checkpoint_every=10)
+    # deterministic: a resumed run replays the uninterrupted one bit for bit, CUDA included
+    # (the checkpoint restores the CPU and CUDA RNG states that drive prob_topk's gate noise)
+    c = cfg(steps=30, checkpoint_every=10, device=str(device), deterministic=True)
     reference = build()
     probsae.train(reference, data(), c)
 
@@ -90,11 +123,11 @@ def test_killed_run_resumes_to_the_same_result(arch, tmp_path, monkeypatch):
 
     resumed = build()
     hist = probsae.train(resumed, data(), c, run_dirs=[tmp_path / "run"])
-    torch.testing.assert_close(resumed.W_dec, reference.W_dec)
-    torch.testing.assert_close(resumed.W_enc, reference.W_enc)
+    assert torch.equal(resumed.W_dec, reference.W_dec)
+    assert torch.equal(resumed.W_enc, reference.W_enc)
     assert [r["step"] for r in hist.steps] == [10, 20, 30], "log keeps each step once across the resume"
-    loaded = probsae.load_sae(tmp_path / "run")
-    assert torch.equal(loaded.W_dec, resumed.W_dec)
+    loaded = probsae.load_sae(tmp_path / "run")  # load_sae puts it on the CPU
+    assert torch.equal(loaded.W_dec, resumed.W_dec.cpu())
 
 
 def test_liveness_counts_dead_latents():

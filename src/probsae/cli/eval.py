@@ -14,6 +14,8 @@ def add_arguments(p) -> None:
     p.add_argument("--downstream-batches", type=int, default=8, help="batches of 4 windows for CE/KL")
     p.add_argument("--cache-dir", default=None, help="activation cache root (default: the run's)")
     p.add_argument("--out", default=None, help="where to write the result JSON (default: RUN_DIR/eval.json)")
+    p.add_argument("--device", default=None,
+                   help="device of the SAE and the model (default: the run's training device setting, e.g. auto)")
 
 
 def run(args) -> int:
@@ -21,7 +23,8 @@ def run(args) -> int:
     from .train import print_metrics
 
     result = eval_run(args.run_dir, eval_tokens=args.eval_tokens, downstream=not args.no_downstream,
-                      downstream_batches=args.downstream_batches, cache_dir=args.cache_dir, out=args.out)
+                      downstream_batches=args.downstream_batches, cache_dir=args.cache_dir, out=args.out,
+                      device=args.device)
     print_metrics(result)
     ds = result.get("downstream")
     if ds:

@@ -12,7 +12,9 @@ from .options import add_dataclass_options, collect, parse_assignments
 
 NAME = "train"
 HELP = ("Train an SAE on a model's activations: writes weights, config, run.json, log.jsonl, "
-        "metrics.json and training.png into --out, and resumes if --out holds a checkpoint.")
+        "metrics.json and training.png into --out, and resumes if --out holds a checkpoint. "
+        "Comma lists (--k 4,8,16,24,32, --hook resid_pre.6,resid_pre.8) train one SAE per "
+        "combination on one activation stream, each in --out/<name>.")
 
 _TRAIN_SKIP = {"steps", "log_path", "extra"}
 
@@ -31,7 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--arch", default="prob_topk", choices=architectures(), help="SAE architecture")
     p.add_argument("--out", default="runs/default", help="run directory (resumed if it holds a checkpoint)")
     p.add_argument("--force", action="store_true",
-                   help="write into --out even when it is a non-empty directory that is not a probsae run")
+                   help="write into --out (with comma lists: each run directory under it) even when it is "
+                        "a non-empty directory that is not a probsae run")
     g = p.add_argument_group("SAE size")
     g.add_argument("--expansion", type=int, default=16, help="d_sae = expansion × d_in (the paper: 16)")
     g.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
@@ -43,17 +46,38 @@ def add_arguments(p) -> None:
         seen.update(names)
         add_dataclass_options(g, cls, skip=set(cls.__dataclass_fields__) - set(names), dest_prefix="hp_")
     g.add_argument("--hparam", action="append", metavar="KEY=VALUE", help="any other hyperparameter (repeatable)")
+    for action in g._group_actions:  # every hyperparameter takes a comma list: one SAE per value
+        if action.dest.startswith("hp_") and action.type is not None:
+            action.type = _listable(action.type)
     g = p.add_argument_group("data")
     add_dataclass_options(g, DataSpec, dest_prefix="data_", skip={"device"})  # extraction uses --device
     g.add_argument("--cache-dir", default="cache", help="root folder of activation caches (shared across runs)")
-    g.add_argument("--stream", action="store_true", help="train straight from the model without a cache")
+    g.add_argument("--stream", action="store_true",
+                   help="train straight from the model without a cache (the GPU path; several --hook points need it)")
+    g.add_argument("--stream-buffer", type=int, default=16,
+                   help="streaming: shuffle-buffer size on the device, in training batches")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
     g.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training tokens when --steps is not given")
     add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_", defaults={"checkpoint_every": 100})
 
 
-def spec_from_args(args):
+def _listable(cast):
+    """A type for argparse that also takes a comma list (then returns a list)."""
+    def parse(text: str):
+        parts = [t.strip() for t in text.split(",")]
+        return [cast(t) for t in parts] if len(parts) > 1 else cast(text)
+
+    parse.__name__ = getattr(cast, "__name__", "value")
+    return parse
+
+
+def specs_from_args(args) -> list[tuple[str, "object"]]:
+    """One (name, RunSpec) per combination of the comma lists among the hyperparameters and
+    --hook; the name (e.g. ``k4`` or ``resid_pre.6-k4``) names the varying values ("" for one run)."""
+    import itertools
+    from dataclasses import replace
+
     from ..runs.spec import RunSpec
 
     hp_names = [a[3:] for a in vars(args) if a.startswith("hp_")]
@@ -72,11 +96,17 @@ def spec_from_args(args):
     data = DataSpec(**collect(args, [a[5:] for a in vars(args) if a.startswith("data_")], "data_"))
     train_kw = collect(args, [a[6:] for a in vars(args) if a.startswith("train_")], "train_")
     train = TrainConfig(steps=args.steps, **train_kw)
-    from ..training.loop import resolve_device
-
-    data.device = str(resolve_device(train.device))
-    return RunSpec(architecture=args.arch, hparams=hparams, expansion=args.expansion, d_sae=args.d_sae,
-                   epochs=args.epochs, stream=args.stream, cache_dir=args.cache_dir, data=data, train=train)
+    hooks = [h.strip() for h in data.hook.split(",") if h.strip()]
+    grid = {k: v for k, v in hparams.items() if isinstance(v, list)}
+    out = []
+    for hook, values in itertools.product(hooks, itertools.product(*grid.values())):
+        hp = {**hparams, **dict(zip(grid, values))}
+        name = "-".join(([hook.replace(":", "_")] if len(hooks) > 1 else []) +
+                        [f"{k}{v}" for k, v in zip(grid, values)])
+        out.append((name, RunSpec(architecture=args.arch, hparams=hp, expansion=args.expansion, d_sae=args.d_sae,
+                                  epochs=args.epochs, stream=args.stream, stream_buffer=args.stream_buffer,
+                                  cache_dir=args.cache_dir, data=replace(data, hook=hook), train=train)))
+    return out
 
 
 def print_metrics(result: dict, file=None) -> None:
@@ -91,15 +121,39 @@ def print_metrics(result: dict, file=None) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..runs import train_run
 
-    spec = spec_from_args(args)
-    result = train_run(spec, args.out, command="probsae " + shlex.join(sys.argv[1:]), force=args.force)
-    if not result:  # a non-zero rank under torchrun: rank 0 reports
+    named = specs_from_args(args)
+    if named[0][1].train.deterministic:  # before the first cuBLAS call of the process, so it takes effect
+        import os
+
+        from ..devices import CUBLAS_DETERMINISTIC
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+    command = "probsae " + shlex.join(sys.argv[1:])
+    if len(named) == 1:
+        spec = named[0][1]
+        result = train_run(spec, args.out, command=command, force=args.force)
+        if not result:  # a non-zero rank under torchrun: rank 0 reports
+            return 0
+        print(f"\n{spec.architecture} {spec.hparams} on {spec.data.model} {spec.data.hook} ({spec.data.corpus}), "
+              f"trained on {result['train_final'].get('tokens', 0):,} tokens")
+        print_metrics(result)
+        print(f"run directory       {args.out}")
+        print(f"training curves     {args.out}/training.png")
         return 0
-    print(f"\n{spec.architecture} {spec.hparams} on {spec.data.model} {spec.data.hook} ({spec.data.corpus}), "
-          f"trained on {result['train_final'].get('tokens', 0):,} tokens")
-    print_metrics(result)
-    print(f"run directory       {args.out}")
-    print(f"training curves     {args.out}/training.png")
+    dirs = [Path(args.out) / name for name, _ in named]
+    results = train_run([s for _, s in named], dirs, command=command, force=args.force)
+    if not results or not results[0]:
+        return 0
+    speed = results[0]["throughput"]
+    print(f"\n{len(named)} SAEs on one activation stream of {named[0][1].data.model}, "
+          f"{speed['train_tokens']:,} tokens at {speed['train_tokens_per_s']:,.0f} tokens/s")
+    print(f"{'run':24s} {'EV':>7s} {'FVU':>7s} {'L0':>7s} {'alive':>12s}  directory")
+    for (name, _), r, d in zip(named, results, dirs):
+        m = r["heldout"]
+        print(f"{name:24s} {m['explained_variance']:7.4f} {m['fvu']:7.4f} {m['l0']:7.2f} "
+              f"{m['alive']:>5d}/{m['alive'] + m['dead']:<6d}  {d}")
     return 0

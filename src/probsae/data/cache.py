@@ -214,6 +214,9 @@ def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str 
     # Stray temporaries of a killed run are garbage.
     clean_stale_tmp(root)
 
+    if isinstance(stream, ActivationStream) and len(stream.hooks) > 1:
+        raise CacheError(f"build_cache: the stream has {len(stream.hooks)} hook points; a cache holds one "
+                         "(build one cache per hook point)")
     if isinstance(stream, ActivationStream):
         batches: Iterable[Any] = stream.batches(skip_windows=man["n_windows"],
                                                 tokens_done=man["n_tokens"])
@@ -226,7 +229,7 @@ def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str 
 
     def flush() -> None:
         nonlocal buf, n_buf
-        x = torch.cat(buf).to(_DTYPES[dname]).contiguous()
+        x = torch.cat(buf).to(_DTYPES[dname]).cpu().contiguous()  # one device->host copy per shard
         if man["d_model"] is None:
             man["d_model"] = int(x.shape[1])
         name = f"shard_{len(man['shards']):05d}.safetensors"
@@ -251,7 +254,7 @@ def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str 
         if d is not None and acts.shape[1] != d:
             raise CacheError(f"build_cache: activation width {acts.shape[1]} != d_model {d}")
         if acts.shape[0]:
-            buf.append(acts.detach().cpu())
+            buf.append(acts.detach())  # stays on the model's device until the shard is written
             n_buf += acts.shape[0]
         if n_buf >= shard_tokens:
             flush()

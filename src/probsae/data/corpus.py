@@ -320,6 +320,12 @@ class WindowBatch:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def to_cpu(self) -> "WindowBatch":
+        """This batch with its tensors on the CPU (itself if they already are)."""
+        if all(t.device.type == "cpu" for t in (self.input_ids, self.attention_mask, self.token_mask)):
+            return self
+        return WindowBatch(self.input_ids.cpu(), self.attention_mask.cpu(), self.token_mask.cpu(), self.first_window)
+
 
 def _tok_info(tokenizer: Any) -> dict[str, Any]:
     def tid(attr: str) -> int | None:
@@ -373,7 +379,8 @@ def window_ids(docs: Iterable[str], tokenizer: Any, context_length: int, style: 
             yield chunk
 
     for chunk in texts():
-        enc = tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]
+        enc = tokenizer(chunk, add_special_tokens=False, verbose=False, return_attention_mask=False,
+                        return_token_type_ids=False)["input_ids"]
         for ids in enc:
             if not first and sep is not None:
                 buf.append(sep)
@@ -407,11 +414,8 @@ def token_windows(docs: Iterable[str], tokenizer: Any, context_length: int, batc
 
     def make(rows: list[list[int]], first_window: int) -> WindowBatch:
         T = max(len(r) for r in rows)
-        ids = torch.full((len(rows), T), pad, dtype=torch.long)
-        att = torch.zeros((len(rows), T), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-            att[i, :len(r)] = 1
+        ids = torch.tensor([r + [pad] * (T - len(r)) for r in rows], dtype=torch.long)
+        att = (torch.arange(T) < torch.tensor([len(r) for r in rows])[:, None]).long()
         mask = att.bool()
         if exclude_special and special.numel():
             mask &= ~torch.isin(ids, special)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,25 +139,47 @@ def capture(handle: ModelHandle, hook: str | HookPoint, input_ids: torch.Tensor,
     """Run the model on a batch up to ``hook`` and return the activation there, shape (B, T, d).
 
     The forward pass stops at the hook point: blocks after it and the LM head never run.
-    Call under ``torch.inference_mode()`` (or ``no_grad``) for extraction.
+    Call under ``torch.inference_mode()`` (or ``no_grad``) for extraction. The result lives on the
+    model's device, in the model's dtype.
     """
     hp = HookPoint.parse(hook)
-    box: list[torch.Tensor] = []
+    return capture_many(handle, [hp], input_ids, attention_mask)[str(hp)]
 
-    def grab(x: torch.Tensor) -> None:
-        box.append(x)
-        raise _StopForward
 
-    with _hooked(hp, handle, grab):
+def capture_many(handle: ModelHandle, hooks: "list[str | HookPoint]", input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One forward pass, the activations at several hook points: ``{str(hook): (B, T, d)}``.
+
+    The forward pass stops as soon as every hook point has fired (after the deepest one), so
+    capturing ``resid_pre.6`` and ``resid_pre.8`` costs one forward through 8 blocks. Each
+    activation equals what :func:`capture` returns for that hook alone.
+    """
+    hps = list(dict.fromkeys(HookPoint.parse(h) for h in hooks))
+    if not hps:
+        raise HookPointError("capture_many: no hook points given")
+    box: dict[str, torch.Tensor] = {}
+
+    def grabber(key: str) -> Callable[[torch.Tensor], None]:
+        def grab(x: torch.Tensor) -> None:
+            box.setdefault(key, x)
+            if len(box) == len(hps):
+                raise _StopForward
+
+        return grab
+
+    with ExitStack() as stack:
+        for hp in hps:
+            stack.enter_context(_hooked(hp, handle, grabber(str(hp))))
         try:
             extra = {"use_cache": False} if handle.is_causal else {}
             handle.model(input_ids=input_ids, attention_mask=attention_mask, **extra)
         except _StopForward:
             pass
-    if not box:
-        raise HookPointError(f"hook point {hp} was never reached in the forward pass of "
+    missing = [str(hp) for hp in hps if str(hp) not in box]
+    if missing:
+        raise HookPointError(f"hook point(s) {', '.join(missing)} never reached in the forward pass of "
                              f"{handle.name!r}")
-    return box[0]
+    return {str(hp): box[str(hp)] for hp in hps}
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 ``prepare_caches`` extracts each split once into an activation cache keyed by the spec, and
 reuses (or resumes) it afterwards, so every run and sweep member on the same spec shares it.
-``stream_batches`` is the cache-free path: activations straight from the model.
+``model_stream`` is the cache-free path: training batches straight from the model.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -46,8 +46,13 @@ class DataSpec:
     """Cache storage dtype: float32, float16 or bfloat16."""
     shard_tokens: int = 65_536
     """Tokens per cache shard."""
-    device: str = "cpu"
-    """Device of the model during extraction."""
+    device: str = "auto"
+    """Device of the model during extraction: 'auto' (the training device in `probsae train`,
+    else CUDA when available), 'cpu', 'cuda', 'cuda:1', …"""
+    model_dtype: str = "auto"
+    """Dtype of the model during extraction: 'auto' (bfloat16 on a GPU that supports it, else
+    float32), 'float32', 'bfloat16' or 'float16'. Activations are handed on as float32 either way;
+    the cache records the dtype the model ran in (a bf16 cache is a different cache)."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
@@ -62,7 +67,8 @@ class DataSpec:
 
     def validate(self) -> None:
         """Raise a ``DataError``/``ConfigError`` naming the first invalid field (no model is loaded)."""
-        from ..training.config import resolve_device, whole
+        from ..devices import MODEL_DTYPES, resolve_device
+        from ..training.config import whole
 
         for name in ("model", "hook", "corpus", "text_field"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
@@ -76,13 +82,40 @@ class DataSpec:
         whole("shard_tokens", self.shard_tokens, 1)
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise DataError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.model_dtype != "auto" and self.model_dtype not in MODEL_DTYPES:
+            raise DataError(f"model_dtype must be auto, {', '.join(MODEL_DTYPES)}; got {self.model_dtype!r}")
         resolve_device(self.device)
 
-    def slug(self, part: str) -> str:
-        """A directory name identifying this spec's cache of one split (a hash of its identity)."""
-        from .cache import cache_dir_name, cache_identity
+    def cache_identity(self, part: str, model_dtype: torch.dtype) -> dict[str, Any]:
+        """The identity of this spec's cache of one split (``data.cache.cache_identity``) with
+        ``model_dtype`` the dtype the model actually runs in (:meth:`placement`), never 'auto':
+        'auto' on the CPU and 'float32' are the same cache, a bf16 extraction is another one."""
+        from ..devices import dtype_name
+        from .cache import cache_identity
 
-        return cache_dir_name(cache_identity(self.to_dict(), part))
+        return cache_identity({**self.to_dict(), "model_dtype": dtype_name(model_dtype)}, part)
+
+    def slug(self, part: str, device: str | torch.device | None = None) -> str:
+        """A directory name identifying this spec's cache of one split (a hash of its identity;
+        ``device``: as for :meth:`placement`, which decides the model's dtype)."""
+        from .cache import cache_dir_name
+
+        return cache_dir_name(self.cache_identity(part, self.placement(device)[1]))
+
+    def placement(self, device: str | torch.device | None = None) -> tuple[torch.device, torch.dtype]:
+        """(device, dtype) of the model: ``device`` (e.g. the training device) when given and
+        this spec's device is 'auto', else this spec's; the dtype from ``model_dtype``."""
+        from ..devices import resolve_device, resolve_model_dtype
+
+        dev = resolve_device(device if device is not None and self.device == "auto" else self.device)
+        return dev, resolve_model_dtype(self.model_dtype, dev)
+
+    def load(self, device: str | torch.device | None = None):
+        """The spec's model, on :meth:`placement`'s device and dtype."""
+        from .models import load_model
+
+        dev, dtype = self.placement(device)
+        return load_model(self.model, device=dev, dtype=dtype)
 
 
 class _Split:
@@ -104,31 +137,48 @@ def split_docs(spec: DataSpec, part: str) -> _Split:
     return _Split(load_corpus(spec.corpus, text_field=spec.text_field), part, spec.holdout_every)
 
 
-def activation_stream(spec: DataSpec, part: str, handle=None, progress: bool = False):
-    """An ActivationStream over the ``part`` ('train' or 'holdout') documents of the corpus."""
+def activation_stream(spec: DataSpec, part: str, handle=None, progress: bool = False, hooks=None):
+    """An ActivationStream over the ``part`` ('train' or 'holdout') documents of the corpus, at
+    ``hooks`` (default: the spec's hook point; a list: one forward feeds them all)."""
     from .extract import ActivationStream
-    from .models import load_model
 
-    handle = handle or load_model(spec.model, device=spec.device)
+    handle = handle or spec.load()
     limit = spec.max_tokens if part == "train" else spec.eval_tokens
     return ActivationStream.from_corpus(
-        handle, spec.hook, split_docs(spec, part), context_length=spec.context_length,
+        handle, hooks or spec.hook, split_docs(spec, part), context_length=spec.context_length,
         batch_size=spec.extract_batch_size, max_tokens=limit, exclude_special=spec.exclude_special,
         progress=progress)
 
 
+def model_stream(spec: DataSpec, batch_size: int, handle=None, hooks=None, buffer_tokens: int | None = None,
+                 seed: int = 0):
+    """Training batches straight from the model (:class:`~probsae.data.stream.ModelStream`) over
+    the training documents, at ``hooks`` (default: the spec's); ``spec.max_tokens`` sizes the run."""
+    from .stream import ModelStream
+
+    handle = handle or spec.load()
+    stream = activation_stream(spec, "train", handle, hooks=hooks)
+    stream.max_tokens = None  # the stream runs to the end of the corpus; max_tokens counts steps
+    return ModelStream(stream, batch_size, buffer_tokens=buffer_tokens, seed=seed, max_tokens=spec.max_tokens)
+
+
 def prepare_caches(spec: DataSpec, cache_root: str | Path, progress: bool = True,
-                   parts: tuple[str, ...] = ("train", "holdout")):
+                   parts: tuple[str, ...] = ("train", "holdout"), device: str | torch.device | None = None,
+                   handle=None):
     """The caches of ``parts`` (default: train, held-out) for ``spec`` under ``cache_root``:
-    reused when complete, resumed when a previous extraction was killed, extracted otherwise."""
+    reused when complete, resumed when a previous extraction was killed, extracted otherwise.
+    The model runs on ``spec.placement(device)`` (``handle``: an already loaded one); each
+    extraction prints its tokens/s."""
+    from ..devices import dtype_name
     from ..io import check_writable_dir
-    from .cache import build_cache, cache_dir_name, cache_identity
+    from .cache import build_cache, cache_dir_name
 
     spec.validate()
     root = Path(cache_root)
-    out, handle = [], None
+    dev, dtype = (handle.device, next(handle.model.parameters()).dtype) if handle is not None else spec.placement(device)
+    out = []
     for part in parts:
-        meta = cache_identity(spec.to_dict(), part)  # what the manifest records and reuse checks
+        meta = spec.cache_identity(part, dtype)  # what the manifest records and reuse checks
         path = root / cache_dir_name(meta)
         cache = _complete_cache(path, meta)
         if cache is None:
@@ -136,15 +186,16 @@ def prepare_caches(spec: DataSpec, cache_root: str | Path, progress: bool = True
             if handle is None:
                 from .models import load_model
 
-                handle = load_model(spec.model, device=spec.device)
+                handle = load_model(spec.model, device=dev, dtype=dtype)
             t0 = time.perf_counter()
-            print(f"[probsae] extracting {part} activations: {spec.model} {spec.hook} on {spec.corpus} -> {path}",
-                  file=sys.stderr, flush=True)
-            cache = build_cache(activation_stream(spec, part, handle, progress), path, meta,
-                                shard_tokens=spec.shard_tokens, dtype=spec.dtype)
+            print(f"[probsae] extracting {part} activations: {spec.model} {spec.hook} on {spec.corpus} "
+                  f"({dev}, {dtype_name(dtype)}) -> {path}", file=sys.stderr, flush=True)
+            stream = activation_stream(spec, part, handle, progress)
+            cache = build_cache(stream, path, meta, shard_tokens=spec.shard_tokens, dtype=spec.dtype)
             dt = time.perf_counter() - t0
-            print(f"[probsae] {part}: {cache.n_tokens:,} tokens in {dt:.0f}s ({cache.n_tokens / max(dt, 1e-9):,.0f} tokens/s)",
-                  file=sys.stderr, flush=True)
+            n = cache.n_tokens
+            print(f"[probsae] {part}: {n:,} tokens in {dt:.1f}s: extraction {n / max(dt, 1e-9):,.0f} tokens/s "
+                  f"(model forward {stream.forward_seconds:.1f}s)", file=sys.stderr, flush=True)
         out.append(cache)
     return tuple(out)
 
@@ -157,25 +208,3 @@ def _complete_cache(path: Path, identity: dict[str, Any]):
     cache = ActivationCache(path, allow_incomplete=True)
     check_identity(cache, identity)
     return cache if cache.manifest.get("complete") else None
-
-
-def rebatch(chunks, batch_size: int, shuffle_buffer: int = 0, seed: int = 0) -> Iterator[torch.Tensor]:
-    """Fixed-size (batch_size, d) batches from a stream of variable-size (N, d) chunks; with
-    ``shuffle_buffer`` > 0 tokens are shuffled within a buffer of that many batches."""
-    gen = torch.Generator().manual_seed(seed)
-    buf: list[torch.Tensor] = []
-    n = 0
-    target = batch_size * max(1, shuffle_buffer)
-    for chunk in chunks:
-        buf.append(chunk)
-        n += chunk.shape[0]
-        if n >= target:
-            x = torch.cat(buf)
-            if shuffle_buffer:
-                x = x[torch.randperm(x.shape[0], generator=gen)]
-            full = (x.shape[0] // batch_size) * batch_size
-            yield from x[:full].split(batch_size)
-            buf, n = [x[full:]], x.shape[0] - full
-    if n >= batch_size:
-        x = torch.cat(buf)
-        yield from x[: (n // batch_size) * batch_size].split(batch_size)

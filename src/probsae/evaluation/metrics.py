@@ -29,7 +29,9 @@ class MetricAccumulator:
         self.d_sae = d_sae
 
     def update(self, x_n: Tensor, recon_n: Tensor, codes: Tensor) -> None:
-        x64, r64 = x_n.double(), recon_n.double()
+        """Add a batch (tensors on any device; the sums stay on the accumulator's device)."""
+        dev = self.sse.device
+        x64, r64, codes = x_n.to(dev, torch.float64), recon_n.to(dev, torch.float64), codes.to(dev)
         self.n += x_n.shape[0]
         self.sse += (x64 - r64).pow(2).sum()
         self.sum_x += x64.sum(0)
@@ -59,7 +61,8 @@ class MetricAccumulator:
 def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None) -> dict[str, float]:
     """MSE, FVU, explained variance, L0, alive and dead latents of ``sae`` on ``data`` (raw
     activations: a (N, d_in) tensor, an activation cache or an iterable of batches), using the
-    deterministic inference path."""
+    deterministic inference path. Runs on the SAE's device (batches on any device are moved
+    there) and returns Python numbers; the same SAE, data and device give the same numbers."""
     was_training = sae.training
     sae.eval()
     device = sae.W_dec.device

@@ -35,11 +35,11 @@ def toy_data(n_train: int = 30_000, n_test: int = 4_000):
     return gen, gen.sample(n_train), gen.sample(n_test)
 
 
-def recovery(arch: str, data=None) -> dict[str, Any]:
-    """Train ``arch`` on the toy data (``toy_data()`` unless given) and measure it: held-out
-    ``metrics`` (``probsae.evaluate``), ``recovery`` after training and ``recovery_before`` (at
-    initialisation). Recovery compares directions up to sign when the trained codes can be
-    negative (``signed``): such an SAE may learn a feature as −d."""
+def recovery(arch: str, data=None, device: str = "auto") -> dict[str, Any]:
+    """Train ``arch`` on the toy data (``toy_data()`` unless given) on ``device`` and measure it:
+    held-out ``metrics`` (``probsae.evaluate``), ``recovery`` after training and
+    ``recovery_before`` (at initialisation). Recovery compares directions up to sign when the
+    trained codes can be negative (``signed``): such an SAE may learn a feature as −d."""
     from ..saes import build_sae
     from ..training import TrainConfig, train
     from .metrics import evaluate
@@ -47,7 +47,7 @@ def recovery(arch: str, data=None) -> dict[str, Any]:
     gen, train_x, test_x = data or toy_data()
     sae = build_sae(arch, d_in=DATA["d_in"], d_sae=D_SAE, **HPARAMS[arch])
     init_dirs = sae.W_dec.detach().clone()
-    train(sae, train_x, TrainConfig(progress=False, **TRAIN))
+    train(sae, train_x, TrainConfig(progress=False, device=device, **TRAIN))
     with torch.no_grad():
         signed = bool((sae.encode(test_x) < 0).any())
     return {"metrics": evaluate(sae, test_x), "signed": signed,

@@ -9,12 +9,17 @@ from .spec import read_spec
 
 
 def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bool = True,
-             downstream_batches: int = 8, cache_dir: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
+             downstream_batches: int = 8, cache_dir: str | None = None, out: str | Path | None = None,
+             device: str | None = None) -> dict[str, Any]:
     """Metrics of the SAE in ``run_dir`` on the held-out tokens of its data spec (the same tokens
     ``train`` evaluated on); for causal LMs also CE with the SAE spliced in, clean CE,
     zero-ablation CE, CE recovered and KL. Writes ``out`` (default ``run_dir/eval.json``), whose
-    directory is checked to be writable before anything is computed."""
+    directory is checked to be writable before anything is computed.
+
+    ``device``: where the SAE and the model run (default: the run's training device setting,
+    e.g. 'auto'); on the device it was trained on, the held-out metrics equal ``train``'s."""
     from ..data.prepare import prepare_caches, split_docs
+    from ..devices import resolve_device
     from ..evaluation.metrics import evaluate
     from ..io import atomic_write_json, check_writable_dir
     from ..saes import load_sae
@@ -23,15 +28,15 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
     out = Path(out) if out else run_dir / "eval.json"
     spec = read_spec(run_dir)
     check_writable_dir(out.parent, "directory of the evaluation result")
-    sae = load_sae(run_dir).eval()
-    (heldout,) = prepare_caches(spec.data, cache_dir or spec.cache_dir, parts=("holdout",))
+    dev = resolve_device(device or spec.train.device)
+    sae = load_sae(run_dir, device=str(dev)).eval()
+    (heldout,) = prepare_caches(spec.data, cache_dir or spec.cache_dir, parts=("holdout",), device=dev)
     result: dict[str, Any] = {"run_dir": str(run_dir), "heldout": evaluate(sae, heldout, max_tokens=eval_tokens)}
     if downstream:
         from ..data.corpus import token_windows
-        from ..data.models import load_model
         from ..evaluation.downstream import downstream_metrics
 
-        handle = load_model(spec.data.model, device=spec.data.device)
+        handle = spec.data.load(dev)
         if handle.is_causal:
             import torch
 

@@ -58,6 +58,11 @@ class RunMetrics:
     """Report labels of a sweep member (pareto, ablation, …); empty for ``probsae train``."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Other facts of the invocation (a sweep's train_cache_tokens and pass_members)."""
+    throughput: dict[str, Any] = field(default_factory=dict)
+    """Speed of the training this invocation ran (``probsae train``; empty for a sweep member):
+    train_tokens, train_seconds, train_tokens_per_s (end to end, data included), saes_on_the_stream,
+    device; when streaming also extracted_tokens, forward_seconds and extract_tokens_per_s (tokens
+    per second of model-forward time)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
@@ -66,7 +71,7 @@ class RunMetrics:
 def record_run(run_dir: str | Path, name: str, architecture: str, hparams: dict[str, Any], sae, eval_data, train_cfg,
                *, data: dict[str, Any] | None = None, seconds: dict[str, float] | None = None,
                studies: list[str] | None = None, extra: dict[str, Any] | None = None,
-               batch_size: int = 4096) -> dict[str, Any]:
+               throughput: dict[str, Any] | None = None, batch_size: int = 4096) -> dict[str, Any]:
     """Evaluate the trained ``sae`` on ``eval_data`` and write ``run_dir/metrics.json``; returns
     its content. ``data``: model, hook and corpus of the activations."""
     from ..evaluation.metrics import evaluate
@@ -86,7 +91,7 @@ def record_run(run_dir: str | Path, name: str, architecture: str, hparams: dict[
         steps=train_cfg.steps, batch_size=train_cfg.batch_size, tokens_seen=last.get("tokens"),
         model=data.get("model"), hook=data.get("hook"), corpus=data.get("corpus"),
         seconds={**(seconds or {}), "eval": round(time.perf_counter() - t0, 3)},
-        studies=list(studies or []), extra=dict(extra or {})).to_dict()
+        studies=list(studies or []), extra=dict(extra or {}), throughput=dict(throughput or {})).to_dict()
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
 

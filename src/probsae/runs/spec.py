@@ -29,7 +29,10 @@ class RunSpec:
     epochs: float = 1.0
     """Passes over the cached training tokens when train.steps is not set."""
     stream: bool = False
-    """Train straight from the model without a cache (one pass; steps from max_tokens)."""
+    """Train straight from the model without a cache (steps from max_tokens); the GPU path."""
+    stream_buffer: int = 16
+    """Streaming: size of the on-device shuffle buffer, in training batches (mixes the tokens of
+    that many batches' worth of windows, so an SAE never sees a document in order)."""
     cache_dir: str = "cache"
     """Root folder of activation caches (shared by runs with the same data spec)."""
     data: DataSpec = field(default_factory=DataSpec)

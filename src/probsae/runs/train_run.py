@@ -1,4 +1,8 @@
-"""``probsae train`` as a function: prepare activations, train with resume, evaluate, plot."""
+"""``probsae train`` as a function: prepare activations, train with resume, evaluate, plot.
+
+One call trains one run, or several runs on one activation stream (``train_run([spec, …],
+[dir, …])``): the specs may differ in their SAE (architecture, hyperparameters such as K) and,
+when streaming, in their hook point; one model forward then feeds every SAE."""
 
 from __future__ import annotations
 
@@ -17,71 +21,149 @@ def _say(msg: str) -> None:
     print(f"[probsae] {msg}", file=sys.stderr, flush=True)
 
 
-def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None, force: bool = False) -> dict[str, Any]:
+def _check_together(specs: list[RunSpec]) -> None:
+    """Runs trained together share everything but the SAE and (streaming) the hook point."""
+    first = specs[0].to_dict()
+    for s in specs[1:]:
+        d = s.to_dict()
+        for part in (d, first):
+            part.pop("architecture", None), part.pop("hparams", None), part.pop("expansion", None), part.pop("d_sae", None)
+            part["data"] = {k: v for k, v in part["data"].items() if k != "hook"}
+        diff = differences(first, d)
+        if diff:
+            raise ConfigError(f"runs trained together must share data and training settings; they differ in: {', '.join(diff)}")
+    if not specs[0].stream and len({s.data.hook for s in specs}) > 1:
+        raise ConfigError("several hook points need --stream (an activation cache holds one hook point)")
+
+
+def _resumed_step(run_dir: Path) -> int:
+    """The last logged step of an earlier attempt (0 for a fresh run), for the throughput report."""
+    from ..training.logger import JsonlLogger, step_records
+    from ..training.member import LOG_FILE
+
+    return max((r["step"] for r in step_records(JsonlLogger(run_dir / LOG_FILE).read())), default=0)
+
+
+def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Path],
+              command: str | None = None, force: bool = False) -> dict[str, Any] | list[dict[str, Any]]:
     """Train ``spec`` into ``run_dir``: weights + config.json, run.json, log.jsonl,
     checkpoint.safetensors, metrics.json (held-out evaluation, ``probsae.runs.results``) and
     training.png; returns the metrics. Resumes from the run directory's checkpoint when there is
     one; refuses a run directory that holds a different run, and a non-empty directory that is not
-    a probsae run unless ``force``. Every option is validated before any activation is extracted."""
-    from ..data.prepare import activation_stream, prepare_caches, rebatch
+    a probsae run unless ``force``. Every option is validated before any activation is extracted.
+
+    Lists of specs and run directories train several SAEs on one activation stream (see the
+    module docstring) and return one result per run; the checks above apply to every run
+    directory. The model and the SAEs run on the training device (``spec.train.device``;
+    ``spec.data.device`` 'auto' follows it)."""
+    from ..data.prepare import model_stream, prepare_caches
+    from ..devices import resolve_device
     from ..io import check_output_dir, check_writable_dir
     from ..training import distributed, train
     from .plot import plot_training
 
-    run_dir = Path(run_dir)
-    spec.validate()
-    check_output_dir(run_dir, lambda p: (p / RUN_FILE).is_file(), force, "probsae run directory")
-    ctx = distributed.setup(spec.train)  # under torchrun: only rank 0 extracts and writes
-    if (run_dir / RUN_FILE).is_file():
-        old = read_spec(run_dir)
-        diff = differences(old.comparable(), spec.comparable())
-        if diff:
-            raise ConfigError(f"{run_dir} holds a different run (differs in: {', '.join(diff)}); "
-                              "use another --out or delete that directory")
-        _say(f"resuming the run in {run_dir}")
+    single = isinstance(spec, RunSpec)
+    specs = [spec] if single else list(spec)
+    dirs = [Path(run_dir)] if single else [Path(d) for d in run_dir]  # type: ignore[union-attr]
+    if not specs or len(specs) != len(dirs):
+        raise ConfigError(f"got {len(specs)} run specs for {len(dirs)} run directories")
+    for s in specs:
+        s.validate()
+    _check_together(specs)
+    for d in dirs:
+        check_output_dir(d, lambda p: (p / RUN_FILE).is_file(), force, "probsae run directory")
+    first = specs[0]
+    ctx = distributed.setup(first.train)  # under torchrun: only rank 0 extracts and writes
+    device = ctx.device or resolve_device(first.train.device)
+    for s, d in zip(specs, dirs):
+        if (d / RUN_FILE).is_file():
+            diff = differences(read_spec(d).comparable(), s.comparable())
+            if diff:
+                raise ConfigError(f"{d} holds a different run (differs in: {', '.join(diff)}); "
+                                  "use another --out or delete that directory")
+            _say(f"resuming the run in {d}")
     if ctx.is_main:
-        check_writable_dir(run_dir, "run directory")
-        write_spec(run_dir, spec, command)
+        for s, d in zip(specs, dirs):
+            check_writable_dir(d, "run directory")
+            write_spec(d, s, command)
 
+    hooks = list(dict.fromkeys(s.data.hook for s in specs))
+    batch = first.train.batch_size
     t0 = time.perf_counter()
-    if spec.stream:
-        if spec.train.steps is None and spec.data.max_tokens is None:
+    stream = None
+    if first.stream:
+        if first.train.steps is None and first.data.max_tokens is None:
             raise ConfigError("streaming without a cache needs --steps or --max-tokens")
-        from ..data.models import load_model
-
-        handle = load_model(spec.data.model, device=spec.data.device)
-        train_data = rebatch(activation_stream(spec.data, "train", handle), spec.train.batch_size,
-                             shuffle_buffer=8, seed=spec.train.seed)
-        eval_data = list(activation_stream(spec.data, "holdout", handle))
-        d_in = handle.d_model
-        steps = spec.train.steps or max(1, spec.data.max_tokens // spec.train.batch_size)
+        handle = first.data.load(device)
+        train_data = stream = model_stream(first.data, batch, handle, hooks, first.stream_buffer * batch, first.train.seed)
+        widths = _hook_widths(handle, hooks)
+        # held-out tokens: the small held-out cache `probsae eval` reads too, so both report the same numbers
+        eval_data = {h: distributed.main_first(ctx, lambda h=h: prepare_caches(
+            replace(first.data, hook=h), first.cache_dir, progress=False, parts=("holdout",), handle=handle))[0]
+            for h in hooks}
+        steps = first.train.steps or max(1, first.data.max_tokens // batch)
         n_train = None
     else:
         # rank 0 extracts, the others then open the caches (run `probsae cache` first for long extractions)
-        train_data, eval_data = distributed.main_first(
-            ctx, lambda: prepare_caches(spec.data, spec.cache_dir, progress=ctx.is_main))
-        d_in, n_train = train_data.d_in, train_data.n_tokens
-        steps = spec.train.steps or max(1, int(spec.epochs * n_train) // spec.train.batch_size)
-        if n_train < spec.train.batch_size:
-            raise ConfigError(f"the training cache has {n_train} tokens, fewer than batch_size={spec.train.batch_size}")
+        train_data, held = distributed.main_first(
+            ctx, lambda: prepare_caches(first.data, first.cache_dir, progress=ctx.is_main, device=device))
+        eval_data = {hooks[0]: held}
+        widths = {hooks[0]: train_data.d_in}
+        n_train = train_data.n_tokens
+        steps = first.train.steps or max(1, int(first.epochs * n_train) // batch)
+        if n_train < batch:
+            raise ConfigError(f"the training cache has {n_train} tokens, fewer than batch_size={batch}")
     t_data = time.perf_counter() - t0
 
-    sae = spec.build_sae(d_in)
-    d_sae = sae.d_sae
-    cfg = replace(spec.train, steps=steps, extra={**spec.train.extra, "model": spec.data.model,
-                                                   "hook": spec.data.hook, "corpus": spec.data.corpus})
+    saes = [s.build_sae(widths[s.data.hook]) for s in specs]
+    cfg = replace(first.train, steps=steps, extra={**first.train.extra, "model": first.data.model,
+                                                    "hooks": hooks, "corpus": first.data.corpus})
     if ctx.is_main:
-        _say(f"training {spec.architecture} (d_in {d_in}, d_sae {d_sae}, {spec.hparams}) for {steps} steps × "
-             f"{cfg.batch_size} tokens" + (f" ({steps * cfg.batch_size / n_train:.1f} passes over {n_train:,} cached tokens)" if n_train else ""))
+        what = ", ".join(f"{s.architecture} {s.hparams} at {s.data.hook}" for s in specs)
+        _say(f"training {len(specs)} SAE(s) on {device} ({what}) for {steps} steps × {batch} tokens" +
+             (f" ({steps * batch / n_train:.1f} passes over {n_train:,} cached tokens)" if n_train else
+              f", straight from the model ({first.data.model}, {first.data.model_dtype} dtype)"))
+    done_before = min(_resumed_step(d) for d in dirs)
     t1 = time.perf_counter()
-    history = train(sae, train_data, cfg, run_dirs=[run_dir])
+    histories = train(saes, train_data, cfg, run_dirs=dirs, hooks=[s.data.hook for s in specs] if stream else None)
     t_train = time.perf_counter() - t1
+    speed = _throughput(stream, (steps - done_before) * batch, t_train)
+    if ctx.is_main:
+        _say(f"trained {speed['train_tokens']:,} tokens in {t_train:.1f}s: {speed['train_tokens_per_s']:,.0f} tokens/s"
+             + (f" end to end (model forward {speed['forward_seconds']:.1f}s, {speed['extract_tokens_per_s']:,.0f} "
+                "extracted tokens/s of forward time)" if stream else ""))
     if not ctx.is_main:
-        return {}
+        return {} if single else [{} for _ in specs]
 
-    result = record_run(run_dir, run_dir.name, spec.architecture, spec.hparams, sae, eval_data, cfg,
-                        data={"model": spec.data.model, "hook": spec.data.hook, "corpus": spec.data.corpus},
-                        seconds={"data": round(t_data, 1), "train": round(t_train, 1)})
-    plot_training(history.records, run_dir / PLOT_FILE,
-                  f"{spec.architecture} {spec.hparams} — {spec.data.model} {spec.data.hook}", d_sae)
-    return result
+    results = []
+    for s, d, sae, history in zip(specs, dirs, saes, histories):
+        results.append(record_run(
+            d, d.name, s.architecture, s.hparams, sae, eval_data[s.data.hook], cfg,
+            data={"model": s.data.model, "hook": s.data.hook, "corpus": s.data.corpus},
+            seconds={"data": round(t_data, 1), "train": round(t_train, 1)},
+            throughput={**speed, "saes_on_the_stream": len(specs), "device": str(device)}))
+        plot_training(history.records, d / PLOT_FILE,
+                      f"{s.architecture} {s.hparams} — {s.data.model} {s.data.hook}", sae.d_sae)
+    return results[0] if single else results
+
+
+def _hook_widths(handle, hooks: list[str]) -> dict[str, int]:
+    """Activation width at each hook point (one 4-token forward)."""
+    import torch
+
+    from ..data.hooks import capture_many
+
+    ids = torch.full((1, 4), int(handle.bos_id or handle.cls_id or 0), dtype=torch.long, device=handle.device)
+    with torch.inference_mode():
+        xs = capture_many(handle, hooks, ids)
+    return {h: int(xs[h].shape[-1]) for h in hooks}
+
+
+def _throughput(stream, tokens: int, seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"train_tokens": int(tokens), "train_seconds": round(seconds, 3),
+                           "train_tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+    if stream is not None:
+        fwd = stream.forward_seconds
+        out.update({"extracted_tokens": stream.tokens_in, "forward_seconds": round(fwd, 3),
+                    "extract_tokens_per_s": round(stream.tokens_in / max(fwd, 1e-9), 1)})
+    return out

@@ -250,7 +250,7 @@ class SAE(nn.Module):
         ``encode`` call (the batch shape must match). Use ``decode_normalized`` for the SAE's
         working scale (e.g. to decode a single latent's direction)."""
         lead = codes.shape[:-1]
-        flat = codes.reshape(-1, self.d_sae).to(self.W_dec.dtype)
+        flat = codes.reshape(-1, self.d_sae).to(self.W_dec.device, self.W_dec.dtype)
         recon_n = self.decode_normalized(flat)
         if self.normalizer.mode == "unit":
             stats = stats if stats is not None else self._last_stats
@@ -274,7 +274,7 @@ class SAE(nn.Module):
         if check and not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise InputError(f"activations contain {bad} NaN/inf value(s); refusing to encode them")
-        return x.to(self.W_dec.dtype)
+        return x.to(self.W_dec.device, self.W_dec.dtype)  # inputs on any device: results on the SAE's
 
     # ---- persistence --------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:

@@ -107,7 +107,8 @@ def expected_state(name: str, cfg) -> dict[str, tuple[tuple[int, ...], Any]]:
 
 
 def load_sae(path: str | os.PathLike, device: str | None = None):
-    """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config).
+    """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config),
+    on ``device`` (default: the CPU).
 
     Checked before anything is allocated: config.json is a probsae SAE config of valid values,
     and the weight file's header holds exactly the tensors, shapes and dtypes that config implies.

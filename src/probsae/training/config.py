@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..devices import resolve_device
 from ..errors import ConfigError
 
 
@@ -48,6 +49,12 @@ class TrainConfig:
     """Show a progress bar with tokens/s."""
     device: str = "auto"
     """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', …"""
+    deterministic: bool = False
+    """Replay exactly: run training with deterministic algorithms (``torch.use_deterministic_
+    algorithms``), ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` and TF32 off (probsae.devices.deterministic_mode).
+    On CUDA, without it, atomics in scatter/index_add/embedding_bag backward and cuBLAS split-K
+    reductions may round differently from run to run; CPU runs are deterministic either way. Costs
+    GPU throughput (see docs/DEVICES.md and benchmarks/pipeline_throughput.py)."""
     extra: dict = field(default_factory=dict)
     """Free-form metadata copied into the log header (e.g. model, hook point, corpus)."""
     precision: str = "auto"
@@ -146,27 +153,3 @@ def whole(name: str, value, minimum: int | None, kind: str | None = None) -> Non
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or (minimum is not None and value < minimum):
         raise ConfigError(f"{name} must be {kind or f'an integer ≥ {minimum}'}, got {value!r}")
 
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device ``name`` stands for ('auto': CUDA if available, else CPU), checked to
-    exist in this torch build and on this machine (``ConfigError`` otherwise)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r}: no CUDA GPU is usable (this torch {torch.__version__} was built "
-                              f"{'without CUDA' if torch.version.cuda is None else 'with CUDA ' + torch.version.cuda + ' but sees no GPU'})")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError(f"device {name!r}: MPS (Apple GPU) is not available on this machine")
-    elif dev.type != "cpu":
-        backend = getattr(torch, dev.type, None)
-        if backend is None or not getattr(backend, "is_available", lambda: False)():
-            raise ConfigError(f"device {name!r}: {dev.type} is not available in this torch build")
-    return dev

@@ -35,6 +35,7 @@ from datetime import timedelta
 import torch
 from torch import Tensor
 
+from ..devices import resolve_device
 from ..errors import ConfigError, InputError
 
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # per-rank RNG seed offset (rank 0 keeps cfg.seed)
@@ -141,7 +142,7 @@ class DistContext:
         if not self.data_parallel:
             return
         x = batch.detach().double()
-        sig = torch.stack([x.sum(), x.pow(2).sum(), torch.tensor(float(x.shape[0]), dtype=torch.float64)])
+        sig = torch.stack([x.sum(), x.pow(2).sum(), torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)])
         sig = sig.to(self._comm_device())
         lo, hi = sig.clone(), sig.clone()
         self._all_reduce(lo, "min")
@@ -376,7 +377,8 @@ class DistContext:
 def setup(cfg) -> DistContext:
     """Join (or create) the process group when launched with several processes; inert otherwise.
 
-    Under torchrun with CUDA, ``device='auto'``/``'cuda'`` becomes ``cuda:LOCAL_RANK``. A process
+    Under torchrun with CUDA, ``device='auto'``/``'cuda'`` becomes ``cuda:LOCAL_RANK``; more
+    processes per node than visible GPUs is a ConfigError raised before any CUDA call. A process
     group created here is destroyed at interpreter exit; one the caller created is left alone.
     """
     if not torch.distributed.is_available():
@@ -389,7 +391,7 @@ def setup(cfg) -> DistContext:
     if world <= 1:
         return DistContext()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _device_for(cfg.device, local_rank)
+    device = resolve_device(cfg.device, local_rank)  # a clear error, before any CUDA call, if there is no such GPU
     owns = False
     if not initialised:
         backend = "nccl" if device.type == "cuda" else "gloo"
@@ -405,14 +407,6 @@ def setup(cfg) -> DistContext:
         atexit.register(_destroy_at_exit)
     ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, cfg.distribute, device, owns)
     return ctx
-
-
-def _device_for(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def _destroy_at_exit() -> None:

@@ -8,28 +8,41 @@ from typing import Sequence
 
 import torch
 
+from ..devices import deterministic_mode, resolve_device
 from ..errors import ConfigError
-from .batches import BatchSource
-from . import config, distributed, wandb_logger
+from .batches import BatchSource, batch_rows, bind_hooks, map_batch, pick
+from . import distributed, wandb_logger
 from .config import TrainConfig
 from .logger import TrainHistory
 from .member import Member
 
 
-def resolve_device(name: str) -> torch.device:
-    return config.resolve_device(name)  # checked: an unknown or absent device is a ConfigError
-
-
-def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str | os.PathLike] | None = None):
+def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str | os.PathLike] | None = None,
+          hooks: Sequence[str | None] | str | None = None):
     """Train one SAE or a list of SAEs on ``data``.
 
     ``data``: a (N, d_in) tensor of raw activations (shuffled each epoch), an activation cache
-    (anything with ``iter_batches``) or an iterable of (B, d_in) batches. Several SAEs are stepped
-    on the very same batches, so the data is read once for all of them.
+    (anything with ``iter_batches``), an iterable of (B, d_in) batches, or an iterable of dicts
+    ``{hook: (B, d_hook) batch}`` (one forward of a model feeding several hook points, e.g.
+    :class:`probsae.data.ModelStream`). Several SAEs are stepped on the very same batches, so the
+    data is read (or the model run) once for all of them.
+
+    ``hooks`` binds each SAE to a key of dict batches (one per SAE, or one string for all); it
+    may be left out when the dicts have a single key. Tensors on any device are accepted: each
+    batch is moved to the training device.
+
+    Devices: each SAE is moved to the training device (``cfg.device``; under torchrun
+    ``cuda:LOCAL_RANK``) **in place** with ``nn.Module.to`` and stays there, so after ``train``
+    returns its parameters live on that device; the returned histories hold Python numbers.
 
     ``run_dirs`` (one per SAE): each gets ``log.jsonl``, a resumable ``checkpoint.safetensors`` and, at the
     end, the trained SAE (``sae.safetensors`` + ``config.json``). If a run directory already holds
-    a checkpoint, training resumes from it. Returns a ``TrainHistory`` (a list for a list input).
+    a checkpoint, training resumes from it. A data source with ``stream_state()`` and
+    ``iter_from(state)`` (a model stream) records its position in each checkpoint and restarts
+    there on resume instead of replaying every earlier batch. Returns a ``TrainHistory`` (a list
+    for a list input).
+
+    ``cfg.deterministic`` runs the whole call in :func:`probsae.devices.deterministic_mode`.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the same call trains in parallel (``cfg.distribute``:
     'data' shards every global batch over the ranks and averages gradients; 'members' spreads the
@@ -37,12 +50,18 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
+    with deterministic_mode(cfg.deterministic):
+        return _train(saes, data, cfg, run_dirs, hooks)
+
+
+def _train(saes, data, cfg: TrainConfig, run_dirs, hooks):
     single = not isinstance(saes, (list, tuple))
     sae_list = [saes] if single else list(saes)
     if not sae_list:
         raise ConfigError("train() needs at least one SAE")
     if run_dirs is not None and len(run_dirs) != len(sae_list):
         raise ConfigError(f"got {len(run_dirs)} run_dirs for {len(sae_list)} SAEs")
+    keys = bind_hooks(hooks, len(sae_list))
     wandb_logger.check_available(cfg)
     dist = distributed.setup(cfg)  # inert in a single process; torchrun: data/members parallel
     device = dist.device or resolve_device(cfg.device)
@@ -56,20 +75,24 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
         Member(sae_list[i], cfg, device, Path(run_dirs[i]) if run_dirs else None, cfg.log_path if single else None)
         for i in owned
     ]
+    mkeys = [keys[i] for i in owned]
     for i, m in zip(owned, members):
         dist.attach(m, i)
     fresh = [m for m in members if not m.try_resume()]
     dist.check_resume(members)
     if fresh:
-        first = source.peek().to(device)
-        dist.check_same_batch(first)
-        for m in fresh:
-            m.sae.init_from_data(first, cfg.b_dec_init)
+        first = map_batch(lambda t: t.to(device), source.peek())
+        map_batch(dist.check_same_batch, first)
+        for m, key in zip(members, mkeys):
+            if m not in fresh:
+                continue
+            m.sae.init_from_data(pick(first, key), cfg.b_dec_init)
             if m.writer:
                 m.logger.reset()  # a run killed before its first checkpoint restarts from step 0
             m.logger.write({"event": "start", "architecture": m.sae.architecture, "sae_config": m.sae.config_dict()["config"],
                             "train_config": cfg.to_dict(), "total_steps": total})
     start = min((m.start_step for m in members), default=total)  # a rank may own no SAE
+    resume_state = next((m.resume_extra.get("stream") for m in members if m.start_step == start and m.start_step > 0), None)
     for m in members:
         m.sae.train()
     wb = wandb_logger.attach(cfg, members, owned, run_dirs, dist)
@@ -77,32 +100,36 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
     bar = _progress(cfg, total, start, len(members)) if dist.is_main else None
     step = start
     try:
-        for step, batch in zip(range(start, total), source.batches(start)):
-            batch = dist.shard(batch).to(device, non_blocking=True)  # data mode: this rank's rows
-            for m in members:
+        for step, batch in zip(range(start, total), source.batches(start, resume_state)):
+            # data mode: this rank's rows; host-to-device without blocking the host
+            batch = map_batch(lambda t: dist.shard(t).to(device, non_blocking=True), batch)
+            last = step + 1 == total
+            ckpt = bool(cfg.checkpoint_every) and (step + 1) % cfg.checkpoint_every == 0 and not last
+            extra = source.checkpoint_extra() if ckpt else None
+            for m, key in zip(members, mkeys):
                 if step < m.start_step:
                     continue  # this member's checkpoint is ahead: it waits
-                result = m.step(batch, step, total)
-                last = step + 1 == total
+                result = m.step(pick(batch, key), step, total)
                 if (step + 1) % cfg.log_every == 0 or last:
                     rec = m.log(step, result)
                     if bar is not None and m is members[0]:
                         bar.set_postfix(loss=f"{rec['loss']:.4g}", ev=f"{rec['explained_variance']:.3f}",
                                         l0=f"{rec['l0']:.1f}", alive=rec["alive"])
-                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and not last:
-                    m.checkpoint(step + 1)
+                if ckpt:
+                    m.checkpoint(step + 1, extra)
             if bar is not None:
-                bar.update(batch.shape[0] * dist.data_world)
+                bar.update(batch_rows(batch) * dist.data_world)
     except BaseException as e:
         dist.abort(e)  # say which rank failed and tear the group down so peers do not hang
         raise
     finally:
         if bar is not None:
             bar.close()
+    extra = source.checkpoint_extra()
     for m in members:
         m.sae.eval()
         if m.run_dir is not None:
-            m.checkpoint(total)  # refuses NaN/inf weights, so no diverged SAE is ever saved
+            m.checkpoint(total, extra)  # refuses NaN/inf weights, so no diverged SAE is ever saved
             if m.writer:
                 m.sae.save(m.run_dir)
         else:

@@ -64,6 +64,7 @@ class Member:
         self.liveness = Liveness(sae.d_sae, cfg.dead_window_tokens, device)
         self.logger = JsonlLogger(self.run_dir / LOG_FILE if self.run_dir else log_path)
         self.start_step = 0
+        self.resume_extra: dict = {}  # the ``extra`` dict of the checkpoint resumed from
         self._sums: dict[str, Tensor] = {}
         self._count = 0
         self._t0 = time.perf_counter()
@@ -81,6 +82,7 @@ class Member:
         if state is None:
             return False
         self.start_step = restore(state, self.sae, self.optimizer, self.liveness)
+        self.resume_extra = dict(state.get("extra") or {})
         if self.dist is not None:
             self.dist.restore_rng(state.get("extra"), self.cfg.seed, self.start_step)
         log_state = state.get("log_state") or {}
@@ -93,16 +95,18 @@ class Member:
         self.last_logged = self.records[-1]["step"] if self.records else 0
         return True
 
-    def checkpoint(self, step: int) -> None:
+    def checkpoint(self, step: int, extra: dict | None = None) -> None:
         """Write a checkpoint at ``step`` after checking (one host sync) that neither the losses
-        since the last log record nor the weights went NaN/inf (``TrainingDivergedError``)."""
+        since the last log record nor the weights went NaN/inf (``TrainingDivergedError``).
+        ``extra`` (JSON-serialisable, e.g. the data stream's position) is stored with it and comes
+        back as ``resume_extra`` on resume."""
         self.check_finite(step)
-        extra = self.dist.checkpoint_extra() if self.dist is not None else None  # collective
+        ranks = self.dist.checkpoint_extra() if self.dist is not None else None  # collective
         # data mode: the ranks' partial sums, averaged (a collective); a resumed rank adds its own to them
         sums = self.dist.mean_sums(dict(self._sums)) if self.dist is not None else self._sums
         if self.run_dir and self.writer:
-            save_checkpoint(self.run_dir, step, self.sae, self.optimizer, self.liveness, extra,
-                            log_state={"sums": dict(sums), "count": self._count})
+            save_checkpoint(self.run_dir, step, self.sae, self.optimizer, self.liveness,
+                            {**(extra or {}), **(ranks or {})}, log_state={"sums": dict(sums), "count": self._count})
         self.last_checkpoint = step
 
     # ---- divergence -------------------------------------------------------------------------
