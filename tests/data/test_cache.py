@@ -218,3 +218,26 @@ def test_cache_identity_covers_every_field_but_the_listed_ones(tmp_path: Path) -
     assert cache_dir_name(cache_identity(spec, "holdout")) != name
     corpus.write_text("one document\n\nanother one!\n")
     assert cache_dir_name(cache_identity(spec, "train")) != name, "the corpus content is part of the key"
+
+
+def test_prepared_cache_is_keyed_by_the_dtype_the_model_ran_in(tmp_path: Path, tiny_gpt2: ModelHandle,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``model_dtype="auto"`` enters the cache identity resolved (float32 on the CPU), never as
+    'auto': an explicit float32 reuses that cache, a bf16 spec names another one."""
+    from dataclasses import replace
+
+    from probsae.data import prepare
+    from probsae.data.prepare import DataSpec, prepare_caches
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(list(DOCS) * 4))
+    spec = DataSpec(model="m", hook="resid_pre.1", corpus=str(corpus), context_length=8, eval_tokens=40,
+                    holdout_every=2)
+    (held,) = prepare_caches(spec, tmp_path / "cache", progress=False, parts=("holdout",), handle=tiny_gpt2)
+    assert held.manifest["meta"]["model_dtype"] == "float32"
+    assert held.path.name == spec.slug("holdout", "cpu")
+    monkeypatch.setattr(prepare, "activation_stream", lambda *a, **k: pytest.fail("extracted again"))
+    (again,) = prepare_caches(replace(spec, model_dtype="float32"), tmp_path / "cache", progress=False,
+                              parts=("holdout",), handle=tiny_gpt2)
+    assert again.path == held.path
+    assert replace(spec, model_dtype="bfloat16").slug("holdout", "cpu") != held.path.name
