@@ -68,6 +68,7 @@ class RunSpec:
         if self.d_sae is not None:
             whole("d_sae", self.d_sae, 1, "a positive integer or None")
         number("epochs", self.epochs, positive=True)
+        whole("stream_buffer", self.stream_buffer, 1)
         if not isinstance(self.hparams, dict):
             raise ConfigError(f"hparams must be a mapping, got {self.hparams!r}")
         # d_in is known only after extraction: check the hyperparameters with placeholder sizes
