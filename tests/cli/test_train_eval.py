@@ -99,6 +99,18 @@ def test_stream_trains_several_k_and_hooks_on_one_forward(assets, tmp_path, caps
     assert main(a) == 0
 
 
+def test_a_foreign_directory_among_the_runs_of_a_grid_is_refused(assets, tmp_path, capsys):
+    out = tmp_path / "grid"
+    (out / "k4").mkdir(parents=True)
+    (out / "k4" / "notes.txt").write_text("mine")
+    a = args(assets, out, "--stream", "--max-tokens", "1600")
+    a[a.index("--k") + 1] = "2,4"
+    assert main(a) == 2
+    err = capsys.readouterr().err
+    assert "k4 is not empty (notes.txt)" in err and "--force" in err
+    assert sorted(p.name for p in out.iterdir()) == ["k4"], "nothing is written before the refusal"
+
+
 def test_several_hooks_without_stream_is_a_clear_error(assets, tmp_path, capsys):
     a = args(assets, tmp_path / "run")
     a[a.index("--hook") + 1] = "resid_pre.1,resid_pre.2"
