@@ -129,6 +129,7 @@ def test_a_diverging_run_stops_with_exit_2_and_strict_json(tmp_path, train_args,
     ("--grad-clip", "-1", "grad_clip must be ≥ 0"), ("--checkpoint-every", "-1", "checkpoint_every must be"),
     ("--adam-betas", "1.5,0.9", "adam_betas must be two numbers in [0, 1)"),
     ("--device", "tpu", "unknown device 'tpu'"), ("--holdout-every", "1", "holdout_every must be"),
+    ("--stream-buffer", "0", "stream_buffer must be"), ("--model-dtype", "float8", "model_dtype must be"),
 ])
 def test_nonsense_options_fail_before_extraction(tmp_path, train_args, fails_cleanly, monkeypatch, option, value, needle):
     monkeypatch.setattr("probsae.data.models.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
