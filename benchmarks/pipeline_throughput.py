@@ -17,8 +17,9 @@ What is measured (all in one invocation, on the same machine, models and text):
 * SAEs: 16× expansion, k 32, 8192 tokens a step (8 windows of 1024; sparsify ``--batch_size 8
   --ctx_len 1024``), every token trained on (probsae ``exclude_special=False``, like sparsify);
 * probsae: ``probsae.train`` on a ``ModelStream`` (model in bf16 on the GPU, shuffle buffer on
-  the device, forward overlapped with the SAE steps), ``TrainConfig.precision`` bf16 by default
-  (sparsify wraps its SAE forward in bf16 autocast), run directories written as ``probsae train``
+  the device, forward overlapped with the SAE steps), ``TrainConfig.precision`` at probsae's
+  default 'auto' (bf16 tensor-core encoder matmul on the GPU; sparsify wraps its SAE forward in
+  bf16 autocast), run directories written as ``probsae train``
   does; topk, prob_topk, the paper's five K (4, 8, 16, 24, 32) as five SAEs on one stream, and
   topk with ``deterministic=True`` (the cost of exact replays);
 * sparsify: ``python -m sparsify MODEL DATA --layers L --expansion_factor 16 -k K --batch_size 8
@@ -451,7 +452,8 @@ def main(argv=None) -> None:
     p.add_argument("--ctx", type=int, default=1024, help="tokens per window (sparsify --ctx_len)")
     p.add_argument("--windows", type=int, default=8, help="windows per step (sparsify --batch_size)")
     p.add_argument("--expansion", type=int, default=16)
-    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="probsae TrainConfig.precision")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="probsae TrainConfig.precision (default: probsae's own default, 'auto')")
     p.add_argument("--sparsify-python", default=sys.executable, help="Python that has eai-sparsify 1.3.3")
     p.add_argument("--skip-qwen", action="store_true", help="only the GPT-2 model")
     p.add_argument("--tiny", action="store_true", help="tiny models (a CPU smoke test of the code paths)")
