@@ -12,8 +12,8 @@ What is measured (all in one invocation, on the same machine, models and text):
   ``--layers 26``), saved locally in bfloat16 with an offline tokenizer (``--tokenizer``: the
   bundled MiniLM one with ``[SEP]`` made the EOS token sparsify packs documents with, or a
   byte-level BPE trained on the corpus when that package is not installed);
-* text: the offline ``pydoc`` corpus, repeated to the token budget, as JSONL for probsae and as a
-  ``datasets`` dataset on disk for sparsify;
+* text: the offline ``pydoc`` corpus, repeated to the token budget, as JSONL for probsae and, packed
+  into ``input_ids`` rows exactly as sparsify packs text, as a ``datasets`` dataset for sparsify;
 * SAEs: 16× expansion, k 32, 8192 tokens a step (8 windows of 1024; sparsify ``--batch_size 8
   --ctx_len 1024``), every token trained on (probsae ``exclude_special=False``, like sparsify);
 * probsae: ``probsae.train`` on a ``ModelStream`` (model in bf16 on the GPU, shuffle buffer on
@@ -133,7 +133,8 @@ def save_model(cfg, path: Path, device: torch.device, tok) -> Path:
 
 def write_corpus(work: Path, tokens_needed: int, sparsify_python: str, tok) -> tuple[Path, Path]:
     """pydoc documents repeated to ≥ ``tokens_needed`` tokens of ``tok``: corpus.jsonl (probsae)
-    and a ``datasets`` dataset saved to disk (sparsify), built with sparsify's Python."""
+    and a ``datasets`` dataset of packed ``input_ids`` rows saved to disk (sparsify), built with
+    sparsify's Python."""
     from probsae.data.corpus import pydoc_documents
     from probsae.io import atomic_write_text
 
@@ -141,11 +142,21 @@ def write_corpus(work: Path, tokens_needed: int, sparsify_python: str, tok) -> t
     if jsonl.is_file() and ds.is_dir():
         return jsonl, ds
     docs = list(pydoc_documents())
-    per_pass = sum(len(ids) + 1 for ids in tok(docs, add_special_tokens=False, verbose=False)["input_ids"])
+    encoded = tok(docs, add_special_tokens=False, verbose=False)["input_ids"]
+    per_pass = sum(len(ids) + 1 for ids in encoded)
     reps = max(1, math.ceil(tokens_needed / per_pass))
     atomic_write_text(jsonl, "".join(json.dumps({"text": d}) + "\n" for _ in range(reps) for d in docs))
+    # sparsify gets the same text already packed the way its chunk_and_tokenize packs it (documents
+    # joined by EOS, the first token EOS, ctx-token rows, the partial last row dropped), so it
+    # skips its own tokenisation ("Dataset already tokenized"): identical tokens for both libraries,
+    # independent of how a transformers version treats this tokenizer's overflow.
+    stream = [t for _ in range(reps) for ids in encoded for t in (tok.eos_token_id, *ids)]
+    ctx = tok.model_max_length
+    rows = work / "corpus-ids.jsonl"
+    atomic_write_text(rows, "".join(json.dumps({"input_ids": stream[i:i + ctx]}) + "\n"
+                                    for i in range(0, len(stream) - ctx + 1, ctx)))
     code = ("import sys, datasets; datasets.Dataset.from_json(sys.argv[1]).save_to_disk(sys.argv[2])")
-    subprocess.run([sparsify_python, "-c", code, str(jsonl), str(ds)], check=True, env=_env())
+    subprocess.run([sparsify_python, "-c", code, str(rows), str(ds)], check=True, env=_env())
     print(f"[bench] corpus: {len(docs)} pydoc documents × {reps} ≈ {reps * per_pass:,} tokens", file=sys.stderr)
     return jsonl, ds
 

@@ -317,3 +317,15 @@ def test_gpu_group_members_balance_the_two_rankings():
     for n, k in ((98_304, 32), (12_288, 8), (6_144, 32), (384, 4), (96, 7)):
         m = gpu_group_members(n, k)
         assert n % m == 0 and n // m >= k and m <= 64
+
+
+def test_gpu_chunk_rows_cap_the_pre_activations_but_keep_big_matmuls():
+    from probsae.kernels.select import GPU_CHUNK_ELEMENTS, gpu_chunk_rows
+
+    assert gpu_chunk_rows(4096, 6144) == 1024          # 8M / 6144 ≈ 1365 → 1024: four chunks
+    assert gpu_chunk_rows(8192, 98_304) == 1024        # never below 1024 rows
+    assert gpu_chunk_rows(512, 64) == 512              # a small batch is one chunk
+    for B, M in ((4096, 6144), (8192, 12_288), (65_536, 384)):
+        rows = gpu_chunk_rows(B, M)
+        assert rows & (rows - 1) == 0 or rows == B
+        assert rows * M <= max(GPU_CHUNK_ELEMENTS, 1024 * M)

@@ -19,7 +19,9 @@ class Settings:
     'auto'. On CPU 'auto' is about 6M pre-activations (~1024 rows at 6144 latents: each chunk's
     scores and temporaries stay below glibc's 32 MiB mmap threshold, so the allocator reuses them
     instead of faulting in fresh pages every step, and the full (B, d_sae) matrix is never held);
-    on the Triton path 'auto' is the whole batch (a GPU wants the largest matmul)."""
+    on the Triton path 'auto' is about 8M pre-activations and at least 1024 rows
+    (``select.gpu_chunk_rows``: the (B, d_sae) bf16 matrix is never held whole, which keeps the
+    step's peak memory below sparsify's at small widths, while each matmul still fills the GPU)."""
     group_topk: bool = True
     """Select through strided group maxima (exact top-k: the k groups with the largest maxima
     hold the row's k largest scores; only their members are ranked) instead of one torch.topk

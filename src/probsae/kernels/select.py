@@ -165,6 +165,18 @@ def select_topk(x: Tensor, W_enc: Tensor, b_enc: Tensor | None, b_dec: Tensor | 
     return select_dense(pre + b_enc if b_enc is not None else pre, k, rule)
 
 
+GPU_CHUNK_ELEMENTS = 1 << 23
+"""The Triton path's 'auto' chunk holds about this many pre-activations (16 MiB in bf16)."""
+
+
+def gpu_chunk_rows(B: int, n_latents: int) -> int:
+    """Rows per encoder chunk on the Triton path for ``settings.chunk = 'auto'``: a power of two
+    near ``GPU_CHUNK_ELEMENTS / n_latents``, at least 1024 rows (so each matmul still fills the
+    GPU and the bf16 W_enc, re-read once per chunk, is read a few times per step at most)."""
+    rows = max(1024, 1 << max(0, (GPU_CHUNK_ELEMENTS // max(1, n_latents)).bit_length() - 1))
+    return min(B, rows)
+
+
 def _triton_select(xc: Tensor, W_enc: Tensor, b_enc: Tensor | None, k: int, rule: Selection):
     """Forward of the Triton path (see the module docstring): (values, indices, scores)."""
     from . import _triton
@@ -181,7 +193,7 @@ def _triton_select(xc: Tensor, W_enc: Tensor, b_enc: Tensor | None, k: int, rule
     indices = torch.empty(B, k, dtype=torch.long, device=xc.device)
     scores = xc.new_empty(B, k)
     row0 = rule.noise.row0 if rule.noise is not None else 0
-    step = B if settings.chunk == "auto" else chunk_rows(B, M, settings.chunk)
+    step = gpu_chunk_rows(B, M) if settings.chunk == "auto" else chunk_rows(B, M, settings.chunk)
     for s in range(0, B, step):
         e = min(B, s + step)
         pre = xc[s:e].to(mm) @ W

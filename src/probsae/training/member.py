@@ -227,6 +227,9 @@ class StepGraph:
         self.graph = None
         self.steps = 0
         self.static: dict = {}
+        self.stream = None
+        """One side stream for the warm-up and the capture: each new stream would get its own cuBLAS
+        workspace from the caching allocator (memory that stays allocated)."""
 
     @classmethod
     def wanted(cls, sae, cfg: TrainConfig, device: torch.device) -> "StepGraph | None":
@@ -248,7 +251,9 @@ class StepGraph:
         if self.graph is not None:  # a batch of another shape (e.g. a short last batch): eager
             return member._step(batch, dead)
         self.steps += 1
-        stream = torch.cuda.Stream()
+        if self.stream is None:
+            self.stream = torch.cuda.Stream()
+        stream = self.stream
         stream.wait_stream(torch.cuda.current_stream())
         if self.steps <= self.WARMUP:
             with torch.cuda.stream(stream):
@@ -258,7 +263,7 @@ class StepGraph:
         self.static = {"batch": batch.clone(), "dead": dead.clone()}
         member.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=stream):
             self.static["out"], self.static["gnorm"] = member._step(self.static["batch"], self.static["dead"])
         self.graph.replay()
         return self.static["out"], self.static["gnorm"]
