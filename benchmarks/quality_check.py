@@ -6,7 +6,7 @@ bf16 tensor-core encoder, Triton kernels, Philox gate noise) and on the exact-fp
 the held-out FVU of each (both evaluated with exact fp32 inference) and the relative difference;
 the criterion is |FVU_default − FVU_exact| / FVU_exact ≤ 1 %.
 
-Data: ``--activations FILE.safetensors`` (a cached (N, d_in) activation tensor; ``--key`` picks
+Data: ``--cache DIR`` (an activation cache written by ``probsae cache``), ``--activations FILE.safetensors`` (a cached (N, d_in) activation tensor; ``--key`` picks
 the tensor, default the first) or, by default, ``probsae.synthetic`` toy activations. The last
 ``--holdout`` fraction of the tokens is held out.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,6 +30,15 @@ from probsae.synthetic import SyntheticActivations
 
 
 def load_activations(args) -> torch.Tensor:
+    if args.cache:
+        from probsae.data.cache import ActivationCache
+
+        root = Path(args.cache)
+        dirs = [root] if (root / "manifest.json").is_file() else sorted(d.parent for d in root.glob("*/manifest.json"))
+        if len(dirs) != 1:
+            sys.exit(f"--cache {root}: expected one activation cache, found {len(dirs)}")
+        cache = ActivationCache(dirs[0])
+        return torch.cat(list(cache.iter_batches(65_536, shuffle=False))).float()
     if args.activations:
         from safetensors.torch import load_file
 
@@ -57,6 +67,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--activations", help="a .safetensors file holding an (N, d_in) activation tensor")
     p.add_argument("--key", help="tensor name inside --activations (default: the first)")
+    p.add_argument("--cache", help="a probsae activation cache directory (or a folder holding exactly one), "
+                                   "e.g. from `probsae cache --split train --cache-dir DIR`")
     p.add_argument("--archs", default="topk,prob_topk")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=4096)
