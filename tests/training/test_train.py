@@ -168,6 +168,10 @@ def test_nan_batches_checked_on_the_device_are_an_input_error(monkeypatch, tmp_p
     own per-batch check off."""
     import probsae.training.member as member
 
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert member.device_checks_batches(cfg(), cuda) and not member.device_checks_batches(cfg(), cpu)
+    assert not member.device_checks_batches(cfg(check_finite="always"), cuda)  # checked before each step
+    assert not member.device_checks_batches(cfg(check_finite="never"), cuda)
     monkeypatch.setattr(member, "device_checks_batches", lambda cfg, device: True)
     bad = torch.randn(256, 16)
     bad[100, 0] = float("nan")
