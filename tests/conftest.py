@@ -10,6 +10,11 @@ if not torch.cuda.is_available():
 # Tests use tiny tensors: one intra-op thread is faster and avoids oversubscribing small CI boxes.
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# cuBLAS reads its workspace setting when a process first uses it, and many tests use CUDA before
+# one trains with TrainConfig(deterministic=True) (which sets it too late to count): set it for
+# the whole session so that deterministic=True replays bit for bit on CUDA in every test process
+# (and in the subprocesses the tests start, which inherit it). No effect on the CPU.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 

@@ -56,7 +56,9 @@ def test_json_is_strict(tmp_path):
 
 
 def test_clean_stale_tmp_removes_only_temporaries(tmp_path):
-    (tmp_path / ".x.json.probsae-tmp-123-abcd").write_text("torn")
+    # the writer's pid must be one that cannot be alive (pid 123 can be, e.g. in a container, and a
+    # live writer's fresh temporary is kept): 999999999 is above Linux's largest pid_max (2**22)
+    (tmp_path / ".x.json.probsae-tmp-999999999-abcd").write_text("torn")
     (tmp_path / "keep.json").write_text("{}")
     assert clean_stale_tmp(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["keep.json"]

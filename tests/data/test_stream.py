@@ -117,11 +117,30 @@ def test_stream_state_is_json(device):
 
 
 def test_streaming_data_path_never_syncs_with_the_host(cuda_device):
+    """probsae's side of the streaming data path (host batches, pinned copies, the gather of the
+    kept tokens, the shuffle buffer) makes no host sync. The model's own forward is exempt: it is
+    transformers' code, and transformers 5 syncs while preparing the attention mask (GPT-2 without
+    an attention mask checks its position ids for packed sequences with ``(…).all()``; with one,
+    ``_ignore_causal_mask_sdpa`` calls ``padding_mask.all()``), which probsae cannot avoid without
+    giving up SDPA's mask-free causal kernel. With overlap (the default here) that sync waits only
+    for the forward's own side stream, not for the SAE steps queued on the main one."""
     h = _model("gpt2", cuda_device)
+    forward, forwards = h.model.forward, []
+
+    def unchecked(*args, **kwargs):
+        forwards.append(torch.cuda.get_sync_debug_mode())
+        torch.cuda.set_sync_debug_mode("default")
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode(forwards[-1])
+
+    h.model.forward = unchecked  # nn.Module.__call__ runs the instance's forward
     s = _stream(h, ["resid_pre.1", "resid_pre.2"], batch=48)
     it = iter(s)
     next(it)  # warm-up: CUDA context, allocator, first kernels
     torch.cuda.synchronize()
+    checked = len(forwards)
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
@@ -129,6 +148,7 @@ def test_streaming_data_path_never_syncs_with_the_host(cuda_device):
     finally:
         torch.cuda.set_sync_debug_mode("default")
         it.close()
+    assert len(forwards) > checked and set(forwards[checked:]) == {2}, "the checked batches ran forwards"
 
 
 def test_prefetch_thread_keeps_order_raises_and_stops():

@@ -64,7 +64,7 @@ k = [2, 4]
     return tmp_path, cfg, calls
 
 
-def test_sweep_then_report(sweep_setup, capsys):
+def test_sweep_then_report(sweep_setup, capsys, device):
     tmp, cfg, calls = sweep_setup
     out = tmp / "sweep"
     assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 0
@@ -85,7 +85,10 @@ def test_sweep_then_report(sweep_setup, capsys):
         for f in ("config.json", "sae.safetensors", "log.jsonl", "checkpoint.safetensors", "metrics.json"):
             assert (rd / f).is_file(), f"{name}/{f}"
         m = json.loads((rd / "metrics.json").read_text())
-        sae = load_sae(rd)
+        # on the device the sweep trained and evaluated on (the test device: 'auto'); the same SAE
+        # and data on another device give other numbers (on CUDA the TopK family's encoder picks its
+        # latents with a bf16 matmul, see TrainConfig.precision), the same device the same ones
+        sae = load_sae(rd, device=str(device))
         again = evaluate(sae, eval_cache)
         for key in ("mse", "fvu", "l0", "alive", "n_tokens"):
             assert m["heldout"][key] == pytest.approx(again[key], rel=1e-6), key
@@ -140,7 +143,9 @@ def test_partial_sweep_resumes_only_what_is_left(sweep_setup, capsys):
     assert main(["sweep", str(cfg), "--out", str(out), "--only", "topk-k=2", "--no-progress",
                  "--set", "train.steps=40"]) == 0
     assert [p.name for p in (out / "runs").iterdir()] == ["topk-k=2"]
-    # a member trained but killed before evaluation: evaluated without retraining
+    # a member trained but killed before evaluation: evaluated without retraining, on the training
+    # device like a member evaluated right after training (so to the same numbers)
+    heldout = json.loads((out / "runs" / "topk-k=2" / "metrics.json").read_text())["heldout"]
     (out / "runs" / "topk-k=2" / "metrics.json").unlink()
     log_before = (out / "runs" / "topk-k=2" / "log.jsonl").read_text()
     # a member killed before its first checkpoint left a log: it restarts with a fresh log
@@ -153,6 +158,7 @@ def test_partial_sweep_resumes_only_what_is_left(sweep_setup, capsys):
     assert main(["sweep", str(cfg), "--out", str(out), "--set", "train.steps=40", "--no-progress",
                  "--max-members-per-pass", "2"]) == 0
     assert (out / "runs" / "topk-k=2" / "log.jsonl").read_text() == log_before
+    assert json.loads((out / "runs" / "topk-k=2" / "metrics.json").read_text())["heldout"] == pytest.approx(heldout, rel=1e-6)
     assert len(list((out / "runs").glob("*/metrics.json"))) == 4
     log = [json.loads(line) for line in (stale / "log.jsonl").read_text().splitlines()]
     assert [r["event"] for r in log if r.get("event")] == ["start"]

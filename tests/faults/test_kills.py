@@ -63,7 +63,8 @@ import torch
 import probsae
 data = torch.randn(512, 16, generator=torch.Generator().manual_seed(0)) + 1
 sae = probsae.build_sae("topk", d_in=16, d_sae=64, k=4, seed=3)
-cfg = probsae.TrainConfig(steps=12, batch_size=32, checkpoint_every=4, log_every=3, progress=False)
+# deterministic: the resumed run must equal the reference bit for bit, CUDA included (atomic adds)
+cfg = probsae.TrainConfig(steps=12, batch_size=32, checkpoint_every=4, log_every=3, progress=False, deterministic=True)
 probsae.train(sae, data, cfg, run_dirs=[sys.argv[1]])
 """
 

@@ -39,8 +39,13 @@ def test_similar_corpus_names_and_split_settings_get_their_own_caches(assets, tm
     (tmp_path / "a" / "b.txt").write_text(text)
     (tmp_path / "a_b.txt").write_text(text.replace("the", "a"))  # same sanitised name, different text
     cache = tmp_path / "cache"
+    # --model-dtype float32: the model dtype is part of the key (a bf16 extraction is another cache),
+    # and 'auto' means bfloat16 on a GPU but float32 on the CPU, so with 'auto' the --device cpu run
+    # below would rightly get a cache of its own on a GPU machine; a pinned dtype lets only the
+    # device vary, which must not split the cache
     base = ["cache", "--model", str(assets / "model"), "--hook", "resid_pre.1", "--context-length", "16",
-            "--max-tokens", "200", "--split", "train", "--cache-dir", str(cache), "--corpus"]
+            "--max-tokens", "200", "--split", "train", "--model-dtype", "float32", "--cache-dir", str(cache),
+            "--corpus"]
     paths = []
     for extra in ([str(tmp_path / "a" / "b.txt")], [str(tmp_path / "a_b.txt")],
                   [str(tmp_path / "a_b.txt"), "--holdout-every", "2"],

@@ -47,12 +47,12 @@ def test_a_prefix_loss_trains_only_its_prefix():
     assert sae.W_dec.grad[16:].abs().sum() == 0, "later latents must not help the first prefix"
 
 
-def test_selection_threshold_and_inference_are_batchtopks():
+def test_selection_threshold_and_inference_are_batchtopks(device):
     kw = {"d_in": 16, "d_sae": 64, "k": 4, "seed": 3}
     ours, plain = probsae.build_sae(ARCH, **kw).train(), probsae.build_sae("batchtopk", **kw).train()
-    x = torch.randn(256, 16)
+    x = torch.randn(256, 16).to(device)  # where train() leaves the SAE: the hand computation below runs there
     torch.testing.assert_close(ours(x).codes, plain(x).codes)  # same init: the same batch selection
-    probsae.train(ours, x, probsae.TrainConfig(steps=1, batch_size=256, progress=False))
+    probsae.train(ours, x, probsae.TrainConfig(steps=1, batch_size=256, progress=False, device=str(device)))
     assert float(ours.threshold) > 0  # the EMA of the smallest kept activation, set by the step
     with torch.no_grad():
         a = ours.pre_acts(ours.normalizer(x)[0]).relu()
@@ -70,17 +70,20 @@ def test_prefix_configuration():
         probsae.build_sae(ARCH, d_in=8, d_sae=8, k=2, prefix_fractions=(0.01, 0.02, 1.0))
 
 
-def test_save_load_keeps_the_prefixes(tmp_path):
+def test_save_load_keeps_the_prefixes(tmp_path, device):
     sae = probsae.build_sae(ARCH, d_in=8, d_sae=32, k=2, prefix_fractions=(0.25, 0.5, 1.0))
-    probsae.train(sae, torch.randn(128, 8), probsae.TrainConfig(steps=2, batch_size=64, progress=False))
+    probsae.train(sae, torch.randn(128, 8), probsae.TrainConfig(steps=2, batch_size=64, progress=False,
+                                                                device=str(device)))
     sae.save(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["config"]["prefix_fractions"] == [0.25, 0.5, 1.0]
-    back = probsae.load_sae(tmp_path)
-    assert back.cfg == sae.cfg and torch.equal(back.threshold, sae.threshold)
+    back = probsae.load_sae(tmp_path)  # on the CPU; the trained SAE stays on the training device
+    assert back.cfg == sae.cfg and torch.equal(back.threshold, sae.threshold.cpu())
 
 
 def _prefix_fvu(sae, x, end: int) -> float:
-    """FVU of the reconstruction from the first ``end`` latents only (inference codes)."""
+    """FVU of the reconstruction from the first ``end`` latents only (inference codes), computed on
+    the SAE's device (``encode`` returns its codes there)."""
+    x = x.to(sae.W_dec.device)
     with torch.no_grad():
         x_n, _ = sae.normalizer(x)
         codes = sae.encode(x)
@@ -88,11 +91,11 @@ def _prefix_fvu(sae, x, end: int) -> float:
         return float((recon - x_n).pow(2).sum() / (x_n - x_n.mean(0)).pow(2).sum())
 
 
-def test_early_latents_reconstruct_alone_better_than_a_flat_batchtopk():
+def test_early_latents_reconstruct_alone_better_than_a_flat_batchtopk(device):
     """What the nested losses are for: with identical data, init and budget, the first 16 of 128
     latents explain far more on their own than the first 16 latents of a plain BatchTopK SAE."""
     gen, train_x, test_x = toy_data(n_train=12_000, n_test=2_000)
-    cfg = probsae.TrainConfig(steps=300, batch_size=256, lr=5e-3, warmup_steps=30, progress=False)
+    cfg = probsae.TrainConfig(steps=300, batch_size=256, lr=5e-3, warmup_steps=30, progress=False, device=str(device))
     fvu = {}
     for arch, hp in ((ARCH, {"prefix_fractions": (0.125, 1.0)}), ("batchtopk", {})):
         sae = probsae.build_sae(arch, d_in=32, d_sae=128, k=8, **hp)
@@ -102,15 +105,16 @@ def test_early_latents_reconstruct_alone_better_than_a_flat_batchtopk():
     assert fvu[ARCH][1] < 0.2, fvu  # and the whole dictionary still reconstructs well
 
 
-def test_saelens_export_is_a_jumprelu_that_comes_back_as_matryoshka(tmp_path):
+def test_saelens_export_is_a_jumprelu_that_comes_back_as_matryoshka(tmp_path, device):
     from probsae.formats import export_saelens, import_saelens
 
     sae = probsae.build_sae(ARCH, d_in=8, d_sae=32, k=2, prefix_fractions=(0.25, 1.0), normalize="none")
-    probsae.train(sae, torch.randn(256, 8) * 2, probsae.TrainConfig(steps=3, batch_size=64, progress=False))
+    probsae.train(sae, torch.randn(256, 8) * 2, probsae.TrainConfig(steps=3, batch_size=64, progress=False,
+                                                                    device=str(device)))
     report = export_saelens(sae, tmp_path)
     assert report.exact and report.target_architecture == "jumprelu"
     assert "prefix_fractions=[0.25, 1.0]" in (tmp_path / "PROBSAE_EXPORT.md").read_text()
-    back = import_saelens(tmp_path)
+    back = import_saelens(tmp_path).to(device)  # imported on the CPU; compared where the original runs
     assert back.architecture == ARCH and back.cfg == sae.cfg
     x = torch.randn(50, 8) * 2
     torch.testing.assert_close(back.encode(x), sae.encode(x))

@@ -94,6 +94,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
               command: str | None = None, device: str | None = None,
               on_pass: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the sweep ``cfg`` into ``out_dir``. Returns the sweep summary."""
+    from ..devices import resolve_device
     from ..saes import load_sae
     from ..training import TrainConfig, distributed, train
 
@@ -142,12 +143,15 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
     data = {k: data_info[k] for k in ("model", "hook", "corpus")}
     extra = {"train_cache_tokens": train_data.n_tokens}
 
-    # Members already trained but not evaluated (a kill during evaluation): evaluate only.
+    # Members already trained but not evaluated (a kill during evaluation): evaluate only, on the
+    # training device like the members evaluated right after training (load_sae alone gives the CPU,
+    # whose metrics differ from CUDA's in rounding and, at near-ties, in the selected latents).
+    train_device = str(ctx.device or resolve_device(tcfg.device))
     for m in list(todo):
         if _trained(dirs[m.name], tcfg.steps):
             if main:
-                evaluate_member(m, dirs[m.name], load_sae(dirs[m.name]), eval_data, tcfg, data, extra,
-                                batch_size=eval_bs)
+                evaluate_member(m, dirs[m.name], load_sae(dirs[m.name], device=train_device), eval_data, tcfg, data,
+                                extra, batch_size=eval_bs)
             todo.remove(m)
     chunks = _passes(todo, group)
     for i, chunk in enumerate(chunks):

