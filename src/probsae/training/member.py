@@ -282,7 +282,8 @@ class StepGraph:
         self.static = {"batch": batch.clone(), "dead": dead.clone()}
         member.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=stream):
+        # thread_local: a model forward or tokeniser thread feeding a stream may use CUDA meanwhile.
+        with torch.cuda.graph(self.graph, stream=stream, capture_error_mode="thread_local"):
             self.static["out"], self.static["gnorm"] = member._step(self.static["batch"], self.static["dead"])
         self.graph.replay()
         return self.static["out"], self.static["gnorm"]
