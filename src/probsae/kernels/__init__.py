@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from ._settings import Settings, settings
 from .encode import chunk_rows, clear_order_cache, latent_bag_sum, latent_order, sparse_encode, sparse_encode_reference
-from .noise import UniformPrefetch, concrete_gate_score, logistic_noise, logistic_noise_reference
+from .noise import GATE_SCORES, UniformPrefetch, concrete_gate_score, gate_score_, logistic_noise, logistic_noise_reference
 from .sparse import sparse_decode, sparse_decode_embedding_bag, sparse_decode_reference
 
 
@@ -34,4 +34,4 @@ def use_fast(enabled: bool = True, chunk: int | str | None = ...):  # type: igno
 __all__ = ["Settings", "settings", "use_fast", "sparse_encode", "sparse_encode_reference", "latent_bag_sum", "latent_order", "clear_order_cache",
            "sparse_decode_embedding_bag",
            "sparse_decode", "sparse_decode_reference", "logistic_noise", "logistic_noise_reference",
-           "concrete_gate_score", "UniformPrefetch", "chunk_rows"]
+           "concrete_gate_score", "gate_score_", "GATE_SCORES", "UniformPrefetch", "chunk_rows"]

@@ -96,12 +96,39 @@ class UniformPrefetch:
         return item
 
 
+#: Selection scores of the Probabilistic TopK gate (``ProbTopKConfig.score``; see saes/prob_topk.py).
+GATE_SCORES = ("paper", "stable", "logit")
+
+
+def gate_score_(t: Tensor, a: Tensor, beta: Tensor | float, lambda_mag: float, score: str = "paper") -> Tensor:
+    """The selection score, in place, from ``t`` = the gate's (noisy) logit ℓ + c·L (ℓ = LN(a)):
+
+    * ``paper``:  s = σ(t/β) + λ|a|      (eq. 8; σ rounds to 1.0 in float32 once t/β ≳ 17)
+    * ``stable``: s = λ|a| − σ(−t/β)     (the same order in exact arithmetic, since σ(x) = 1 − σ(−x),
+      but σ(−x) keeps its resolution down to ~1e-38, i.e. until t/β ≈ 88 instead of 17)
+    * ``logit``:  s = t + λ|a|           (the logit itself: never saturates; the caller scales the
+      noise by β/β₀ so that annealing shrinks the noise instead of sharpening a sigmoid)
+
+    This is the one place the score formula lives (a fused kernel carries exactly these lines)."""
+    if score == "paper":
+        t.div_(beta).sigmoid_()
+    elif score == "stable":
+        t.div_(beta).neg_().sigmoid_().neg_()
+    elif score != "logit":
+        raise ValueError(f"unknown gate score {score!r}; choose one of {GATE_SCORES}")
+    if lambda_mag:
+        t.add_(a.abs().mul_(lambda_mag))
+    return t
+
+
 @torch.no_grad()
 def concrete_gate_score(a: Tensor, beta: Tensor | float, lambda_mag: float, ln_weight: Tensor | None,
                         ln_bias: Tensor | None, noisy: bool, generator: torch.Generator | None = None,
-                        layernorm: bool = True, uniforms: UniformPrefetch | None = None) -> Tensor:
-    """Selection score s = σ((LN(a) + L)/β) + λ|a| of a chunk of pre-activations (C, d_sae),
-    with L logistic noise when ``noisy``; computed in one buffer, in place, without autograd.
+                        layernorm: bool = True, uniforms: UniformPrefetch | None = None,
+                        score: str = "paper", noise_scale: Tensor | float | None = None) -> Tensor:
+    """Selection score (``gate_score_``; the paper's s = σ((LN(a) + L)/β) + λ|a| by default) of a
+    chunk of pre-activations (C, d_sae), with L logistic noise (times ``noise_scale`` when given)
+    when ``noisy``; computed in one buffer, in place, without autograd.
 
     Same operations in the same order as the reference gate in ``saes/prob_topk.py`` (so the same
     generator state gives the same noise), except that the noise uses ``logit``. ``uniforms``: take
@@ -110,11 +137,7 @@ def concrete_gate_score(a: Tensor, beta: Tensor | float, lambda_mag: float, ln_w
         s = F.layer_norm(a, (a.shape[-1],), ln_weight, ln_bias)
     else:
         s = a.clone()
-    if noisy and uniforms is not None:
-        s.add_(uniforms.next().logit_(_EPS).to(s.dtype))
-    elif noisy:
-        s.add_(logistic_noise(s, generator))
-    s.div_(beta).sigmoid_()
-    if lambda_mag:
-        s.add_(a.abs().mul_(lambda_mag))
-    return s
+    if noisy:
+        noise = uniforms.next().logit_(_EPS).to(s.dtype) if uniforms is not None else logistic_noise(s, generator)
+        s.add_(noise if noise_scale is None else noise.mul_(noise_scale))
+    return gate_score_(s, a, beta, lambda_mag, score)

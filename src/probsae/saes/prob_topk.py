@@ -1,14 +1,38 @@
-"""Probabilistic TopK SAE (the paper, eq. 6–8).
+"""Probabilistic TopK SAE (the paper, eq. 6–8), and an opt-in fix of its gate's saturation.
 
     a = W_enc (x − b_dec)                                  (no encoder bias)
-    z = σ((LayerNorm(a) + log u − log(1 − u)) / β)         u ~ U(0,1), training only
-    s = z + λ_mag |a|;   m = TopK(s)
+    ℓ = LayerNorm(a)                                       (the gate's log-odds)
+    g = (ℓ + L) / β,   L = log u − log(1 − u), u ~ U(0,1)  (noise in training only)
+    z = σ(g)
+    s = z + λ_mag |a|;   m = TopK(s)                       (score = 'paper', the default)
     x̂ = W_dec (m ⊙ a) + b_dec                              (codes: signed a at the selected latents)
 
-Inference drops the noise: z = σ(LayerNorm(a)/β). β is a buffer set by ``on_train_step``
-(held at β_0 during warm-up, then exponential decay to β_T), so it is saved with the SAE.
-With the hard TopK mask no gradient reaches z (the paper's literal model); ``straight_through``
-is an opt-in variant that passes the gate's gradient through the selected codes.
+Inference drops the noise: z = σ(ℓ/β). β is a buffer set by ``on_train_step`` (held at β_0
+during warm-up, then exponential decay to β_T), so it is saved with the SAE. With the hard TopK
+mask no gradient reaches z (the paper's literal model); ``straight_through`` is an opt-in variant
+that passes the gate's gradient through the selected codes.
+
+The saturation flaw. In float32, σ(g) rounds to exactly 1.0 once g ≳ 17, i.e. from β ≈ 0.2–0.3
+on for typical ℓ + L. All fired gates then tie at z = 1 and the λ_mag|a| term breaks the ties:
+selection becomes "top-|a| among gates whose noisy logit was positive", a Bernoulli(σ(ℓ)) draw
+that keeps dropping good latents however small β gets (the limit is the same in exact
+arithmetic; float32 only reaches it sooner). ``score`` (``kernels.gate_score_`` holds the
+formulas, one line each) offers two opt-in alternatives:
+
+    'stable':  s = λ_mag|a| − σ(−g)
+        The same order as the paper's s in exact arithmetic (σ(g) = 1 − σ(−g)), but σ(−g) is
+        representable down to ~1e-38, so fired gates keep distinct scores until g ≈ 88: the
+        numerical fix alone, which isolates float32 from the design.
+    'logit':   s = ℓ + (β/β_0)·L + λ_mag|a|
+        Rank on the gate's logit, which never saturates. As σ is monotone, ranking on
+        (ℓ + L)/β would make β irrelevant, so the annealing moves from the temperature to the
+        noise: its scale shrinks from 1 (the paper's exploration at β_0) to β_T/β_0 (≈ 0), and
+        training selection converges to the deterministic inference selection
+        TopK(ℓ + λ_mag|a|) instead of a persistent Bernoulli draw. Equivalent to a Binary
+        Concrete gate at fixed temperature β_0 with noise L·β/β_0, ranked on its logit.
+        Inference (no noise) ranks on ℓ + λ_mag|a|.
+
+Neither is the default (the paper's model is); docs/results/offline-en-cpu measures all three.
 """
 
 from __future__ import annotations
@@ -21,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import kernels
-from ..kernels import concrete_gate_score, logistic_noise, sparse_decode, sparse_encode
+from ..kernels import GATE_SCORES, concrete_gate_score, gate_score_, logistic_noise, sparse_decode, sparse_encode
 from ..schedules import exp_anneal
 from .base import SAE
 from .config import TopKConfig, choice, positive
@@ -47,9 +71,14 @@ class ProbTopKConfig(TopKConfig):
     """Anneal β from beta_start to beta_end; False keeps β fixed at beta_start."""
     straight_through: bool = False
     """Opt-in: codes a·(1 + z − sg(z)) so the gate and LayerNorm get gradient (not in the paper)."""
+    score: str = "paper"
+    """Selection score: 'paper' (s = σ((ℓ + L)/β) + λ|a|, eq. 8), 'stable' (λ|a| − σ(−(ℓ + L)/β):
+    the same order without float32 saturation) or 'logit' (ℓ + (β/β_0)·L + λ|a|: rank on the
+    logit, anneal the noise). See the module docstring."""
 
     def validate(self) -> None:
         super().validate()
+        choice("score", self.score, GATE_SCORES)
         positive("lambda_mag", self.lambda_mag, allow_zero=True)
         positive("beta_start", self.beta_start)
         positive("beta_end", self.beta_end)
@@ -61,6 +90,7 @@ class ProbTopKSAE(SAE):
     architecture = "prob_topk"
     config_class = ProbTopKConfig
     has_encoder_bias = False
+    default_init = "orthogonal"  # the paper's App. A; measured better than 'unit' for this model
 
     def __init__(self, cfg: ProbTopKConfig):
         super().__init__(cfg)
@@ -76,17 +106,29 @@ class ProbTopKSAE(SAE):
             return F.layer_norm(a, (self.d_sae,), self.ln_weight, self.ln_bias)
         return a
 
-    def gate(self, a: Tensor, noisy: bool) -> Tensor:
-        """z = σ((logits + logistic noise) / β); the noise only when ``noisy``."""
+    def noise_scale(self) -> Tensor | None:
+        """Multiplier of the logistic noise: β/β_0 for score 'logit', None (1) otherwise."""
+        return self.beta / self.cfg.beta_start if self.cfg.score == "logit" else None
+
+    def noisy_logits(self, a: Tensor, noisy: bool) -> Tensor:
+        """ℓ + c·L: the gate's logit with (scaled) logistic noise when ``noisy``."""
         logits = self.gate_logits(a)
         if noisy:
-            logits = logits + logistic_noise(logits, self.noise_generator)
-        return torch.sigmoid(logits / self.beta)
+            noise = logistic_noise(logits, self.noise_generator)
+            scale = self.noise_scale()
+            logits = logits + (noise if scale is None else noise * scale)
+        return logits
+
+    def gate(self, a: Tensor, noisy: bool) -> Tensor:
+        """z = σ((logits + noise) / β); the noise only when ``noisy``."""
+        return torch.sigmoid(self.noisy_logits(a, noisy) / self.beta)
 
     def select(self, a: Tensor, noisy: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (codes at the selected latents, their indices, the gate values there)."""
-        z = self.gate(a, noisy)
-        score = z + self.cfg.lambda_mag * a.abs() if self.cfg.lambda_mag else z
+        logits = self.noisy_logits(a, noisy)
+        z = torch.sigmoid(logits / self.beta)
+        with torch.no_grad():
+            score = gate_score_(logits.detach().clone(), a.detach(), self.beta, self.cfg.lambda_mag, self.cfg.score)
         indices = score.topk(self.cfg.k, dim=-1, sorted=False).indices
         values = a.gather(-1, indices)
         z_sel = z.gather(-1, indices)
@@ -107,9 +149,11 @@ class ProbTopKSAE(SAE):
         score = partial(concrete_gate_score, beta=self.beta, lambda_mag=cfg.lambda_mag,
                         ln_weight=self.ln_weight if cfg.layernorm else None,
                         ln_bias=self.ln_bias if cfg.layernorm else None, noisy=noisy,
-                        generator=self.noise_generator, layernorm=cfg.layernorm, uniforms=uniforms)
+                        generator=self.noise_generator, layernorm=cfg.layernorm, uniforms=uniforms,
+                        score=cfg.score, noise_scale=self.noise_scale() if noisy else None)
         values, indices, s_sel = sparse_encode(x_n, self.W_enc, None, self.b_dec, cfg.k, score, kernels.settings.chunk)
-        z_sel = s_sel - cfg.lambda_mag * values.detach().abs() if cfg.lambda_mag else s_sel
+        t = s_sel - cfg.lambda_mag * values.detach().abs() if cfg.lambda_mag else s_sel
+        z_sel = t if cfg.score == "paper" else (1.0 + t if cfg.score == "stable" else torch.sigmoid(t / self.beta))
         return values, indices, z_sel
 
     def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
