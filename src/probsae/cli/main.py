@@ -11,7 +11,7 @@ from ..errors import ProbSAEError
 
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = [
-    "train", "eval", "cache", "sweep", "report", "autointerp", "dashboard", "export", "import_",
+    "train", "eval", "cache", "corpus", "sweep", "report", "autointerp", "dashboard", "export", "import_",
 ]
 
 
