@@ -168,3 +168,74 @@ def training_curves(curves: dict[str, list[tuple[float, float]]], path: Path, ti
     ax.set_title(title, fontsize=10)
     _save(fig, path, None)
     return path
+
+
+def fvu_budget(series: dict[str, list[tuple[float, float, float, float]]], path: Path, title: str) -> Path:
+    """FVU against training tokens (log-x): label → [(tokens, mean, min, max)]; the seed spread as
+    error bars. Colour by architecture family, one marker per K."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    ks = sorted({label.rsplit("K=", 1)[-1] for label in series}, key=lambda s: int(s) if s.isdigit() else 0)
+    fams: list[str] = []
+    for label, pts in series.items():
+        fam = label.rsplit(" K=", 1)[0]
+        if fam not in fams:
+            fams.append(fam)
+        c = STYLE.get(fam, (_FALLBACK[fams.index(fam) % len(_FALLBACK)], "o"))[0]
+        m = markers[ks.index(label.rsplit("K=", 1)[-1]) % len(markers)]
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+        ax.errorbar(xs, ys, yerr=err, marker=m, color=c, capsize=3, lw=1, label=label,
+                    ls="-" if fam in STYLE else "--")
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens per SAE")
+    ax.set_ylabel("FVU (held-out)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path, title)
+    return path
+
+
+def alive_bands(panels: dict[int, dict[str, list[tuple[float, list[float]]]]], d_sae: int | None, path: Path,
+                title: str) -> Path:
+    """Alive latents over training, one panel per K: label → [(tokens, [value per seed])];
+    the mean as a line and the min–max over seeds as a band."""
+    plt = _plt()
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(3.8 * n + 0.6, 3.8), squeeze=False)
+    for ax, (k, curves) in zip(axes[0], sorted(panels.items())):
+        for i, (label, pts) in enumerate(sorted(curves.items())):
+            c = STYLE.get(label, (_FALLBACK[i % len(_FALLBACK)], "v"))[0]
+            xs = [p[0] for p in pts]
+            ax.plot(xs, [sum(p[1]) / len(p[1]) for p in pts], color=c, label=label, lw=1.2)
+            ax.fill_between(xs, [min(p[1]) for p in pts], [max(p[1]) for p in pts], color=c, alpha=0.2, lw=0)
+        if d_sae:
+            ax.axhline(d_sae, color="k", lw=0.6, ls=":")
+        ax.set_title(f"K = {k}", fontsize=9)
+        ax.set_xlabel("training tokens")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("alive latents")
+    axes[0][0].legend(fontsize=7)
+    _save(fig, path, title)
+    return path
+
+
+def beta_lines(lines: dict[str, list[tuple[float, float, float | None, float | None]]], path: Path, title: str) -> Path:
+    """FVU against β0 (log-x): label → [(β0, mean, ci_low, ci_high)]."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (label, pts) in enumerate(lines.items()):
+        err = [[p[1] - (p[2] if p[2] is not None else p[1]) for p in pts],
+               [(p[3] if p[3] is not None else p[1]) - p[1] for p in pts]]
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, marker="o", capsize=3,
+                    color=_FALLBACK[i % len(_FALLBACK)], label=label)
+    ax.set_xscale("log")
+    _plain_log_ticks(ax)
+    ax.set_xlabel("initial gate temperature β0 (annealed to β_T)")
+    ax.set_ylabel("FVU (held-out)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path, title)
+    return path
