@@ -149,6 +149,7 @@ def test_build_cleans_dedupes_and_writes_a_manifest(debs, tmp_path):
     assert m["tokens"] == sum(len(d["text"].split()) for d in docs) and m["tokenizer"] == "words"
     assert m["sha256"] == hashlib.sha256((out / "documents.jsonl").read_bytes()).hexdigest()
     assert (out / by["dict-devil"]["copyright_file"]).read_text().startswith("License: test-dict-devil")
+    assert gzip.decompress((out / "documents.jsonl.gz").read_bytes()) == (out / "documents.jsonl").read_bytes()
     assert offline_en.verify(out)["sha256"] == m["sha256"]
     (out / "documents.jsonl").write_text("tampered\n")
     with pytest.raises(CorpusError, match="does not match the sha256"):

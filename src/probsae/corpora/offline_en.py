@@ -23,14 +23,15 @@ packed in source order into documents of about ``DOC_CHARS`` characters, and the
 all sources are shuffled with a fixed seed, so any prefix of the corpus mixes every source and
 ``split_documents`` (every 20th document held out) holds out a sample of each.
 
-Output directory: ``documents.jsonl`` (one ``{"text", "source"}`` record per document),
+Output directory: ``documents.jsonl`` (one ``{"text", "source"}`` record per document; also
+gzipped as ``documents.jsonl.gz`` to carry to an offline machine),
 ``manifest.json`` (packages, versions, .deb sha256, licences, per-source unit/duplicate/document/
 character/token counts, the file's sha256) and ``licences/<package>.copyright``.
 """
 
 from __future__ import annotations
 
-import base64
+import gzip
 import hashlib
 import json
 import random
@@ -47,6 +48,7 @@ from .debian import DebPackage, download_deb
 
 NAME = "offline-en"
 DOCUMENTS_FILE = "documents.jsonl"
+DOCUMENTS_FILE_GZ = "documents.jsonl.gz"
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 #: Target document size in characters (units are never split).
@@ -209,8 +211,6 @@ def html_units(html: str, min_letter_ratio: float = 0.8) -> Iterator[str]:
 def source_units(src: Source, deb: DebPackage) -> Iterator[str]:
     if src.kind == "dictd":
         index = deb.read(src.path + ".index").decode("utf-8", "replace")
-        import gzip
-
         yield from dictd_units(index, gzip.decompress(deb.read(src.path + ".dict.dz")))
     elif src.kind == "wordnet":
         for pos in ("noun", "verb", "adj", "adv"):
@@ -295,9 +295,11 @@ def build(out_dir: str | Path, debs_dir: str | Path | None = None, sources: tupl
     lines = "".join(json.dumps({"text": d, "source": pkg}, ensure_ascii=False) + "\n" for d, pkg in docs)
     data = lines.encode("utf-8")
     atomic_write(out / DOCUMENTS_FILE, lambda tmp: Path(tmp).write_bytes(data))
+    gz = gzip.compress(data, compresslevel=9, mtime=0)  # small enough to carry to an offline machine
+    atomic_write(out / DOCUMENTS_FILE_GZ, lambda tmp: Path(tmp).write_bytes(gz))
     manifest = {
         "name": NAME, "format_version": FORMAT_VERSION, "file": DOCUMENTS_FILE,
-        "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "gz_file": DOCUMENTS_FILE_GZ,
         "documents": len(docs), "characters": sum(len(d) for d, _ in docs),
         "tokens": sum(s["tokens"] for s in stats) if count_tokens is not None else None,
         "tokenizer": tokenizer_name if count_tokens is not None else None,
