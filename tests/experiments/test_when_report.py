@@ -131,7 +131,7 @@ def test_when_sweep_then_report(when_setup):
     for section in ("(a) Reconstruction", "(b) Alive latents", "gate-saturation fixes", "Initialisation",
                     "Gate temperature", "Every run"):
         assert section in md
-    for png in ("fvu_budget.png", "alive.png", "temperature.png"):
+    for png in ("fvu_budget.png", "fvu_k.png", "alive.png", "temperature.png"):
         assert (rep / png).read_bytes()[:8] == PNG_MAGIC
     rows = list(csv.DictReader((rep / "runs.csv").open()))
     assert len(rows) == 40 and {r["budget"] for r in rows} == {"640", "1280"}

@@ -72,16 +72,21 @@ def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> P
     return path
 
 
-def alive_curves(panels: dict[int, dict[str, list[tuple[float, float]]]], d_sae: int | None, path: Path,
+def alive_curves(panels: dict[int, dict[str, list[tuple[float, Any]]]], d_sae: int | None, path: Path,
                  title: str) -> Path:
-    """Alive latents over training, one panel per K: label → [(tokens, alive)]."""
+    """Alive latents over training, one panel per K: label → [(tokens, alive)]; where ``alive`` is
+    a list (one value per seed) the line is their mean and a band spans their min–max."""
     plt = _plt()
     n = max(1, len(panels))
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.6), squeeze=False)
     for ax, (k, curves) in zip(axes[0], sorted(panels.items())):
         for i, (label, pts) in enumerate(curves.items()):
             c, _ = _style(label, i)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=c, label=label)
+            xs = [p[0] for p in pts]
+            vals = [p[1] if isinstance(p[1], list) else [p[1]] for p in pts]
+            ax.plot(xs, [sum(v) / len(v) for v in vals], color=c, label=label)
+            if any(len(v) > 1 for v in vals):
+                ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=c, alpha=0.2, lw=0)
         if d_sae:
             ax.axhline(d_sae, color="k", lw=0.6, ls=":")
         ax.set_title(f"K = {k}", fontsize=9)
@@ -170,9 +175,10 @@ def training_curves(curves: dict[str, list[tuple[float, float]]], path: Path, ti
     return path
 
 
-def fvu_budget(series: dict[str, list[tuple[float, float, float, float]]], path: Path, title: str) -> Path:
-    """FVU against training tokens (log-x): label → [(tokens, mean, min, max)]; the seed spread as
-    error bars. Colour by architecture family, one marker per K."""
+def fvu_lines(series: dict[str, list[tuple[float, float, float, float]]], path: Path, title: str,
+              xlabel: str = "training tokens per SAE") -> Path:
+    """FVU against x (log-x; training tokens, or K): label → [(x, mean, min, max)]; the seed spread
+    as error bars. Colour by architecture family (the label up to ' K='), one marker per K."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5))
     markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -190,34 +196,12 @@ def fvu_budget(series: dict[str, list[tuple[float, float, float, float]]], path:
         ax.errorbar(xs, ys, yerr=err, marker=m, color=c, capsize=3, lw=1, label=label,
                     ls="-" if fam in STYLE else "--")
     ax.set_xscale("log")
-    ax.set_xlabel("training tokens per SAE")
+    if xlabel == "K":
+        _plain_log_ticks(ax)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("FVU (held-out)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, path, title)
-    return path
-
-
-def alive_bands(panels: dict[int, dict[str, list[tuple[float, list[float]]]]], d_sae: int | None, path: Path,
-                title: str) -> Path:
-    """Alive latents over training, one panel per K: label → [(tokens, [value per seed])];
-    the mean as a line and the min–max over seeds as a band."""
-    plt = _plt()
-    n = max(1, len(panels))
-    fig, axes = plt.subplots(1, n, figsize=(3.8 * n + 0.6, 3.8), squeeze=False)
-    for ax, (k, curves) in zip(axes[0], sorted(panels.items())):
-        for i, (label, pts) in enumerate(sorted(curves.items())):
-            c = STYLE.get(label, (_FALLBACK[i % len(_FALLBACK)], "v"))[0]
-            xs = [p[0] for p in pts]
-            ax.plot(xs, [sum(p[1]) / len(p[1]) for p in pts], color=c, label=label, lw=1.2)
-            ax.fill_between(xs, [min(p[1]) for p in pts], [max(p[1]) for p in pts], color=c, alpha=0.2, lw=0)
-        if d_sae:
-            ax.axhline(d_sae, color="k", lw=0.6, ls=":")
-        ax.set_title(f"K = {k}", fontsize=9)
-        ax.set_xlabel("training tokens")
-        ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("alive latents")
-    axes[0][0].legend(fontsize=7)
     _save(fig, path, title)
     return path
 

@@ -11,6 +11,7 @@ Writes into the output directory::
     report.md        setting, commands, verdict per (K, budget) with CIs, gate fixes, init, β0
     runs.csv         every run's held-out metrics with its seed and budget
     fvu_budget.png   held-out FVU against training tokens, one line per (architecture, K), seed spread
+    fvu_k.png        held-out FVU against K at the largest budget, one line per architecture variant
     alive.png        alive latents during training (mean over seeds, min–max band) per K
     temperature.png  FVU against β0 per K (mean ± CI over seeds), when the β0 study ran
 """
@@ -230,17 +231,20 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
           "Held-out FVU (lower is better), each architecture at its default initialisation "
           "(TopK 'unit', ProbTopK 'orthogonal'; see *Initialisation*).", ""]
     L += _comparison_table(C, budgets, ks, PROB, TOP, "ProbTopK", "TopK", "fvu", True)
-    figs = {}
-    series = {}
+    series: dict[str, list] = {}
+    by_k: dict[str, list] = {}
     for (b, arch, var, k), c in C.items():
         if arch in ("topk", "prob_topk") and (var == "" or var.startswith("score=")):
             s = summary(c, "fvu")
             series.setdefault(f"{_label(arch, var)} K={k}", []).append((b, s["mean"], s["min"], s["max"]))
+            if b == budgets[-1]:
+                by_k.setdefault(_label(arch, var), []).append((k, s["mean"], s["min"], s["max"]))
     if series:
-        plots.fvu_budget({k: sorted(v) for k, v in sorted(series.items())}, out / "fvu_budget.png",
-                         f"Held-out FVU against training tokens (seed min–max) — d_sae {d_sae}")
-        figs["fvu"] = "fvu_budget.png"
-        L += ["![FVU against budget](fvu_budget.png)", ""]
+        plots.fvu_lines({k: sorted(v) for k, v in sorted(series.items())}, out / "fvu_budget.png",
+                        f"Held-out FVU against training tokens (seed min–max) — d_sae {d_sae}")
+        plots.fvu_lines({k: sorted(v) for k, v in sorted(by_k.items())}, out / "fvu_k.png",
+                        f"Held-out FVU against K at {_budget(budgets[-1])} tokens (seed min–max)", xlabel="K")
+        L += ["![FVU against budget](fvu_budget.png)", "", "![FVU against K](fvu_k.png)", ""]
 
     L += ["## (b) Alive latents", "", f"Latents that fire at least once on the held-out tokens (of {d_sae}; higher "
           "means more of the dictionary is used).", ""]
@@ -259,9 +263,10 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
             panels.setdefault(k, {})[_label(arch, var)] = pts
     if panels:
         window = tc.get("dead_window_tokens")
-        plots.alive_bands(panels, d_sae, out / "alive.png",
-                          f"Alive latents during training, budget {_budget(b_last)} (fired in the last {window:,} "
-                          "tokens; line = mean over seeds, band = min–max)" if window else "Alive latents during training")
+        plots.alive_curves({k: dict(sorted(v.items())) for k, v in panels.items()}, d_sae, out / "alive.png",
+                           f"Alive latents during training, budget {_budget(b_last)} (mean, min–max over seeds)")
+        if window:
+            L += [f"During training a latent is alive if it fired in the last {window:,} tokens.", ""]
         L += ["![alive latents during training](alive.png)", ""]
 
     fixes = sorted({var for (_, arch, var, _) in C if arch == "prob_topk" and var.startswith("score=")})
