@@ -29,8 +29,9 @@ class SAEConfig:
     directions) are random directions at unit norm (Gao et al. 2025 for TopK). 'orthogonal': the
     paper's App. A literally, orthogonal(d_sae, d_in) with orthonormal columns, so at d_sae = 16 ×
     d_in the rows have norm √(d_in/d_sae) = 0.25. 'auto': the architecture's own default
-    (``SAE.default_init``: 'orthogonal' for prob_topk, 'unit' for every other architecture; measured
-    in docs/results/offline-en-cpu). A built SAE records the resolved scheme."""
+    (``SAE.default_init``: 'orthogonal' for prob_topk, as measured in docs/results/offline-en-cpu-quick,
+    and for jumprelu, whose penalty defaults are tuned to it; 'unit' for the others). A built SAE
+    records the resolved scheme."""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""
