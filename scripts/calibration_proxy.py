@@ -13,8 +13,8 @@ activation-percentile bucket and the score:
     python scripts/calibration_proxy.py runs/offline-en-cpu-quick --out docs/results/offline-en-cpu-quick/calibration \\
         --k 8 16 --n-latents 100 --n-windows 1024
 
-Writes calibration.md, calibration.json, figure5.png (one line per run) and per-run
-explanations/scores under OUT/runs/<run>/.
+Writes calibration.md, calibration.json and figure5.png (one line per run) into OUT; latent caches
+and per-run explanations/scores go under --work (default runs/calibration-proxy/).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-latents", type=int, default=100, help="random alive latents per run")
     p.add_argument("--n-windows", type=int, default=1024, help="32-token held-out windows per latent cache")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default="runs/calibration-proxy", help="latent caches and per-run explanations/scores "
+                   "(large: kept out of the results folder)")
     args = p.parse_args(argv)
 
     from probsae.data.corpus import load_corpus, split_documents
@@ -71,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{'ProbTopK' if r['architecture'] == 'prob_topk' else 'TopK'} K={r['k']} seed={r['seed']}"
         info = resolve_run(r["dir"], label=label)
         cfg = AutoInterpConfig(scorer="embedding", explainer="top-tokens", n_latents=args.n_latents,
-                               n_windows=args.n_windows, seed=args.seed, out_dir=str(out / "runs"),
-                               cache_dir=str(out / "latent_cache" / Path(r["dir"]).name / f"b{r['budget']}"))
+                               n_windows=args.n_windows, seed=args.seed, out_dir=str(Path(args.work) / "runs"),
+                               cache_dir=str(Path(args.work) / "latent_cache" / Path(r["dir"]).name / f"b{r['budget']}"))
         row = run_autointerp(info, cfg, handle=handle, docs=held_out, embedder=embedder)
         lo, hi = fisher_ci(row["pearson_r"], row["n_scored"])
         results.append({**row, "architecture": r["architecture"], "k": r["k"], "seed": r["seed"],

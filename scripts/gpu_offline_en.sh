@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The offline-en-gpu preset in one command (issue 12): the TopK vs Probabilistic TopK grid (+ the
-# gate-saturation fixes) at 3M, 30M and 100M tokens per SAE, then the report with CIs.
+# init swap and the gate-saturation fixes) at 3M, 30M and 100M tokens per SAE, then the report with CIs.
 #
-#   bash scripts/gpu_offline_en.sh                  # resumable: run it again after a kill or a call limit
+#   bash scripts/gpu_offline_en.sh                  # when + init + gate-fix (72 SAEs per budget); resumable:
+#                                                   # run it again after a kill or a call limit
 #   ONLY=when bash scripts/gpu_offline_en.sh        # the core grid only (24 SAEs per budget)
-#   ONLY=when,gate-fix,init,temperature bash ...    # everything (90 SAEs per budget)
+#   ONLY=when,init,gate-fix,temperature bash ...    # everything (90 SAEs per budget)
 #
 # Needs: the built corpus (corpora/offline-en/documents.jsonl, or documents.jsonl.gz next to it:
 # `probsae corpus build offline-en` writes both; carry the .gz and manifest.json to a machine
@@ -24,7 +25,7 @@ SWEEP_DIR=${SWEEP_DIR:-runs/offline-en-gpu}
 extra=()
 [ -n "${MODEL:-}" ] && extra+=(--set "data.model=\"$MODEL\"")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
-$PY -m probsae sweep offline-en-gpu --only "${ONLY:-when,gate-fix}" --out "$SWEEP_DIR" --no-progress "${extra[@]}" "$@"
+$PY -m probsae sweep offline-en-gpu --only "${ONLY:-when,init,gate-fix}" --out "$SWEEP_DIR" --no-progress "${extra[@]}" "$@"
 $PY -m probsae report "$SWEEP_DIR" --out "$SWEEP_DIR/report"
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/offline-en-gpu"

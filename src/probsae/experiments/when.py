@@ -227,6 +227,11 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
           "inference path. Cells: mean ± 95 % CI half-width over seeds (Student t, n − 1 df). Δ: mean paired "
           "difference over seeds with its 95 % CI; 'relative' is the mean of Δ / baseline.", ""]
 
+    if notes:
+        p = Path(notes)
+        if not p.is_file():
+            raise ConfigError(f"--notes {p}: no such file")
+        L += ["## Notes", "", p.read_text().strip(), ""]
     L += ["## (a) Reconstruction: Probabilistic TopK (the paper's model) vs TopK", "",
           "Held-out FVU (lower is better), each architecture at its default initialisation "
           "(TopK 'unit', ProbTopK 'orthogonal'; see *Initialisation*).", ""]
@@ -326,12 +331,6 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
             plots.beta_lines({k: sorted(v) for k, v in lines.items()}, out / "temperature.png",
                              "Held-out FVU against the initial gate temperature β0 (mean ± 95 % CI over seeds)")
             L += ["![temperature](temperature.png)", ""]
-
-    if notes:
-        p = Path(notes)
-        if not p.is_file():
-            raise ConfigError(f"--notes {p}: no such file")
-        L += ["## Notes", "", p.read_text().strip(), ""]
 
     L += ["## Every run", "", "(also in `runs.csv`)", "",
           "| budget | architecture | variant | K | seed | L0 | FVU | alive | alive (end of training) |",
