@@ -7,13 +7,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
 
 import pytest
 
-import probsae.data.models as models_mod
 from probsae.cli.main import main
-from probsae.data.tiny import TINY_WORDS, tiny_model
 from probsae.experiments.presets import budget_configs, parse_config, train_config_kwargs
 from probsae.experiments.when import paired, variant_label, verdict
 
@@ -63,12 +60,8 @@ def test_budgets_and_warmup_fraction():
 
 
 @pytest.fixture()
-def when_setup(tmp_path, monkeypatch):
-    rng = random.Random(0)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(" ".join(rng.choice(TINY_WORDS) for _ in range(60)) for _ in range(100)))
-    handle = tiny_model("gpt2", n_layers=2, d_model=16)
-    monkeypatch.setattr(models_mod, "load_model", lambda name, device="cpu": handle)
+def when_setup(tmp_path, tiny_corpus_model):
+    corpus, _ = tiny_corpus_model
     cfg = tmp_path / "when.toml"
     cfg.write_text(f"""
 name = "when-tiny"
