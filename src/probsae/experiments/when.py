@@ -308,8 +308,10 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
     if betas:
         beta0 = hyperparameters("prob_topk")["beta_start"]
         L += ["## Gate temperature β0 (annealed to β_T)", "",
-              f"Held-out FVU; Δ against the default β0 = {beta0:g} with the same seed.", "",
-              "| budget | K | β0 | FVU | Δ vs β0 = 5 [95 % CI] | alive |", "|---|---|---|---|---|---|"]
+              f"Held-out FVU; Δ against the default β0 = {beta0:g} and against TopK (default init), with the "
+              "same seed.", "",
+              f"| budget | K | β0 | FVU | Δ vs β0 = {beta0:g} [95 % CI] | Δ vs TopK [95 % CI] | alive |",
+              "|---|---|---|---|---|---|---|"]
         lines: dict[str, list] = {}
         for b in budgets:
             for k in ks:
@@ -324,8 +326,9 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
                     s = summary(c, "fvu")
                     lines.setdefault(f"K={k}, {_budget(b)}", []).append((beta, s["mean"], s["lo"], s["hi"]))
                     p = paired(c, base, "fvu") if v else None
+                    top = C.get((b, "topk", "", k))
                     L += [f"| {_budget(b)} | {k} | {beta:g} | {_ms(s)} | {_diff(p) if p else '(reference)'} | "
-                          f"{_ms(summary(c, 'alive'), 0)} |"]
+                          f"{_diff(paired(c, top, 'fvu')) if top else '–'} | {_ms(summary(c, 'alive'), 0)} |"]
         L += [""]
         if lines:
             plots.beta_lines({k: sorted(v) for k, v in lines.items()}, out / "temperature.png",
