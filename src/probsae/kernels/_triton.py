@@ -337,6 +337,8 @@ def _gate_args(spec, pre: Tensor):
     gate = mode == 2
     has_ln = gate and spec.ln_weight is not None
     noisy = gate and spec.noise is not None
+    if gate and (spec.gate_score != "paper" or (noisy and spec.noise_scale is not None)):
+        raise NotImplementedError("the Triton score kernels compute only the paper's gate score")
     return dict(
         lnw_ptr=spec.ln_weight if has_ln else pre, lnb_ptr=spec.ln_bias if has_ln else pre,
         beta_ptr=spec.beta if gate else pre, step_ptr=spec.noise.step if noisy else pre,
