@@ -6,8 +6,8 @@ and ``select_topk`` picks the path:
 
 - fast path, CUDA (``settings.backend``): the encoder matmul in bf16 on tensor cores (fp32 master
   weights, fp32 accumulation; ``settings.encoder_precision``), the scores and their strided
-  group maxima in one Triton kernel per row (gate: LayerNorm statistics, Philox noise, sigmoid,
-  + λ|a|; no noise tensor), exact top-k among the best groups' members, the K selected
+  group maxima in one Triton kernel per row (gate: LayerNorm statistics, Philox noise times its
+  scale, the ``gate_score`` formula of ``gate_score_``; no noise tensor), exact top-k among the best groups' members, the K selected
   pre-activations recomputed as exact fp32 dot products, and a sparse backward (Triton kernels:
   gradients only for the B·K selected latents);
 - fast path, CPU: ``sparse_encode`` (row chunks, grouped top-k, NumPy noise streams);
@@ -93,7 +93,8 @@ class Selection:
         return F.layer_norm(pre, (pre.shape[-1],), self.ln_weight, self.ln_bias) if self.ln_weight is not None else pre
 
     def dense_scores(self, pre: Tensor) -> Tensor:
-        """Scores of dense pre-activations (B, d_sae), with autograd (the plain path)."""
+        """Scores of dense pre-activations (B, d_sae), with autograd (the plain path): the gate's
+        through ``gate_score_``, which the Triton path's ``_score`` mirrors."""
         if self.score == "pre":
             return pre
         if self.score == "abs":
