@@ -32,7 +32,10 @@ formulas, one line each) offers two opt-in alternatives:
         Concrete gate at fixed temperature β_0 with noise L·β/β_0, ranked on its logit.
         Inference (no noise) ranks on ℓ + λ_mag|a|.
 
-Neither is the default (the paper's model is); docs/results/offline-en-cpu measures all three.
+Neither is the default (the paper's model is); docs/results/offline-en-cpu-quick measures all three
+(the offline-en-gpu preset repeats them at 3M–100M tokens). Every path of ``kernels.select_topk``
+computes the same score: the plain and CPU paths call ``kernels.gate_score_``, the Triton kernels
+mirror it.
 """
 
 from __future__ import annotations
