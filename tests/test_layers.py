@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"errors", "io", "tensorfile", "version", "fielddocs", "schedules", "synthetic", "devices"},  # foundations
     {"kernels"},                                    # fast paths, tested against plain references
     {"saes"},                                       # architectures: the SAE interface and registry
-    {"training", "data"},                           # the trainer; activations (models, hooks, caches)
+    {"training", "data", "corpora"},                # the trainer; activations (models, hooks, caches); built corpora
     {"evaluation"},                                 # metrics, downstream CE/KL, synthetic recovery
     {"runs"},                                       # a run as a directory: spec, train, eval, metrics.json
     {"experiments", "interp", "formats"},           # sweeps and reports; interpretability; other formats

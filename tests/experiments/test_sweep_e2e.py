@@ -5,33 +5,20 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 
 import pytest
 import torch
 
-import probsae.data.models as models_mod
 from probsae import evaluate, load_sae
 from probsae.cli.main import main
 from probsae.data import ActivationCache
-from probsae.data.tiny import TINY_WORDS, tiny_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture()
-def sweep_setup(tmp_path, monkeypatch):
-    rng = random.Random(0)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(" ".join(rng.choice(TINY_WORDS) for _ in range(60)) for _ in range(120)))
-    handle = tiny_model("gpt2", n_layers=2, d_model=16)
-    calls = []
-
-    def fake_load_model(name, device="cpu", dtype=None):
-        calls.append(name)
-        return handle
-
-    monkeypatch.setattr(models_mod, "load_model", fake_load_model)
+def sweep_setup(tmp_path, tiny_corpus_model):
+    corpus, calls = tiny_corpus_model
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(f"""
 name = "tiny"

@@ -55,8 +55,9 @@ _triton_interpreter_numpy_compat()
 def check_fast_equals_plain(arch: str, kw: dict, device: str = "cpu", fast_settings: dict | None = None) -> None:
     """Whole SAE forward + backward with kernels.settings.fast on (``fast_settings``) and off,
     the same noise (generator stream on CPU, Philox at the same step on the Triton path):
-    loss, codes and every gradient must agree."""
+    loss, codes, every gradient and prob_topk's selected gate values must agree."""
     from probsae import kernels
+    from probsae.saes.output import densify
 
     x = torch.randn(40, 12, generator=torch.Generator().manual_seed(8)).to(device)
     res = {}
@@ -71,11 +72,15 @@ def check_fast_equals_plain(arch: str, kw: dict, device: str = "cpu", fast_setti
         with kernels.use(fast=fast, **(fast_settings or {}) if fast else {}):
             out = sae(x)
             out.loss.backward()
+        gate = out.aux.get("gate_selected")  # prob_topk: in selection order, which may differ by path
         res[fast] = (out.loss.detach(), out.codes.detach(),
-                     {n: p.grad for n, p in sae.named_parameters() if p.grad is not None})
-    (lf, cf, gf), (lp, cp, gp) = res[True], res[False]
+                     {n: p.grad for n, p in sae.named_parameters() if p.grad is not None},
+                     None if gate is None else densify(gate, out.top_indices, sae.d_sae))
+    (lf, cf, gf, zf), (lp, cp, gp, zp) = res[True], res[False]
     torch.testing.assert_close(lf, lp, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(cf, cp, rtol=1e-5, atol=1e-6)
+    if zp is not None:  # prob_topk: the gate value σ(t/β) recovered from each path's selected score
+        torch.testing.assert_close(zf, zp, rtol=1e-5, atol=1e-5)
     assert gf.keys() == gp.keys() and {"W_enc", "W_dec", "b_dec"} <= gf.keys()
     for n in gp:
         torch.testing.assert_close(gf[n], gp[n], rtol=1e-4, atol=1e-5, msg=n)

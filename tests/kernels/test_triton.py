@@ -9,6 +9,7 @@ whose pre-activation gaps exceed bf16 rounding; its values must be exact fp32 do
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -115,21 +116,34 @@ def test_deterministic_mode_picks_the_sorted_scatter():
 
 
 # ---- selection ----------------------------------------------------------------------------------
-def gate_rule(M, g, noisy=True, layernorm=True, lam=0.05, beta=0.7, step=3, seed=11):
+def gate_rule(M, g, noisy=True, layernorm=True, lam=0.05, beta=0.7, step=3, seed=11, gate_score="paper",
+              noise_scale=None):
     noise = kernels.GateNoise(None, seed, torch.tensor(step, device=DEVICE)) if noisy else None
     return kernels.Selection("gate", beta=torch.tensor(beta, device=DEVICE), lambda_mag=lam,
                              ln_weight=(1 + 0.2 * rand(M, g=g)) if layernorm else None,
-                             ln_bias=(0.1 * rand(M, g=g)) if layernorm else None, noise=noise)
+                             ln_bias=(0.1 * rand(M, g=g)) if layernorm else None, noise=noise,
+                             gate_score=gate_score, noise_scale=noise_scale)
 
 
-@pytest.mark.parametrize("score", ["pre", "abs", "gate", "gate_plain"])
+#: Gate rules of the score test: every ``gate_score`` mode, the noise scale as a device scalar (what
+#: prob_topk passes: β/β₀) and as a float; 'stable' also at a β where the paper's σ saturates.
+GATE_CASES = {
+    "gate": {}, "gate_plain": {"layernorm": False, "lam": 0.0},
+    "gate_stable": {"gate_score": "stable"},
+    "gate_stable_saturated": {"gate_score": "stable", "lam": 0.0, "beta": 0.15},
+    "gate_logit": {"gate_score": "logit", "noise_scale": torch.tensor(0.3, device=DEVICE)},
+    "gate_logit_float": {"gate_score": "logit", "noise_scale": 0.3, "lam": 0.0},
+}
+
+
+@pytest.mark.parametrize("score", ["pre", "abs", *GATE_CASES])
 @pytest.mark.parametrize("members", [1, 4])
 def test_score_select_matches_dense_scores(score, members):
     g = gen(4)
     B, M, k = 10, 256, 7
     pre, bias = rand(B, M, g=g), rand(M, g=g, scale=0.1)
     if score.startswith("gate"):
-        rule = gate_rule(M, g, layernorm=score == "gate", lam=0.0 if score == "gate_plain" else 0.05)
+        rule = gate_rule(M, g, **GATE_CASES[score])
         bias = None  # the gate has no encoder bias
     else:
         rule = kernels.Selection(score)
@@ -140,6 +154,36 @@ def test_score_select_matches_dense_scores(score, members):
     expect_top, expect_idx = sorted_pairs(expect_top, expect_idx)
     assert torch.equal(idx, expect_idx)
     torch.testing.assert_close(top, expect_top, rtol=1e-5, atol=1e-6)
+
+
+def test_stable_score_keeps_the_order_the_saturated_paper_score_loses():
+    """The case 'stable' exists for: at small β many gates are σ = 1.0 in float32 (ties); the
+    kernel's −σ(−t/β) keeps them apart, as the plain path's does."""
+    g = gen(4)
+    M = 256
+    pre = rand(10, M, g=g)
+    stable = gate_rule(M, g, lam=0.0, beta=0.15, gate_score="stable")
+    top = replace(stable, gate_score="paper").dense_scores(pre).topk(8, dim=1).values
+    assert (top == 1.0).all()  # the paper's top 8 are all tied
+    s, _ = _triton.score_select(pre, None, 8, stable, 0, 1)
+    assert (s.sort(dim=1).values.diff(dim=1) > 0).all()  # distinct scores: the order is the gate's
+
+
+def test_logit_noise_scale_is_read_from_the_device():
+    """prob_topk's 'logit' noise scale β/β₀ changes every step: the kernels read it from its device
+    tensor (as they read β), so a captured CUDA graph replays with the current value."""
+    g = gen(4)
+    M, k = 256, 7
+    pre = rand(10, M, g=g)
+    c = torch.tensor(1.0, device=DEVICE)
+    rule = gate_rule(M, g, gate_score="logit", noise_scale=c)
+    noisy = _triton.score_select(pre, None, k, rule, 0, 4)[1]
+    c.fill_(0.0)  # the same rule object, the scale changed in place: now no noise at all
+    clean = _triton.score_select(pre, None, k, rule, 0, 4)[1]
+    rule.noise = None
+    expect = rule.dense_scores(pre).topk(k, dim=1).indices
+    assert torch.equal(clean.sort(1).values, expect.sort(1).values)
+    assert not torch.equal(noisy.sort(1).values, clean.sort(1).values)
 
 
 def encode_both(x, params, k, rule_fn, **settings):
@@ -274,7 +318,9 @@ def test_fused_gate_selection_is_independent_of_chunking():
 # and which of the tied ones top-k keeps is implementation-defined: the case without LayerNorm
 # and magnitude is compared at a fixed β where the gate does not saturate.
 SAE_CASES = [("topk", {}), ("abstopk", {}), ("prob_topk", {"beta_start": 0.7, "lambda_mag": 0.05}),
-             ("prob_topk", {"layernorm": False, "lambda_mag": 0.0, "beta_start": 2.0, "anneal": False})]
+             ("prob_topk", {"layernorm": False, "lambda_mag": 0.0, "beta_start": 2.0, "anneal": False}),
+             ("prob_topk", {"beta_start": 0.7, "lambda_mag": 0.05, "score": "stable"}),
+             ("prob_topk", {"beta_start": 0.7, "lambda_mag": 0.05, "score": "logit"})]
 
 
 @pytest.mark.parametrize("arch,kw", SAE_CASES)

@@ -86,18 +86,19 @@ def test_cuda_graph_only_where_it_can_be_captured():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("arch", ["topk", "prob_topk"])
-def test_cuda_graph_replays_the_eager_step(arch):
+@pytest.mark.parametrize("arch,kw", [("topk", {}), ("prob_topk", {}), ("prob_topk", {"score": "logit"})])
+def test_cuda_graph_replays_the_eager_step(arch, kw):
     """Training with the step captured in a CUDA graph (after the eager warm-up steps) ends with
     the same weights as eager training. The sorted (deterministic) scatter is used so that both
     runs sum in the same order; the graph replays the very kernels the eager step launches, so the
-    tolerance is float rounding only."""
+    tolerance is float rounding only. With score 'logit' the noise scale β/β₀ changes every step:
+    the graph must read it from the device, as it reads β."""
     from probsae import kernels
 
     data = torch.randn(12 * 64, 16, generator=torch.Generator().manual_seed(0)).cuda()
     trained = []
     for graph in (False, True):
-        sae = probsae.build_sae(arch, d_in=16, d_sae=128, k=4, seed=3)
+        sae = probsae.build_sae(arch, d_in=16, d_sae=128, k=4, seed=3, **kw)
         cfg = TrainConfig(steps=10, batch_size=64, lr=1e-3, warmup_steps=2, progress=False, device="cuda",
                           cuda_graph=graph)
         with kernels.use(scatter="sorted"):

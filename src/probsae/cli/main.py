@@ -12,7 +12,7 @@ from ..io import os_reason
 
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = [
-    "train", "eval", "cache", "sweep", "report", "autointerp", "dashboard", "export", "import_",
+    "train", "eval", "cache", "corpus", "sweep", "report", "autointerp", "dashboard", "export", "import_",
 ]
 
 

@@ -13,7 +13,7 @@ HELP = ("Train a grid of SAEs (architectures × K/λ × hyperparameters) on one 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="CONFIG",
-                   help="a sweep TOML file, or a preset name from configs/ (minilm-cpu, paper-gpt2, paper-qwen3)")
+                   help="a sweep TOML file, or a preset name from configs/ (minilm-cpu, offline-en-cpu, offline-en-gpu, paper-gpt2, ...)")
     p.add_argument("--out", default=None, help="sweep directory (default: runs/<config name>)")
     p.add_argument("--only", default=None,
                    help="comma-separated member names or study labels (pareto, ablation, temperature) to run")
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import tomllib
     from pathlib import Path
 
-    from ..experiments.presets import parse_config, resolve_config_path
+    from ..experiments.presets import budget_configs, parse_config, resolve_config_path
     from ..experiments.sweep import run_sweep
 
     path = resolve_config_path(args.config)
@@ -60,14 +60,18 @@ def run(args: argparse.Namespace) -> int:
     only = [s for s in (args.only or "").split(",") if s] or None
     command = "probsae sweep " + " ".join(shlex.quote(a) for a in (sys.argv[2:] if sys.argv[1:2] == ["sweep"]
                                                                       else _argv(args)))
-    summary = run_sweep(cfg, out, only=only, max_members_per_pass=args.max_members_per_pass,
-                        progress=not args.no_progress, dry_run=args.dry_run, command=command,
-                        device=args.device)
-    if args.dry_run:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"sweep {cfg.name}: {summary['results']} members with metrics in {out} "
-              f"(this invocation {summary['wall_seconds']:.0f}s). Next: probsae report {out}")
+    for sub, bcfg in budget_configs(cfg):  # [sweep] budgets: one sweep per budget, in OUT/tokens=B
+        bout = out / sub if sub else out
+        summary = run_sweep(bcfg, bout, only=only, max_members_per_pass=args.max_members_per_pass,
+                            progress=not args.no_progress, dry_run=args.dry_run, command=command,
+                            device=args.device)
+        if args.dry_run:
+            print(json.dumps({"budget": sub or None, **summary}, indent=2))
+        else:
+            print(f"sweep {cfg.name}{' ' + sub if sub else ''}: {summary['results']} members with metrics in "
+                  f"{bout} (this invocation {summary['wall_seconds']:.0f}s)")
+    if not args.dry_run:
+        print(f"Next: probsae report {out}")
     return 0
 
 

@@ -7,6 +7,8 @@ Corpus specs accepted by :func:`load_corpus`:
 * a local ``.txt`` (one document per blank-line-separated block), ``.jsonl`` (a ``text`` field),
   ``.parquet`` (a ``text`` column; needs pyarrow) file, or a directory of such files (sorted).
 * ``"hf:NAME[:split]"`` — a Hugging Face dataset streamed with ``datasets`` (optional dependency).
+* ``"offline-en"`` — the English corpus built offline by ``probsae corpus build offline-en``
+  (``probsae.corpora``; resolved to its ``documents.jsonl``).
 
 Hold-out: :func:`split_documents` keeps every ``holdout_every``-th document for evaluation.
 
@@ -219,12 +221,15 @@ class Corpus:
     """A re-iterable sequence of documents (each iteration starts again from the beginning)."""
 
     def __init__(self, spec: str, text_field: str = "text") -> None:
+        from probsae.corpora import resolve_named_corpus
+
         self.spec = spec
         self.text_field = text_field
+        self.path = resolve_named_corpus(spec) or spec  # 'offline-en' → its built documents.jsonl
         self._check()
 
     def _check(self) -> None:
-        s = self.spec
+        s = self.path
         if s == "pydoc" or s.startswith("hf:"):
             return
         p = Path(s)
@@ -243,7 +248,7 @@ class Corpus:
                 raise io_error("read corpus file", f, e, CorpusError) from e
 
     def _files(self) -> list[Path]:
-        p = Path(self.spec)
+        p = Path(self.path)
         if p.is_file():
             return [p]
         try:
@@ -261,7 +266,7 @@ class Corpus:
             return {"name": "pydoc", "python": "%d.%d" % sys.version_info[:2]}
         if self.spec.startswith("hf:"):
             return {"name": self.spec}
-        root = Path(self.spec).resolve()
+        root = Path(self.path).resolve()  # a built corpus's name: its documents file
         return {"path": str(root), "files": files_fingerprint(root, [f.resolve() for f in self._files()])}
 
     def __iter__(self) -> Iterator[str]:

@@ -27,7 +27,8 @@ class DataSpec:
     hook: str = "resid_pre.4"
     """Hook point: resid_pre.L, resid_post.L or module:<dotted.name> (docs/DATA.md)."""
     corpus: str = "pydoc"
-    """Text: 'pydoc' (offline default), a .txt/.jsonl/.parquet file or folder, or hf:NAME[:split]."""
+    """Text: 'pydoc' (offline default), 'offline-en' (built by 'probsae corpus build offline-en'), a
+    .txt/.jsonl/.parquet file or folder, or hf:NAME[:split]."""
     text_field: str = "text"
     """Field holding the text in .jsonl/.parquet/hf corpora."""
     context_length: int = 256

@@ -77,16 +77,21 @@ def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> P
     return path
 
 
-def alive_curves(panels: dict[int, dict[str, list[tuple[float, float]]]], d_sae: int | None, path: Path,
+def alive_curves(panels: dict[int, dict[str, list[tuple[float, Any]]]], d_sae: int | None, path: Path,
                  title: str) -> Path:
-    """Alive latents over training, one panel per K: label → [(tokens, alive)]."""
+    """Alive latents over training, one panel per K: label → [(tokens, alive)]; where ``alive`` is
+    a list (one value per seed) the line is their mean and a band spans their min–max."""
     plt = _plt()
     n = max(1, len(panels))
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.6), squeeze=False)
     for ax, (k, curves) in zip(axes[0], sorted(panels.items())):
         for i, (label, pts) in enumerate(curves.items()):
             c, _ = _style(label, i)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=c, label=label)
+            xs = [p[0] for p in pts]
+            vals = [p[1] if isinstance(p[1], list) else [p[1]] for p in pts]
+            ax.plot(xs, [sum(v) / len(v) for v in vals], color=c, label=label)
+            if any(len(v) > 1 for v in vals):
+                ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=c, alpha=0.2, lw=0)
         if d_sae:
             ax.axhline(d_sae, color="k", lw=0.6, ls=":")
         ax.set_title(f"K = {k}", fontsize=9)
@@ -165,4 +170,52 @@ def training_curves(curves: dict[str, list[tuple[float, float]]], families: dict
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(title, fontsize=10)
     _save(fig, path, None)
+    return path
+
+
+def fvu_lines(series: dict[str, list[tuple[float, float, float, float]]], path: Path, title: str,
+              xlabel: str = "training tokens per SAE") -> Path:
+    """FVU against x (log-x; training tokens, or K): label → [(x, mean, min, max)]; the seed spread
+    as error bars. Colour by architecture family (the label up to ' K='), one marker per K."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    ks = sorted({label.rsplit("K=", 1)[-1] for label in series}, key=lambda s: int(s) if s.isdigit() else 0)
+    fams: list[str] = []
+    declared = styles()
+    for label, pts in series.items():
+        fam = label.rsplit(" K=", 1)[0]
+        if fam not in fams:
+            fams.append(fam)
+        c = declared.get(fam, (_FALLBACK[fams.index(fam) % len(_FALLBACK)], "o"))[0]
+        m = markers[ks.index(label.rsplit("K=", 1)[-1]) % len(markers)]
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+        ax.errorbar(xs, ys, yerr=err, marker=m, color=c, capsize=3, lw=1, label=label,
+                    ls="-" if fam in declared else "--")
+    if xlabel == "K":
+        _log_x(ax, xlabel, "FVU (held-out)")
+    else:  # token budgets: matplotlib's decades
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("FVU (held-out)")
+        ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path, title)
+    return path
+
+
+def beta_lines(lines: dict[str, list[tuple[float, float, float | None, float | None]]], path: Path, title: str) -> Path:
+    """FVU against β0 (log-x): label → [(β0, mean, ci_low, ci_high)]."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (label, pts) in enumerate(lines.items()):
+        err = [[p[1] - (p[2] if p[2] is not None else p[1]) for p in pts],
+               [(p[3] if p[3] is not None else p[1]) - p[1] for p in pts]]
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, marker="o", capsize=3,
+                    color=_FALLBACK[i % len(_FALLBACK)], label=label)
+    _log_x(ax, "initial gate temperature β0 (annealed to β_T)", "FVU (held-out)")
+    ax.legend(fontsize=8)
+    _save(fig, path, title)
     return path

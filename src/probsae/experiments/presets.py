@@ -42,7 +42,9 @@ _TOP_KEYS = {"name", "description", "data", "sae", "train", "grid", "sweep"}
 #: [data] keys of the sweep itself; every other [data] key is a ``probsae.data.prepare.DataSpec`` field.
 SWEEP_DATA_KEYS = {"cache", "eval_cache", "cache_dir"}
 _SAE_KEYS = {"d_sae", "expansion", "normalize", "seed"}
-_SWEEP_KEYS = {"max_members_per_pass", "eval_batch_size", "checkpoint_every"}
+_SWEEP_KEYS = {"max_members_per_pass", "eval_batch_size", "checkpoint_every", "budgets"}
+#: [train] keys of the sweep itself (not TrainConfig fields).
+_TRAIN_EXTRA = {"tokens", "warmup_fraction"}
 
 
 def config_dirs() -> list[Path]:
@@ -181,12 +183,36 @@ def parse_config(raw: dict[str, Any], source: str | None = None) -> SweepConfig:
 def _check_train(train: dict[str, Any], where: str) -> None:
     from ..training.config import TrainConfig
 
-    valid = set(TrainConfig.__dataclass_fields__) | {"tokens"}
+    valid = set(TrainConfig.__dataclass_fields__) | _TRAIN_EXTRA
     bad = sorted(set(train) - valid)
     if bad:
         raise ConfigError(f"{where}: unknown [train] key(s) {bad}; valid: {sorted(valid)}")
     if "tokens" in train and "steps" in train:
         raise ConfigError(f"{where}: [train] sets both 'tokens' and 'steps'; set one")
+    if "warmup_fraction" in train:
+        f = train["warmup_fraction"]
+        if "warmup_steps" in train:
+            raise ConfigError(f"{where}: [train] sets both 'warmup_steps' and 'warmup_fraction'; set one")
+        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1:
+            raise ConfigError(f"{where}: [train] warmup_fraction must be a number in [0, 1), got {f!r}")
+
+
+def budget_configs(cfg: SweepConfig) -> list[tuple[str, SweepConfig]]:
+    """The sweeps of a config with ``[sweep] budgets = [tokens, ...]``: one per budget, each with
+    ``train.tokens`` set to it, named ``tokens=<budget>`` (the sub-directory it runs in). A config
+    without budgets is one sweep, named ''."""
+    budgets = cfg.sweep.get("budgets")
+    if not budgets:
+        return [("", cfg)]
+    if not isinstance(budgets, list) or not all(isinstance(b, int) and b > 0 for b in budgets):
+        raise ConfigError(f"[sweep] budgets must be a list of positive token counts, got {budgets!r}")
+    out = []
+    for b in budgets:
+        sweep = {k: v for k, v in cfg.sweep.items() if k != "budgets"}
+        train = {**{k: v for k, v in cfg.train.items() if k != "steps"}, "tokens": b}
+        out.append((f"tokens={b}", SweepConfig(cfg.name, cfg.description, dict(cfg.data), dict(cfg.sae), train,
+                                               sweep, [dict(g) for g in cfg.grid], cfg.source)))
+    return out
 
 
 def train_config_kwargs(train: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +222,9 @@ def train_config_kwargs(train: dict[str, Any]) -> dict[str, Any]:
     if tokens is not None:
         bs = int(kw.get("batch_size", 4096))
         kw["steps"] = max(1, math.ceil(int(tokens) / bs))
+    frac = kw.pop("warmup_fraction", None)
+    if frac is not None and "steps" in kw:
+        kw["warmup_steps"] = int(round(float(frac) * kw["steps"]))
     if "adam_betas" in kw:
         kw["adam_betas"] = tuple(kw["adam_betas"])
     return kw

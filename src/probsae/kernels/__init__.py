@@ -18,7 +18,7 @@ from dataclasses import fields
 from ..errors import ConfigError
 from ._settings import BACKENDS, PRECISIONS, SCATTERS, Settings, settings
 from .encode import chunk_rows, latent_bag_sum, latent_order, sparse_encode, sparse_encode_reference
-from .noise import concrete_gate_score, logistic_noise, logistic_noise_reference
+from .noise import GATE_SCORES, concrete_gate_score, gate_of_score, gate_score_, logistic_noise, logistic_noise_reference
 from .select import GateNoise, Selection, select_dense, select_topk, triton_available, use_triton
 from .sparse import sparse_decode, sparse_decode_reference
 
@@ -53,4 +53,4 @@ def use_fast(enabled: bool = True, chunk: int | str | None = ...):  # type: igno
 __all__ = ["Settings", "settings", "use", "use_fast", "select_topk", "select_dense", "Selection", "GateNoise",
            "use_triton", "triton_available", "sparse_encode", "sparse_encode_reference", "latent_bag_sum",
            "latent_order", "sparse_decode", "sparse_decode_reference", "logistic_noise", "logistic_noise_reference",
-           "concrete_gate_score", "chunk_rows"]
+           "concrete_gate_score", "gate_score_", "gate_of_score", "GATE_SCORES", "chunk_rows"]

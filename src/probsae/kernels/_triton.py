@@ -11,7 +11,8 @@ Three sparse primitives over the B·K selections ``idx`` (B, K) with weights ``w
   block of latents writing each output row once, zeros included; any output layout).
 
 and the selection kernels: ``score_groups`` (one program per row: the row's LayerNorm statistics
-for the gate, then the score of every latent, reduced to strided group maxima; logistic noise from
+for the gate, then the score of every latent (``_score``: every ``gate_score`` formula of
+``kernels.gate_score_``), reduced to strided group maxima; logistic noise from
 Philox4x32 keyed by (seed, step) at counter = the element's global offset // 4, output offset mod 4,
 so no noise tensor exists and one Philox call serves four latents) and
 ``score_at`` (the same score at given latents, the noise recomputed from the same counters).
@@ -30,6 +31,8 @@ LN_EPS = 1e-5
 """LayerNorm ε (F.layer_norm's default)."""
 
 MODES = {"pre": 0, "abs": 1, "gate": 2}
+#: The gate's score formulas (``Selection.gate_score``): the SCORE constexpr of ``_score``.
+SCORES = {"paper": 0, "stable": 1, "logit": 2}
 
 
 def _block(n: int, cap: int) -> int:
@@ -217,23 +220,35 @@ def _key(step_ptr, seed_lo):
 
 
 @triton.jit
-def _gate_consts(beta_ptr, step_ptr, seed_lo, MODE: tl.constexpr, NOISY: tl.constexpr):
-    """The gate's temperature β (read from the device) and the step's Philox key."""
+def _gate_consts(beta_ptr, step_ptr, scale_ptr, scale, seed_lo, MODE: tl.constexpr, NOISY: tl.constexpr,
+                 SCALE: tl.constexpr):
+    """The gate's temperature β (read from the device), the step's Philox key and the noise scale
+    c (``nscale``): 1 (SCALE 0), the float ``scale`` (SCALE 1) or read from the device (SCALE 2:
+    a value that changes per step, such as β/β₀, so that a captured CUDA graph sees the current one)."""
     beta = 1.0
     if MODE == 2:
         beta = tl.load(beta_ptr).to(tl.float32)
     seed = 0
+    nscale = 1.0
     if NOISY:
         seed = _key(step_ptr, seed_lo)
-    return beta, seed
+        if SCALE == 1:
+            nscale = scale
+        elif SCALE == 2:
+            nscale = tl.load(scale_ptr).to(tl.float32)
+    return beta, seed, nscale
 
 
 @triton.jit
-def _score(a, m, mask, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed,
-           MODE: tl.constexpr, HAS_LN: tl.constexpr, NOISY: tl.constexpr, QUAD_BLOCK: tl.constexpr = 0):
-    """Selection score of pre-activations ``a`` at latents ``m``. ``QUAD_BLOCK`` > 0: ``m`` is the
-    contiguous run m[0] … m[0] + QUAD_BLOCK − 1 with row_off + m[0] a multiple of 4, and the noise
-    is drawn one Philox call per four latents (the same values as the per-element path)."""
+def _score(a, m, mask, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed, nscale,
+           MODE: tl.constexpr, HAS_LN: tl.constexpr, NOISY: tl.constexpr, SCORE: tl.constexpr = 0,
+           SCALE: tl.constexpr = 0, QUAD_BLOCK: tl.constexpr = 0):
+    """Selection score of pre-activations ``a`` at latents ``m``. The gate (MODE 2) mirrors
+    ``kernels.gate_score_``, the one home of its formulas, line for line: t = LN(a) + c·L with
+    c = ``nscale``, then SCORE 0 'paper' σ(t/β) + λ|a|, 1 'stable' λ|a| − σ(−t/β), 2 'logit'
+    t + λ|a|. ``QUAD_BLOCK`` > 0: ``m`` is the contiguous run m[0] … m[0] + QUAD_BLOCK − 1 with
+    row_off + m[0] a multiple of 4, and the noise is drawn one Philox call per four latents (the
+    same values as the per-element path)."""
     if MODE == 0:
         s = a
     elif MODE == 1:
@@ -247,18 +262,27 @@ def _score(a, m, mask, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed,
             s = a
         if NOISY:
             if QUAD_BLOCK > 0:
-                s = s + _logistic_block(seed, row_off + tl.min(m, axis=0), QUAD_BLOCK)
+                noise = _logistic_block(seed, row_off + tl.min(m, axis=0), QUAD_BLOCK)
             else:
-                s = s + _logistic(seed, row_off + m)
-        s = tl.sigmoid(s / beta) + lam * tl.abs(a)
+                noise = _logistic(seed, row_off + m)
+            if SCALE > 0:
+                noise = noise * nscale
+            s = s + noise
+        if SCORE == 0:
+            s = tl.sigmoid(s / beta) + lam * tl.abs(a)
+        elif SCORE == 1:
+            s = lam * tl.abs(a) - tl.sigmoid(-(s / beta))
+        else:
+            s = s + lam * tl.abs(a)
     return s
 
 
 @triton.jit
-def _score_groups_kernel(gmax_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, lnb_ptr, beta_ptr, step_ptr,
-                         M, G, members, row0, lam, seed_lo,
+def _score_groups_kernel(gmax_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, lnb_ptr, beta_ptr, step_ptr, scale_ptr,
+                         M, G, members, row0, lam, scale, seed_lo,
                          MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LN: tl.constexpr,
-                         NOISY: tl.constexpr, QUAD: tl.constexpr, BLOCK: tl.constexpr):
+                         NOISY: tl.constexpr, SCORE: tl.constexpr, SCALE: tl.constexpr,
+                         QUAD: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     row = pre_ptr + b * M
     mean = 0.0
@@ -285,7 +309,7 @@ def _score_groups_kernel(gmax_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, lnb_pt
         rstd = 1.0 / tl.sqrt(var + 1e-5)
         tl.store(stats_ptr + 2 * b, mean)
         tl.store(stats_ptr + 2 * b + 1, rstd)
-    beta, seed = _gate_consts(beta_ptr, step_ptr, seed_lo, MODE, NOISY)
+    beta, seed, nscale = _gate_consts(beta_ptr, step_ptr, scale_ptr, scale, seed_lo, MODE, NOISY, SCALE)
     row_off = (row0 + b) * M
     for c0 in range(0, G, BLOCK):
         c = c0 + tl.arange(0, BLOCK)
@@ -296,17 +320,17 @@ def _score_groups_kernel(gmax_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, lnb_pt
             a = tl.load(row + m, mask=cm, other=0.0).to(tl.float32)
             if HAS_BIAS:
                 a += tl.load(bias_ptr + m, mask=cm, other=0.0).to(tl.float32)
-            s = _score(a, m, cm, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed, MODE, HAS_LN, NOISY,
-                       BLOCK if QUAD else 0)
+            s = _score(a, m, cm, row_off, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed, nscale, MODE, HAS_LN, NOISY,
+                       SCORE, SCALE, BLOCK if QUAD else 0)
             best = tl.maximum(best, s)
         tl.store(gmax_ptr + b * G + c, best, mask=cm)
 
 
 @triton.jit
-def _score_at_kernel(out_ptr, cand_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, lnb_ptr, beta_ptr, step_ptr,
-                     C, M, row0, lam, seed_lo,
+def _score_at_kernel(out_ptr, cand_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, lnb_ptr, beta_ptr, step_ptr, scale_ptr,
+                     C, M, row0, lam, scale, seed_lo,
                      MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LN: tl.constexpr,
-                     NOISY: tl.constexpr, BLOCK: tl.constexpr):
+                     NOISY: tl.constexpr, SCORE: tl.constexpr, SCALE: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     jm = j < C
@@ -319,8 +343,9 @@ def _score_at_kernel(out_ptr, cand_ptr, stats_ptr, pre_ptr, bias_ptr, lnw_ptr, l
     if HAS_LN:
         mean = tl.load(stats_ptr + 2 * b)
         rstd = tl.load(stats_ptr + 2 * b + 1)
-    beta, seed = _gate_consts(beta_ptr, step_ptr, seed_lo, MODE, NOISY)
-    s = _score(a, m, jm, (row0 + b) * M, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed, MODE, HAS_LN, NOISY)
+    beta, seed, nscale = _gate_consts(beta_ptr, step_ptr, scale_ptr, scale, seed_lo, MODE, NOISY, SCALE)
+    s = _score(a, m, jm, (row0 + b) * M, mean, rstd, lnw_ptr, lnb_ptr, beta, lam, seed, nscale, MODE, HAS_LN, NOISY,
+               SCORE, SCALE)
     tl.store(out_ptr + b * C + j, s, mask=jm)
 
 
@@ -337,11 +362,15 @@ def _gate_args(spec, pre: Tensor):
     gate = mode == 2
     has_ln = gate and spec.ln_weight is not None
     noisy = gate and spec.noise is not None
+    c = spec.noise_scale if noisy else None
+    on_device = isinstance(c, Tensor)  # read by the kernel: no host sync, and a CUDA graph sees each step's value
     return dict(
         lnw_ptr=spec.ln_weight if has_ln else pre, lnb_ptr=spec.ln_bias if has_ln else pre,
         beta_ptr=spec.beta if gate else pre, step_ptr=spec.noise.step if noisy else pre,
+        scale_ptr=c if on_device else pre, scale=float(c) if c is not None and not on_device else 1.0,
         lam=float(spec.lambda_mag) if gate else 0.0, seed_lo=spec.noise.seed_lo if noisy else 0,
-        MODE=mode, HAS_LN=has_ln, NOISY=noisy)
+        MODE=mode, HAS_LN=has_ln, NOISY=noisy, SCORE=SCORES[spec.gate_score] if gate else 0,
+        SCALE=0 if c is None else (2 if on_device else 1))
 
 
 def score_select(pre: Tensor, bias: Tensor | None, k: int, spec, row0: int, members: int) -> tuple[Tensor, Tensor]:

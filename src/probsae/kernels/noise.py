@@ -68,12 +68,56 @@ def logistic_noise_reference(like: Tensor, generator: torch.Generator | None = N
     return (torch.log(u) - torch.log1p(-u)).to(like.dtype)
 
 
+#: Selection scores of the Probabilistic TopK gate (``ProbTopKConfig.score``; see saes/prob_topk.py).
+GATE_SCORES = ("paper", "stable", "logit")
+
+
+def gate_score_(t: Tensor, a: Tensor, beta: Tensor | float, lambda_mag: float, score: str = "paper") -> Tensor:
+    """The selection score, in place, from ``t`` = the gate's (noisy) logit ℓ + c·L (ℓ = LN(a)):
+
+    * ``paper``:  s = σ(t/β) + λ|a|      (eq. 8; σ rounds to 1.0 in float32 once t/β ≳ 17)
+    * ``stable``: s = λ|a| − σ(−t/β)     (the same order in exact arithmetic, since σ(x) = 1 − σ(−x),
+      but σ(−x) keeps its resolution down to ~1e-38, i.e. until t/β ≈ 88 instead of 17)
+    * ``logit``:  s = t + λ|a|           (the logit itself: never saturates; the caller scales the
+      noise by c = β/β₀ so that annealing shrinks the noise instead of sharpening a sigmoid)
+
+    This is the one place the score formula lives: the plain and CPU paths call it, and the Triton
+    path's ``_score`` (kernels/_triton.py) mirrors exactly these lines (its SCORE mode).
+
+    ``t`` is overwritten; the result is ``t`` or the λ|a| buffer. No tensor that autograd saved
+    is modified afterwards (σ's output is added into λ|a|, not the other way round), so the plain
+    path's differentiable selection (``straight_through``) can call it too."""
+    if score not in GATE_SCORES:
+        raise ValueError(f"unknown gate score {score!r}; choose one of {GATE_SCORES}")
+    if score == "paper":
+        t = t.div_(beta).sigmoid_()
+    elif score == "stable":
+        t = t.div_(beta).neg_().sigmoid_()  # σ(−t/β), subtracted from λ|a| below
+    if score == "stable" or lambda_mag:
+        m = a.abs().mul_(lambda_mag)
+        return m.sub_(t) if score == "stable" else m.add_(t)
+    return t
+
+
+def gate_of_score(s: Tensor, a: Tensor, beta: Tensor | float, lambda_mag: float, score: str = "paper") -> Tensor:
+    """The gate value z = σ(t/β) at latents whose ``gate_score_`` is ``s`` and pre-activation ``a``
+    (the inverse of the score, to float rounding; differentiable)."""
+    t = s - lambda_mag * a.abs() if lambda_mag else s
+    if score == "paper":
+        return t
+    if score == "stable":
+        return 1.0 + t
+    return torch.sigmoid(t / beta)
+
+
 @torch.no_grad()
 def concrete_gate_score(a: Tensor, beta: Tensor | float, lambda_mag: float, ln_weight: Tensor | None,
                         ln_bias: Tensor | None, noisy: bool, generator: torch.Generator | None = None,
-                        layernorm: bool = True) -> Tensor:
-    """Selection score s = σ((LN(a) + L)/β) + λ|a| of a chunk of pre-activations (C, d_sae),
-    with L logistic noise when ``noisy``; computed in one buffer, in place, without autograd.
+                        layernorm: bool = True, score: str = "paper",
+                        noise_scale: Tensor | float | None = None) -> Tensor:
+    """Selection score (``gate_score_``; the paper's s = σ((LN(a) + L)/β) + λ|a| by default) of a
+    chunk of pre-activations (C, d_sae), with L logistic noise (times ``noise_scale`` when given)
+    when ``noisy``; computed in one buffer, in place, without autograd.
 
     Same operations in the same order as ``Selection.dense_scores`` (so the same generator state
     gives the same noise), except that the noise uses ``logit``."""
@@ -82,8 +126,6 @@ def concrete_gate_score(a: Tensor, beta: Tensor | float, lambda_mag: float, ln_w
     else:
         s = a.clone()
     if noisy:
-        s.add_(logistic_noise(s, generator))
-    s.div_(beta).sigmoid_()
-    if lambda_mag:
-        s.add_(a.abs().mul_(lambda_mag))
-    return s
+        noise = logistic_noise(s, generator)
+        s.add_(noise if noise_scale is None else noise.mul_(noise_scale))
+    return gate_score_(s, a, beta, lambda_mag, score)

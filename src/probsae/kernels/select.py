@@ -6,8 +6,8 @@ and ``select_topk`` picks the path:
 
 - fast path, CUDA (``settings.backend``): the encoder matmul in bf16 on tensor cores (fp32 master
   weights, fp32 accumulation; ``settings.encoder_precision``), the scores and their strided
-  group maxima in one Triton kernel per row (gate: LayerNorm statistics, Philox noise, sigmoid,
-  + λ|a|; no noise tensor), exact top-k among the best groups' members, the K selected
+  group maxima in one Triton kernel per row (gate: LayerNorm statistics, Philox noise times its
+  scale, the ``gate_score`` formula of ``gate_score_``; no noise tensor), exact top-k among the best groups' members, the K selected
   pre-activations recomputed as exact fp32 dot products, and a sparse backward (Triton kernels:
   gradients only for the B·K selected latents);
 - fast path, CPU: ``sparse_encode`` (row chunks, grouped top-k, NumPy noise streams);
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ._settings import settings
 from .encode import SparseEncode, chunk_rows, sparse_encode
-from .noise import concrete_gate_score, logistic_noise
+from .noise import concrete_gate_score, gate_score_, logistic_noise
 from .topk import gpu_group_members
 
 SCORES = ("pre", "abs", "gate")
@@ -58,8 +58,10 @@ class GateNoise:
 class Selection:
     """A TopK-family selection rule: keep the K latents with the largest ``score``.
 
-    'pre': the pre-activations a; 'abs': |a|; 'gate': s = σ((LN(a) + L)/β) + λ|a| (LN with
-    ``ln_weight``/``ln_bias`` when given, L logistic noise when ``noise`` is set)."""
+    'pre': the pre-activations a; 'abs': |a|; 'gate': the Probabilistic TopK gate's score of
+    t = LN(a) + c·L (LN with ``ln_weight``/``ln_bias`` when given, L logistic noise when ``noise``
+    is set, c = ``noise_scale``), by ``gate_score`` (``kernels.gate_score_``): the paper's
+    σ(t/β) + λ|a|, 'stable' λ|a| − σ(−t/β) or 'logit' t + λ|a|."""
 
     score: str = "pre"
     beta: Tensor | float = 1.0
@@ -67,6 +69,11 @@ class Selection:
     ln_weight: Tensor | None = None
     ln_bias: Tensor | None = None
     noise: GateNoise | None = None
+    gate_score: str = "paper"
+    """The gate's score formula (``GATE_SCORES``): 'paper', 'stable' or 'logit'."""
+    noise_scale: Tensor | float | None = None
+    """Multiplier c of the logistic noise (None: 1). A device scalar when it changes per step
+    (score 'logit': β/β₀), so a captured CUDA graph reads the current value."""
     differentiable: bool = False
     """Keep autograd through the score (the returned scores carry gradient): plain path only."""
 
@@ -79,19 +86,25 @@ class Selection:
         return partial(concrete_gate_score, beta=self.beta, lambda_mag=self.lambda_mag, ln_weight=self.ln_weight,
                        ln_bias=self.ln_bias, noisy=self.noise is not None,
                        generator=self.noise.generator if self.noise is not None else None,
-                       layernorm=self.ln_weight is not None)
+                       layernorm=self.ln_weight is not None, score=self.gate_score, noise_scale=self.noise_scale)
+
+    def gate_logits(self, pre: Tensor) -> Tensor:
+        """The gate's noise-free logit ℓ = LN(a) (``pre`` itself without LayerNorm)."""
+        return F.layer_norm(pre, (pre.shape[-1],), self.ln_weight, self.ln_bias) if self.ln_weight is not None else pre
 
     def dense_scores(self, pre: Tensor) -> Tensor:
-        """Scores of dense pre-activations (B, d_sae), with autograd (the plain path)."""
+        """Scores of dense pre-activations (B, d_sae), with autograd (the plain path): the gate's
+        through ``gate_score_``, which the Triton path's ``_score`` mirrors."""
         if self.score == "pre":
             return pre
         if self.score == "abs":
             return pre.abs()
-        s = F.layer_norm(pre, (pre.shape[-1],), self.ln_weight, self.ln_bias) if self.ln_weight is not None else pre
+        t = self.gate_logits(pre)
         if self.noise is not None:
-            s = s + dense_noise(pre, self.noise)
-        s = torch.sigmoid(s / self.beta)
-        return s + self.lambda_mag * pre.abs() if self.lambda_mag else s
+            noise = dense_noise(pre, self.noise)
+            t = t + (noise if self.noise_scale is None else noise * self.noise_scale)
+        # gate_score_ works in place: never on ``pre`` itself (autograd handles the in-place ops).
+        return gate_score_(t.clone() if t is pre else t, pre, self.beta, self.lambda_mag, self.gate_score)
 
 
 def use_triton(t: Tensor) -> bool:

@@ -60,6 +60,8 @@ class SAE(nn.Module):
     """NaN/inf check of the inputs: 'auto' (always, except a training forward on a GPU, where it
     would cost a host sync every step), 'always' or 'never'. The trainer sets it from
     ``TrainConfig.check_finite``."""
+    #: The initialisation ``init = 'auto'`` resolves to (``SAEConfig.init``).
+    default_init: ClassVar[str] = "unit"
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -67,8 +69,9 @@ class SAE(nn.Module):
         self.cfg = cfg
         self.d_in, self.d_sae = cfg.d_in, cfg.d_sae
         self.normalizer = InputNormalizer(cfg.normalize, cfg.d_in)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        w_dec = orthogonal(cfg.d_sae, cfg.d_in, gen)
+        if cfg.init == "auto":
+            cfg.init = self.default_init
+        w_dec = init_decoder(cfg.init, cfg.d_sae, cfg.d_in, torch.Generator().manual_seed(cfg.seed))
         self.W_dec = nn.Parameter(w_dec)
         # W_enc is stored latent-major: its memory is a (d_sae, d_in) matrix and the (d_in, d_sae)
         # parameter is that matrix's transpose view. The GPU path reads encoder columns as rows (the
@@ -299,6 +302,18 @@ class SAE(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.architecture}: {self.cfg}"
+
+
+def init_decoder(scheme: str, d_sae: int, d_in: int, gen: torch.Generator) -> Tensor:
+    """Initial W_dec (d_sae, d_in) of an ``SAEConfig.init`` scheme: 'orthogonal' (orthonormal
+    columns when d_sae ≥ d_in, so rows of norm √(d_in/d_sae)) or 'unit' (Gaussian rows scaled to
+    unit norm: random latent directions)."""
+    if scheme == "orthogonal":
+        return orthogonal(d_sae, d_in, gen)
+    if scheme == "unit":
+        w = torch.randn(d_sae, d_in, generator=gen)
+        return (w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)).contiguous()
+    raise InputError(f"unknown init scheme {scheme!r}; choose 'unit' or 'orthogonal'")
 
 
 def orthogonal(rows: int, cols: int, gen: torch.Generator) -> Tensor:

@@ -7,6 +7,9 @@ from dataclasses import dataclass, fields
 from ..errors import ConfigError
 from .normalization import NORMALIZATIONS
 
+#: Weight initialisation schemes (``SAEConfig.init``); 'auto' resolves per architecture.
+INITS = ("auto", "unit", "orthogonal")
+
 
 @dataclass
 class SAEConfig:
@@ -21,9 +24,19 @@ class SAEConfig:
     scale to unit L2 norm), 'scalar' (one factor fitted so that E‖x‖² = d_in) or 'none'."""
     seed: int = 0
     """Seed of the weight initialisation (the same seed gives the same initial weights)."""
+    init: str = "auto"
+    """Weight initialisation; W_enc = W_decᵀ in every scheme. 'unit': decoder rows (latent
+    directions) are random directions at unit norm (Gao et al. 2025 for TopK). 'orthogonal': the
+    paper's App. A literally, orthogonal(d_sae, d_in) with orthonormal columns, so at d_sae = 16 ×
+    d_in the rows have norm √(d_in/d_sae) = 0.25. 'auto': the architecture's own default
+    (``SAE.default_init``: 'orthogonal' for prob_topk, as measured in docs/results/offline-en-cpu-quick,
+    and for jumprelu, whose penalty defaults are tuned to it; 'unit' for the others). A built SAE
+    records the resolved scheme."""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""
+        if self.init not in INITS:
+            raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
         for name in ("d_in", "d_sae"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -1,25 +1,52 @@
-"""Probabilistic TopK SAE (the paper, eq. 6–8).
+"""Probabilistic TopK SAE (the paper, eq. 6–8), and an opt-in fix of its gate's saturation.
 
     a = W_enc (x − b_dec)                                  (no encoder bias)
-    z = σ((LayerNorm(a) + log u − log(1 − u)) / β)         u ~ U(0,1), training only
-    s = z + λ_mag |a|;   m = TopK(s)
+    ℓ = LayerNorm(a)                                       (the gate's log-odds)
+    g = (ℓ + L) / β,   L = log u − log(1 − u), u ~ U(0,1)  (noise in training only)
+    z = σ(g)
+    s = z + λ_mag |a|;   m = TopK(s)                       (score = 'paper', the default)
     x̂ = W_dec (m ⊙ a) + b_dec                              (codes: signed a at the selected latents)
 
-Inference drops the noise: z = σ(LayerNorm(a)/β). β is a buffer set by ``on_train_step``
-(held at β_0 during warm-up, then exponential decay to β_T), so it is saved with the SAE.
-With the hard TopK mask no gradient reaches z (the paper's literal model); ``straight_through``
-is an opt-in variant that passes the gate's gradient through the selected codes.
+Inference drops the noise: z = σ(ℓ/β). β is a buffer set by ``on_train_step`` (held at β_0
+during warm-up, then exponential decay to β_T), so it is saved with the SAE. With the hard TopK
+mask no gradient reaches z (the paper's literal model); ``straight_through`` is an opt-in variant
+that passes the gate's gradient through the selected codes.
+
+The saturation flaw. In float32, σ(g) rounds to exactly 1.0 once g ≳ 17, i.e. from β ≈ 0.2–0.3
+on for typical ℓ + L. All fired gates then tie at z = 1 and the λ_mag|a| term breaks the ties:
+selection becomes "top-|a| among gates whose noisy logit was positive", a Bernoulli(σ(ℓ)) draw
+that keeps dropping good latents however small β gets (the limit is the same in exact
+arithmetic; float32 only reaches it sooner). ``score`` (``kernels.gate_score_`` holds the
+formulas, one line each) offers two opt-in alternatives:
+
+    'stable':  s = λ_mag|a| − σ(−g)
+        The same order as the paper's s in exact arithmetic (σ(g) = 1 − σ(−g)), but σ(−g) is
+        representable down to ~1e-38, so fired gates keep distinct scores until g ≈ 88: the
+        numerical fix alone, which isolates float32 from the design.
+    'logit':   s = ℓ + (β/β_0)·L + λ_mag|a|
+        Rank on the gate's logit, which never saturates. As σ is monotone, ranking on
+        (ℓ + L)/β would make β irrelevant, so the annealing moves from the temperature to the
+        noise: its scale shrinks from 1 (the paper's exploration at β_0) to β_T/β_0 (≈ 0), and
+        training selection converges to the deterministic inference selection
+        TopK(ℓ + λ_mag|a|) instead of a persistent Bernoulli draw. Equivalent to a Binary
+        Concrete gate at fixed temperature β_0 with noise L·β/β_0, ranked on its logit.
+        Inference (no noise) ranks on ℓ + λ_mag|a|.
+
+Neither is the default (the paper's model is); docs/results/offline-en-cpu-quick measures all three
+(the offline-en-gpu preset repeats them at 3M–100M tokens). Every path of ``kernels.select_topk``
+computes the same score: the plain and CPU paths call ``kernels.gate_score_``, the Triton kernels
+mirror it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from .. import kernels
-from ..kernels import sparse_decode
+from ..kernels import GATE_SCORES, gate_of_score, sparse_decode
 from ..schedules import exp_anneal
 from .base import SAE
 from .config import TopKConfig, choice, positive
@@ -46,9 +73,14 @@ class ProbTopKConfig(TopKConfig):
     """Anneal β from beta_start to beta_end; False keeps β fixed at beta_start."""
     straight_through: bool = False
     """Opt-in: codes a·(1 + z − sg(z)) so the gate and LayerNorm get gradient (not in the paper)."""
+    score: str = "paper"
+    """Selection score: 'paper' (s = σ((ℓ + L)/β) + λ|a|, eq. 8), 'stable' (λ|a| − σ(−(ℓ + L)/β):
+    the same order without float32 saturation) or 'logit' (ℓ + (β/β_0)·L + λ|a|: rank on the
+    logit, anneal the noise). See the module docstring."""
 
     def validate(self) -> None:
         super().validate()
+        choice("score", self.score, GATE_SCORES)
         positive("lambda_mag", self.lambda_mag, allow_zero=True)
         positive("beta_start", self.beta_start)
         positive("beta_end", self.beta_end)
@@ -62,6 +94,7 @@ class ProbTopKSAE(SAE):
     has_encoder_bias = False
     presentation = Presentation("Probabilistic TopK", "tab:red", "s")
     sparsity = ("k", "K")
+    default_init = "orthogonal"  # the paper's App. A; measured better than 'unit' for this model
 
     def __init__(self, cfg: ProbTopKConfig):
         super().__init__(cfg)
@@ -77,8 +110,8 @@ class ProbTopKSAE(SAE):
         self.noise_generator: torch.Generator | None = None
 
     def selection(self, noisy: bool) -> kernels.Selection:
-        """The selection rule s = σ((LN(a) + L)/β) + λ|a| (L: logistic noise when ``noisy``),
-        stated once for every path (kernels.select_topk)."""
+        """The selection rule (``score``: the paper's s = σ((LN(a) + L)/β) + λ|a|, L logistic noise
+        when ``noisy``), stated once for every path (kernels.select_topk)."""
         cfg = self.cfg
         noise = None
         if noisy:
@@ -86,24 +119,28 @@ class ProbTopKSAE(SAE):
         return kernels.Selection("gate", beta=self.beta, lambda_mag=cfg.lambda_mag,
                                  ln_weight=self.ln_weight if cfg.layernorm else None,
                                  ln_bias=self.ln_bias if cfg.layernorm else None,
-                                 noise=noise, differentiable=cfg.straight_through)
+                                 noise=noise, gate_score=cfg.score, noise_scale=self.noise_scale() if noisy else None,
+                                 differentiable=cfg.straight_through)
+
+    def noise_scale(self) -> Tensor | None:
+        """Multiplier c of the logistic noise: β/β_0 (a device scalar that follows β) for score
+        'logit', None (1) otherwise."""
+        return self.beta / self.cfg.beta_start if self.cfg.score == "logit" else None
 
     def gate(self, a: Tensor, noisy: bool) -> Tensor:
-        """z = σ((LayerNorm(a) + logistic noise) / β); the noise only when ``noisy``."""
-        rule = self.selection(noisy)
-        rule.lambda_mag = 0.0
-        return rule.dense_scores(a)
+        """z = σ((LayerNorm(a) + c·L) / β), L logistic noise only when ``noisy`` (whatever ``score``)."""
+        return replace(self.selection(noisy), lambda_mag=0.0, gate_score="paper").dense_scores(a)
 
     def select_codes(self, x_n: Tensor, noisy: bool) -> tuple[Tensor, Tensor, Tensor]:
         """(codes at the selected latents, their indices, the gate values there). With the hard
         mask no gradient reaches the gate (the fast path computes it without autograd); the gate
-        value is recovered as s − λ|a| (float rounding). ``straight_through`` passes the gate's
-        gradient through the codes (plain path)."""
+        value is recovered from the score (``kernels.gate_of_score``, float rounding).
+        ``straight_through`` passes the gate's gradient through the codes (plain path)."""
         cfg = self.cfg
         values, indices, s_sel = kernels.select_topk(x_n, self.W_enc, None, self.b_dec, cfg.k, self.selection(noisy))
         if noisy:
             self.noise_step.add_(1)  # a forward outside the trainer draws fresh noise next time
-        z_sel = s_sel - cfg.lambda_mag * values.abs() if cfg.lambda_mag else s_sel
+        z_sel = gate_of_score(s_sel, values, self.beta, cfg.lambda_mag, cfg.score)
         if cfg.straight_through:
             values = values * (1.0 + z_sel - z_sel.detach())
         return values, indices, z_sel
@@ -152,7 +189,7 @@ class ProbTopKSAE(SAE):
                      "whose selection differs get different codes and reconstructions"],
             dropped=["the gate: LayerNorm affine parameters ln_weight/ln_bias" if cfg.layernorm else "the gate",
                      f"gate temperature β={float(state['beta']):.6g}, lambda_mag={cfg.lambda_mag}, "
-                     f"gate={cfg.gate!r}, straight_through={cfg.straight_through}"])
+                     f"gate={cfg.gate!r}, score={cfg.score!r}, straight_through={cfg.straight_through}"])
 
     def to_sparsify(self, state):
         return Export(

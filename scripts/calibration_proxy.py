@@ -1,0 +1,137 @@
+"""Claim (c), calibration, on a multi-seed sweep through the OFFLINE PROXY (not the paper's judge).
+
+For every TopK / Probabilistic TopK run of a sweep (default variant, chosen K), runs probsae's
+autointerp pipeline with the non-LLM ``top-tokens`` explainer and the ``embedding`` scorer
+(ROC-AUC of all-MiniLM-L6-v2 cosine similarity between the explanation and activating vs
+non-activating windows) on the corpus's HELD-OUT documents, and reports the Pearson r between the
+activation-percentile bucket and the score:
+
+* per run: r over its scored (latent, bucket) pairs with a Fisher-z 95 % CI;
+* per (architecture, K): the mean r over seeds with a Student-t 95 % CI;
+* per K: the paired difference r(ProbTopK) − r(TopK) over seeds with a Student-t 95 % CI.
+
+    python scripts/calibration_proxy.py runs/offline-en-cpu-quick --out docs/results/offline-en-cpu-quick/calibration \\
+        --k 8 16 --n-latents 100 --n-windows 1024
+
+Writes calibration.md, calibration.json and figure5.png (one line per run) into OUT; latent caches
+and per-run explanations/scores go under --work (default runs/calibration-proxy/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+
+def fisher_ci(r: float | None, n: int) -> tuple[float | None, float | None]:
+    """95 % CI of a Pearson r over n pairs (Fisher z; None when undefined)."""
+    if r is None or n < 4 or abs(r) >= 1:
+        return None, None
+    z, se = math.atanh(r), 1.0 / math.sqrt(n - 3)
+    return math.tanh(z - 1.959964 * se), math.tanh(z + 1.959964 * se)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("sweep_dir", help="a sweep directory (runs/<name>) or one budget of it (runs/<name>/tokens=B)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--k", type=int, nargs="+", default=[8, 16], help="which K (the paper's Table 2: 8 and 16)")
+    p.add_argument("--n-latents", type=int, default=100, help="random alive latents per run")
+    p.add_argument("--n-windows", type=int, default=1024, help="32-token held-out windows per latent cache")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default="runs/calibration-proxy", help="latent caches and per-run explanations/scores "
+                   "(large: kept out of the results folder)")
+    args = p.parse_args(argv)
+
+    from probsae.data.corpus import load_corpus, split_documents
+    from probsae.data.models import load_model
+    from probsae.experiments.when import load_runs
+    from probsae.interp import AutoInterpConfig, SentenceEmbedder, mean_ci, resolve_run, run_autointerp, table_markdown
+    from probsae.interp.calibration import plot_calibration
+    from probsae.io import atomic_write_json, atomic_write_text
+
+    t0 = time.time()
+    out = Path(args.out)
+    infos, rows = load_runs(args.sweep_dir)
+    runs = sorted((r for r in rows if r["architecture"] in ("topk", "prob_topk") and r["variant"] == ""
+                   and r["k"] in args.k), key=lambda r: (r["budget"], r["k"], r["architecture"], r["seed"]))
+    if not runs:
+        print(f"no default TopK/ProbTopK runs with K in {args.k} under {args.sweep_dir}", file=sys.stderr)
+        return 2
+    data = infos[0].get("data", {})
+    handle = load_model(data.get("model", "minilm"))
+    corpus = load_corpus(data["corpus"])
+    held_out = list(split_documents(corpus, "holdout", holdout_every=infos[0]["config"]["data"].get("holdout_every", 20)))
+    embedder = SentenceEmbedder()
+    results = []
+    for r in runs:
+        label = f"{'ProbTopK' if r['architecture'] == 'prob_topk' else 'TopK'} K={r['k']} seed={r['seed']}"
+        info = resolve_run(r["dir"], label=label)
+        cfg = AutoInterpConfig(scorer="embedding", explainer="top-tokens", n_latents=args.n_latents,
+                               n_windows=args.n_windows, seed=args.seed, out_dir=str(Path(args.work) / "runs"),
+                               cache_dir=str(Path(args.work) / "latent_cache" / Path(r["dir"]).name / f"b{r['budget']}"))
+        row = run_autointerp(info, cfg, handle=handle, docs=held_out, embedder=embedder)
+        lo, hi = fisher_ci(row["pearson_r"], row["n_scored"])
+        results.append({**row, "architecture": r["architecture"], "k": r["k"], "seed": r["seed"],
+                        "budget": r["budget"], "r_ci": [lo, hi]})
+        print(f"[calibration] {label}: r = {row['pearson_r']} over {row['n_scored']} pairs "
+              f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+
+    cells: dict[tuple, dict[int, dict]] = {}
+    for x in results:
+        cells.setdefault((x["budget"], x["architecture"], x["k"]), {})[x["seed"]] = x
+    L = ["# Calibration proxy: activation bucket vs. interpretability score", "",
+         "**A proxy, not the paper's claim (c) measurement.** Explanations: the non-LLM `top-tokens` baseline "
+         "(each bucket's most frequent firing tokens); score: the `embedding` scorer (ROC-AUC of all-MiniLM-L6-v2 "
+         "cosine similarity between the explanation and activating vs non-activating windows). The paper uses an "
+         "LLM explainer and the LLM detection scorer; these numbers are not comparable with its Table 2.", "",
+         f"Made by: `python scripts/calibration_proxy.py {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}` "
+         f"({(time.time() - t0) / 60:.1f} min on the shared 2-core machine). Windows: {args.n_windows} × 32 tokens "
+         f"of held-out documents per run; {args.n_latents} random alive latents per run; 5 percentile buckets.", "",
+         "## Pearson r (bucket index vs score) per (architecture, K)", "",
+         "| budget | K | TopK r (mean ± 95 % CI over seeds) | ProbTopK r | Δ r = ProbTopK − TopK [95 % CI] | pairs | verdict |",
+         "|---|---|---|---|---|---|---|"]
+    for b in sorted({x["budget"] for x in results}):
+        for k in sorted({x["k"] for x in results}):
+            T, P = cells.get((b, "topk", k), {}), cells.get((b, "prob_topk", k), {})
+            if not T or not P:
+                continue
+
+            def ms(c):
+                m, lo, hi = mean_ci([x["pearson_r"] for x in c.values()])
+                return "–" if m is None else (f"{m:.3f}" if lo is None else f"{m:.3f} ± {hi - m:.3f}")
+
+            seeds = sorted(set(T) & set(P))
+            d = [P[s]["pearson_r"] - T[s]["pearson_r"] for s in seeds
+                 if P[s]["pearson_r"] is not None and T[s]["pearson_r"] is not None]
+            m, lo, hi = mean_ci(d)
+            if m is None:
+                dtxt, v = "–", "no pairs"
+            elif lo is None:
+                dtxt, v = f"{m:+.3f}", "1 pair: no CI"
+            else:
+                dtxt = f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                v = ("**ProbTopK higher**" if lo > 0 else "**TopK higher**" if hi < 0 else "not resolved (CI spans 0)")
+            L.append(f"| {b:,} | {k} | {ms(T)} | {ms(P)} | {dtxt} | {len(d)} | {v} |")
+    L += ["", "## Every run (r with its Fisher-z 95 % CI over the run's scored (latent, bucket) pairs)", "",
+          "| run | r | 95 % CI | pairs | mean score |", "|---|---|---|---|---|"]
+    for x in results:
+        ci = x["r_ci"]
+        L.append(f"| {x['label']} | {x['pearson_r']:.3f} | "
+                 + (f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] is not None else "–")
+                 + f" | {x['n_scored']} | {x['mean_score']:.3f} |")
+    L += ["", table_markdown(results, "Mean score per activation-percentile bucket (mean ± 95 % CI over latents)")]
+    atomic_write_text(out / "calibration.md", "\n".join(L) + "\n")
+    atomic_write_json(out / "calibration.json", {"runs": results, "args": vars(args)})
+    plot_calibration(results, out / "figure5.png", "Offline proxy: embedding score by activation percentile")
+    print(f"wrote {out / 'calibration.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""The multi-seed, multi-budget report: *when* does Probabilistic TopK beat TopK?
+
+``probsae report DIR`` writes this report when DIR holds a sweep whose members vary ``seed``, or
+one sweep per token budget (``DIR/tokens=B/``, made by ``[sweep] budgets``). Every member of a
+sweep reads the very same batches, so two members that differ only in architecture (or in one
+hyperparameter) but share a seed are a *pair*: the verdicts use the paired differences over seeds,
+with a Student-t 95 % confidence interval (n − 1 degrees of freedom; with 3 seeds t = 4.30).
+
+Writes into the output directory::
+
+    report.md        setting, commands, verdict per (K, budget) with CIs, gate fixes, init, β0
+    runs.csv         every run's held-out metrics with its seed and budget
+    fvu_budget.png   held-out FVU against training tokens, one line per (architecture, K), seed spread
+    fvu_k.png        held-out FVU against K at the largest budget, one line per architecture variant
+    alive.png        alive latents during training (mean over seeds, min–max band) per K
+    temperature.png  FVU against β0 per K (mean ± CI over seeds), when the β0 study ran
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..interp.calibration import mean_ci
+from ..io import atomic_write_text, read_json
+from ..runs.results import read_runs
+from ..saes import get_class
+from .report import BASELINE, SUBJECT, _defaults, _order, family, read_log
+from .sweep import SWEEP_FILE
+
+#: Hyperparameters that identify a pair member rather than a variant.
+PAIR_KEYS = ("k", "seed")
+
+
+def sweep_dirs(root: str | Path) -> list[Path]:
+    """The sweep directories of ``root``: itself, or its ``tokens=B`` budget sub-directories."""
+    root = Path(root)
+    subs = sorted((p for p in root.glob("tokens=*") if (p / SWEEP_FILE).is_file()),
+                  key=lambda p: int(p.name.split("=", 1)[1]))
+    if subs:
+        return subs
+    if not (root / "runs").is_dir():
+        raise ConfigError(f"{root} is not a sweep directory (no runs/ and no tokens=B/ sub-directories)")
+    return [root]
+
+
+def is_when_sweep(root: str | Path) -> bool:
+    """True when ``root`` has budget sub-directories or members with a ``seed`` hyperparameter."""
+    root = Path(root)
+    if any((p / SWEEP_FILE).is_file() for p in root.glob("tokens=*")):
+        return True
+    return any("seed" in m.get("hparams", {}) for _, m in read_runs(root / "runs"))
+
+
+def variant_label(arch: str, hparams: dict[str, Any]) -> str:
+    """'' for the architecture's defaults, else the non-default hyperparameters (k, seed excluded)."""
+    defaults = _defaults(arch)
+    diff = {k: v for k, v in hparams.items() if k not in PAIR_KEYS and defaults.get(k, object()) != v}
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(diff.items()))
+
+
+def load_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(sweep infos, one row per finished member of every budget)."""
+    infos, rows = [], []
+    for d in sweep_dirs(root):
+        info = read_json(d / SWEEP_FILE, dict, ConfigError) if (d / SWEEP_FILE).is_file() else {}
+        infos.append({**info, "_dir": str(d)})
+        base_seed = info.get("config", {}).get("sae", {}).get("seed", 0)
+        for run_dir, r in read_runs(d / "runs"):
+            e, hp = r["heldout"], r["hparams"]
+            rows.append({"name": r["name"], "dir": str(run_dir), "architecture": r["architecture"],
+                         "variant": variant_label(r["architecture"], hp), "k": hp.get("k"),
+                         "seed": hp.get("seed", base_seed), "budget": r.get("tokens_seen") or r["steps"] * r["batch_size"],
+                         "fvu": e["fvu"], "mse": e["mse"], "l0": e["l0"], "alive": e["alive"], "dead": e["dead"],
+                         "d_sae": r.get("d_sae"), "eval_tokens": e.get("n_tokens"),
+                         "train_alive": r.get("train_final", {}).get("alive"),
+                         "pass_train_seconds": r.get("seconds", {}).get("train"),
+                         "pass_members": r.get("extra", {}).get("pass_members")})
+    if not rows:
+        raise ConfigError(f"{root} has no finished runs (no runs/*/metrics.json): run 'probsae sweep' first")
+    return infos, rows
+
+
+def cells(rows: list[dict]) -> dict[tuple, dict[int, dict]]:
+    """(budget, architecture, variant, K) → {seed: row}."""
+    out: dict[tuple, dict[int, dict]] = {}
+    for r in rows:
+        out.setdefault((r["budget"], r["architecture"], r["variant"], r["k"]), {})[r["seed"]] = r
+    return out
+
+
+def paired(a: dict[int, dict], b: dict[int, dict], key: str) -> dict[str, Any]:
+    """Paired difference a − b of ``key`` over the seeds both have: mean, 95 % t-CI, relative mean."""
+    seeds = sorted(set(a) & set(b))
+    d = [a[s][key] - b[s][key] for s in seeds]
+    rel = [(a[s][key] - b[s][key]) / b[s][key] for s in seeds if b[s][key]]
+    m, lo, hi = mean_ci(d)
+    rm, rlo, rhi = mean_ci(rel)
+    return {"n": len(seeds), "mean": m, "lo": lo, "hi": hi, "rel": rm, "rel_lo": rlo, "rel_hi": rhi}
+
+
+def summary(c: dict[int, dict], key: str) -> dict[str, Any]:
+    vals = [r[key] for r in c.values()]
+    m, lo, hi = mean_ci(vals)
+    return {"n": len(vals), "mean": m, "lo": lo, "hi": hi, "min": min(vals), "max": max(vals)}
+
+
+def verdict(p: dict[str, Any], lower_is_better: bool, a: str, b: str) -> str:
+    """Plain-words verdict of a paired difference a − b."""
+    if p["n"] == 0 or p["mean"] is None:
+        return "no pairs"
+    if p["lo"] is None:
+        return f"{a} {'lower' if p['mean'] < 0 else 'higher'} (1 seed: no CI)"
+    if p["hi"] < 0:
+        return f"**{a} better**" if lower_is_better else f"**{a} lower**"
+    if p["lo"] > 0:
+        return f"**{b} better**" if lower_is_better else f"**{a} higher**"
+    return "not resolved (CI spans 0)"
+
+
+def _fmt(x: Any, nd: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def _ms(s: dict[str, Any], nd: int = 4) -> str:
+    """mean ± half CI (n) of a summary."""
+    if s["mean"] is None:
+        return "–"
+    if s["lo"] is None:
+        return f"{_fmt(s['mean'], nd)} (n=1)"
+    return f"{_fmt(s['mean'], nd)} ± {_fmt(s['hi'] - s['mean'], nd)}"
+
+
+def _diff(p: dict[str, Any], nd: int = 4, pct: bool = True) -> str:
+    if p["mean"] is None:
+        return "–"
+    ci = f" [{p['lo']:+.{nd}f}, {p['hi']:+.{nd}f}]" if p["lo"] is not None else ""
+    rel = f" ({100 * p['rel']:+.1f} %)" if pct and p["rel"] is not None else ""
+    return f"{p['mean']:+.{nd}f}{ci}{rel}"
+
+
+def _budget(b: int) -> str:
+    return f"{b / 1e6:.3g}M" if b >= 1e6 else f"{b / 1e3:.3g}k"
+
+
+def _label(arch: str, var: str) -> str:
+    return family(arch) + (f" ({var})" if var else "")
+
+
+def _comparison_table(C, budgets, ks, a_key, b_key, a_name, b_name, key, lower_is_better) -> list[str]:
+    L = [f"| budget | K | {a_name} | {b_name} | Δ = {a_name} − {b_name} [95 % CI] (relative) | pairs | verdict |",
+         "|---|---|---|---|---|---|---|"]
+    for b in budgets:
+        for k in ks:
+            A, B = C.get((b, *a_key, k)), C.get((b, *b_key, k))
+            if not A or not B:
+                continue
+            p = paired(A, B, key)
+            nd = 4 if key == "fvu" else 0
+            L += [f"| {_budget(b)} | {k} | {_ms(summary(A, key), nd)} | {_ms(summary(B, key), nd)} | "
+                  f"{_diff(p, nd)} | {p['n']} | {verdict(p, lower_is_better, a_name, b_name)} |"]
+    return L + [""]
+
+
+def make_when_report(root: str | Path, out_dir: str | Path | None = None, command: str | None = None,
+                     title: str | None = None, notes: str | Path | None = None) -> Path:
+    """Write the multi-seed, multi-budget report of ``root`` (a sweep directory or a folder of
+    ``tokens=B`` sweeps) into ``out_dir`` (default ROOT/report); returns report.md."""
+    from . import plots
+
+    root = Path(root)
+    out = Path(out_dir) if out_dir else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    infos, rows = load_runs(root)
+    C = cells(rows)
+    budgets = sorted({r["budget"] for r in rows})
+    ks = sorted({r["k"] for r in rows if r["k"] is not None})
+    seeds = sorted({r["seed"] for r in rows})
+    first = infos[0]
+    data = first.get("data", {})
+    tc = first.get("train_config", {})
+    d_sae = next((r["d_sae"] for r in rows if r.get("d_sae")), None)
+    TOP, PROB = (BASELINE, ""), (SUBJECT, "")
+    top_name, prob_name = family(BASELINE), family(SUBJECT)
+    name = first.get("name", root.name)
+    title = title or f"When does {prob_name} help? — {name}"
+
+    L = [f"# {title}", "", f"Made by: `{command or f'probsae report {root}'}`", ""]
+    for info in infos:
+        invs = info.get("invocations", [])
+        L += [f"Sweep `{info['_dir']}` started by `{info.get('command', '?')}`; completed invocations:"]
+        L += [f"- `{i['command']}` — finished {i.get('finished_at', '?')}, {i.get('wall_seconds', 0) / 60:.1f} min, "
+              f"{i.get('to_run', '?')} members trained" for i in invs] or ["- (none finished yet)"]
+        L += [""]
+    L += [f"Generated {time.strftime('%Y-%m-%d %H:%M')}.", ""]
+    if first.get("description"):
+        L += [first["description"], ""]
+    L += ["## Setting", "",
+          f"- activations: {data.get('model', '?')} {data.get('hook', '?')} on `{data.get('corpus', '?')}`; "
+          f"d_in = {data.get('d_in', '?')}, d_sae = {d_sae}",
+          f"- training budgets (tokens per SAE): {', '.join(f'{b:,}' for b in budgets)}; training cache "
+          f"{data.get('train_cache_tokens', 0):,} tokens; held-out evaluation on {rows[0]['eval_tokens'] or 0:,} tokens "
+          "of documents never trained on",
+          f"- optimiser: Adam lr {tc.get('lr')}, batch {tc.get('batch_size')}, warm-up {tc.get('warmup_steps')} of "
+          f"{tc.get('steps')} steps (at the first budget), cosine decay, grad clip {tc.get('grad_clip')}",
+          f"- seeds: {', '.join(map(str, seeds))} (a seed sets the initial weights and the gate noise; all members "
+          "read the same batches, so members with the same seed are compared as pairs)",
+          f"- {len(rows)} runs; metrics on normalised inputs (mean-centred, unit-norm tokens), deterministic "
+          "inference path. Cells: mean ± 95 % CI half-width over seeds (Student t, n − 1 df). Δ: mean paired "
+          "difference over seeds with its 95 % CI; 'relative' is the mean of Δ / baseline.", ""]
+
+    if notes:
+        p = Path(notes)
+        if not p.is_file():
+            raise ConfigError(f"--notes {p}: no such file")
+        L += ["## Notes", "", p.read_text().strip(), ""]
+    L += [f"## (a) Reconstruction: {prob_name} (the paper's model) vs {top_name}", "",
+          "Held-out FVU (lower is better), each architecture at its default initialisation "
+          f"({top_name} '{get_class(BASELINE).default_init}', {prob_name} '{get_class(SUBJECT).default_init}'; "
+          "see *Initialisation*).", ""]
+    L += _comparison_table(C, budgets, ks, PROB, TOP, prob_name, top_name, "fvu", True)
+    series: dict[str, list] = {}
+    by_k: dict[str, list] = {}
+    for (b, arch, var, k), c in C.items():
+        if arch in (BASELINE, SUBJECT) and (var == "" or var.startswith("score=")):
+            s = summary(c, "fvu")
+            series.setdefault(f"{_label(arch, var)} K={k}", []).append((b, s["mean"], s["min"], s["max"]))
+            if b == budgets[-1]:
+                by_k.setdefault(_label(arch, var), []).append((k, s["mean"], s["min"], s["max"]))
+    if series:
+        plots.fvu_lines({k: sorted(v) for k, v in sorted(series.items())}, out / "fvu_budget.png",
+                        f"Held-out FVU against training tokens (seed min–max) — d_sae {d_sae}")
+        plots.fvu_lines({k: sorted(v) for k, v in sorted(by_k.items())}, out / "fvu_k.png",
+                        f"Held-out FVU against K at {_budget(budgets[-1])} tokens (seed min–max)", xlabel="K")
+        L += ["![FVU against budget](fvu_budget.png)", "", "![FVU against K](fvu_k.png)", ""]
+
+    L += ["## (b) Alive latents", "", f"Latents that fire at least once on the held-out tokens (of {d_sae}; higher "
+          "means more of the dictionary is used).", ""]
+    L += _comparison_table(C, budgets, ks, PROB, TOP, prob_name, top_name, "alive", False)
+    panels: dict[int, dict[str, list]] = {}
+    b_last = budgets[-1]
+    for (b, arch, var, k), c in C.items():
+        if b != b_last or arch not in (BASELINE, SUBJECT) or not (var == "" or var.startswith("score=")):
+            continue
+        curves = [[(rec["tokens"], rec["alive"]) for rec in read_log(Path(r["dir"])) if rec.get("alive") is not None]
+                  for r in c.values()]
+        curves = [cv for cv in curves if cv]
+        if curves:
+            n = min(len(cv) for cv in curves)
+            pts = [(curves[0][i][0], [cv[i][1] for cv in curves]) for i in range(n)]
+            panels.setdefault(k, {})[_label(arch, var)] = pts
+    if panels:
+        window = tc.get("dead_window_tokens")
+        plots.alive_curves({k: dict(sorted(v.items())) for k, v in panels.items()}, d_sae, out / "alive.png",
+                           f"Alive latents during training, budget {_budget(b_last)} (mean, min–max over seeds)")
+        if window:
+            L += [f"During training a latent is alive if it fired in the last {window:,} tokens.", ""]
+        L += ["![alive latents during training](alive.png)", ""]
+
+    fixes = sorted({var for (_, arch, var, _) in C if arch == SUBJECT and var.startswith("score=")})
+    if fixes:
+        L += ["## The gate-saturation fixes", "",
+              f"Opt-in selection scores of `{SUBJECT}` (`score`, see saes/prob_topk.py): `stable` ranks on "
+              "λ|a| − σ(−g) (the paper's order without float32 saturation), `logit` ranks on ℓ + (β/β0)·L + λ|a| "
+              "(the gate's logit, with the noise annealed instead of the temperature). Held-out FVU:", ""]
+        for fx in fixes:
+            L += [f"### `{fx}` against {top_name}", ""]
+            L += _comparison_table(C, budgets, ks, (SUBJECT, fx), TOP, f"{prob_name} {fx}", top_name, "fvu", True)
+            L += [f"### `{fx}` against the paper's {prob_name}", ""]
+            L += _comparison_table(C, budgets, ks, (SUBJECT, fx), PROB, f"{prob_name} {fx}", prob_name, "fvu", True)
+            L += [f"Alive latents, `{fx}` against {top_name}:", ""]
+            L += _comparison_table(C, budgets, ks, (SUBJECT, fx), TOP, f"{prob_name} {fx}", top_name, "alive", False)
+
+    inits = {(arch, var) for (_, arch, var, _) in C if var.startswith("init=")}
+    if inits:
+        L += ["## Initialisation", "",
+              "`init = 'unit'`: decoder rows are random unit-norm directions, encoder = decoder transpose (Gao et "
+              "al. 2025). `init = 'orthogonal'`: the paper's App. A literally (orthonormal columns, so at 16× the rows "
+              "have norm 0.25). Each architecture against its other initialisation (held-out FVU):", ""]
+        for arch, var in sorted(inits):
+            L += [f"### {family(arch)}: `{var}` against its default", ""]
+            L += _comparison_table(C, budgets, ks, (arch, var), (arch, ""), f"{family(arch)} {var}",
+                                   f"{family(arch)} default", "fvu", True)
+        if (BASELINE, "init=orthogonal") in inits:
+            L += ["### The paper's literal setting (both architectures 'orthogonal') beside the defaults", ""]
+            L += _comparison_table(C, budgets, ks, PROB, (BASELINE, "init=orthogonal"), prob_name,
+                                   f"{top_name} init=orthogonal", "fvu", True)
+
+    betas = sorted({var for (_, arch, var, _) in C if arch == SUBJECT and var.startswith("beta_start=")},
+                   key=lambda v: float(v.split("=")[1]))
+    if betas:
+        beta0 = _defaults(SUBJECT)["beta_start"]
+        L += ["## Gate temperature β0 (annealed to β_T)", "",
+              f"Held-out FVU; Δ against the default β0 = {beta0:g} and against {top_name} (default init), with the "
+              "same seed.", "",
+              f"| budget | K | β0 | FVU | Δ vs β0 = {beta0:g} [95 % CI] | Δ vs {top_name} [95 % CI] | alive |",
+              "|---|---|---|---|---|---|---|"]
+        lines: dict[str, list] = {}
+        for b in budgets:
+            for k in ks:
+                base = C.get((b, SUBJECT, "", k))
+                if not base or not any(C.get((b, SUBJECT, v, k)) for v in betas):
+                    continue
+                for v in [*betas, ""]:
+                    c = C.get((b, SUBJECT, v, k))
+                    if not c:
+                        continue
+                    beta = float(v.split("=")[1]) if v else beta0
+                    s = summary(c, "fvu")
+                    lines.setdefault(f"K={k}, {_budget(b)}", []).append((beta, s["mean"], s["lo"], s["hi"]))
+                    p = paired(c, base, "fvu") if v else None
+                    top = C.get((b, BASELINE, "", k))
+                    L += [f"| {_budget(b)} | {k} | {beta:g} | {_ms(s)} | {_diff(p) if p else '(reference)'} | "
+                          f"{_diff(paired(c, top, 'fvu')) if top else '–'} | {_ms(summary(c, 'alive'), 0)} |"]
+        L += [""]
+        if lines:
+            plots.beta_lines({k: sorted(v) for k, v in lines.items()}, out / "temperature.png",
+                             "Held-out FVU against the initial gate temperature β0 (mean ± 95 % CI over seeds)")
+            L += ["![temperature](temperature.png)", ""]
+
+    L += ["## Every run", "", "(also in `runs.csv`)", "",
+          "| budget | architecture | variant | K | seed | L0 | FVU | alive | alive (end of training) |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    order = sorted(rows, key=lambda r: (r["budget"], _order(r["architecture"]), r["variant"],
+                                        r["k"] or 0, r["seed"]))
+    L += [f"| {_budget(r['budget'])} | {r['architecture']} | {r['variant'] or 'default'} | {r['k']} | {r['seed']} | "
+          f"{_fmt(r['l0'], 2)} | {_fmt(r['fvu'])} | {_fmt(r['alive'])} | {_fmt(r['train_alive'])} |" for r in order]
+    L += [""]
+    cols = ["budget", "architecture", "variant", "k", "seed", "name", "l0", "mse", "fvu", "alive", "dead",
+            "train_alive", "eval_tokens", "pass_train_seconds", "pass_members"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(order)
+    atomic_write_text(out / "runs.csv", buf.getvalue())
+    atomic_write_text(out / "report.md", "\n".join(L))
+    return out / "report.md"
