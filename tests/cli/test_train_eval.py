@@ -25,7 +25,7 @@ def args(assets, out, *extra):
     return ["train", "--arch", "topk", "--k", "4", "--expansion", "2", "--model", str(assets / "model"),
             "--hook", "resid_pre.2", "--corpus", str(assets / "corpus.txt"), "--context-length", "32",
             "--eval-tokens", "400", "--batch-size", "64", "--steps", "24", "--lr", "3e-3", "--warmup-steps", "2",
-            "--log-every", "4", "--checkpoint-every", "8", "--progress", "false", "--seed", "3",
+            "--log-every", "4", "--checkpoint-every", "8", "--no-progress", "--seed", "3",
             "--cache-dir", str(assets / "cache"), "--out", str(out), *extra]
 
 

@@ -14,7 +14,7 @@ NAME = "train"
 HELP = ("Train an SAE on a model's activations: writes weights, config, run.json, log.jsonl, "
         "metrics.json and training.png into --out, and resumes if --out holds a checkpoint.")
 
-_TRAIN_SKIP = {"steps", "log_path", "extra"}
+_TRAIN_SKIP = {"steps", "log_path", "extra", "progress"}  # progress: the --progress/--no-progress of every command
 
 
 def _hparam_fields() -> dict[str, type]:

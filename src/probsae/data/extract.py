@@ -97,10 +97,10 @@ class ActivationStream:
                              "cannot skip windows; build it with a factory (from_corpus) to resume")
         src = self.windows(skip_windows) if callable(self.windows) else self.windows
         total = tokens_done
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=self.max_tokens, initial=tokens_done, unit="tok", desc=str(self.hook))
+        from ..progress import bar as progress_bar
+
+        bar = progress_bar(total=self.max_tokens, initial=tokens_done, unit="tok", desc=str(self.hook),
+                           requested=self.progress)
         try:
             for wb in src:
                 if self.max_tokens is not None and total >= self.max_tokens:
@@ -109,12 +109,10 @@ class ActivationStream:
                 if self.max_tokens is not None:
                     acts = acts[: self.max_tokens - total]
                 total += acts.shape[0]
-                if bar is not None:
-                    bar.update(acts.shape[0])
+                bar.update(acts.shape[0])
                 yield ActivationBatch(acts, wb.first_window + len(wb), total)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for b in self.batches():

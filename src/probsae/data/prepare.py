@@ -8,7 +8,6 @@ reuses (or resumes) it afterwards, so every run and sweep member on the same spe
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -105,6 +104,7 @@ def prepare_caches(spec: DataSpec, cache_root: str | Path, progress: bool = True
                    parts: tuple[str, ...] = ("train", "holdout")):
     """The caches of ``parts`` (default: train, held-out) for ``spec`` under ``cache_root``:
     reused when complete, resumed when a previous extraction was killed, extracted otherwise."""
+    from ..progress import say
     from .cache import build_cache
 
     root = Path(cache_root)
@@ -122,13 +122,11 @@ def prepare_caches(spec: DataSpec, cache_root: str | Path, progress: bool = True
                     "max_tokens": spec.max_tokens if part == "train" else spec.eval_tokens,
                     "exclude_special": spec.exclude_special}
             t0 = time.perf_counter()
-            print(f"[probsae] extracting {part} activations: {spec.model} {spec.hook} on {spec.corpus} -> {path}",
-                  file=sys.stderr, flush=True)
+            say(f"extracting {part} activations: {spec.model} {spec.hook} on {spec.corpus} -> {path}")
             cache = build_cache(activation_stream(spec, part, handle, progress), path, meta,
                                 shard_tokens=spec.shard_tokens, dtype=spec.dtype)
             dt = time.perf_counter() - t0
-            print(f"[probsae] {part}: {cache.n_tokens:,} tokens in {dt:.0f}s ({cache.n_tokens / max(dt, 1e-9):,.0f} tokens/s)",
-                  file=sys.stderr, flush=True)
+            say(f"{part}: {cache.n_tokens:,} tokens in {dt:.0f}s ({cache.n_tokens / max(dt, 1e-9):,.0f} tokens/s)")
         out.append(cache)
     return tuple(out)
 

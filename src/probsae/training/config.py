@@ -33,6 +33,10 @@ class TrainConfig:
     """Initial decoder bias from the first batch: 'geometric_median', 'mean' or 'zeros'."""
     dead_window_tokens: int = 10_000_000
     """A latent is alive if it fired within this many most recent tokens (or the whole run so far)."""
+    alive_log_window: int | None = None
+    """Window (tokens) of the logged ``alive_recent`` count, the one the run's plot shows; None: a
+    tenth of the run's tokens (so it can drop below d_sae even when the run is shorter than
+    ``dead_window_tokens``). Only the log uses it; training does not."""
     log_every: int = 50
     """Write a log record every this many steps (and at the last step)."""
     log_path: str | None = None
@@ -85,6 +89,8 @@ class TrainConfig:
             raise ConfigError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ConfigError(f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}")
+        if self.alive_log_window is not None and self.alive_log_window < 1:
+            raise ConfigError(f"alive_log_window must be ≥ 1 or None, got {self.alive_log_window!r}")
         if self.log_every < 1:
             raise ConfigError(f"log_every must be ≥ 1, got {self.log_every!r}")
         if self.precision not in ("fp32", "bf16"):
