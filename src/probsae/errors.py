@@ -16,3 +16,7 @@ class InputError(ProbSAEError):
 
 class SAEFileError(ProbSAEError):
     """A saved SAE or checkpoint that is missing, corrupt or does not match its config."""
+
+
+class MissingExtraError(ProbSAEError):
+    """A feature needs an optional extra that is not installed; the message names the pip command."""

@@ -35,7 +35,9 @@ DEFAULT_CHECKPOINT_EVERY = 200
 
 
 def _log(msg: str) -> None:
-    print(f"[sweep {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    from ..progress import say
+
+    say(msg, prefix=f"sweep {time.strftime('%H:%M:%S')}")
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -79,6 +81,20 @@ def build_member(m: Member, d_in: int, sae_cfg: dict[str, Any]):
     return build_sae(m.architecture, d_in=d_in, d_sae=int(d_sae), **{**shared, **m.hparams})
 
 
+def sweep_metadata(cfg: SweepConfig, train_data):
+    """The SAEMetadata of the sweep's members: the [data] spec, or what an existing cache records."""
+    from ..runs.spec import data_metadata
+
+    if "cache" not in cfg.data:
+        return data_metadata(data_spec(cfg), sweep=cfg.name)
+    from ..saes.metadata import SAEMetadata
+
+    m = train_data.manifest
+    return SAEMetadata(model_name=m.get("model"), hook_name=m.get("hook"), context_length=m.get("context_length"),
+                       exclude_special=m.get("exclude_special", True), corpus=m.get("corpus"),
+                       holdout_every=m.get("holdout_every"), extra={"sweep": cfg.name})
+
+
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / METRICS_FILE).is_file()
 
@@ -109,7 +125,8 @@ def evaluate_member(m: Member, run_dir: Path, sae, eval_data, train_cfg, extra: 
         "d_in": sae.d_in, "d_sae": sae.d_sae,
         "eval": metrics,
         "train_final": {k: last.get(k) for k in ("step", "tokens", "loss", "mse", "explained_variance",
-                                                 "l0", "alive", "dead", "beta", "elapsed_s") if k in last},
+                                                 "l0", "alive", "dead", "alive_recent", "alive_window", "beta",
+                                                 "elapsed_s") if k in last},
         "steps": train_cfg.steps, "batch_size": train_cfg.batch_size,
         "tokens_seen": last.get("tokens"), "eval_seconds": round(time.perf_counter() - t0, 3),
         **extra,
@@ -186,6 +203,8 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
         if on_pass:
             on_pass([m.name for m in chunk])
         saes = [build_member(m, d_in, cfg.sae) for m in chunk]
+        for sae in saes:
+            sae.metadata = sweep_metadata(cfg, train_data)
         t0 = time.perf_counter()
         train(saes, train_data, tcfg, run_dirs=[dirs[m.name] for m in chunk])
         dt = time.perf_counter() - t0

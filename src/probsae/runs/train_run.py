@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .spec import METRICS_FILE, PLOT_FILE, RUN_FILE, RunSpec, differences, read_spec, write_spec
-
-
-def _say(msg: str) -> None:
-    print(f"[probsae] {msg}", file=sys.stderr, flush=True)
+from ..progress import say as _say
+from .spec import METRICS_FILE, PLOT_FILE, RUN_FILE, RunSpec, data_metadata, differences, read_spec, write_spec
 
 
 def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) -> dict[str, Any]:
@@ -24,6 +19,8 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
     from .. import build_sae, evaluate, train
     from ..data.prepare import activation_stream, prepare_caches, rebatch
     from ..training import distributed
+    from ..extras import missing_extra_message, plots_available
+    from ..io import atomic_write_json
     from .plot import plot_training
 
     run_dir = Path(run_dir)
@@ -64,13 +61,19 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
 
     d_sae = spec.d_sae or spec.expansion * d_in
     sae = build_sae(spec.architecture, d_in=d_in, d_sae=d_sae, **spec.hparams)
+    sae.metadata = data_metadata(spec.data)
     cfg = replace(spec.train, steps=steps, extra={**spec.train.extra, "model": spec.data.model,
                                                    "hook": spec.data.hook, "corpus": spec.data.corpus})
     if ctx.is_main:
         _say(f"training {spec.architecture} (d_in {d_in}, d_sae {d_sae}, {spec.hparams}) for {steps} steps × "
              f"{cfg.batch_size} tokens" + (f" ({steps * cfg.batch_size / n_train:.1f} passes over {n_train:,} cached tokens)" if n_train else ""))
+    title = f"{spec.architecture} {spec.hparams} — {spec.data.model} {spec.data.hook}"
+
+    def redraw(_i: int, hist) -> None:  # training.png at every checkpoint, not only at the end
+        plot_training(hist.records, run_dir / PLOT_FILE, title, d_sae, architecture=spec.architecture, final=False)
+
     t1 = time.perf_counter()
-    history = train(sae, train_data, cfg, run_dirs=[run_dir])
+    history = train(sae, train_data, cfg, run_dirs=[run_dir], on_checkpoint=redraw if plots_available() else None)
     t_train = time.perf_counter() - t1
     if not ctx.is_main:
         return {}
@@ -82,10 +85,14 @@ def train_run(spec: RunSpec, run_dir: str | Path, command: str | None = None) ->
         "architecture": spec.architecture, "hparams": spec.hparams, "d_in": d_in, "d_sae": d_sae,
         "model": spec.data.model, "hook": spec.data.hook, "corpus": spec.data.corpus,
         "heldout": metrics,
-        "train_final": {k: final.get(k) for k in ("step", "tokens", "loss", "explained_variance", "l0", "alive", "dead", "beta") if k in final},
+        "train_final": {k: final.get(k) for k in ("step", "tokens", "loss", "explained_variance", "l0", "alive", "dead",
+                                                       "alive_recent", "alive_window", "beta") if k in final},
         "seconds": {"data": round(t_data, 1), "train": round(t_train, 1)},
     }
-    (run_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
-    plot_training(history.records, run_dir / PLOT_FILE,
-                  f"{spec.architecture} {spec.hparams} — {spec.data.model} {spec.data.hook}", d_sae)
+    atomic_write_json(run_dir / METRICS_FILE, result)
+    if plots_available():
+        plot_training(history.records, run_dir / PLOT_FILE, title, d_sae, architecture=spec.architecture,
+                      heldout_alive=metrics["alive"])
+    else:
+        _say(f"{PLOT_FILE} not drawn: {missing_extra_message('plot')}")
     return result

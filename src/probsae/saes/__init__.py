@@ -3,11 +3,12 @@
 from . import abstopk, batchtopk, gated, jumprelu, prob_topk, relu, topk, vsae_topk  # noqa: F401  (register)
 from .base import SAE
 from .config import SAEConfig, TopKConfig
+from .metadata import SAEMetadata
 from .normalization import NormStats
 from .output import SAEOutput
 from .registry import architectures, build_sae, get_class, hyperparameters, load_sae
 
 ARCHITECTURES: tuple[str, ...] = architectures()
 
-__all__ = ["SAE", "SAEConfig", "TopKConfig", "SAEOutput", "NormStats", "ARCHITECTURES", "build_sae",
+__all__ = ["SAE", "SAEConfig", "SAEMetadata", "TopKConfig", "SAEOutput", "NormStats", "ARCHITECTURES", "build_sae",
            "load_sae", "get_class", "hyperparameters"]

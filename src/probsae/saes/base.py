@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..io import atomic_write, atomic_write_text
 from .config import SAEConfig
+from .metadata import SAEMetadata
 from .normalization import InputNormalizer, NormStats
 from .output import SAEOutput
 
@@ -55,6 +56,7 @@ class SAE(nn.Module):
         if self.has_encoder_bias:
             self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self._last_stats: NormStats | None = None
+        self.metadata = SAEMetadata()  # model, hook point, windows, corpus: saved next to the config
 
     # ---- to implement -------------------------------------------------------------------
     def forward_normalized(self, x_n: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
@@ -168,15 +170,19 @@ class SAE(nn.Module):
 
     # ---- persistence --------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "architecture": self.architecture,
             "config": asdict(self.cfg),
         }
+        if not self.metadata.empty:
+            out["metadata"] = self.metadata.to_dict()
+        return out
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``sae.safetensors`` and ``config.json`` into the directory ``path`` (atomically)."""
+        """Write ``sae.safetensors`` and ``config.json`` (hyperparameters and ``metadata``) into the
+        directory ``path`` (atomically)."""
         from safetensors.torch import save_file
 
         path = Path(path)

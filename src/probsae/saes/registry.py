@@ -58,11 +58,13 @@ def build_sae(name: str, d_in: int, d_sae: int, **hparams: Any):
 
 
 def load_sae(path: str | os.PathLike, device: str | None = None):
-    """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config)."""
+    """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config and
+    ``sae.metadata``)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from .base import CONFIG_FILE, FORMAT_NAME, WEIGHTS_FILE
+    from .metadata import SAEMetadata
 
     path = Path(path)
     if not path.is_dir():
@@ -93,4 +95,5 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
                 f"weight {k!r} in {w_path} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}"
             )
     sae.load_state_dict(state)
+    sae.metadata = SAEMetadata.from_dict(meta.get("metadata"))
     return sae.to(device) if device else sae
