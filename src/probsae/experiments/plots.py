@@ -6,22 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-STYLE = {  # colour, marker per family label
-    "TopK": ("tab:blue", "o"),
-    "Probabilistic TopK": ("tab:red", "s"),
-    "ReLU": ("tab:green", "^"),
-    "Gated": ("tab:purple", "D"),
-}
-_FALLBACK = ["tab:orange", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+from .style import arch_order, style
 
+_SEQUENTIAL = ["#fdd0a2", "#fdae6b", "#fd8d3c", "#e6550d", "#a63603", "#7f2704"]
+"""Shades for variants of one architecture (ablations), lightest first."""
 
 def _plt():
-    import matplotlib
+    from ..extras import pyplot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _plain_log_ticks(ax) -> None:
@@ -34,31 +27,35 @@ def _plain_log_ticks(ax) -> None:
 
 
 def _save(fig, path: Path, title: str | None) -> None:
-    """Title, tight layout, write the PNG, free the figure."""
+    """Title, tight layout, write the PNG (atomically), free the figure."""
+    from ..io import atomic_write
+
     if title is not None:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     _plt().close(fig)
 
 
-def _style(label: str, i: int) -> tuple[str, str]:
-    return STYLE.get(label, (_FALLBACK[i % len(_FALLBACK)], "v"))
+def _by_arch(series: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Items of an architecture-keyed dict in legend order (the order of ``style.STYLES``)."""
+    return sorted(series.items(), key=lambda kv: (arch_order(kv[0]), kv[0]))
 
 
 def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
-    """FVU vs L0 and MSE vs L0 (log-x), one line per architecture. ``series``: label → rows with
-    l0, fvu, mse, tag (K or λ, annotated next to each point)."""
+    """FVU vs L0 and MSE vs L0 (log-x), one line per architecture. ``series``: architecture name →
+    rows with l0, fvu, mse, tag (K or λ, annotated next to each point)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, ylabel in ((axes[0], "fvu", "FVU (1 − explained variance)"), (axes[1], "mse", "MSE (normalised inputs)")):
-        for i, (label, rows) in enumerate(series.items()):
+        for arch, rows in _by_arch(series):
             rows = sorted(rows, key=lambda r: r["l0"])
             if not rows:
                 continue
-            c, m = _style(label, i)
+            st = style(arch)
+            c = st.colour
             xs = [max(r["l0"], 1e-3) for r in rows]
-            ax.plot(xs, [r[key] for r in rows], marker=m, color=c, label=label)
+            ax.plot(xs, [r[key] for r in rows], marker=st.marker, color=c, label=st.label)
             for x, r in zip(xs, rows):
                 ax.annotate(r.get("tag", ""), (x, r[key]), textcoords="offset points", xytext=(4, 3),
                             fontsize=7, color=c)
@@ -73,22 +70,26 @@ def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> P
 
 
 def alive_curves(panels: dict[int, dict[str, list[tuple[float, float]]]], d_sae: int | None, path: Path,
-                 title: str) -> Path:
-    """Alive latents over training, one panel per K: label → [(tokens, alive)]."""
+                 title: str, ylabel: str = "alive latents") -> Path:
+    """Alive latents over training, one panel per K: architecture → [(tokens, alive)]. Every panel
+    shares one y-axis from 0 to d_sae, so a dip of a few latents and a collapse of thousands look
+    as different as they are."""
     plt = _plt()
     n = max(1, len(panels))
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.6), squeeze=False, sharey=True)
+    top = d_sae or max((p[1] for curves in panels.values() for pts in curves.values() for p in pts), default=1)
     for ax, (k, curves) in zip(axes[0], sorted(panels.items())):
-        for i, (label, pts) in enumerate(curves.items()):
-            c, _ = _style(label, i)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=c, label=label)
+        for arch, pts in _by_arch(curves):
+            st = style(arch)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=st.colour, label=st.label)
         if d_sae:
             ax.axhline(d_sae, color="k", lw=0.6, ls=":")
+        ax.set_ylim(0, top * 1.05)
         ax.set_title(f"K = {k}", fontsize=9)
         ax.set_xlabel("training tokens")
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("alive latents (fired in window)")
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=8, loc="lower left")
     _save(fig, path, title)
     return path
 
@@ -103,13 +104,14 @@ def grouped_bars(groups: dict[int, dict[str, dict[str, float]]], metrics: list[t
     for g in groups.values():
         variants += [v for v in g if v not in variants]
     width = 0.8 / max(1, len(variants))
-    cmap = ["tab:red", "tab:orange", "tab:olive", "tab:cyan", "tab:blue", "tab:gray", "tab:brown", "tab:pink"]
+    shades = iter(_SEQUENTIAL[::-1])
+    colours = {v: style("topk").colour if v == "TopK" else style("prob_topk").colour if v == "full"
+               else next(shades, "0.6") for v in variants}
     for ax, (key, label) in zip(axes[0], metrics):
         for j, v in enumerate(variants):
             xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(ks))]
             ys = [groups[k].get(v, {}).get(key, float("nan")) for k in ks]
-            color = "tab:blue" if v == "TopK" else cmap[j % len(cmap)]
-            ax.bar(xs, ys, width=width, label=v, color=color)
+            ax.bar(xs, ys, width=width, label=v, color=colours[v])
         ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
         ax.set_ylabel(label)
         ax.grid(True, axis="y", alpha=0.3)
@@ -141,7 +143,7 @@ def temperature(lines: dict[str, list[dict[str, Any]]], path: Path, title: str) 
     for i, (k, pts) in enumerate(sorted(by_k.items())):
         pts.sort()
         axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"K={k}",
-                     color=_FALLBACK[i % len(_FALLBACK)])
+                     color=plt.get_cmap("plasma")(i / max(1, len(by_k) - 1) * 0.85))
     axes[1].set_xscale("log")
     _plain_log_ticks(axes[1])
     axes[1].set_xlabel("initial gate temperature β₀ (annealed to β_T)")
@@ -152,15 +154,17 @@ def temperature(lines: dict[str, list[dict[str, Any]]], path: Path, title: str) 
     return path
 
 
-def training_curves(curves: dict[str, list[tuple[float, float]]], path: Path, title: str, ylabel: str) -> Path:
-    """One line per run: (tokens, value)."""
+def training_curves(curves: dict[tuple[str, str], list[tuple[float, float]]], path: Path, title: str,
+                    ylabel: str) -> Path:
+    """One line per run: (architecture, tag such as 'K=8') → [(tokens, value)]. Colour = the
+    architecture's; line style = the tag; legend in architecture order, tags numerically."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (label, pts) in enumerate(curves.items()):
-        fam = "Probabilistic TopK" if label.startswith("Probabilistic") else label.split(" ")[0]
-        c, _ = _style(fam, i)
-        ls = ["-", "--", ":", "-."][i % 4]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=c, ls=ls, label=label, lw=1)
+    tags = sorted({tag for _, tag in curves}, key=_numeric)
+    for (arch, tag), pts in sorted(curves.items(), key=lambda kv: (arch_order(kv[0][0]), _numeric(kv[0][1]))):
+        st = style(arch)
+        ls = ["-", "--", ":", "-."][tags.index(tag) % 4]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=st.colour, ls=ls, label=f"{st.label} {tag}", lw=1)
     ax.set_xlabel("training tokens")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
@@ -168,3 +172,12 @@ def training_curves(curves: dict[str, list[tuple[float, float]]], path: Path, ti
     ax.set_title(title, fontsize=10)
     _save(fig, path, None)
     return path
+
+
+def _numeric(tag: str) -> tuple:
+    """Sort key of 'K=16' / 'λ=0.09' by the number, so 4 < 8 < 16 < 32."""
+    num = tag.split("=", 1)[-1]
+    try:
+        return (0, float(num), tag)
+    except ValueError:
+        return (1, 0.0, tag)

@@ -15,6 +15,7 @@ Reads ``sweep.json``, every ``runs/*/metrics.json`` (held-out evaluation) and ``
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -22,17 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import atomic_write_text
 from ..saes.registry import hyperparameters
 from . import plots
+from .style import arch_order
 
-LABELS = {"topk": "TopK", "prob_topk": "Probabilistic TopK", "relu": "ReLU", "gated": "Gated",
-          "batchtopk": "BatchTopK", "jumprelu": "JumpReLU", "abstopk": "AbsTopK", "vsae_topk": "vSAE TopK"}
 PRIMARY = ("k", "l1_coeff", "l0_coeff")
 ABLATION_ORDER = ["full", "w/o magnitude", "w/o LayerNorm", "sigmoid gate", "TopK"]
-
-
-def family(arch: str) -> str:
-    return LABELS.get(arch, arch)
 
 
 def variant(r: dict[str, Any]) -> str:
@@ -139,28 +136,32 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
     series: dict[str, list[dict]] = {}
     for row in rows:
         if row["variant"] == "full":
-            series.setdefault(family(row["architecture"]), []).append(row)
-    order = ["TopK", "Probabilistic TopK", "ReLU", "Gated"]
-    series = {k: series[k] for k in sorted(series, key=lambda s: (order.index(s) if s in order else 99, s))}
+            series.setdefault(row["architecture"], []).append(row)
     if series:
         plots.pareto(series, out / "pareto.png", f"Reconstruction vs sparsity — {setting}")
         figs["pareto"] = "pareto.png"
 
-    # Alive latents over training: TopK vs Probabilistic TopK (full) per K.
+    # Alive latents over training: TopK vs Probabilistic TopK (full) per K. The logged
+    # 'alive_recent' (window a tenth of the run) when the logs have it: the training window
+    # (dead_window_tokens, 10M by default) can be longer than the whole run and then stays flat.
     d_sae = next((r["d_sae"] for r in rows if r.get("d_sae")), None)
     panels: dict[int, dict[str, list]] = {}
+    windows: set[int] = set()
     for row in rows:
         if row["variant"] == "full" and row["architecture"] in ("topk", "prob_topk") and row["k"]:
             log = read_log(by_name[row["name"]]["_dir"])
-            pts = [(rec["tokens"], rec["alive"]) for rec in log if rec.get("alive") is not None]
+            key = "alive_recent" if any(rec.get("alive_recent") is not None for rec in log) else "alive"
+            pts = [(rec["tokens"], rec[key]) for rec in log if rec.get(key) is not None]
+            windows |= {rec["alive_window"] for rec in log if key == "alive_recent" and rec.get("alive_window")}
             if pts:
-                panels.setdefault(row["k"], {})[family(row["architecture"])] = pts
+                panels.setdefault(row["k"], {})[row["architecture"]] = pts
     panels = {k: v for k, v in panels.items() if len(v) == 2} or panels
     if panels:
-        window = info.get("train_config", {}).get("dead_window_tokens")
+        window = max(windows) if windows else info.get("train_config", {}).get("dead_window_tokens")
         wtxt = f" (alive = fired in the last {window:,} tokens)" if window else ""
         plots.alive_curves(panels, d_sae, out / "alive.png", f"Alive latents during training{wtxt}")
         figs["alive"] = "alive.png"
+        figs["alive_window"] = window
 
     # Ablations: per K with at least one ablation variant.
     abl: dict[int, dict[str, dict]] = {}
@@ -196,7 +197,7 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
             log = read_log(by_name[row["name"]]["_dir"])
             pts = [(rec["tokens"], rec["explained_variance"]) for rec in log if rec.get("explained_variance") is not None]
             if pts:
-                curves[f"{family(row['architecture'])} {row['tag']}"] = pts
+                curves[(row["architecture"], row["tag"])] = pts
     if curves:
         plots.training_curves(curves, out / "training.png", "Explained variance of the training batch",
                               "explained variance (batch)")
@@ -210,7 +211,7 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
             raise ConfigError(f"--notes {p}: no such file")
         head, sep, tail = md.partition("\n## Pareto frontier")
         md = head + "\n## Notes\n\n" + p.read_text().strip() + "\n" + sep + tail
-    (out / "report.md").write_text(md)
+    atomic_write_text(out / "report.md", md)
     return out / "report.md"
 
 
@@ -219,17 +220,16 @@ _CSV_COLS = ["name", "architecture", "variant", "tag", "l0", "mse", "fvu", "expl
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_CSV_COLS, extrasaction="ignore")
-        w.writeheader()
-        for r in sorted(rows, key=_sort_key):
-            w.writerow(r)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_CSV_COLS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in sorted(rows, key=_sort_key):
+        w.writerow(r)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _sort_key(r: dict) -> tuple:
-    order = ["topk", "prob_topk", "relu", "gated"]
-    arch = order.index(r["architecture"]) if r["architecture"] in order else 99
-    return (arch, r["variant"] != "full", r["variant"], r["k"] or 0, r["l0"])
+    return (arch_order(r["architecture"]), r["variant"] != "full", r["variant"], r["k"] or 0, r["l0"])
 
 
 def _f(x: Any, nd: int = 4) -> str:
@@ -326,7 +326,9 @@ def _markdown(info, rows, abl, tlines, figs, sweep_dir: Path, out: Path, command
               "FVU and MSE against L0 (log scale) for the default variant of each architecture; "
               "TopK-family points are labelled by K, ReLU/Gated by λ.", ""]
     if "alive" in figs:
-        L += ["## Alive latents during training", "", "![alive latents](alive.png)", ""]
+        L += ["## Alive latents during training", "", "![alive latents](alive.png)", "",
+              f"Alive = fired within the last {figs['alive_window']:,} training tokens (shared y-axis from 0 to d_sae)."
+              if figs.get("alive_window") else "Shared y-axis from 0 to d_sae.", ""]
     if abl:
         L += ["## Ablations", "", "![ablations](ablation.png)", "",
               "| K | variant | L0 | FVU | MSE | alive (held-out) | alive (end of training) |", "|---|---|---|---|---|---|---|"]
