@@ -6,18 +6,15 @@ import pytest
 import torch
 
 from probsae.cli.main import main
-from probsae.data.tiny import TINY_DOCS, tiny_model
+from probsae.data.tiny import save_tiny_model, tiny_documents
 from probsae.training.member import Member
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("assets")
-    handle = tiny_model("gpt2", n_layers=3, d_model=32, max_positions=64)
-    handle.model.save_pretrained(root / "model")
-    handle.tokenizer.save_pretrained(root / "model")
-    docs = [" ".join([TINY_DOCS[i % 5], TINY_DOCS[(i * 3 + 1) % 5], TINY_DOCS[(i + 2) % 5]]) for i in range(200)]
-    (root / "corpus.txt").write_text("\n\n".join(docs))
+    save_tiny_model(root / "model", "gpt2", n_layers=3, d_model=32, max_positions=64)
+    (root / "corpus.txt").write_text("\n\n".join(tiny_documents(200)))
     return root
 
 

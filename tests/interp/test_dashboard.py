@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from probsae.cli.main import main
 from probsae.interp.dashboard import html_json, window_start_share
@@ -91,12 +90,10 @@ def count_shading(img: np.ndarray) -> int:
 def gpt2_run(tmp_path_factory):
     import random
 
-    from probsae.data.tiny import TINY_WORDS, tiny_model
+    from probsae.data.tiny import TINY_WORDS, save_tiny_model
 
     root = tmp_path_factory.mktemp("gpt2_dash")
-    handle = tiny_model("gpt2", n_layers=3, d_model=32, max_positions=64)
-    handle.model.save_pretrained(root / "model")
-    handle.tokenizer.save_pretrained(root / "model")
+    save_tiny_model(root / "model", "gpt2", n_layers=3, d_model=32, max_positions=64)
     rng = random.Random(0)
     (root / "corpus.txt").write_text("\n\n".join(" ".join(rng.choice(TINY_WORDS) for _ in range(40)) for _ in range(160)))
     run = root / "run"

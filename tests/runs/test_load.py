@@ -8,17 +8,14 @@ import torch
 import probsae
 from probsae.cli.main import main
 from probsae.data import capture, load_model
-from probsae.data.tiny import TINY_DOCS, tiny_model
+from probsae.data.tiny import TINY_DOCS, save_tiny_model, tiny_documents
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("load_run")
-    handle = tiny_model("gpt2", n_layers=3, d_model=32, max_positions=64)
-    handle.model.save_pretrained(root / "model")
-    handle.tokenizer.save_pretrained(root / "model")
-    docs = [" ".join([TINY_DOCS[i % 5], TINY_DOCS[(i * 3 + 1) % 5], TINY_DOCS[(i + 2) % 5]]) for i in range(200)]
-    (root / "corpus.txt").write_text("\n\n".join(docs))
+    save_tiny_model(root / "model", "gpt2", n_layers=3, d_model=32, max_positions=64)
+    (root / "corpus.txt").write_text("\n\n".join(tiny_documents(200)))
     run = root / "run"
     assert main(["train", "--arch", "topk", "--k", "4", "--expansion", "2", "--model", str(root / "model"),
                  "--hook", "resid_pre.2", "--corpus", str(root / "corpus.txt"), "--context-length", "16",

@@ -98,7 +98,8 @@ def export_sparsify(sae, out_dir: str | Path, *, hookpoint: str | None = None, a
         changes.append("input normalisation: sparsify has none. The weights are on probsae's working scale: feed "
                        "x_n = (x − mean(x))/‖x − mean(x)‖ (mean and norm over the hidden dimension, per token) and "
                        "map the output back with x̂ = x̂_n·‖x − mean(x)‖ + mean(x). Fed raw activations, the "
-                       "sparsify SAE computes different codes and a reconstruction on the wrong scale")
+                       "sparsify SAE computes different codes and a reconstruction on the wrong scale. For an exact "
+                       "sparsify export, train with --normalize none (or scalar, which is folded into the weights)")
     refuse_or_allow("sparsify", arch, changes, allow_lossy)
     path = Path(out_dir) / hookpoint if hookpoint else Path(out_dir)
     path.mkdir(parents=True, exist_ok=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_write_json
 from .spec import read_spec
 
 
@@ -44,5 +44,5 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
         else:
             result["downstream"] = None
             result["downstream_note"] = f"{spec.data.model} is not a causal LM: no next-token CE to measure"
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(run_dir / "eval.json", result)
     return result

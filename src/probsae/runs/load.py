@@ -140,7 +140,7 @@ class Run:
         single = isinstance(texts, str)
         out = []
         for text in [texts] if single else list(texts):
-            ids, rows_l, rows_a = [], [], []
+            ids, parts = [], []
             for eb in self._encode([text], batch_size):
                 keep = eb.keep
                 flat = keep.flatten().nonzero().squeeze(1)
@@ -149,9 +149,9 @@ class Run:
                 index[flat] = torch.arange(len(flat)) + sum(len(i) for i in ids)
                 ids.append(eb.input_ids[keep])
                 tok = index.view(keep.shape)[eb.window - eb.first_window, eb.pos]
-                rows_l.append((tok, eb.latent, eb.act))
+                parts.append((tok, eb.latent, eb.act))
             token_ids = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
-            latents, acts = _pack(token_ids.shape[0], rows_l)
+            latents, acts = _pack(token_ids.shape[0], parts)
             pieces = token_pieces(self.model.tokenizer, token_ids.numpy(), np.ones(len(token_ids), bool))
             out.append(EncodedText(text, token_ids, pieces, latents, acts, self.sae.d_sae))
         return out[0] if single else out

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _short_tokens(n: float) -> str:
-    return f"{n / 1e6:.3g}M" if n >= 1e6 else (f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:g}")
+from ..training.display import short_tokens
 
 
 def plot_training(records: list[dict], path: Path, title: str, d_sae: int | None = None, *,
@@ -66,7 +64,7 @@ def _alive_panel(ax, steps, tokens, d_sae, heldout_alive, c) -> None:
     train_window = [r.get("alive") for r in steps]
     if any(v is not None for v in recent):
         window = next(r["alive_window"] for r in steps if r.get("alive_window"))
-        ax.plot(tokens, recent, color=c, label=f"fired in last {_short_tokens(window)} tok")
+        ax.plot(tokens, recent, color=c, label=f"fired in last {short_tokens(window)} tok")
         ax.plot(tokens, train_window, color=c, ls="--", lw=0.9, alpha=0.6, label="fired in training window")
     else:
         ax.plot(tokens, train_window, color=c, label="fired in training window")

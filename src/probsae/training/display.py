@@ -12,12 +12,13 @@ def member_summary(rec: dict) -> str:
     parts = [f"loss {rec['loss']:.4g}", f"EV {rec['explained_variance']:.3f}", f"L0 {rec['l0']:.1f}",
              f"alive {rec['alive']:,}"]
     if rec.get("alive_recent") is not None:
-        parts[-1] += f" (last {_tokens(rec['alive_window'])}: {rec['alive_recent']:,})"
+        parts[-1] += f" (last {short_tokens(rec['alive_window'])} tok: {rec['alive_recent']:,})"
     return " · ".join(parts)
 
 
-def _tokens(n: int) -> str:
-    return f"{n / 1e6:.3g}M tok" if n >= 1e6 else f"{n / 1e3:.3g}k tok"
+def short_tokens(n: float) -> str:
+    """4.1M, 256k, 512 (token counts in labels)."""
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else (f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:g}")
 
 
 class TrainProgress:
