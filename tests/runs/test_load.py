@@ -84,3 +84,13 @@ def test_a_saved_sae_without_metadata_is_refused_with_a_clear_message(tmp_path):
     probsae.build_sae("topk", d_in=8, d_sae=16, k=2).save(tmp_path / "bare")
     with pytest.raises(probsae.ConfigError, match="records no model/hook point"):
         probsae.load_run(tmp_path / "bare")
+
+
+def test_every_file_of_a_run_is_readable_by_colleagues(run_dir):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {"sae.safetensors", "config.json", "checkpoint.pt", "log.jsonl", "metrics.json"} <= {p.name for p in files}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}
