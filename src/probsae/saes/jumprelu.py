@@ -88,7 +88,7 @@ class JumpReLUConfig(SAEConfig):
 class JumpReLUSAE(SAE):
     architecture = "jumprelu"
     config_class = JumpReLUConfig
-    presentation = Presentation("JumpReLU", "tab:brown", "P")
+    presentation = Presentation("JumpReLU", "#E69F00", "P")
     sparsity = ("l0_coeff", "λ")
     reads = {"saelens": ("jumprelu",)}
 

@@ -60,7 +60,7 @@ class ProbTopKSAE(SAE):
     architecture = "prob_topk"
     config_class = ProbTopKConfig
     has_encoder_bias = False
-    presentation = Presentation("Probabilistic TopK", "tab:red", "s")
+    presentation = Presentation("Probabilistic TopK", "#D55E00", "s")
     sparsity = ("k", "K")
 
     def __init__(self, cfg: ProbTopKConfig):
