@@ -65,9 +65,9 @@ class _Contexts:
         ex = {"window": w, "max": round(float(rec.max_acts[i]), 4), "bucket": bucket, "pos": p,
               "first": first, "offset": lo, "at_start": lo == first, "at_end": hi > last,
               "tokens": tokens, "special": special, "acts": [round(float(a), 4) for a in rec.acts[i, lo:hi]]}
-        logit = rec.extras.get("gate_logit")
+        logit = rec.extras.get("gate_logits")
         if logit is not None:
-            ex["gate_logit"] = [None if not np.isfinite(v) else round(float(v), 3) for v in logit[i, lo:hi]]
+            ex["gate_logits"] = [None if not np.isfinite(v) else round(float(v), 3) for v in logit[i, lo:hi]]
         return ex
 
 
@@ -150,7 +150,7 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
                                    zip(_decode(cache.tokenizer, logits["pos_ids"][l]), logits["pos_vals"][l])],
                            "neg": [[t, round(float(v), 4)] for t, v in
                                    zip(_decode(cache.tokenizer, logits["neg_ids"][l]), logits["neg_vals"][l])]}
-        g = rec.extras.get("gate_logit")
+        g = rec.extras.get("gate_logits")
         if g is not None:
             g = g[np.isfinite(g)]
             d["gate"] = {"hist": _hist(g), "median": float(np.median(g)) if g.size else None}
@@ -179,7 +179,7 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
             "d_sae": cache.d_sae, "window_len": cache.window_len, "alive": int(stats.alive.sum()),
             "density_hist": _density_hist(stats), "first_token_share": cache.n_windows / max(int(m.get("n_tokens") or 1), 1),
             "logits": {"available": logits is not None, "note": m.get("logit_note")},
-            "gate": {"beta_end": m.get("gate_beta_end")} if "gate_logit" in cache.outputs else None,
+            "gate": {"beta_end": m.get("gate_beta_end")} if "gate_logits" in cache.outputs else None,
             "context": {"left": context_left, "right": context_right}, "latents": items}
 
 

@@ -2,9 +2,9 @@
 cache (dashboards, autointerp) and ``Run.encode_text`` / ``Run.top_examples``.
 
 Codes stay sparse: ``(token, latent, value)`` triplets of the latents that fire (code ≠ 0), from
-the SAE's sparse encoder (``encode_sparse``) where it has one; a dense (tokens, d_sae) matrix is
-only built for architectures without one (ReLU family), one row chunk at a time. One encoder pass
-per token also yields the architecture's extra per-token outputs (:func:`token_outputs`).
+the SAE's ``encode_sparse`` (every architecture has one; the ReLU family builds its dense codes
+one row chunk at a time). The architecture's declared extra outputs (``extra_outputs``, served by
+``sae.extras``) are stored at the same triplets (:func:`token_outputs`).
 """
 
 from __future__ import annotations
@@ -20,49 +20,36 @@ ROW_CHUNK = 2048
 
 
 def token_outputs(sae) -> tuple[str, ...]:
-    """Extra per-token outputs stored next to each firing code, per architecture.
-
-    prob_topk: ``gate_logit`` = LayerNorm(a) of the firing latent, the gate's pre-temperature
-    score (σ(gate_logit/β) is the gate probability at temperature β). Others: none.
-    (The one place that knows this; to be replaced by the architecture's own declaration.)"""
-    return ("gate_logit",) if hasattr(sae, "gate_logits") else ()
+    """Extra per-token outputs stored next to each firing code: the per-latent ``extra_outputs``
+    the SAE's architecture declares (``sae.extras``), read at the firing latents. prob_topk:
+    ``gate_probs`` σ(LayerNorm(a)/β) and ``gate_logits`` LayerNorm(a), the gate's score before the
+    temperature (informative where the gate probabilities saturate at a small β). Others: none."""
+    return tuple(type(sae).extra_outputs)
 
 
 @torch.no_grad()
 def sparse_codes(sae, x: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """Inference codes of raw activations ``x`` (N, d_in) as triplets ``(rows, latents, values)``
     of the firing latents (value ≠ 0, signed), plus each extra output of :func:`token_outputs`
-    at the same triplets. One encoder pass per row."""
+    at the same triplets. Sparse codes from ``sae.encode_sparse`` (no dense (N, d_sae) code
+    matrix for the TopK family); the extras from ``sae.extras``, computed only for architectures
+    that declare some."""
     rows, lats, vals = [], [], []
-    extras: dict[str, list[Tensor]] = {name: [] for name in token_outputs(sae)}
+    names = token_outputs(sae)
+    extras: dict[str, list[Tensor]] = {name: [] for name in names}
     for start in range(0, x.shape[0], ROW_CHUNK):
         chunk = x[start:start + ROW_CHUNK]
-        values, indices, extra = _select(sae, chunk)
+        values, indices = sae.encode_sparse(chunk)
+        at_codes = {name: t.gather(-1, indices) for name, t in sae.extras(chunk).items()} if names else {}
         r, j = (values != 0).nonzero(as_tuple=True)
         rows.append(r + start)
         lats.append(indices[r, j])
         vals.append(values[r, j].float())
-        for name, t in extra.items():
+        for name, t in at_codes.items():
             extras[name].append(t[r, j].float())
     cat = (lambda ts, dt: torch.cat(ts) if ts else torch.zeros(0, dtype=dt))
     return (cat(rows, torch.long), cat(lats, torch.long), cat(vals, torch.float32),
             {k: cat(v, torch.float32) for k, v in extras.items()})
-
-
-def _select(sae, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-    """(values, indices, extras) each (n, K'), from one encoder pass over ``x``."""
-    if "gate_logit" in token_outputs(sae):
-        x_n, _ = sae._inference_input(x)
-        a = sae.pre_acts(x_n)
-        values, indices, _ = sae.select(a, noisy=False)
-        return values, indices, {"gate_logit": sae.gate_logits(a).gather(-1, indices)}
-    if hasattr(sae, "encode_sparse"):
-        values, indices = sae.encode_sparse(x)
-        return values, indices, {}
-    dense = sae.encode(x)
-    width = max(1, int((dense != 0).sum(-1).max())) if dense.numel() else 1
-    values, indices = dense.abs().topk(min(width, dense.shape[-1]), dim=-1)
-    return dense.gather(-1, indices), indices, {}
 
 
 @dataclass

@@ -14,7 +14,7 @@ A cache directory holds::
         g0003/latent    (m,) int32     sorted by window then position
         g0003/act       (m,) float32   the SAE code (signed; firing = code != 0)
         g0003/<output>  (m,) float16   the architecture's extra per-token outputs at the firing
-                                       token (prob_topk: ``gate_logit`` = LayerNorm(a), the gate's
+                                       token (prob_topk: ``gate_logits`` = LayerNorm(a), the gate's
                                        pre-temperature score; see ``interp.encode.token_outputs``)
     tokenizer/                    the tokenizer (so examples can be decoded without the model)
 
@@ -59,7 +59,7 @@ class LatentRecord:
         acts: (n, W) float32 |code| per token of each window (0 where the latent did not fire).
         signed_max: (n,) the signed code at each window's strongest token.
         extras: the architecture's extra per-token outputs, each (n, W) float32 at firing tokens
-            (NaN elsewhere); prob_topk: ``gate_logit``.
+            (NaN elsewhere); prob_topk: ``gate_logits``.
     """
 
     latent: int
@@ -220,8 +220,8 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
                        overwrite: bool = False, n_logits: int = 10, exclude_special: bool = True) -> "LatentCache":
     """Encode ``n_windows`` windows of ``window_len`` tokens and write a latent cache to ``out_dir``.
 
-    Three stages: :func:`~probsae.interp.encode.encode_windows` (model → hook → sparse codes, one
-    encoder pass), per-latent totals, and a chunk writer. Then the stats, the tokenizer, the
+    Three stages: :func:`~probsae.interp.encode.encode_windows` (model → hook → sparse codes and
+    the architecture's declared extra outputs), per-latent totals, and a chunk writer. Then the stats, the tokenizer, the
     logit effects (causal LMs) and the non-activating samples.
 
     Args:
@@ -295,8 +295,9 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
 
 
 def gate_beta_end(sae) -> float | None:
-    """prob_topk: the gate temperature the SAE ends training with (its inference β); else None."""
-    if "gate_logit" not in token_outputs(sae):
+    """The gate temperature β an SAE with gate logits (prob_topk) ends training with (its inference
+    β, the ``beta`` buffer it saves); None for architectures that declare no ``gate_logits``."""
+    if "gate_logits" not in token_outputs(sae):
         return None
     return float(sae.beta)
 
