@@ -70,7 +70,8 @@ def test_killed_train_resumes_from_its_checkpoint(assets, tmp_path, monkeypatch)
 
 def test_stream_trains_several_k_and_hooks_on_one_forward(assets, tmp_path, capsys, device):
     out = tmp_path / "grid"
-    a = args(assets, out, "--stream", "--max-tokens", "1600", "--device", str(device), "--stream-buffer", "4")
+    a = args(assets, out, "--stream", "--max-tokens", "1600", "--device", str(device), "--stream-buffer", "4",
+             "--progress")  # status lines on (--no-progress silences the throughput line too)
     a[a.index("--k") + 1] = "2,4"
     a[a.index("--hook") + 1] = "resid_pre.1,resid_pre.2"
     a[a.index("--steps") + 1] = "20"

@@ -92,5 +92,5 @@ def test_every_file_of_a_run_is_readable_by_colleagues(run_dir):
     umask = os.umask(0)
     os.umask(umask)
     files = [p for p in run_dir.rglob("*") if p.is_file()]
-    assert {"sae.safetensors", "config.json", "checkpoint.pt", "log.jsonl", "metrics.json"} <= {p.name for p in files}
+    assert {"sae.safetensors", "config.json", "checkpoint.safetensors", "log.jsonl", "metrics.json"} <= {p.name for p in files}
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}

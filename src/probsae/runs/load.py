@@ -93,11 +93,12 @@ class Run:
 
         self.path = Path(path)
         self.device = device
-        self.sae = load_sae(self.path).to(device).eval()
+        self.sae = load_sae(self.path, device=device).eval()
         self.metadata = self.sae.metadata
         if not self.metadata.model_name or not self.metadata.hook_name:
             raise ConfigError(f"{self.path}: the SAE's config.json records no model/hook point (metadata); "
-                              "set sae.metadata.model_name and hook_name, or retrain with probsae train")
+                              "set sae.metadata.model_name and hook_name and save it again (sae.save), or retrain "
+                              "with probsae train")
         self._model = None
         self._heldout = None
 
