@@ -171,3 +171,16 @@ def test_a_refused_key_is_an_error_not_a_counted_failure(tmp_path, status):
         assert len(endpoint.auth) == 1, "not retried"
     finally:
         endpoint.stop()
+
+
+def test_complete_many_stops_sending_once_the_key_is_refused(tmp_path):
+    """The progress loop of complete_many surfaces the 401 and cancels the queued requests instead
+    of sending each of them with the refused key."""
+    endpoint = _Recorder(401)
+    try:
+        c = _client(f"http://127.0.0.1:{endpoint.port}/v1", tmp_path, concurrency=2)
+        with pytest.raises(LLMEndpointError, match="HTTP 401"):
+            c.complete_many([(_msgs(i), {}) for i in range(40)], desc="test")
+        assert 1 <= len(endpoint.auth) < 40
+    finally:
+        endpoint.stop()

@@ -248,7 +248,11 @@ class ChatClient:
                 progress_bar(total=len(requests), desc=desc or "LLM requests", unit="req", requested=desc is not None) as bar:
             futures = {ex.submit(self.complete, m, **p): i for i, (m, p) in enumerate(requests)}
             for fut in as_completed(futures):
-                out[futures[fut]] = fut.result()
+                try:
+                    out[futures[fut]] = fut.result()
+                except LLMEndpointError:  # refused credentials or a redirect: send nothing more
+                    ex.shutdown(wait=False, cancel_futures=True)
+                    raise
                 st = self.report()
                 bar.set_postfix_str(f"cached {st.get('cache_hits', 0)} · retries {st.get('retries', 0)} · "
                                     f"failed {st.get('failures', 0)}", refresh=False)
