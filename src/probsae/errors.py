@@ -26,3 +26,7 @@ class FileIOError(ProbSAEError):
 
 class TrainingDivergedError(ProbSAEError):
     """The training loss or the weights became NaN/inf; the last good checkpoint is kept."""
+
+
+class MissingExtraError(ProbSAEError):
+    """A feature needs an optional extra that is not installed; the message names the pip command."""

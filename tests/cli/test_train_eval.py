@@ -5,18 +5,15 @@ import json
 import pytest
 
 from probsae.cli.main import main
-from probsae.data.tiny import TINY_DOCS, tiny_model
+from probsae.data.tiny import save_tiny_model, tiny_documents
 from probsae.training.member import Member
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("assets")
-    handle = tiny_model("gpt2", n_layers=3, d_model=32, max_positions=64)
-    handle.model.save_pretrained(root / "model")
-    handle.tokenizer.save_pretrained(root / "model")
-    docs = [" ".join([TINY_DOCS[i % 5], TINY_DOCS[(i * 3 + 1) % 5], TINY_DOCS[(i + 2) % 5]]) for i in range(200)]
-    (root / "corpus.txt").write_text("\n\n".join(docs))
+    save_tiny_model(root / "model", "gpt2", n_layers=3, d_model=32, max_positions=64)
+    (root / "corpus.txt").write_text("\n\n".join(tiny_documents(200)))
     return root
 
 
@@ -24,7 +21,7 @@ def args(assets, out, *extra):
     return ["train", "--arch", "topk", "--k", "4", "--expansion", "2", "--model", str(assets / "model"),
             "--hook", "resid_pre.2", "--corpus", str(assets / "corpus.txt"), "--context-length", "32",
             "--eval-tokens", "400", "--batch-size", "64", "--steps", "24", "--lr", "3e-3", "--warmup-steps", "2",
-            "--log-every", "4", "--checkpoint-every", "8", "--progress", "false", "--seed", "3",
+            "--log-every", "4", "--checkpoint-every", "8", "--no-progress", "--seed", "3",
             "--cache-dir", str(assets / "cache"), "--out", str(out), *extra]
 
 
@@ -73,7 +70,8 @@ def test_killed_train_resumes_from_its_checkpoint(assets, tmp_path, monkeypatch)
 
 def test_stream_trains_several_k_and_hooks_on_one_forward(assets, tmp_path, capsys, device):
     out = tmp_path / "grid"
-    a = args(assets, out, "--stream", "--max-tokens", "1600", "--device", str(device), "--stream-buffer", "4")
+    a = args(assets, out, "--stream", "--max-tokens", "1600", "--device", str(device), "--stream-buffer", "4",
+             "--progress")  # status lines on (--no-progress silences the throughput line too)
     a[a.index("--k") + 1] = "2,4"
     a[a.index("--hook") + 1] = "resid_pre.1,resid_pre.2"
     a[a.index("--steps") + 1] = "20"

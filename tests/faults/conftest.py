@@ -35,7 +35,7 @@ def _train_args(assets: Path, out: Path, *extra: str, cache: Path | None = None)
     return ["train", "--deterministic", "true", "--arch", "topk", "--k", "2", "--expansion", "4", "--model", str(assets / "model"),
             "--hook", "resid_pre.1", "--corpus", str(assets / "corpus.txt"), "--context-length", "16",
             "--eval-tokens", "64", "--batch-size", "32", "--steps", str(STEPS), "--lr", "3e-3",
-            "--log-every", "3", "--checkpoint-every", "4", "--progress", "false", "--seed", "1",
+            "--log-every", "3", "--checkpoint-every", "4", "--no-progress", "--seed", "1",
             "--cache-dir", str(cache or assets / "cache"), "--out", str(out), *extra]
 
 

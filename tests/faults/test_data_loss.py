@@ -67,6 +67,13 @@ def test_a_kill_while_the_log_is_rewritten_on_resume_loses_nothing(run_copy, tra
 
 
 def test_export_warns_when_a_run_records_no_model_or_hook(run_copy, tmp_path, capsys):
+    import probsae
+    from probsae.saes import SAEMetadata
+
+    sae = probsae.load_sae(run_copy)
+    assert sae.metadata.hook_name and sae.metadata.model_name   # training recorded them
+    sae.metadata = SAEMetadata()                                 # an SAE saved without them (older probsae)
+    sae.save(run_copy)
     (run_copy / "run.json").unlink()
     (run_copy / "log.jsonl").unlink()
     assert main(["export", str(run_copy), "--format", "saelens", "--out", str(tmp_path / "e")]) == 0

@@ -204,8 +204,9 @@ def test_sparsify_layout_keys_inference_and_round_trip(arch, normalize, tmp_path
 
 
 def test_sparsify_refuses_unit_normalisation_and_other_architectures(tmp_path):
-    with pytest.raises(LossyExportError, match="normalisation"):
+    with pytest.raises(LossyExportError, match="normalisation") as e:
         export_sparsify(make_sae("topk", "unit"), tmp_path / "u")
+    assert "train with --normalize none" in str(e.value)          # the way to an exact export
     rep = export_sparsify(make_sae("topk", "unit"), tmp_path / "u", allow_lossy=True)
     assert "x_n = (x − mean(x))/‖x − mean(x)‖" in (rep.path / NOTES_FILE).read_text()
     for arch in ("relu", "gated", "jumprelu"):

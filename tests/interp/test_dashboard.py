@@ -1,4 +1,7 @@
-"""The dashboard of a trained run, opened in headless Chromium: check what the page shows."""
+"""Dashboards opened in headless Chromium: the DOM and screenshots of (a) a GPT-2-shaped tiny model
+run (logit effects shown), (b) the MiniLM interp fixture run (encoder: no logit effects, gate panel)
+and (c) the main job's run, whose dashboard and screenshots are committed under
+docs/results/dashboard/ (made by scripts/dashboard_screenshots.sh)."""
 
 import json
 import os
@@ -7,11 +10,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from probsae.cli.main import main
+from probsae.interp.dashboard import window_start_share
 
 ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "docs" / "results" / "dashboard"
+SHADE = (255, 120, 30)        # token shading rgba(255, 120, 30, α) over white
+POS, NEG = (28, 126, 214), (224, 49, 49)   # logit-effect bars (--pos, --neg)
+PROB_TOPK = (0xD5, 0x5E, 0x00)             # the prob_topk chip (its presentation colour)
 
 
 def find_chromium() -> str | None:
@@ -40,39 +49,158 @@ def chromium() -> str:
 def headless(exe: str, tmp: Path, *args: str, timeout: int = 90) -> subprocess.CompletedProcess:
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={tmp}", *args]
+           "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "HOME": str(tmp)})
 
 
-def test_dashboard_renders_in_chromium(trained_run, tmp_path, chromium, capsys):
+def dom(exe: str, tmp: Path, url: str) -> str:
+    r = headless(exe, tmp, "--virtual-time-budget=5000", "--dump-dom", url)
+    assert r.returncode == 0 and "<section" in r.stdout, r.stderr[-2000:]
+    return r.stdout
+
+
+def screenshot(exe: str, tmp: Path, url: str, out: Path, size=(1400, 1100)) -> np.ndarray:
+    r = headless(exe, tmp, "--virtual-time-budget=5000", f"--window-size={size[0]},{size[1]}",
+                 f"--screenshot={out}", url)
+    assert r.returncode == 0 and out.is_file(), r.stderr[-2000:]
+    return pixels(out)
+
+
+def pixels(png: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(png).convert("RGB")).astype(int)
+
+
+def count_colour(img: np.ndarray, rgb, tol: int = 12) -> int:
+    return int((np.abs(img - np.array(rgb)).max(axis=-1) <= tol).sum())
+
+
+def count_shading(img: np.ndarray) -> int:
+    """Pixels of the token shading: rgba(255,120,30,α) over white for α ≥ 0.3 (R = 255,
+    G = 255 − 135α, B = 255 − 225α; the legend's gradient is thinner than the tokens)."""
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    alpha = (255 - g) / 135.0
+    return int(((r >= 250) & (alpha >= 0.3) & (np.abs(b - (255 - 225 * alpha)) <= 8)).sum())
+
+
+# ---- (a) a GPT-2-shaped tiny causal LM -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpt2_run(tmp_path_factory):
+    import random
+
+    from probsae.data.tiny import TINY_WORDS, save_tiny_model
+
+    root = tmp_path_factory.mktemp("gpt2_dash")
+    save_tiny_model(root / "model", "gpt2", n_layers=3, d_model=32, max_positions=64)
+    rng = random.Random(0)
+    (root / "corpus.txt").write_text("\n\n".join(" ".join(rng.choice(TINY_WORDS) for _ in range(40)) for _ in range(160)))
+    run = root / "run"
+    assert main(["train", "--arch", "prob_topk", "--k", "4", "--expansion", "2", "--model", str(root / "model"),
+                 "--hook", "resid_pre.2", "--corpus", str(root / "corpus.txt"), "--context-length", "48",
+                 "--eval-tokens", "300", "--batch-size", "64", "--steps", "30", "--lr", "3e-3", "--warmup-steps", "2",
+                 "--log-every", "5", "--no-progress", "--cache-dir", str(root / "cache"), "--out", str(run)]) == 0
+    return run
+
+
+def test_causal_lm_dashboard_shows_logit_effects(gpt2_run, tmp_path, chromium, capsys):
+    from probsae import load_sae
+    from probsae.data import load_model
+
     out = tmp_path / "dash"
-    assert main(["dashboard", str(trained_run), "--out", str(out), "--n-latents", "12",
-                 "--order", "frequent", "--n-windows", "160"]) == 0
+    assert main(["dashboard", str(gpt2_run), "--out", str(out), "--n-latents", "6", "--order", "frequent",
+                 "--n-windows", "60", "--no-progress"]) == 0
+    assert "(6 latents, 60 windows × 48 tokens)" in capsys.readouterr().out   # the run's context length
+    data = json.loads((out / "data.json").read_text())
+    assert data["window_len"] == 48 and data["logits"]["available"]
+    # logit effects = the top entries of W_dec · W_U, recomputed here
+    sae, handle = load_sae(gpt2_run), load_model(str(gpt2_run.parent / "model"))
+    L = data["latents"][0]
+    eff = (sae.W_dec[L["id"]] @ handle.model.get_output_embeddings().weight.T).detach()
+    want = [handle.tokenizer.decode([int(i)]) for i in eff.topk(10).indices]
+    assert [t for t, _ in L["logits"]["pos"]] == want
+    assert L["logits"]["neg"][0][1] == pytest.approx(float(eff.min()), abs=1e-4)
+    assert all(len(ex["tokens"]) <= 32 + 8 + 1 for ex in L["top"])           # left context + right context
+
+    html = (out / "index.html").as_uri()
+    page = dom(chromium, tmp_path / "profile", html)
+    assert "top positive logits" in page and "top negative logits" in page
+    assert page.count('class="logit"') == 20
+    img = screenshot(chromium, tmp_path / "profile", html, tmp_path / "shot.png")
+    assert img.shape == (1100, 1400, 3)
+    assert count_colour(img, POS) > 200 and count_colour(img, NEG) > 200     # the logit bars are drawn
+    assert count_shading(img) > 500                                         # shaded tokens
+    assert count_colour(img, PROB_TOPK) > 50                                # the architecture colour
+
+
+# ---- (b) the MiniLM interp fixture (an encoder) ----------------------------------------------------------
+def test_encoder_dashboard_renders_in_chromium(trained_run, tmp_path, chromium, capsys):
+    out = tmp_path / "dash"
+    assert main(["dashboard", str(trained_run), "--out", str(out), "--n-latents", "12", "--order", "frequent",
+                 "--n-windows", "80", "--window-len", "64", "--no-progress"]) == 0
     html = out / "index.html"
     src = html.read_text()
     assert "<script src=" not in src and "<link" not in src                  # offline, no CDN
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", src) and "@import" not in src
     data = json.loads((out / "data.json").read_text())
-    assert data["architecture"] == "prob_topk" and data["has_gate"] and len(data["latents"]) == 12
+    assert data["architecture"] == "prob_topk" and data["gate"] is not None and len(data["latents"]) == 12
+    assert not data["logits"]["available"] and "not a causal LM" in data["logits"]["note"]
+    assert sum(data["density_hist"]["counts"]) + data["density_hist"]["dead"] == data["d_sae"]
     first, other = data["latents"][0], data["latents"][5]
 
-    r = headless(chromium, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", html.as_uri())
-    dom = r.stdout
-    assert r.returncode == 0 and "<section" in dom, r.stderr[-2000:]
-    assert f"Latent {first['id']}" in dom                                  # the latent shown
-    assert all(f"Latent {l['id']}" in dom for l in data["latents"])          # the latent list
+    page = dom(chromium, tmp_path / "profile", html.as_uri())
+    assert f"Latent {first['id']}" in page and all(f"Latent {l['id']}" in page for l in data["latents"])
     tok = next(t for t in first["top"][0]["tokens"] if t.strip() and len(t.strip()) > 2)
-    assert tok.strip() in dom                                             # token text
-    assert re.search(r'class="tok on"[^>]*style="background-color: rgba\(255, 120, 30, 0?\.\d+\)', dom)  # shading
-    assert "mean gate prob" in dom and "gate p " in dom                   # prob_topk gate probabilities
-    assert "firing density" in dom and "<svg" in dom and "<rect" in dom   # density + histogram
-    assert "80-100%" in dom and "0-20%" in dom                            # per-bucket contexts
+    assert tok.strip() in page                                            # token text
+    assert re.search(r'class="tok on( maxtok)?"[^>]*style="background-color: rgba\(255, 120, 30, 0?\.\d+\)', page)
+    assert 'class="tok on maxtok"' in page                                 # the strongest token marked
+    assert "not a causal LM" in page                                      # no logit effects, said so
+    assert "gate-panel" in page and "pre-gate score" in page              # prob_topk gate panel
+    assert "density-panel" in page and 'class="mark"' in page             # all-latent density, this one marked
+    assert page.count("<svg") >= 3 and ">tokens<" in page and ">latents<" in page   # histograms with axes
+    assert "strongest token of the context" in page                       # colour legend
+    assert "80-100%" in page and "0-20%" in page                          # per-bucket contexts
 
-    # another latent through the URL fragment
-    r2 = headless(chromium, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom",
-                  html.as_uri() + f"#latent-{other['id']}")
-    assert f'data-latent="{other["id"]}"' in r2.stdout and f"<h2>Latent {other['id']}</h2>" in r2.stdout
+    r2 = dom(chromium, tmp_path / "profile", html.as_uri() + f"#latent-{other['id']}")
+    assert f'data-latent="{other["id"]}"' in r2 and f"<h2>Latent {other['id']}</h2>" in r2
+    # search by context text: a word of one latent's top context keeps that latent in the list
+    word = next(w for w in other["search"].split() if len(w) > 3)
+    n_match = sum(word in l["search"] for l in data["latents"])
+    r3 = dom(chromium, tmp_path / "profile", html.as_uri() + f"?q={word}")
+    assert f"{n_match} / 12 latents match" in r3
+
+
+def test_order_interp_renders_exactly_the_scored_latents(trained_run, tmp_path, capsys):
+    res = trained_run / "interp" / "detection-llm-0000000000"
+    res.mkdir(parents=True, exist_ok=True)
+    scored = [3, 17, 40]
+    res.joinpath("scores.jsonl").write_text("".join(json.dumps(
+        {"latent": l, "bucket": b, "explanation": f"the word number {l}", "score": 0.7, "scorer": "detection",
+         "explanation_source": "llm"}) + "\n" for l in scored for b in range(5)))
+    try:
+        out = tmp_path / "dash"
+        assert main(["dashboard", str(trained_run), "--out", str(out), "--order", "interp", "--n-windows", "80",
+                     "--window-len", "64", "--no-progress"]) == 0
+        assert "(3 latents (the latents autointerp scored)" in capsys.readouterr().out
+        data = json.loads((out / "data.json").read_text())
+        assert [l["id"] for l in data["latents"]] == scored
+        assert data["latents"][1]["interp"]["0"]["explanation"] == "the word number 17"
+    finally:
+        shutil.rmtree(res)
+
+
+def test_window_start_share_flags_position_latents():
+    from probsae.interp.latent_cache import LatentRecord
+
+    acts = np.zeros((4, 10), np.float32)
+    acts[:, 1] = [3.0, 2.0, 2.5, 0.0]      # fires on the first encoded token (after [CLS]) of 3 windows
+    acts[3, 6] = 1.0
+    rec = LatentRecord(0, np.array([0, 1, 2, 3]), acts, acts.max(1))
+    share, at_start = window_start_share(rec, np.ones(4, np.int64))
+    assert share == pytest.approx(3 / 4) and at_start == 3
+    share, at_start = window_start_share(rec, np.zeros(4, np.int64))   # windows without a [CLS]
+    assert share == 0 and at_start == 0
 
 
 def test_embedded_json_cannot_break_out_of_its_script_element():
@@ -87,3 +215,25 @@ def test_embedded_json_cannot_break_out_of_its_script_element():
     html = render_html(data)
     body = html.split('<script id="dashboard-data" type="application/json">', 1)[1].split("</script>", 1)[0]
     assert json.loads(body) == data
+
+
+# ---- (c) the main job's run, committed under docs/results/dashboard ----------------------------------------
+def test_committed_main_job_dashboard_and_screenshots(tmp_path, chromium):
+    made = (COMMITTED / "README.md").read_text()
+    assert "bash scripts/dashboard_screenshots.sh runs/minilm-prob_topk-k8" in made
+    data = json.loads((COMMITTED / "data.json").read_text())
+    assert data["model"] == "minilm" and data["hook"] == "resid_pre.4" and data["architecture"] == "prob_topk"
+    assert data["window_len"] == 256 and not data["logits"]["available"]
+    page = dom(chromium, tmp_path / "profile", (COMMITTED / "index.html").as_uri())
+    assert "256 tokens (the training context length)" in page and "not a causal LM" in page
+    shots = sorted(COMMITTED.glob("*.png"))
+    assert len(shots) >= 2
+    for png in shots:
+        img = pixels(png)
+        assert img.shape == (1100, 1400, 3), png
+        assert count_shading(img) > 300, f"{png.name}: no shaded tokens"
+        assert count_colour(img, PROB_TOPK) > 50, f"{png.name}: no architecture chip"
+    flagged = [l for l in data["latents"] if l["start_flag"]]
+    if flagged:   # the window-start warning is on the page of such a latent
+        page = dom(chromium, tmp_path / "profile", (COMMITTED / "index.html").as_uri() + f"#latent-{flagged[0]['id']}")
+        assert "Window-start latent" in page

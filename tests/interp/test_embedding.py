@@ -72,9 +72,25 @@ def test_autointerp_cli_offline(trained_run, tmp_path, capsys, monkeypatch):
     assert row["scorer"] == "embedding" and row["explanation_source"] == "top-tokens"
     assert row["n_latents"] == 8 and row["n_scored"] >= 30 and row["llm"] == {}
     assert all(b["mean"] is None or 0 <= b["mean"] <= 1 for b in row["buckets"])
-    scores = [json.loads(l) for l in (trained_run / "interp" / "embedding-top-tokens" / "scores.jsonl").open()]
+    res = Path(row["results_dir"])                       # RUN/interp/<scorer>-<explainer>-<settings hash>
+    assert res.parent == trained_run / "interp" and res.name.startswith("embedding-top-tokens-")
+    scores = [json.loads(l) for l in (res / "scores.jsonl").open()]
     assert all(s["explanation"].startswith("Fires on the tokens:") for s in scores if s["explanation"])
     assert (out / "figure5.png").stat().st_size > 1000
+    assert json.loads((res / "summary.json").read_text()) == row          # the table is the summary
+    assert json.loads((res / "settings.json").read_text())["settings"]["n_test"] == 3
+
+    # other settings: their own directory; the first run's files and table stay as they were
+    before = (res / "summary.json").read_bytes()
+    argv2 = ["autointerp", str(trained_run), "--scorer", "embedding", "--explainer", "top-tokens",
+             "--n-latents", "8", "--n-explain", "3", "--n-test", "2", "--n-windows", "160", "--seed", "1"]
+    assert main(argv2 + ["--out", str(out)]) == 2                          # refused: OUT holds other settings
+    assert "other settings" in capsys.readouterr().err
+    assert main(argv2) == 0                                                # default OUT: next to its summary
+    capsys.readouterr()
+    res2 = [d for d in (trained_run / "interp").glob("embedding-top-tokens-*") if d != res]
+    assert len(res2) == 1 and (res / "summary.json").read_bytes() == before
+    assert json.loads((res2[0] / "table2.json").read_text())["runs"][0] == json.loads((res2[0] / "summary.json").read_text())
     # the detection scorer / LLM explainer without an endpoint: a clear error, not a traceback
     assert main(["autointerp", str(trained_run), "--scorer", "detection", "--explainer", "top-tokens"]) == 2
     assert "PROBSAE_LLM_BASE_URL" in capsys.readouterr().err

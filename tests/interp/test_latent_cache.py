@@ -1,5 +1,6 @@
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from probsae.data import capture, token_windows
 from probsae.interp import LatentCache, build_latent_cache
@@ -41,11 +42,17 @@ def test_cache_matches_direct_encoding(tiny_setup, tmp_path):
     st = cache.stats()
     assert st.token_counts.sum() == len(direct)
     assert all(st.window_counts[l] == len(recs[l]) for l in recs)
-    # gate probabilities of prob_topk, at firing tokens only
+    # prob_topk's pre-gate score LayerNorm(a), at firing tokens only, equal to the SAE's own
     rec = max(recs.values(), key=len)
-    g = rec.gate[rec.acts > 0]
-    assert np.isfinite(g).all() and ((g > 0) & (g < 1)).all()
-    assert np.isnan(rec.gate[rec.acts == 0]).all()
+    g = rec.extras["gate_logits"]
+    assert np.isfinite(g[rec.acts > 0]).all() and np.isnan(g[rec.acts == 0]).all()
+    w, p = int(rec.windows[0]), int(np.flatnonzero(rec.acts[0])[0])
+    wb = next(token_windows(docs, handle.tokenizer, 32, batch_size=w + 1, max_length=handle.max_length))
+    with torch.inference_mode():
+        x = capture(handle, "resid_post.1", wb.input_ids[w:w + 1], wb.attention_mask[w:w + 1])[0, p]
+        x_n, _ = sae.normalizer(x[None])
+        want = F.layer_norm(sae.pre_acts(x_n), (sae.d_sae,), sae.ln_weight, sae.ln_bias)[0, rec.latent]
+    assert abs(float(g[0, p]) - float(want)) < 2e-2 * max(1.0, abs(float(want)))   # stored as float16
     # non-activating sample: windows where the latent never fires
     for l in list(recs)[:10]:
         na = cache.nonactivating(l)

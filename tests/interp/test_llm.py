@@ -1,6 +1,7 @@
 """Explain → detection score → Table 2 against a real local HTTP chat-completions server."""
 
 import json
+from pathlib import Path
 import socket
 
 import pytest
@@ -76,7 +77,8 @@ def test_autointerp_cli_with_llm(fake_llm, trained_run, tmp_path, capsys):
     assert row["llm"]["retries"] >= 3 and row["llm"]["error:timeout"] >= 1
     assert row["detection_failed_prompts"] == fake_llm.kinds["malformed"] > 0
     assert (out / "figure5.png").read_bytes()[:4] == b"\x89PNG"
-    res_dir = trained_run / "interp" / "detection-llm"     # per-run results live in the run
+    res_dir = Path(row["results_dir"])                     # per-run results live in the run, keyed by settings
+    assert res_dir.parent == trained_run / "interp" and res_dir.name.startswith("detection-llm-")
     scores = [json.loads(l) for l in (res_dir / "scores.jsonl").read_text().splitlines()]
     good = [s for s in scores if s["score"] is not None]
     assert good and all(0 <= s["score"] <= 1 and s["explanation"].startswith("the token") for s in good)
@@ -167,5 +169,18 @@ def test_a_refused_key_is_an_error_not_a_counted_failure(tmp_path, status):
         with pytest.raises(LLMEndpointError, match=f"HTTP {status}.*API key is not accepted"):
             c.complete(_msgs(0))
         assert len(endpoint.auth) == 1, "not retried"
+    finally:
+        endpoint.stop()
+
+
+def test_complete_many_stops_sending_once_the_key_is_refused(tmp_path):
+    """The progress loop of complete_many surfaces the 401 and cancels the queued requests instead
+    of sending each of them with the refused key."""
+    endpoint = _Recorder(401)
+    try:
+        c = _client(f"http://127.0.0.1:{endpoint.port}/v1", tmp_path, concurrency=2)
+        with pytest.raises(LLMEndpointError, match="HTTP 401"):
+            c.complete_many([(_msgs(i), {}) for i in range(40)], desc="test")
+        assert 1 <= len(endpoint.auth) < 40
     finally:
         endpoint.stop()

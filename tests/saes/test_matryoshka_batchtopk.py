@@ -12,6 +12,7 @@ import torch
 import probsae
 from probsae.errors import ConfigError
 from probsae.evaluation.recovery import toy_data
+from probsae.saes.style import style
 from test_math import B_DEC, W_DEC, X, decode, pre, setup  # noqa: E402  (the shared tiny example)
 
 ARCH = "matryoshka_batchtopk"
@@ -149,7 +150,8 @@ k = [4, 8]
     assert main(["report", str(tmp_path / "s")]) == 0
     assert list(drawn) == ["TopK", "Matryoshka BatchTopK"]  # one more line, in registry order
     assert [r["tag"] for r in drawn["Matryoshka BatchTopK"]] == ["K=4", "K=8"]
-    assert plots.styles()["Matryoshka BatchTopK"] == ("tab:pink", "*")
+    st = style("Matryoshka BatchTopK")                      # its own colour and marker, from its module
+    assert (st.color, st.marker) == ("#882255", "*") and st == style(ARCH)
     md = (tmp_path / "s" / "report" / "report.md").read_text()
     for k in (4, 8):
         assert f"| {ARCH}-k={k} | {ARCH} | full |" in md

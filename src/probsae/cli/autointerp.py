@@ -19,8 +19,9 @@ def _ints(s: str) -> list[int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by 'probsae train'")
-    p.add_argument("--out", default=None, help="where Table 2 and Figure 5 go (default: RUN_DIR/interp for "
-                   "one run, ./autointerp for several)")
+    p.add_argument("--out", default=None, help="where Table 2 and Figure 5 go (default: next to the run's summary.json "
+                   "in RUN_DIR/interp/<scorer>-<explainer>-<settings hash>/ for one run, ./autointerp/<...> for several); "
+                   "a directory holding results of other settings is refused")
     p.add_argument("--labels", default=None, help="comma-separated run labels (default: directory names)")
     g = p.add_argument_group("method")
     g.add_argument("--scorer", choices=("detection", "embedding"), default="detection",
@@ -42,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--n-windows", type=int, default=4096, help="token windows encoded into the latent cache")
     d.add_argument("--window-len", type=int, default=32, help="tokens per window")
     d.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
-    d.add_argument("--cache-dir", default=None, help="latent cache directory (one run only; default RUN_DIR/interp/latent_cache)")
+    d.add_argument("--cache-dir", default=None, help="latent cache directory (one run only; default "
+                   "RUN_DIR/interp/latent_cache/w<window-len>-n<n-windows>)")
     d.add_argument("--device", default="cpu")
     llm = p.add_argument_group("LLM endpoint (OpenAI-compatible; defaults from PROBSAE_LLM_BASE_URL, "
                                "PROBSAE_LLM_MODEL, PROBSAE_LLM_API_KEY/OPENAI_API_KEY)")
@@ -52,14 +54,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     llm.add_argument("--llm-concurrency", type=int, default=8)
     llm.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per request")
     llm.add_argument("--llm-retries", type=int, default=4)
-    llm.add_argument("--llm-cache", default=None, help="response cache directory (default OUT/llm_cache)")
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    llm.add_argument("--llm-cache", default=None, help="response cache directory (default RUN_DIR/interp/llm_cache; "
+                     "several runs: next to OUT)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import progress
     from ..errors import ConfigError
+    from ..extras import require
     from ..interp.llm_client import LLMConfig
     from ..interp.pipeline import AutoInterpConfig, autointerp_runs, resolve_run
+
+    require("plot")  # Figure 5: fail now, not after the LLM calls
+    if args.scorer == "embedding":
+        require("minilm")
 
     if args.cache_dir and len(args.run_dirs) > 1:
         raise ConfigError("--cache-dir applies to a single run; each run gets RUN_DIR/interp/latent_cache")
@@ -78,11 +86,10 @@ def run(args: argparse.Namespace) -> int:
                            examples_per_prompt=args.examples_per_prompt, seed=args.seed,
                            n_windows=args.n_windows, window_len=args.window_len,
                            batch_size=args.batch_size, cache_dir=args.cache_dir, device=args.device,
-                           progress=args.progress, llm=llm)
+                           progress=progress.enabled(), llm=llm)
     cfg.validate()
     infos = [resolve_run(r, args.model, args.hook, args.corpus, label=l) for r, l in zip(args.run_dirs, labels)]
-    out = args.out or (str(Path(args.run_dirs[0]) / "interp") if len(args.run_dirs) == 1 else "autointerp")
-    res = autointerp_runs(infos, cfg, out)
+    res = autointerp_runs(infos, cfg, args.out)
     print(Path(res["markdown"]).read_text())
     for r in res["rows"]:
         fails = []

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 NAME = "dashboard"
-HELP = ("Write a self-contained HTML feature browser (top and per-percentile contexts shaded by "
-        "activation, histograms, density, gate probabilities for prob_topk).")
+HELP = ("Write a self-contained HTML feature browser: contexts centred on each latent's strongest tokens "
+        "in windows as long as training's, logit effects (causal LMs), density and activation histograms, "
+        "search, gate panel for prob_topk.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,35 +21,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-top", type=int, default=10, help="top-activating contexts per latent")
     p.add_argument("--per-bucket", type=int, default=3, help="examples per activation-percentile bucket")
     p.add_argument("--n-buckets", type=int, default=5)
+    p.add_argument("--context-left", type=int, default=32, help="tokens shown left of a context's strongest token")
+    p.add_argument("--context-right", type=int, default=8, help="tokens shown right of it")
     p.add_argument("--seed", type=int, default=0)
-    d = p.add_argument_group("data (default: what the run directory records; the latent cache of "
-                             "'probsae autointerp' is reused when present)")
+    d = p.add_argument_group("data (default: what the run records)")
     d.add_argument("--model", default=None)
     d.add_argument("--hook", default=None)
     d.add_argument("--corpus", default=None)
-    d.add_argument("--n-windows", type=int, default=4096)
-    d.add_argument("--window-len", type=int, default=32)
-    d.add_argument("--batch-size", type=int, default=16)
-    d.add_argument("--cache-dir", default=None, help="latent cache directory (default RUN_DIR/interp/latent_cache)")
+    d.add_argument("--n-windows", type=int, default=4096, help="windows encoded (fewer if the corpus ends first)")
+    d.add_argument("--window-len", type=int, default=None,
+                   help="tokens per window (default: the run's training context length)")
+    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--cache-dir", default=None,
+                   help="latent cache directory (default RUN_DIR/interp/latent_cache/w<window-len>-n<n-windows>)")
     d.add_argument("--device", default="cpu")
-    p.add_argument("--progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import progress
     from ..interp.dashboard import write_dashboard
-    from ..interp.pipeline import AutoInterpConfig, ensure_cache, resolve_run
+    from ..interp.pipeline import ensure_cache, resolve_run
 
     info = resolve_run(args.run_dir, args.model, args.hook, args.corpus)
-    cfg = AutoInterpConfig(scorer="embedding", explainer="top-tokens", n_windows=args.n_windows,
-                           window_len=args.window_len, batch_size=args.batch_size,
-                           cache_dir=args.cache_dir, device=args.device, progress=args.progress,
-                           seed=args.seed)
-    cache = ensure_cache(info, cfg)
+    window_len = args.window_len or info.context_length or 128
+    cache = ensure_cache(info, n_windows=args.n_windows, window_len=window_len, batch_size=args.batch_size,
+                         cache_dir=args.cache_dir, device=args.device, seed=args.seed, progress=progress.enabled())
     latents = [int(x) for x in args.latents.split(",") if x] if args.latents else None
     out = Path(args.out) if args.out else Path(args.run_dir) / "dashboard"
-    html = write_dashboard(cache, out, latents, n_latents=args.n_latents, order=args.order, seed=args.seed,
-                           title=f"probsae · {info.label}", run_dir=info.run_dir, n_top=args.n_top,
-                           n_per_bucket=args.per_bucket, n_buckets=args.n_buckets)
-    print(f"wrote {html} ({len(latents) if latents else min(args.n_latents, cache.stats().alive.sum())} latents); "
+    html, shown = write_dashboard(cache, out, latents, n_latents=args.n_latents, order=args.order, seed=args.seed,
+                                  title=f"probsae · {info.label}", run_dir=info.run_dir, n_top=args.n_top,
+                                  n_per_bucket=args.per_bucket, n_buckets=args.n_buckets,
+                                  context_left=args.context_left, context_right=args.context_right,
+                                  progress=progress.enabled())
+    why = " (the latents autointerp scored)" if args.order == "interp" and not latents else ""
+    print(f"wrote {html} ({shown} latents{why}, {cache.n_windows} windows × {cache.window_len} tokens); "
           f"open file://{html.resolve()}")
     return 0

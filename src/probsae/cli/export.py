@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "gate, 'unit' normalisation for sparsify, …); the differences go to PROBSAE_EXPORT.md")
     p.add_argument("--hook-name", default=None,
                    help="SAELens hook name or probsae hook point (resid_post.8 → blocks.8.hook_resid_post); "
-                        "default: the run log's hook point")
+                        "default: the SAE's metadata (config.json), else the run log's hook point")
     p.add_argument("--model-name", default=None, help="model name for the metadata (default: the run log's)")
     p.add_argument("--hookpoint", default=None,
                    help="sparsify: name of the hook-point folder (default: from the run's hook point, e.g. "
@@ -72,14 +72,14 @@ def run(args: argparse.Namespace) -> int:
     for name, run_dir in runs:
         sae = load_sae(run_dir)
         meta = run_metadata(run_dir)
-        hook = args.hook_name or pick(meta, "hook_name", "hook_point", "hook")
-        model = args.model_name or pick(meta, "model_name", "model")
+        hook = args.hook_name or sae.metadata.hook_name or pick(meta, "hook_name", "hook_point", "hook")
+        model = args.model_name or sae.metadata.model_name or pick(meta, "model_name", "model")
         unknown = [(what, flag) for what, flag, v in (("hook point", "--hook-name", hook), ("model", "--model-name", model))
                    if v is None]
         if unknown:
             print(f"probsae export: warning: {run_dir} records no {' and no '.join(w for w, _ in unknown)} (neither "
-                  f"run.json nor the log's start record): the exported metadata says null; pass "
-                  f"{' and '.join(f for _, f in unknown)}", file=sys.stderr)
+                  f"config.json's metadata, run.json nor the log's start record): the exported metadata says null; "
+                  f"pass {' and '.join(f for _, f in unknown)}", file=sys.stderr)
         out = Path(args.out) / name if name else Path(args.out)
         if args.format == "saelens":
             report = export_saelens(sae, out, hook_name=hook, model_name=model, allow_lossy=args.allow_lossy,

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP,
                            formatter_class=_HelpFormatter)
         mod.add_arguments(p)
+        p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bars and status lines on stderr, including extraction and model-loading "
+                            "bars (default: on when stderr is a terminal)")
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -51,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from .. import progress
+
     try:
-        return int(args._run(args) or 0)
+        with progress.configured(args.progress):
+            return int(args._run(args) or 0)
     except ProbSAEError as e:
         print(f"probsae {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -24,7 +24,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(VALUE is TOML: 3, 1e-3, true, \"text\", [4, 8])")
     p.add_argument("--device", default=None, help="training device (default: the config's, else auto)")
     p.add_argument("--dry-run", action="store_true", help="print the members and what would run, train nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -50,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import tomllib
     from pathlib import Path
 
+    from .. import progress
     from ..experiments.presets import budget_configs, parse_config, resolve_config_path
     from ..experiments.sweep import run_sweep
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     for sub, bcfg in budget_configs(cfg):  # [sweep] budgets: one sweep per budget, in OUT/tokens=B
         bout = out / sub if sub else out
         summary = run_sweep(bcfg, bout, only=only, max_members_per_pass=args.max_members_per_pass,
-                            progress=not args.no_progress, dry_run=args.dry_run, command=command,
+                            progress=progress.enabled(), dry_run=args.dry_run, command=command,
                             device=args.device)
         if args.dry_run:
             print(json.dumps({"budget": sub or None, **summary}, indent=2))

@@ -16,7 +16,7 @@ HELP = ("Train an SAE on a model's activations: writes weights, config, run.json
         "Comma lists (--k 4,8,16,24,32, --hook resid_pre.6,resid_pre.8) train one SAE per "
         "combination on one activation stream, each in --out/<name>.")
 
-_TRAIN_SKIP = {"steps", "log_path", "extra"}
+_TRAIN_SKIP = {"steps", "log_path", "extra", "progress"}  # progress: the --progress/--no-progress of every command
 
 
 def _hparam_fields() -> dict[str, type]:

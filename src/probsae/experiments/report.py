@@ -24,7 +24,8 @@ from ..errors import ConfigError
 from ..io import atomic_write, atomic_write_text, read_json
 from ..runs.results import read_runs
 from ..saes import get_class
-from ..saes.registry import architectures, hyperparameters
+from ..saes.registry import hyperparameters
+from ..saes.style import arch_order, label as arch_label
 from ..training.logger import read_jsonl, step_records
 from ..training.member import LOG_FILE
 from . import plots
@@ -45,12 +46,6 @@ def _declared(arch: str):
         return get_class(arch)
     except ConfigError:
         return None
-
-
-def family(arch: str) -> str:
-    """The architecture's label in figures and tables."""
-    cls = _declared(arch)
-    return cls.presentation.label if cls is not None else arch
 
 
 def variant(r: dict[str, Any]) -> str:
@@ -83,12 +78,6 @@ def _tag(r: dict[str, Any]) -> str:
     cls = _declared(r["architecture"])
     param, symbol = cls.sparsity if cls is not None else ("", "")
     return f"{symbol}={r['hparams'][param]:g}" if param in r["hparams"] else ""
-
-
-def _order(arch: str) -> int:
-    """Position of an architecture in figures and tables: the registry's order."""
-    names = architectures()
-    return names.index(arch) if arch in names else len(names)
 
 
 def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -138,31 +127,37 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
 
     # Pareto: every architecture's default-variant runs.
     series: dict[str, list[dict]] = {}
-    for row in sorted(rows, key=lambda r: _order(r["architecture"])):
+    for row in sorted(rows, key=lambda r: arch_order(r["architecture"])):
         if row["variant"] == "full":
-            series.setdefault(family(row["architecture"]), []).append(row)
+            series.setdefault(arch_label(row["architecture"]), []).append(row)
     if series:
         plots.pareto(series, out / "pareto.png", f"Reconstruction vs sparsity — {setting}")
         figs["pareto"] = "pareto.png"
 
-    # Alive latents over training: baseline vs subject (full) per K.
+    # Alive latents over training: baseline vs subject (full) per K. The logged 'alive_recent'
+    # (window a tenth of the run) when the logs have it: the training window (dead_window_tokens,
+    # 10M by default) can be longer than the whole run and then stays flat.
     d_sae = next((r["d_sae"] for r in rows if r.get("d_sae")), None)
     panels: dict[int, dict[str, list]] = {}
+    windows: set[int] = set()
     for row in rows:
         if row["variant"] == "full" and row["architecture"] in (BASELINE, SUBJECT) and row["k"]:
             log = read_log(by_name[row["name"]]["_dir"])
-            pts = [(rec["tokens"], rec["alive"]) for rec in log if rec.get("alive") is not None]
+            key = "alive_recent" if any(rec.get("alive_recent") is not None for rec in log) else "alive"
+            pts = [(rec["tokens"], rec[key]) for rec in log if rec.get(key) is not None]
+            windows |= {rec["alive_window"] for rec in log if key == "alive_recent" and rec.get("alive_window")}
             if pts:
-                panels.setdefault(row["k"], {})[family(row["architecture"])] = pts
+                panels.setdefault(row["k"], {})[row["architecture"]] = pts
     panels = {k: v for k, v in panels.items() if len(v) == 2} or panels
     if panels:
-        window = info.get("train_config", {}).get("dead_window_tokens")
+        window = max(windows) if windows else info.get("train_config", {}).get("dead_window_tokens")
         wtxt = f" (alive = fired in the last {window:,} tokens)" if window else ""
         plots.alive_curves(panels, d_sae, out / "alive.png", f"Alive latents during training{wtxt}")
         figs["alive"] = "alive.png"
+        figs["alive_window"] = window
 
     # Ablations: per K with at least one ablation variant.
-    ablation_order = ["full", *ABLATIONS, family(BASELINE)]
+    ablation_order = ["full", *ABLATIONS, arch_label(BASELINE)]
     abl: dict[int, dict[str, dict]] = {}
     for row in rows:
         if row["architecture"] == SUBJECT and row["variant"] in ablation_order and row["k"]:
@@ -170,11 +165,11 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
     abl = {k: v for k, v in abl.items() if set(v) - {"full"}}
     for row in rows:
         if row["architecture"] == BASELINE and row["variant"] == "full" and row["k"] in abl:
-            abl[row["k"]][family(BASELINE)] = row
+            abl[row["k"]][arch_label(BASELINE)] = row
     abl = {k: {v: g[v] for v in ablation_order if v in g} for k, g in abl.items()}
     if abl:
         plots.grouped_bars(abl, [("fvu", "FVU (held-out)"), ("mse", "MSE (held-out)"), ("alive", "alive latents (held-out)")],
-                           out / "ablation.png", f"Ablations of {family(SUBJECT)} — {setting}")
+                           out / "ablation.png", f"Ablations of {arch_label(SUBJECT)} — {setting}", subject=SUBJECT)
         figs["ablation"] = "ablation.png"
 
     # Temperature: subject runs differing only in beta_start (full = the default β0).
@@ -190,16 +185,15 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
         figs["temperature"] = "temperature.png"
 
     # Training curves of the baseline's and the subject's Pareto runs.
-    curves, families = {}, {}
+    curves = {}
     for row in rows:
         if row["variant"] == "full" and row["architecture"] in (BASELINE, SUBJECT):
             log = read_log(by_name[row["name"]]["_dir"])
             pts = [(rec["tokens"], rec["explained_variance"]) for rec in log if rec.get("explained_variance") is not None]
             if pts:
-                label = f"{family(row['architecture'])} {row['tag']}"
-                curves[label], families[label] = pts, family(row["architecture"])
+                curves[(row["architecture"], row["tag"])] = pts
     if curves:
-        plots.training_curves(curves, families, out / "training.png", "Explained variance of the training batch",
+        plots.training_curves(curves, out / "training.png", "Explained variance of the training batch",
                               "explained variance (batch)")
         figs["training"] = "training.png"
 
@@ -231,7 +225,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 def _sort_key(r: dict) -> tuple:
-    return (_order(r["architecture"]), r["variant"] != "full", r["variant"], r["k"] or 0, r["l0"])
+    return (arch_order(r["architecture"]), r["variant"] != "full", r["variant"], r["k"] or 0, r["l0"])
 
 
 def _f(x: Any, nd: int = 4) -> str:
@@ -328,7 +322,9 @@ def _markdown(info, rows, abl, tlines, figs, sweep_dir: Path, out: Path, command
               "FVU and MSE against L0 (log scale) for the default variant of each architecture; "
               "each point is labelled by its sparsity setting (K, or λ for penalty-trained architectures).", ""]
     if "alive" in figs:
-        L += ["## Alive latents during training", "", "![alive latents](alive.png)", ""]
+        L += ["## Alive latents during training", "", "![alive latents](alive.png)", "",
+              f"Alive = fired within the last {figs['alive_window']:,} training tokens (shared y-axis from 0 to d_sae)."
+              if figs.get("alive_window") else "Shared y-axis from 0 to d_sae.", ""]
     if abl:
         L += ["## Ablations", "", "![ablations](ablation.png)", "",
               "| K | variant | L0 | FVU | MSE | alive (held-out) | alive (end of training) |", "|---|---|---|---|---|---|---|"]

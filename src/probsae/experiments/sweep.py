@@ -36,7 +36,9 @@ DEFAULT_CHECKPOINT_EVERY = 200
 
 
 def _log(msg: str) -> None:
-    print(f"[sweep {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    from ..progress import say
+
+    say(msg, prefix=f"sweep {time.strftime('%H:%M:%S')}")
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -65,6 +67,20 @@ def prepare_data(cfg: SweepConfig, out_dir: Path, progress: bool = False):
 
 
 # ---- members -----------------------------------------------------------------------------------
+def sweep_metadata(cfg: SweepConfig, train_data):
+    """The SAEMetadata of the sweep's members: the [data] spec, or what an existing cache records."""
+    from ..runs.spec import data_metadata
+
+    if "cache" not in cfg.data:
+        return data_metadata(cfg.data_spec(), sweep=cfg.name)
+    from ..saes.metadata import SAEMetadata
+
+    m = train_data.manifest
+    return SAEMetadata(model_name=m.get("model"), hook_name=m.get("hook"), context_length=m.get("context_length"),
+                       exclude_special=m.get("exclude_special", True), corpus=m.get("corpus"),
+                       holdout_every=m.get("holdout_every"), extra={"sweep": cfg.name})
+
+
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / METRICS_FILE).is_file()
 
@@ -161,6 +177,8 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
         if on_pass:
             on_pass([m.name for m in chunk])
         saes = [m.build_sae(d_in) for m in chunk]
+        for sae in saes:
+            sae.metadata = sweep_metadata(cfg, train_data)
         t0 = time.perf_counter()
         train(saes, train_data, tcfg, run_dirs=[dirs[m.name] for m in chunk])
         dt = time.perf_counter() - t0

@@ -77,7 +77,8 @@ def export_sparsify(sae, out_dir: str | Path, *, hookpoint: str | None = None, a
         changes.append("input normalisation: sparsify has none. The weights are on probsae's working scale: feed "
                        "x_n = (x − mean(x))/‖x − mean(x)‖ (mean and norm over the hidden dimension, per token) and "
                        "map the output back with x̂ = x̂_n·‖x − mean(x)‖ + mean(x). Fed raw activations, the "
-                       "sparsify SAE computes different codes and a reconstruction on the wrong scale")
+                       "sparsify SAE computes different codes and a reconstruction on the wrong scale. For an exact "
+                       "sparsify export, train with --normalize none (or scalar, which is folded into the weights)")
     refuse_or_allow("sparsify", arch, changes, allow_lossy)
     path = ensure_dir(Path(out_dir) / hookpoint if hookpoint else Path(out_dir), "export directory")
     tensors = {"encoder.weight": out["W_enc"].t(), "encoder.bias": b_enc, "W_dec": out["W_dec"], "b_dec": out["b_dec"]}

@@ -1,6 +1,7 @@
 """Automatic interpretability (paper §4.3, Table 2, Figure 5) and feature dashboards.
 
-Pipeline: :func:`build_latent_cache` (per-latent activating windows on disk) →
+Pipeline: :func:`encode_windows` (text windows → sparse codes at the hook; shared with
+``probsae.load_run``) → :func:`build_latent_cache` (per-latent activating windows on disk) →
 :func:`sample_latent` (explanation / held-out test examples per activation-percentile bucket) →
 an explainer (:class:`LLMExplainer` or the offline :class:`TopTokensExplainer` baseline) →
 a scorer (:class:`DetectionScorer` over an OpenAI-compatible endpoint, or the offline
@@ -11,6 +12,7 @@ See docs/INTERP.md.
 
 from .calibration import mean_ci, pearson, plot_calibration, summarize_run, table_markdown, write_table
 from .dashboard import dashboard_data, write_dashboard
+from .encode import EncodedBatch, encode_windows, sparse_codes, token_outputs
 from .explainer import Explanation, LLMExplainer, TextFormatter, TopTokensExplainer, parse_explanation
 from .latent_cache import LatentCache, LatentRecord, LatentStats, build_latent_cache
 from .llm_client import ChatClient, ChatResult, LLMConfig
@@ -21,6 +23,7 @@ from .scorers import (BucketScore, DetectionScorer, EmbeddingScorer, SentenceEmb
 
 __all__ = [
     "AutoInterpConfig", "BucketSample", "BucketScore", "ChatClient", "ChatResult", "DetectionScorer",
+    "EncodedBatch", "encode_windows", "sparse_codes", "token_outputs",
     "EmbeddingScorer", "Example", "Explanation", "LLMConfig", "LLMExplainer", "LatentCache", "LatentRecord",
     "LatentSample", "LatentStats", "RunInfo", "SentenceEmbedder", "TextFormatter", "TopTokensExplainer",
     "assign_buckets", "autointerp_runs", "build_latent_cache", "choose_latents", "classification_metrics",

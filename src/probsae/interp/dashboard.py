@@ -1,11 +1,15 @@
 """Static, offline HTML feature browser for a trained run.
 
 ``write_dashboard`` writes one self-contained ``index.html`` (inline CSS and JavaScript, data
-embedded as JSON, no CDN): a latent list, and per latent its top-activating contexts and examples
-from each activation-percentile bucket with tokens shaded by activation, a histogram of its
-activations, its firing density, and — for prob_topk — gate probabilities (per token on hover,
-mean over firing tokens, and a histogram). Explanations/scores from ``probsae autointerp`` are
-shown when the run has them.
+embedded as JSON, no CDN) and ``data.json``. Per latent: firing density (marked on the density
+histogram of every latent), activation histogram, the top positive and negative logit effects
+(W_dec·W_U, causal LMs), top-activating contexts centred on the strongest token with its left
+context, examples from each activation-percentile bucket, a warning when the latent fires mostly at
+the first token of a window (an artefact of how text is cut into windows), explanations and scores
+from ``probsae autointerp``, and for prob_topk the gate panel: the distribution of pre-gate scores
+LayerNorm(a) at the firing tokens. (Gate probabilities σ(score/β) carry no information there: with
+the trained β = 1e-4, and already at the schedule's midpoint β ≈ 0.02, every firing token's gate
+reads 1.00.) Search by latent id, context text or explanation.
 """
 
 from __future__ import annotations
@@ -18,43 +22,65 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write_json, atomic_write_text, dumps_json
-
-from .explainer import TextFormatter
-from .latent_cache import LatentCache
+from .latent_cache import LatentCache, LatentRecord, token_pieces
 from .sampling import assign_buckets, bucket_edges
 
+START_FLAG = 0.5
+"""A latent is flagged as a window-start latent when at least this share of its firing tokens, or
+of its top contexts, sit at a window's first encoded token."""
 
-def _hist(values: np.ndarray, bins: int = 30) -> dict[str, list[float]]:
+
+def _hist(values: np.ndarray, bins: int = 30, lo: float | None = None, hi: float | None = None) -> dict[str, list]:
     values = values[np.isfinite(values)].astype(np.float64)
     if values.size == 0:
         return {"counts": [], "edges": []}
-    lo, hi = float(values.min()), float(values.max())
+    lo = float(values.min()) if lo is None else lo
+    hi = float(values.max()) if hi is None else hi
     if hi - lo < 1e-9 * max(1.0, abs(hi)):
         lo, hi = lo - 5e-4, hi + 5e-4
     counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
     return {"counts": counts.tolist(), "edges": [round(float(e), 5) for e in edges]}
 
 
-def _example(fmt: TextFormatter, rec, i: int, bucket: int | None) -> dict[str, Any]:
-    w = int(rec.windows[i])
-    pieces = fmt.pieces(w)
-    ex = {"window": w, "max": round(float(rec.max_acts[i]), 4), "bucket": bucket,
-          "tokens": pieces, "acts": [round(float(a), 4) for a in rec.acts[i]]}
-    if rec.gate is not None:
-        ex["gate"] = [None if not np.isfinite(g) else round(float(g), 4) for g in rec.gate[i]]
-    return ex
+class _Contexts:
+    """Display slices of cached windows centred on a token: ``left`` tokens before it, ``right``
+    after, never beyond the window (a context that reaches the window's first encoded token says so)."""
+
+    def __init__(self, cache: LatentCache, left: int, right: int):
+        self.cache, self.left, self.right = cache, left, right
+        self.first = cache.first_positions()
+
+    def example(self, rec: LatentRecord, i: int, bucket: int | None) -> dict[str, Any]:
+        w = int(rec.windows[i])
+        ids, keep = self.cache.tokens([w])
+        ids, keep = ids[0], keep[0]
+        last = int(np.flatnonzero(keep).max()) if keep.any() else 0
+        first = int(self.first[w])
+        p = int(rec.acts[i].argmax())
+        lo, hi = max(first, p - self.left), min(last, p + self.right) + 1
+        tokens = token_pieces(self.cache.tokenizer, ids[lo:hi], keep[lo:hi])
+        special = [j for j in range(hi - lo) if not keep[lo + j] and ids[lo + j] >= 0]
+        for j in special:  # document separators inside a window: shown, marked, never encoded
+            tokens[j] = str(self.cache.tokenizer.convert_ids_to_tokens(int(ids[lo + j])))
+        ex = {"window": w, "max": round(float(rec.max_acts[i]), 4), "bucket": bucket, "pos": p,
+              "first": first, "offset": lo, "at_start": lo == first, "at_end": hi > last,
+              "tokens": tokens, "special": special, "acts": [round(float(a), 4) for a in rec.acts[i, lo:hi]]}
+        logit = rec.extras.get("gate_logits")
+        if logit is not None:
+            ex["gate_logits"] = [None if not np.isfinite(v) else round(float(v), 3) for v in logit[i, lo:hi]]
+        return ex
 
 
 def _interp_results(run_dir: Path | None) -> dict[int, dict[int, dict]]:
-    """{latent: {bucket: {explanation, score, source, scorer}}} from a run's autointerp output."""
+    """{latent: {bucket: {explanation, score, source, scorer}}} from a run's autointerp results:
+    LLM explanations before the top-tokens baseline, then the newest results directory."""
     out: dict[int, dict[int, dict]] = {}
     if run_dir is None:
         return out
-    cands = [run_dir / "interp" / d / "scores.jsonl" for d in
-             ("detection-llm", "embedding-llm", "detection-top-tokens", "embedding-top-tokens")]
-    p = next((c for c in cands if c.is_file()), None)
-    if p is None:
+    cands = [p for p in (Path(run_dir) / "interp").glob("*/scores.jsonl") if p.is_file()]
+    if not cands:
         return out
+    p = max(cands, key=lambda c: ("-llm-" in c.parent.name + "-", c.stat().st_mtime))
     for line in p.read_text().splitlines():
         try:
             s = json.loads(line)
@@ -66,15 +92,50 @@ def _interp_results(run_dir: Path | None) -> dict[int, dict[int, dict]]:
     return out
 
 
+def window_start_share(rec: LatentRecord, first: np.ndarray) -> tuple[float, int]:
+    """(share of the latent's firing tokens that are a window's first encoded token, number of its
+    windows whose strongest token is that first token). ``first``: first encoded position of every
+    window of the cache (:meth:`LatentCache.first_positions`)."""
+    if not len(rec):
+        return 0.0, 0
+    f = np.maximum(first[rec.windows], 0)
+    rows = np.arange(len(rec))
+    at_first = rec.acts[rows, f] > 0
+    strongest = rec.acts.argmax(axis=1) == f
+    return float(at_first.sum() / max(int((rec.acts > 0).sum()), 1)), int((strongest & at_first).sum())
+
+
+def _decode(tokenizer, ids: np.ndarray) -> list[str]:
+    return [tokenizer.decode([int(t)], clean_up_tokenization_spaces=False) for t in ids]
+
+
+def _density_hist(stats) -> dict[str, Any]:
+    alive = stats.density[stats.token_counts > 0]
+    if alive.size == 0:
+        return {"counts": [], "edges": [], "dead": int((stats.token_counts == 0).sum())}
+    h = _hist(np.log10(alive), bins=40)
+    h["dead"] = int((stats.token_counts == 0).sum())
+    return h
+
+
 def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n_per_bucket: int = 3,
-                   n_buckets: int = 5, seed: int = 0, title: str = "", run_dir: Path | None = None) -> dict:
+                   n_buckets: int = 5, seed: int = 0, title: str = "", run_dir: Path | None = None,
+                   context_left: int = 32, context_right: int = 8, progress: bool = True) -> dict:
     """The JSON the dashboard page renders."""
+    from ..saes.style import colour
+    from ..progress import bar as progress_bar
+
     stats = cache.stats()
-    fmt = TextFormatter(cache)
+    m = cache.manifest
+    ctx = _Contexts(cache, context_left, context_right)
     interp = _interp_results(run_dir)
+    logits = cache.logit_effects()
+    first = ctx.first
     recs = cache.records(latents)
     items = []
+    bar = progress_bar(total=len(latents), desc="dashboard", unit="latent", requested=progress)
     for l in latents:
+        bar.update(1)
         rec = recs[l]
         firing = rec.acts[rec.acts > 0]
         d: dict[str, Any] = {
@@ -82,13 +143,21 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
             "tokens": int(stats.token_counts[l]), "max_act": float(stats.max_act[l]),
             "mean_act": float(stats.sum_act[l] / max(stats.token_counts[l], 1)),
             "hist": _hist(firing), "top": [], "buckets": [], "interp": interp.get(int(l), {})}
-        if rec.gate is not None:
-            g = rec.gate[np.isfinite(rec.gate)]
-            d["gate_mean"] = float(g.mean()) if g.size else None
-            d["gate_hist"] = _hist(g)
+        if len(rec):
+            d["start_share"], _ = window_start_share(rec, first)
+        if logits is not None:
+            d["logits"] = {"pos": [[t, round(float(v), 4)] for t, v in
+                                   zip(_decode(cache.tokenizer, logits["pos_ids"][l]), logits["pos_vals"][l])],
+                           "neg": [[t, round(float(v), 4)] for t, v in
+                                   zip(_decode(cache.tokenizer, logits["neg_ids"][l]), logits["neg_vals"][l])]}
+        g = rec.extras.get("gate_logits")
+        if g is not None:
+            g = g[np.isfinite(g)]
+            d["gate"] = {"hist": _hist(g), "median": float(np.median(g)) if g.size else None}
         if len(rec):
             order = np.argsort(-rec.max_acts, kind="stable")[:n_top]
-            d["top"] = [_example(fmt, rec, int(i), None) for i in order]
+            d["top"] = [ctx.example(rec, int(i), None) for i in order]
+            d["top_at_start"] = sum(1 for e in d["top"] if e["pos"] == e["first"])
             b_of = assign_buckets(rec.max_acts, n_buckets, seed=seed + l)
             rng = np.random.default_rng([seed, l, 99])
             for b, (lo, hi) in enumerate(bucket_edges(n_buckets)):
@@ -98,14 +167,20 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
                 d["buckets"].append({"bucket": b, "label": f"{lo:g}-{hi:g}%", "n": int(len(idx)),
                                      "range": [float(rec.max_acts[idx].min()), float(rec.max_acts[idx].max())]
                                      if len(idx) else None,
-                                     "examples": [_example(fmt, rec, int(i), b) for i in pick]})
+                                     "examples": [ctx.example(rec, int(i), b) for i in pick]})
+        d["start_flag"] = bool(d.get("start_share", 0) >= START_FLAG
+                               or (d["top"] and d["top_at_start"] >= START_FLAG * len(d["top"])))
+        d["search"] = " ".join("".join(e["tokens"]) for e in d["top"]).lower()
         items.append(d)
-    m = cache.manifest
+    bar.close()
     return {"title": title or "probsae feature dashboard", "architecture": m.get("architecture"),
-            "model": m.get("model"), "hook": m.get("hook"), "corpus": (m.get("meta") or {}).get("corpus"),
-            "n_windows": cache.n_windows, "n_tokens": m.get("n_tokens"), "d_sae": cache.d_sae,
-            "window_len": cache.window_len, "has_gate": cache.has_gate,
-            "alive": int(stats.alive.sum()), "latents": items}
+            "arch_colour": colour(m.get("architecture")), "model": m.get("model"), "hook": m.get("hook"),
+            "corpus": (m.get("meta") or {}).get("corpus"), "n_windows": cache.n_windows, "n_tokens": m.get("n_tokens"),
+            "d_sae": cache.d_sae, "window_len": cache.window_len, "alive": int(stats.alive.sum()),
+            "density_hist": _density_hist(stats), "first_token_share": cache.n_windows / max(int(m.get("n_tokens") or 1), 1),
+            "logits": {"available": logits is not None, "note": m.get("logit_note")},
+            "gate": {"beta_end": m.get("gate_beta_end")} if "gate_logits" in cache.outputs else None,
+            "context": {"left": context_left, "right": context_right}, "latents": items}
 
 
 def json_for_script(data: Any) -> str:
@@ -120,9 +195,8 @@ def json_for_script(data: Any) -> str:
 
 def render_html(data: dict) -> str:
     template = resources.files("probsae.interp").joinpath("templates/dashboard.html").read_text(encoding="utf-8")
-    blob = json_for_script(data)
-    title = (data.get("title") or "").replace("&", "&amp;").replace("<", "&lt;")
-    return template.replace("__TITLE__", title).replace("__DATA__", blob)
+    title = (data.get("title") or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return template.replace("__TITLE__", title).replace("__DATA__", json_for_script(data))
 
 
 def choose_dashboard_latents(cache: LatentCache, n: int, seed: int = 0, order: str = "random") -> list[int]:
@@ -139,17 +213,22 @@ def choose_dashboard_latents(cache: LatentCache, n: int, seed: int = 0, order: s
 
 def write_dashboard(cache: LatentCache, out_dir: str | Path, latents: list[int] | None = None, *,
                     n_latents: int = 100, order: str = "random", seed: int = 0, title: str = "",
-                    run_dir: str | Path | None = None, **kw) -> Path:
-    """Write ``out_dir/index.html`` (self-contained) and ``out_dir/data.json``; returns the HTML path."""
+                    run_dir: str | Path | None = None, **kw) -> tuple[Path, int]:
+    """Write ``out_dir/index.html`` (self-contained) and ``out_dir/data.json``; returns the HTML
+    path and how many latents it shows ('interp' order: the latents autointerp scored, at most
+    ``n_latents``)."""
+    from ..errors import ConfigError
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not latents and order == "interp":
         latents = sorted(_interp_results(Path(run_dir) if run_dir else None))[:n_latents]
-        order = "random"
+        if not latents:
+            raise ConfigError(f"--order interp: {run_dir} has no autointerp scores (run 'probsae autointerp' first)")
     if not latents:
         latents = choose_dashboard_latents(cache, n_latents, seed, order)
     data = dashboard_data(cache, latents, seed=seed, title=title, run_dir=Path(run_dir) if run_dir else None, **kw)
     atomic_write_json(out / "data.json", data, indent=None)
     html = out / "index.html"
     atomic_write_text(html, render_html(data))
-    return html
+    return html, len(data["latents"])

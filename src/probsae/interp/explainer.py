@@ -129,7 +129,7 @@ class LLMExplainer:
 
     def explain_many(self, fmt: TextFormatter, items: list[tuple[int, int, list[Example]]]) -> list[Explanation]:
         reqs = [(build_explainer_messages(fmt, exs), dict(self.params)) for _, _, exs in items]
-        results = self.client.complete_many(reqs)
+        results = self.client.complete_many(reqs, desc="LLM explanations")
         out = []
         for (latent, bucket, _), r in zip(items, results):
             if not r.ok:

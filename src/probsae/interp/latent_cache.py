@@ -5,14 +5,17 @@ A cache directory holds::
     manifest.json                 metadata (model, hook, corpus, SAE, window length, chunk list)
     stats.safetensors             per-latent totals: token/window firing counts, max and sum of |act|
     nonactivating.safetensors     per latent, a seeded sample of window ids where it never fires
+    logits.safetensors            causal LMs: top positive/negative W_dec·W_U entries per latent
     chunk_00000.safetensors       one chunk of ``chunk_windows`` consecutive windows:
-        tokens        (n, W) int32   token ids of each window (-1 = padding)
-        keep          (n, W) bool    tokens whose activations were encoded (not special, not pad)
-        g0003/window  (m,) int64     sparse triplets of the latents in group 3
-        g0003/pos     (m,) int16     (latent ids 3*G .. 4*G-1, G = ``group_size``),
-        g0003/latent  (m,) int32     sorted by window then position
-        g0003/act     (m,) float32   the SAE code (signed; firing = code != 0)
-        g0003/gate    (m,) float16   prob_topk only: gate probability σ(LN(a)/β) of the firing token
+        tokens          (n, W) int32   token ids of each window (-1 = padding)
+        keep            (n, W) bool    tokens whose activations were encoded (not special, not pad)
+        g0003/window    (m,) int64     sparse triplets of the latents in group 3
+        g0003/pos       (m,) int16     (latent ids 3*G .. 4*G-1, G = ``group_size``),
+        g0003/latent    (m,) int32     sorted by window then position
+        g0003/act       (m,) float32   the SAE code (signed; firing = code != 0)
+        g0003/<output>  (m,) float16   the architecture's extra per-token outputs at the firing
+                                       token (prob_topk: ``gate_logits`` = LayerNorm(a), the gate's
+                                       pre-temperature score; see ``interp.encode.token_outputs``)
     tokenizer/                    the tokenizer (so examples can be decoded without the model)
 
 Triplets are partitioned by latent group inside each chunk, so reading one latent touches only
@@ -27,7 +30,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +39,14 @@ import torch
 
 from ..errors import InputError
 from ..io import atomic_write, atomic_write_json
+from .encode import EncodedBatch, token_outputs
 
 MANIFEST = "manifest.json"
 STATS = "stats.safetensors"
 NONACT = "nonactivating.safetensors"
+LOGITS = "logits.safetensors"
 FORMAT = "probsae-latent-cache"
-VERSION = 1
+VERSION = 2
 
 
 @dataclass
@@ -53,14 +58,15 @@ class LatentRecord:
         windows: (n,) window ids, ascending.
         acts: (n, W) float32 |code| per token of each window (0 where the latent did not fire).
         signed_max: (n,) the signed code at each window's strongest token.
-        gate: (n, W) float32 gate probabilities at firing tokens (NaN elsewhere), or None.
+        extras: the architecture's extra per-token outputs, each (n, W) float32 at firing tokens
+            (NaN elsewhere); prob_topk: ``gate_logits``.
     """
 
     latent: int
     windows: np.ndarray
     acts: np.ndarray
     signed_max: np.ndarray
-    gate: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def max_acts(self) -> np.ndarray:
@@ -98,152 +104,187 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
     atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata))
 
 
+def _settings(sae, hp, n_windows: int, window_len: int, n_nonactivating: int, seed: int,
+              exclude_special: bool) -> dict[str, Any]:
+    return {"format": FORMAT, "version": VERSION, "n_windows_requested": int(n_windows),
+            "window_len": int(window_len), "exclude_special": bool(exclude_special), "hook": str(hp), "d_sae": int(sae.d_sae),
+            "architecture": sae.architecture, "n_nonactivating": int(n_nonactivating), "seed": int(seed),
+            "sae_fingerprint": sae_fingerprint(sae)}
+
+
+class _Totals:
+    """Per-latent totals over every encoded token: firing tokens and windows, max and sum of |act|."""
+
+    def __init__(self, d_sae: int):
+        self.d_sae = d_sae
+        self.token_counts = torch.zeros(d_sae, dtype=torch.long)
+        self.window_counts = torch.zeros(d_sae, dtype=torch.long)
+        self.max_act = torch.zeros(d_sae)
+        self.sum_act = torch.zeros(d_sae, dtype=torch.float64)
+        self.n_tokens = 0
+
+    def add(self, b: EncodedBatch) -> None:
+        d = self.d_sae
+        av = b.act.abs()
+        self.n_tokens += b.n_tokens
+        self.token_counts += torch.bincount(b.latent, minlength=d)
+        self.sum_act += torch.bincount(b.latent, weights=av.double(), minlength=d)
+        self.max_act = torch.maximum(self.max_act, torch.zeros(d).scatter_reduce(0, b.latent, av, "amax"))
+        pairs = torch.unique(b.window * d + b.latent)
+        self.window_counts += torch.bincount(pairs % d, minlength=d)
+
+    def save(self, path: Path) -> None:
+        _save({"token_counts": self.token_counts, "window_counts": self.window_counts,
+               "max_act": self.max_act, "sum_act": self.sum_act}, path)
+
+
+class _ChunkWriter:
+    """Buffers encoded batches and writes one chunk file per ``chunk_windows`` windows, its
+    triplets partitioned by latent group (see the module docstring)."""
+
+    def __init__(self, out: Path, d_sae: int, window_len: int, group_size: int, chunk_windows: int,
+                 outputs: tuple[str, ...]):
+        self.out, self.d_sae, self.W = out, d_sae, window_len
+        self.group_size, self.chunk_windows, self.outputs = group_size, chunk_windows, outputs
+        self.n_groups = (d_sae + group_size - 1) // group_size
+        self.chunks: list[dict[str, Any]] = []
+        self.done = 0
+        self._buf: list[EncodedBatch] = []
+        self._first = 0
+
+    def add(self, b: EncodedBatch) -> None:
+        self._buf.append(b)
+        self.done += len(b)
+        if self.done - self._first >= self.chunk_windows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        tokens, keep = [], []
+        for b in self._buf:
+            T = b.input_ids.shape[1]
+            tok = torch.full((len(b), self.W), -1, dtype=torch.int32)
+            tok[:, :T] = torch.where(b.attention_mask.bool(), b.input_ids, torch.full_like(b.input_ids, -1)).to(torch.int32)
+            kp = torch.zeros((len(b), self.W), dtype=torch.bool)
+            kp[:, :T] = b.keep
+            tokens.append(tok)
+            keep.append(kp)
+        cols = {"window": (torch.int64, [b.window for b in self._buf]), "pos": (torch.int16, [b.pos for b in self._buf]),
+                "latent": (torch.int32, [b.latent for b in self._buf]), "act": (torch.float32, [b.act for b in self._buf])}
+        cols.update({name: (torch.float16, [b.extras[name] for b in self._buf]) for name in self.outputs})
+        cat = {k: torch.cat(ts) for k, (_, ts) in cols.items()}
+        # stable sort by group keeps (window, pos) order inside each group
+        order = torch.argsort(cat["latent"] // self.group_size, stable=True)
+        sizes = torch.bincount(cat["latent"] // self.group_size, minlength=self.n_groups).tolist()
+        tensors: dict[str, torch.Tensor] = {"tokens": torch.cat(tokens), "keep": torch.cat(keep)}
+        for k, (dtype, _) in cols.items():
+            for gi, part in enumerate(cat[k][order].split(sizes)):
+                tensors[f"g{gi:04d}/{k}"] = part.to(dtype)
+        name = f"chunk_{len(self.chunks):05d}.safetensors"
+        _save(tensors, self.out / name)
+        self.chunks.append({"file": name, "first_window": self._first, "n_windows": self.done - self._first})
+        self._buf, self._first = [], self.done
+
+
+def logit_effects(sae, handle, n: int = 10) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """Top ``n`` positive and negative entries of each latent's direct logit effect W_dec · W_U
+    (decoder row times the model's unembedding), or (None, why not)."""
+    if not getattr(handle, "is_causal", False):
+        return None, f"{handle.name} is not a causal LM (no unembedding): no logit effects"
+    head = handle.model.get_output_embeddings() if hasattr(handle.model, "get_output_embeddings") else None
+    if head is None or getattr(head, "weight", None) is None:
+        return None, f"{handle.name} has no output embedding: no logit effects"
+    W_U = head.weight.detach().float()                      # (vocab, d_model)
+    if W_U.shape[1] != sae.d_in:
+        return None, f"SAE width {sae.d_in} ≠ unembedding width {W_U.shape[1]}: no logit effects"
+    W_dec = sae.W_dec.detach().float().to(W_U.device)
+    n = min(n, W_U.shape[0])
+    rows = max(1, (1 << 26) // max(1, W_U.shape[0]))       # ≤ 64M floats per block
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("pos_ids", "pos_vals", "neg_ids", "neg_vals")}
+    with torch.no_grad():
+        for s in range(0, W_dec.shape[0], rows):
+            eff = W_dec[s:s + rows] @ W_U.T
+            top, bot = eff.topk(n, dim=-1), (-eff).topk(n, dim=-1)
+            out["pos_ids"].append(top.indices.int().cpu())
+            out["pos_vals"].append(top.values.cpu())
+            out["neg_ids"].append(bot.indices.int().cpu())
+            out["neg_vals"].append((-bot.values).cpu())
+    return {k: torch.cat(v) for k, v in out.items()}, "W_dec · W_U (direct effect on the logits, no final norm)"
+
+
 def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os.PathLike, *,
                        n_windows: int = 4096, window_len: int = 32, batch_size: int = 16,
                        chunk_windows: int = 1024, group_size: int = 1024, n_nonactivating: int = 64,
                        seed: int = 0, meta: dict[str, Any] | None = None, progress: bool = False,
-                       overwrite: bool = False) -> "LatentCache":
+                       overwrite: bool = False, n_logits: int = 10, exclude_special: bool = True) -> "LatentCache":
     """Encode ``n_windows`` windows of ``window_len`` tokens and write a latent cache to ``out_dir``.
+
+    Three stages: :func:`~probsae.interp.encode.encode_windows` (model → hook → sparse codes and
+    the architecture's declared extra outputs), per-latent totals, and a chunk writer. Then the stats, the tokenizer, the
+    logit effects (causal LMs) and the non-activating samples.
 
     Args:
         sae: a trained :class:`~probsae.SAE` (its ``d_in`` must match the hook's width).
         handle: a :class:`~probsae.data.ModelHandle`; ``hook`` a hook point (``resid_post.3``...).
         docs: documents (e.g. ``load_corpus("pydoc")``), packed into windows by
             :func:`probsae.data.token_windows` (special tokens are kept in the window but never encoded).
+        window_len: tokens per window; the dashboard uses the run's training context length.
         n_nonactivating: per latent, how many windows where it never fires to sample and store.
+        exclude_special: never encode BOS/CLS/SEP/EOS/PAD positions (as training did by default).
         meta: extra metadata recorded in the manifest (model name, corpus spec, run dir...).
     An existing complete cache with the same settings is reused unless ``overwrite``.
     """
     from ..data.corpus import token_windows
-    from ..data.hooks import HookPoint, capture
+    from ..data.hooks import HookPoint
+    from ..progress import bar as progress_bar
+    from .encode import encode_windows
 
     out = Path(out_dir)
     hp = HookPoint.parse(hook)
-    settings = {"n_windows_requested": int(n_windows), "window_len": int(window_len), "hook": str(hp),
-                "d_sae": int(sae.d_sae), "architecture": sae.architecture,
-                "n_nonactivating": int(n_nonactivating), "seed": int(seed),
-                "sae_fingerprint": sae_fingerprint(sae)}
+    settings = _settings(sae, hp, n_windows, window_len, n_nonactivating, seed, exclude_special)
     if (out / MANIFEST).is_file() and not overwrite:
         cache = LatentCache(out)
-        old = {k: cache.manifest.get(k) for k in settings}
-        if old == settings and cache.manifest.get("complete"):
+        if {k: cache.manifest.get(k) for k in settings} == settings and cache.manifest.get("complete"):
             return cache
-    out.mkdir(parents=True, exist_ok=True)
-    for p in out.glob("chunk_*.safetensors"):
-        p.unlink()
-    if (out / MANIFEST).exists():
-        (out / MANIFEST).unlink()
     if window_len < 2:
         raise InputError(f"window_len must be ≥ 2, got {window_len}")
     if sae.d_in != handle.d_model and hp.kind != "module":
         raise InputError(f"SAE d_in={sae.d_in} does not match model {handle.name!r} width {handle.d_model}")
     hp.validate(handle)
-    is_prob = hasattr(sae, "gate_probs")
-    d_sae = sae.d_sae
-    n_groups = (d_sae + group_size - 1) // group_size
+    out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob("chunk_*.safetensors"):
+        p.unlink()
+    if (out / MANIFEST).exists():
+        (out / MANIFEST).unlink()
     sae = sae.eval()
-    dev = handle.device
-    sae_dev = next(sae.parameters()).device
-
-    token_counts = torch.zeros(d_sae, dtype=torch.long)
-    window_counts = torch.zeros(d_sae, dtype=torch.long)
-    max_act = torch.zeros(d_sae)
-    sum_act = torch.zeros(d_sae, dtype=torch.float64)
-    n_tokens = 0
-    chunks: list[dict[str, Any]] = []
-
-    buf_tokens: list[torch.Tensor] = []
-    buf_keep: list[torch.Tensor] = []
-    buf_trip: list[tuple[torch.Tensor, ...]] = []
-    buf_first = 0
-
-    def flush(next_first: int) -> None:
-        nonlocal buf_tokens, buf_keep, buf_trip, buf_first
-        if not buf_tokens:
-            return
-        tensors: dict[str, torch.Tensor] = {"tokens": torch.cat(buf_tokens).to(torch.int32),
-                                            "keep": torch.cat(buf_keep)}
-        if buf_trip:
-            w, p, l, a = (torch.cat([t[i] for t in buf_trip]) for i in range(4))
-            g = torch.cat([t[4] for t in buf_trip]) if is_prob else None
-        else:
-            w = p = l = a = g = None
-        for gi in range(n_groups):
-            if w is None:
-                sel = torch.zeros(0, dtype=torch.long)
-            else:
-                sel = ((l >= gi * group_size) & (l < (gi + 1) * group_size)).nonzero().squeeze(1)
-            tensors[f"g{gi:04d}/window"] = (w[sel] if w is not None else torch.zeros(0)).to(torch.int64)
-            tensors[f"g{gi:04d}/pos"] = (p[sel] if p is not None else torch.zeros(0)).to(torch.int16)
-            tensors[f"g{gi:04d}/latent"] = (l[sel] if l is not None else torch.zeros(0)).to(torch.int32)
-            tensors[f"g{gi:04d}/act"] = (a[sel] if a is not None else torch.zeros(0)).to(torch.float32)
-            if is_prob:
-                tensors[f"g{gi:04d}/gate"] = (g[sel] if g is not None else torch.zeros(0)).to(torch.float16)
-        name = f"chunk_{len(chunks):05d}.safetensors"
-        _save(tensors, out / name)
-        chunks.append({"file": name, "first_window": buf_first, "n_windows": next_first - buf_first})
-        buf_tokens, buf_keep, buf_trip, buf_first = [], [], [], next_first
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=n_windows, unit="win", desc="latent cache")
-    done = 0
+    outputs = token_outputs(sae)
+    totals = _Totals(sae.d_sae)
+    writer = _ChunkWriter(out, sae.d_sae, window_len, group_size, chunk_windows, outputs)
     t0 = time.time()
     windows = token_windows(docs, handle.tokenizer, window_len, batch_size=batch_size,
-                            max_length=handle.max_length, exclude_special=True, drop_last=False)
-    with torch.inference_mode():
-        for wb in windows:
-            if done >= n_windows:
-                break
-            take = min(len(wb), n_windows - done)
-            ids, att, keep = wb.input_ids[:take], wb.attention_mask[:take], wb.token_mask[:take]
-            x = capture(handle, hp, ids.to(dev), att.to(dev)).float()
-            T = ids.shape[1]
-            pos_w, pos_t = keep.nonzero(as_tuple=True)
-            codes = sae.encode(x[keep.to(dev)].to(sae_dev)).float().cpu()       # (N, d_sae)
-            n_tokens += codes.shape[0]
-            nz_row, nz_lat = (codes != 0).nonzero(as_tuple=True)
-            vals = codes[nz_row, nz_lat]
-            av = vals.abs()
-            token_counts += torch.bincount(nz_lat, minlength=d_sae)
-            sum_act += torch.bincount(nz_lat, weights=av.double(), minlength=d_sae)
-            max_act = torch.maximum(max_act, torch.zeros(d_sae).scatter_reduce(0, nz_lat, av, "amax"))
-            win = pos_w[nz_row] + done
-            pairs = torch.unique(win * d_sae + nz_lat)
-            window_counts += torch.bincount(pairs % d_sae, minlength=d_sae)
-            trip = [win, pos_t[nz_row], nz_lat, vals]
-            if is_prob:
-                probs = sae.gate_probs(x[keep.to(dev)].to(sae_dev)).float().cpu()
-                trip.append(probs[nz_row, nz_lat])
-            buf_trip.append(tuple(trip))
-            tok = torch.full((take, window_len), -1, dtype=torch.int32)
-            tok[:, :T] = torch.where(att.bool(), ids, torch.full_like(ids, -1)).to(torch.int32)
-            kp = torch.zeros((take, window_len), dtype=torch.bool)
-            kp[:, :T] = keep
-            buf_tokens.append(tok)
-            buf_keep.append(kp)
-            done += take
-            if bar is not None:
-                bar.update(take)
-            if done - buf_first >= chunk_windows:
-                flush(done)
-    flush(done)
-    if bar is not None:
-        bar.close()
-    if done == 0:
+                            max_length=handle.max_length, exclude_special=exclude_special, drop_last=False)
+    with progress_bar(total=n_windows, unit="win", desc="latent cache", requested=progress) as bar:
+        for eb in encode_windows(sae, handle, hp, windows, max_windows=n_windows):
+            totals.add(eb)
+            writer.add(eb)
+            bar.update(len(eb))
+    writer.flush()
+    if writer.done == 0:
         raise InputError("the corpus produced no token windows")
-
-    _save({"token_counts": token_counts, "window_counts": window_counts, "max_act": max_act,
-           "sum_act": sum_act}, out / STATS)
+    totals.save(out / STATS)
     try:
         handle.tokenizer.save_pretrained(str(out / "tokenizer"))
     except Exception:  # noqa: BLE001 - decoding then needs the model name
         pass
-    manifest = {"format": FORMAT, "version": VERSION, **settings, "n_windows": done,
-                "n_tokens": n_tokens, "group_size": group_size,
-                "chunk_windows": chunk_windows, "has_gate": is_prob, "model": handle.name,
-                "chunks": chunks, "seconds": round(time.time() - t0, 2), "meta": meta or {},
+    effects, logit_note = logit_effects(sae, handle, n_logits)
+    if effects is not None:
+        _save(effects, out / LOGITS)
+    manifest = {**settings, "n_windows": writer.done, "n_tokens": totals.n_tokens, "group_size": group_size,
+                "chunk_windows": chunk_windows, "token_outputs": list(outputs), "model": handle.name,
+                "is_causal": bool(getattr(handle, "is_causal", False)), "logit_effects": effects is not None,
+                "logit_note": logit_note, "gate_beta_end": gate_beta_end(sae), "chunks": writer.chunks,
+                "seconds": round(time.time() - t0, 2), "meta": meta or {},
                 "special_ids": sorted(int(i) for i in handle.special_ids), "complete": False}
     atomic_write_json(out / MANIFEST, manifest)
     cache = LatentCache(out)
@@ -251,6 +292,14 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
     manifest["complete"] = True
     atomic_write_json(out / MANIFEST, manifest)
     return LatentCache(out)
+
+
+def gate_beta_end(sae) -> float | None:
+    """The gate temperature β an SAE with gate logits (prob_topk) ends training with (its inference
+    β, the ``beta`` buffer it saves); None for architectures that declare no ``gate_logits``."""
+    if "gate_logits" not in token_outputs(sae):
+        return None
+    return float(sae.beta)
 
 
 class LatentCache:
@@ -267,7 +316,7 @@ class LatentCache:
         self.d_sae: int = self.manifest["d_sae"]
         self.window_len: int = self.manifest["window_len"]
         self.group_size: int = self.manifest["group_size"]
-        self.has_gate: bool = bool(self.manifest.get("has_gate"))
+        self.outputs: tuple[str, ...] = tuple(self.manifest.get("token_outputs") or ())
         self._tokens: np.ndarray | None = None
         self._keep: np.ndarray | None = None
         self._tokenizer = None
@@ -331,7 +380,7 @@ class LatentCache:
     def _group_triplets(self, group: int) -> dict[str, np.ndarray]:
         from safetensors import safe_open
 
-        keys = ["window", "pos", "latent", "act"] + (["gate"] if self.has_gate else [])
+        keys = ["window", "pos", "latent", "act", *self.outputs]
         parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         for c in self.manifest["chunks"]:
             with safe_open(str(self.path / c["file"]), framework="np") as f:
@@ -361,15 +410,34 @@ class LatentCache:
                 signed = np.zeros((len(uw), W), np.float32)
                 signed[inv, pos] = act
                 arg = acts.argmax(axis=1) if len(uw) else np.zeros(0, np.int64)
-                gate = None
-                if self.has_gate:
-                    gate = np.full((len(uw), W), np.nan, np.float32)
-                    gate[inv, pos] = t["gate"][m].astype(np.float32)
-                out[l] = LatentRecord(l, uw, acts, signed[np.arange(len(uw)), arg], gate)
+                extras = {}
+                for name in self.outputs:
+                    extras[name] = np.full((len(uw), W), np.nan, np.float32)
+                    extras[name][inv, pos] = t[name][m].astype(np.float32)
+                out[l] = LatentRecord(l, uw, acts, signed[np.arange(len(uw)), arg], extras)
         return out
 
     def record(self, latent: int) -> LatentRecord:
         return self.records([latent])[int(latent)]
+
+    def logit_effects(self) -> dict[str, np.ndarray] | None:
+        """Top positive/negative W_dec·W_U entries per latent (``pos_ids``, ``pos_vals``,
+        ``neg_ids``, ``neg_vals``, each (d_sae, n)), or None (not a causal LM: see
+        ``manifest["logit_note"]``)."""
+        if not self.manifest.get("logit_effects"):
+            return None
+        from safetensors.numpy import load_file
+
+        return load_file(str(self.path / LOGITS))
+
+    def first_positions(self) -> np.ndarray:
+        """(n_windows,) the first encoded position of each window (1 after a [CLS]/BOS, 0 without
+        one; -1 for a window with nothing encoded)."""
+        if self._tokens is None:
+            self._load_tokens()
+        keep = self._keep
+        first = keep.argmax(axis=1)
+        return np.where(keep.any(axis=1), first, -1)
 
     def nonactivating(self, latent: int) -> np.ndarray:
         """Stored sample of window ids where ``latent`` never fires (may be shorter than asked
@@ -418,7 +486,9 @@ def sae_fingerprint(sae) -> str:
     """Short hash of an SAE's config and weights (a cache is reused only for the same SAE)."""
     import hashlib
 
-    h = hashlib.sha256(json.dumps(sae.config_dict(), sort_keys=True, default=str).encode())
+    d = sae.config_dict()
+    h = hashlib.sha256(json.dumps({"architecture": d["architecture"], "config": d["config"]}, sort_keys=True,
+                                  default=str).encode())
     with torch.no_grad():
         for k, v in sorted(sae.state_dict().items()):
             h.update(k.encode())

@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,12 +236,28 @@ class ChatClient:
             raise _Malformed("content is not a string")
         return content
 
-    def complete_many(self, requests: Sequence[tuple[Sequence[dict], dict]]) -> list[ChatResult]:
-        """Run ``(messages, params)`` requests concurrently; results in input order."""
+    def complete_many(self, requests: Sequence[tuple[Sequence[dict], dict]], desc: str | None = None) -> list[ChatResult]:
+        """Run ``(messages, params)`` requests concurrently; results in input order. With ``desc``,
+        a progress bar shows requests/s, cache hits, retries and failures so far."""
+        from ..progress import bar as progress_bar
+
         if not requests:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(requests))) as ex:
-            return list(ex.map(lambda r: self.complete(r[0], **r[1]), requests))
+        out: list[ChatResult | None] = [None] * len(requests)
+        with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(requests))) as ex, \
+                progress_bar(total=len(requests), desc=desc or "LLM requests", unit="req", requested=desc is not None) as bar:
+            futures = {ex.submit(self.complete, m, **p): i for i, (m, p) in enumerate(requests)}
+            for fut in as_completed(futures):
+                try:
+                    out[futures[fut]] = fut.result()
+                except LLMEndpointError:  # refused credentials or a redirect: send nothing more
+                    ex.shutdown(wait=False, cancel_futures=True)
+                    raise
+                st = self.report()
+                bar.set_postfix_str(f"cached {st.get('cache_hits', 0)} · retries {st.get('retries', 0)} · "
+                                    f"failed {st.get('failures', 0)}", refresh=False)
+                bar.update(1)
+        return out  # type: ignore[return-value]
 
     def report(self) -> dict[str, int]:
         with self._lock:

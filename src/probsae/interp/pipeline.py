@@ -10,6 +10,7 @@ record), and explicit arguments override it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,7 @@ from .scorers import DetectionScorer, EmbeddingScorer
 
 RUN_CONFIG_FILES = ("run_config.json", "run.json", "train_config.json", "metrics.json", "config.json")
 _KEYS = {"model": ("model", "model_name", "model_id"), "hook": ("hook", "hook_point", "hookpoint"),
-         "corpus": ("corpus", "dataset", "corpus_spec")}
+         "corpus": ("corpus", "dataset", "corpus_spec"), "context_length": ("context_length",)}
 
 
 @dataclass
@@ -38,28 +39,46 @@ class RunInfo:
     hook: str | None
     corpus: str | None
     architecture: str | None = None
+    context_length: int | None = None
+    """Tokens per window in training (the dashboard's default window length)."""
+    exclude_special: bool = True
+    """Special tokens were never encoded in training (nor are they here)."""
 
 
-def _find(obj: Any, names: tuple[str, ...], depth: int = 0) -> str | None:
+def _find(obj: Any, names: tuple[str, ...], kind: type, depth: int = 0) -> Any:
     if not isinstance(obj, dict) or depth > 3:
         return None
     for n in names:
-        if isinstance(obj.get(n), str) and obj[n]:
+        if isinstance(obj.get(n), kind) and obj[n] not in ("", True, False):
             return obj[n]
     for v in obj.values():
-        r = _find(v, names, depth + 1)
-        if r:
+        r = _find(v, names, kind, depth + 1)
+        if r is not None:
             return r
     return None
 
 
+def saved_metadata(run_dir: str | Path):
+    """The :class:`~probsae.saes.SAEMetadata` in a saved SAE's config.json (empty if it has none)."""
+    from ..saes.metadata import SAEMetadata
+
+    try:
+        cfg = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return SAEMetadata()
+    return SAEMetadata.from_dict(cfg.get("metadata") if isinstance(cfg, dict) else None)
+
+
 def resolve_run(run_dir: str | Path, model: str | None = None, hook: str | None = None,
                 corpus: str | None = None, label: str | None = None) -> RunInfo:
-    """Model, hook point and corpus of a run directory (arguments given here win)."""
+    """Model, hook point, corpus and context length of a run directory: the SAE's own metadata
+    (config.json), else what older runs recorded elsewhere; arguments given here win."""
     rd = Path(run_dir)
     if not (rd / "sae.safetensors").is_file():
         raise ConfigError(f"{rd} is not a run directory (no sae.safetensors)")
-    sources: list[dict] = []
+    meta = saved_metadata(rd)
+    sources: list[dict] = [{"model": meta.model_name, "hook": meta.hook_name, "corpus": meta.corpus,
+                            "context_length": meta.context_length}]
     for name in RUN_CONFIG_FILES:
         p = rd / name
         if p.is_file():
@@ -78,10 +97,12 @@ def resolve_run(run_dir: str | Path, model: str | None = None, hook: str | None 
             pass
     found = {}
     for key, names in _KEYS.items():
-        found[key] = next((v for s in sources if (v := _find(s, names))), None)
+        kind = int if key == "context_length" else str
+        found[key] = next((v for s in sources if (v := _find(s, names, kind)) is not None), None)
     arch = next((s.get("architecture") for s in sources if isinstance(s.get("architecture"), str)), None)
+    ctx = found["context_length"]
     return RunInfo(rd, label or rd.name, model or found["model"], hook or found["hook"],
-                   corpus or found["corpus"], arch)
+                   corpus or found["corpus"], arch, ctx, meta.exclude_special)
 
 
 @dataclass
@@ -109,12 +130,24 @@ class AutoInterpConfig:
     min_windows: int | None = None
     """Minimum activating windows of a chosen latent (default 2 × n_buckets)."""
     cache_dir: str | None = None
-    """Latent cache location (default RUN_DIR/interp/latent_cache)."""
-    out_dir: str | None = None
-    """Per-run results go to OUT_DIR/<label>/ (default RUN_DIR/interp/<scorer>-<explainer>/)."""
+    """Latent cache location (default RUN_DIR/interp/latent_cache/w<window_len>-n<n_windows>)."""
     device: str = "cpu"
-    progress: bool = False
+    progress: bool = True
+    """Progress bars (latent cache, LLM calls with rate and failures, embeddings)."""
     llm: LLMConfig = field(default_factory=LLMConfig)
+
+    def settings(self) -> dict[str, Any]:
+        """What the results depend on (not where files go, devices, progress, endpoints or keys)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "device", "progress", "llm")}
+        if self.explainer == "llm" or self.scorer == "detection":
+            d["llm_model"] = self.llm.model
+            d["llm_max_tokens"] = self.llm.max_tokens
+        return d
+
+    def key(self) -> str:
+        """``<scorer>-<explainer>-<hash of settings()>``: the name of a results directory."""
+        blob = json.dumps(self.settings(), sort_keys=True, default=str).encode()
+        return f"{self.scorer}-{self.explainer}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
     def validate(self) -> None:
         if self.scorer not in ("detection", "embedding"):
@@ -127,47 +160,56 @@ class AutoInterpConfig:
             raise ConfigError("n_buckets, n_explain, n_test and n_latents must be ≥ 1")
 
 
-def ensure_cache(info: RunInfo, cfg: AutoInterpConfig, handle=None, docs=None) -> LatentCache:
-    """Build (or reuse) the latent cache of a run."""
+def ensure_cache(info: RunInfo, *, n_windows: int = 4096, window_len: int = 32, batch_size: int = 16,
+                 cache_dir: str | Path | None = None, device: str = "cpu", seed: int = 0,
+                 n_nonactivating: int = 64, progress: bool = True, handle=None, docs=None) -> LatentCache:
+    """Build (or reuse) a latent cache of a run: by default in
+    RUN_DIR/interp/latent_cache/w<window_len>-n<n_windows>, so autointerp's 32-token windows and
+    the dashboard's training-length windows live side by side."""
     from ..data.corpus import load_corpus
     from ..data.models import load_model
     from ..saes import load_sae
 
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else info.run_dir / "interp" / "latent_cache"
+    where = Path(cache_dir) if cache_dir else info.run_dir / "interp" / "latent_cache" / f"w{window_len}-n{n_windows}"
     sae = load_sae(info.run_dir)
+    if not info.hook:
+        raise ConfigError(f"{info.run_dir}: the run does not record its hook point; pass --hook")
     if handle is None:
         if not info.model:
             raise ConfigError(f"{info.run_dir}: the run does not record its model; pass --model")
-        handle = load_model(info.model, device=cfg.device)
-    if not info.hook:
-        raise ConfigError(f"{info.run_dir}: the run does not record its hook point; pass --hook")
+        handle = load_model(info.model, device=device)
     if docs is None:
         if not info.corpus:
             raise ConfigError(f"{info.run_dir}: the run does not record its corpus; pass --corpus")
         docs = load_corpus(info.corpus)
-    return build_latent_cache(sae.to(cfg.device), handle, info.hook, docs, cache_dir, n_windows=cfg.n_windows,
-                              window_len=cfg.window_len, batch_size=cfg.batch_size,
-                              n_nonactivating=max(64, (cfg.n_nonact or cfg.n_test) * cfg.n_buckets),
-                              seed=cfg.seed, progress=cfg.progress,
+    return build_latent_cache(sae.to(device), handle, info.hook, docs, where, n_windows=n_windows,
+                              window_len=window_len, batch_size=batch_size, n_nonactivating=n_nonactivating,
+                              seed=seed, progress=progress, exclude_special=info.exclude_special,
                               meta={"run_dir": str(info.run_dir), "corpus": info.corpus, "model": info.model})
 
 
 def results_dir(info: RunInfo, cfg: AutoInterpConfig) -> Path:
-    """Where one run's explanations/scores/summary go."""
-    if cfg.out_dir:
-        return Path(cfg.out_dir) / info.label
-    return info.run_dir / "interp" / f"{cfg.scorer}-{cfg.explainer}"
+    """Where one run's explanations/scores/summary go: RUN_DIR/interp/<cfg.key()>/, one directory
+    per settings, so a run with other settings never overwrites these."""
+    return info.run_dir / "interp" / cfg.key()
 
 
 def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=None,
                    client: ChatClient | None = None, embedder=None) -> dict[str, Any]:
     """Explain and score ``cfg.n_latents`` latents of one run; returns its Table-2 row and writes
-    ``explanations.jsonl``, ``scores.jsonl`` and ``summary.json`` into the output directory."""
+    ``settings.json``, ``explanations.jsonl``, ``scores.jsonl`` and ``summary.json`` into
+    :func:`results_dir` (one directory per settings)."""
     cfg.validate()
     t0 = time.time()
-    cache = ensure_cache(info, cfg, handle, docs)
+    cache = ensure_cache(info, n_windows=cfg.n_windows, window_len=cfg.window_len, batch_size=cfg.batch_size,
+                         cache_dir=cfg.cache_dir, device=cfg.device, seed=cfg.seed,
+                         n_nonactivating=max(64, (cfg.n_nonact or cfg.n_test) * cfg.n_buckets),
+                         progress=cfg.progress, handle=handle, docs=docs)
     out = results_dir(info, cfg)
     out.mkdir(parents=True, exist_ok=True)
+    settings = {"key": cfg.key(), "settings": cfg.settings(), "sae_fingerprint": cache.manifest.get("sae_fingerprint"),
+                "latent_cache": str(cache.path)}
+    atomic_write_json(out / "settings.json", settings)
     min_w = cfg.min_windows or 2 * cfg.n_buckets
     latents = choose_latents(cache, cfg.n_latents, seed=cfg.seed, min_windows=min_w, latents=cfg.latents)
     records = cache.records(latents)
@@ -177,7 +219,7 @@ def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=No
                for l in latents]
     if client is None and (cfg.explainer == "llm" or cfg.scorer == "detection"):
         if cfg.llm.cache_dir is None:
-            cfg.llm.cache_dir = str(out / "llm_cache")
+            cfg.llm.cache_dir = str(info.run_dir / "interp" / "llm_cache")
         client = ChatClient(cfg.llm)
     explainer = LLMExplainer(client) if cfg.explainer == "llm" else TopTokensExplainer()
     items = [(s.latent, b.bucket, b.explain) for s in samples for b in s.buckets]
@@ -193,14 +235,14 @@ def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=No
     score_dicts = [s.to_json() for s in scores]
     atomic_write_jsonl(out / "scores.jsonl", score_dicts)
     llm_stats = client.report() if client is not None else {}
-    extra = {"run_dir": str(info.run_dir), "architecture": cache.manifest.get("architecture"),
+    extra = {"run_dir": str(info.run_dir), "results_dir": str(out), "settings_key": cfg.key(),
+             "architecture": cache.manifest.get("architecture"),
              "model": info.model, "hook": info.hook, "corpus": info.corpus,
              "explanation_failures": sum(1 for e in explanations if e.text is None),
              "detection_failed_prompts": sum(s.n_failed_prompts for s in scores),
              "detection_prompts": sum(s.n_prompts for s in scores),
              "skipped_buckets": sum(len(s.skipped) for s in samples), "llm": llm_stats,
-             "seconds": round(time.time() - t0, 2),
-             "config": {k: v for k, v in asdict(cfg).items() if k != "llm"}}
+             "seconds": round(time.time() - t0, 2), "config": cfg.settings()}
     if cfg.llm.configured:
         extra["llm_model"] = cfg.llm.model
     row = summarize_run(info.label, score_dicts, cfg.n_buckets, extra)
@@ -208,12 +250,31 @@ def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=No
     return row
 
 
-def autointerp_runs(infos: list[RunInfo], cfg: AutoInterpConfig, out_dir: str | Path, **kw) -> dict[str, Any]:
-    """Run :func:`run_autointerp` on every run and write Table 2 (Markdown + JSON) and the Figure 5
-    plot into ``out_dir``. Returns {"rows", "markdown", "json", "plot"}."""
-    if cfg.llm.cache_dir is None:
-        cfg.llm.cache_dir = str(Path(out_dir) / "llm_cache")
+def default_out(infos: list[RunInfo], cfg: AutoInterpConfig) -> Path:
+    """Where Table 2 and Figure 5 go by default: next to the one run's summary.json, or
+    ./autointerp/<settings key> for several runs."""
+    return results_dir(infos[0], cfg) if len(infos) == 1 else Path("autointerp") / cfg.key()
+
+
+def autointerp_runs(infos: list[RunInfo], cfg: AutoInterpConfig, out_dir: str | Path | None = None,
+                    **kw) -> dict[str, Any]:
+    """Run :func:`run_autointerp` on every run and write Table 2 (Markdown + JSON, from exactly the
+    rows saved as each run's summary.json) and the Figure 5 plot into ``out_dir`` (default
+    :func:`default_out`). An ``out_dir`` holding a table made with other settings is refused, never
+    overwritten. Returns {"rows", "markdown", "json", "plot", "out"}."""
+    out = Path(out_dir) if out_dir else default_out(infos, cfg)
+    old = out / "table2.json"
+    if old.is_file():
+        try:
+            prev = json.loads(old.read_text()).get("settings_key")
+        except ValueError:
+            prev = None
+        if prev is not None and prev != cfg.key():
+            raise ConfigError(f"{out} holds autointerp results made with other settings ({prev}); "
+                              f"these settings are {cfg.key()}: choose another --out")
+    if cfg.llm.cache_dir is None and len(infos) > 1:
+        cfg.llm.cache_dir = str(out.parent / "llm_cache")
     rows = [run_autointerp(i, cfg, **kw) for i in infos]
-    paths = write_table(rows, out_dir)
-    plot = plot_calibration(rows, Path(out_dir) / "figure5.png")
-    return {"rows": rows, **paths, "plot": plot}
+    paths = write_table(rows, out, settings_key=cfg.key())
+    plot = plot_calibration(rows, out / "figure5.png")
+    return {"rows": rows, **paths, "plot": plot, "out": out}

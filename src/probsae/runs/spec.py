@@ -97,11 +97,20 @@ class RunSpec:
     def comparable(self) -> dict[str, Any]:
         """The fields that define the result (not logging/progress/device)."""
         d = self.to_dict()
-        for k in ("progress", "log_every", "log_path", "device", "checkpoint_every", "extra"):
+        for k in ("progress", "log_every", "log_path", "device", "checkpoint_every", "extra", "alive_log_window"):
             d["train"].pop(k, None)
         d["data"].pop("device", None)
         d.pop("cache_dir", None)
         return d
+
+
+def data_metadata(data: DataSpec, **extra: Any):
+    """The :class:`~probsae.saes.SAEMetadata` of an SAE trained on ``data`` (saved in its config.json)."""
+    from ..saes.metadata import SAEMetadata
+
+    return SAEMetadata(model_name=data.model, hook_name=data.hook, context_length=data.context_length,
+                       exclude_special=data.exclude_special, corpus=data.corpus, text_field=data.text_field,
+                       holdout_every=data.holdout_every, activation_dtype=data.dtype, extra=dict(extra))
 
 
 def write_spec(run_dir: Path, spec: RunSpec, command: str | None) -> None:

@@ -6,19 +6,15 @@ when streaming, in their hook point; one model forward then feeds every SAE."""
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..progress import say as _say
 from .results import record_run
-from .spec import PLOT_FILE, RUN_FILE, RunSpec, differences, read_spec, write_spec
-
-
-def _say(msg: str) -> None:
-    print(f"[probsae] {msg}", file=sys.stderr, flush=True)
+from .spec import PLOT_FILE, RUN_FILE, RunSpec, data_metadata, differences, read_spec, write_spec
 
 
 def _check_together(specs: list[RunSpec]) -> None:
@@ -59,6 +55,7 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
     from ..data.prepare import model_stream, prepare_caches
     from ..devices import resolve_device
     from ..io import check_output_dir, check_writable_dir
+    from ..extras import missing_extra_message, plots_available
     from ..training import distributed, train
     from .plot import plot_training
 
@@ -116,6 +113,8 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
     t_data = time.perf_counter() - t0
 
     saes = [s.build_sae(widths[s.data.hook]) for s in specs]
+    for s, sae in zip(specs, saes):
+        sae.metadata = data_metadata(s.data)  # saved in config.json: model, hook point, windows, corpus
     cfg = replace(first.train, steps=steps, extra={**first.train.extra, "model": first.data.model,
                                                     "hooks": hooks, "corpus": first.data.corpus})
     if ctx.is_main:
@@ -124,8 +123,15 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
              (f" ({steps * batch / n_train:.1f} passes over {n_train:,} cached tokens)" if n_train else
               f", straight from the model ({first.data.model}, {first.data.model_dtype} dtype)"))
     done_before = min(_resumed_step(d) for d in dirs)
+    titles = [f"{s.architecture} {s.hparams} — {s.data.model} {s.data.hook}" for s in specs]
+
+    def redraw(i: int, hist) -> None:  # training.png at every checkpoint, not only at the end
+        plot_training(hist.records, dirs[i] / PLOT_FILE, titles[i], saes[i].d_sae, architecture=specs[i].architecture,
+                      final=False)
+
     t1 = time.perf_counter()
-    histories = train(saes, train_data, cfg, run_dirs=dirs, hooks=[s.data.hook for s in specs] if stream else None)
+    histories = train(saes, train_data, cfg, run_dirs=dirs, hooks=[s.data.hook for s in specs] if stream else None,
+                      on_checkpoint=redraw if plots_available() else None)
     t_train = time.perf_counter() - t1
     speed = _throughput(stream, (steps - done_before) * batch, t_train)
     if ctx.is_main:
@@ -136,14 +142,18 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
         return {} if single else [{} for _ in specs]
 
     results = []
-    for s, d, sae, history in zip(specs, dirs, saes, histories):
-        results.append(record_run(
+    for s, d, sae, history, title in zip(specs, dirs, saes, histories, titles):
+        res = record_run(
             d, d.name, s.architecture, s.hparams, sae, eval_data[s.data.hook], cfg,
             data={"model": s.data.model, "hook": s.data.hook, "corpus": s.data.corpus},
             seconds={"data": round(t_data, 1), "train": round(t_train, 1)},
-            throughput={**speed, "saes_on_the_stream": len(specs), "device": str(device)}))
-        plot_training(history.records, d / PLOT_FILE,
-                      f"{s.architecture} {s.hparams} — {s.data.model} {s.data.hook}", sae.d_sae)
+            throughput={**speed, "saes_on_the_stream": len(specs), "device": str(device)})
+        results.append(res)
+        if plots_available():
+            plot_training(history.records, d / PLOT_FILE, title, sae.d_sae, architecture=s.architecture,
+                          heldout_alive=res["heldout"]["alive"])
+        else:
+            _say(f"{d / PLOT_FILE} not drawn: {missing_extra_message('plot')}")
     return results[0] if single else results
 
 

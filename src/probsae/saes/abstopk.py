@@ -22,7 +22,7 @@ class AbsTopKConfig(TopKSAEConfig):
 class AbsTopKSAE(TopKSAE):
     architecture = "abstopk"
     config_class = AbsTopKConfig
-    presentation = Presentation("AbsTopK", "tab:cyan", "X")
+    presentation = Presentation("AbsTopK", "#7F7F7F", "X")
     reads = {"saelens": ("abstopk",)}
 
     selection = kernels.Selection("abs")

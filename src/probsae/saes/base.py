@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..io import atomic_write_text
 from .config import SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation
+from .metadata import SAEMetadata
 from .normalization import InputNormalizer, NormStats
 from .output import Codes, Forward, SAEOutput, densify
 
@@ -82,6 +83,7 @@ class SAE(nn.Module):
         if self.has_encoder_bias:
             self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self._last_stats: NormStats | None = None
+        self.metadata = SAEMetadata()  # model, hook point, windows, corpus: saved next to the config
 
     #: How reports and figures show the architecture (each architecture declares its own).
     presentation: ClassVar[Presentation | None] = None
@@ -281,21 +283,25 @@ class SAE(nn.Module):
 
     # ---- persistence --------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "architecture": self.architecture,
             "config": asdict(self.cfg),
         }
+        if not self.metadata.empty:
+            out["metadata"] = self.metadata.to_dict()
+        return out
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``sae.safetensors`` and ``config.json`` into the directory ``path`` (atomically)."""
+        """Write ``sae.safetensors`` and ``config.json`` (hyperparameters and ``metadata``) into the
+        directory ``path`` (atomically)."""
         from ..io import ensure_dir
         from ..tensorfile import save_tensors
 
         path = ensure_dir(path, "SAE directory")
         meta = json.loads(json.dumps(self.config_dict()))  # as load_sae will read it back
-        # each file records the other's checksum: a change to either is found on load
+        # each file records the other's checksum (metadata included): a change to either is found on load
         crc = save_tensors(path / WEIGHTS_FILE, self.state_dict(), {CONFIG_CHECKSUM_KEY: config_checksum(meta)})
         atomic_write_text(path / CONFIG_FILE, json.dumps({**meta, WEIGHTS_CHECKSUM_KEY: crc}, indent=2))
         return path

@@ -31,7 +31,7 @@ class BatchTopKConfig(TopKConfig):
 class BatchTopKSAE(SAE):
     architecture = "batchtopk"
     config_class = BatchTopKConfig
-    presentation = Presentation("BatchTopK", "tab:orange", "v")
+    presentation = Presentation("BatchTopK", "#56B4E9", "v")
     sparsity = ("k", "K")
     # SAELens saves trained BatchTopK SAEs as JumpReLU ones; their BatchTopK training checkpoints too
     reads = {"saelens": ("batchtopk", "jumprelu")}

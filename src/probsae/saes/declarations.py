@@ -23,12 +23,13 @@ from ..errors import SAEFileError
 
 @dataclass(frozen=True)
 class Presentation:
-    """How reports and figures show an architecture."""
+    """How reports, figures and the dashboard show an architecture (looked up through
+    :func:`probsae.saes.style.style`)."""
 
     label: str
     """Name in legends and tables (e.g. 'Probabilistic TopK')."""
     color: str
-    """Matplotlib colour of its lines and markers."""
+    """Hex colour ``#RRGGBB`` of its lines and markers (matplotlib) and of its dashboard chip (CSS)."""
     marker: str
     """Matplotlib marker of its points."""
 

@@ -37,7 +37,7 @@ class GatedSAE(SAE):
     architecture = "gated"
     config_class = GatedConfig
     has_encoder_bias = False
-    presentation = Presentation("Gated", "tab:purple", "D")
+    presentation = Presentation("Gated", "#CC79A7", "D")
     sparsity = ("l1_coeff", "λ")
     reads = {"saelens": ("gated",)}
 

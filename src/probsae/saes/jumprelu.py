@@ -91,7 +91,7 @@ class JumpReLUSAE(SAE):
     # recovery test falls from ≥ 0.8 to 0.72 with "unit"), so it keeps the init it was tuned with.
     default_init = "orthogonal"
     config_class = JumpReLUConfig
-    presentation = Presentation("JumpReLU", "tab:brown", "P")
+    presentation = Presentation("JumpReLU", "#E69F00", "P")
     sparsity = ("l0_coeff", "λ")
     reads = {"saelens": ("jumprelu",)}
 

@@ -58,7 +58,7 @@ class MatryoshkaBatchTopKConfig(BatchTopKConfig):
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     architecture = "matryoshka_batchtopk"
     config_class = MatryoshkaBatchTopKConfig
-    presentation = Presentation("Matryoshka BatchTopK", "tab:pink", "*")
+    presentation = Presentation("Matryoshka BatchTopK", "#882255", "*")
     # SAELens saves trained Matryoshka SAEs as JumpReLU ones; read back only our own export of one
     reads = {"saelens": ("jumprelu",)}
 

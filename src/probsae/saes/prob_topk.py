@@ -43,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import kernels
@@ -92,7 +93,7 @@ class ProbTopKSAE(SAE):
     architecture = "prob_topk"
     config_class = ProbTopKConfig
     has_encoder_bias = False
-    presentation = Presentation("Probabilistic TopK", "tab:red", "s")
+    presentation = Presentation("Probabilistic TopK", "#D55E00", "s")
     sparsity = ("k", "K")
     default_init = "orthogonal"  # the paper's App. A; measured better than 'unit' for this model
 
@@ -161,10 +162,15 @@ class ProbTopKSAE(SAE):
         return self.sparse_codes_normalized(x_n)
 
     extra_outputs = {"gate_probs": "deterministic gate probability σ(LayerNorm(a)/β) of every latent, "
-                                   "the per-latent confidence the paper studies (..., d_sae)"}
+                                   "the per-latent confidence the paper studies (..., d_sae)",
+                     "gate_logits": "the gate's score before the temperature, LayerNorm(a), of every latent "
+                                    "(gate_probs = σ(gate_logits/β)); informative where gate_probs saturate "
+                                    "at a small β (..., d_sae)"}
 
     def extra_outputs_normalized(self, x_n: Tensor) -> dict[str, Tensor]:
-        return {"gate_probs": self.gate(self.pre_acts(x_n), noisy=False)}
+        a = self.pre_acts(x_n)
+        logits = F.layer_norm(a, (self.d_sae,), self.ln_weight, self.ln_bias) if self.cfg.layernorm else a
+        return {"gate_probs": self.gate(a, noisy=False), "gate_logits": logits}
 
     def gate_probs(self, x: Tensor) -> Tensor:
         """``extras(x)["gate_probs"]``: σ(LayerNorm(a)/β) (..., d_sae) of raw activations."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +49,9 @@ def missing_declarations(name: str) -> list[str]:
                  for m in ("to_saelens", "to_sparsify") if m not in own]
     if not isinstance(cls.presentation, Presentation):
         problems.append(f"{name}: presentation must be a Presentation(label, color, marker)")
+    elif not re.fullmatch(r"#[0-9A-Fa-f]{6}", str(cls.presentation.color)):
+        problems.append(f"{name}: presentation colour must be a hex colour #RRGGBB (figures and the dashboard's CSS), "
+                        f"got {cls.presentation.color!r}")
     else:
         for other in architectures():
             p = get_class(other).presentation
@@ -107,16 +111,18 @@ def expected_state(name: str, cfg) -> dict[str, tuple[tuple[int, ...], Any]]:
 
 
 def load_sae(path: str | os.PathLike, device: str | None = None):
-    """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config),
-    on ``device`` (default: the CPU).
+    """Load an SAE written by ``sae.save(path)`` (exact round trip of weights, buffers, config and
+    ``sae.metadata``), on ``device`` (default: the CPU).
 
     Checked before anything is allocated: config.json is a probsae SAE config of valid values,
     and the weight file's header holds exactly the tensors, shapes and dtypes that config implies.
-    Then the weights' CRC-32 (and that config.json is the one they were saved with) and that no
-    weight is NaN/inf. Every failure is a ``SAEFileError``/``ConfigError`` naming the file."""
+    Then the weights' CRC-32 (and that config.json, its ``metadata`` included, is the one they were
+    saved with) and that no weight is NaN/inf. Every failure is a ``SAEFileError``/``ConfigError``
+    naming the file."""
     from ..io import json_field, read_json
     from ..tensorfile import check_entries, load_tensors, read_header
     from .base import CONFIG_CHECKSUM_KEY, CONFIG_FILE, FORMAT_NAME, WEIGHTS_CHECKSUM_KEY, WEIGHTS_FILE, config_checksum
+    from .metadata import SAEMetadata
 
     path = Path(path)
     if not path.is_dir():
@@ -134,6 +140,10 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
         cfg = build_config(arch, **fields_)
     except (TypeError, ConfigError) as e:
         raise SAEFileError(f"invalid SAE config {cfg_path}: {e}") from None
+    try:
+        metadata = SAEMetadata.from_dict(meta.get("metadata"))
+    except (TypeError, SAEFileError) as e:
+        raise SAEFileError(f"invalid SAE metadata in {cfg_path}: {e}") from None
     header = read_header(w_path, SAEFileError)
     check_entries(header, w_path, expected_state(arch, cfg), SAEFileError)
     recorded = header.metadata.get(CONFIG_CHECKSUM_KEY)
@@ -145,4 +155,5 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
                             finite=True, cls=SAEFileError)
     sae = get_class(arch)(cfg)
     sae.load_state_dict(state)
+    sae.metadata = metadata
     return sae.to(device) if device else sae

@@ -35,7 +35,7 @@ class ReLUConfig(SAEConfig):
 class ReLUSAE(SAE):
     architecture = "relu"
     config_class = ReLUConfig
-    presentation = Presentation("ReLU", "tab:green", "^")
+    presentation = Presentation("ReLU", "#009E73", "^")
     sparsity = ("l1_coeff", "λ")
     reads = {"saelens": ("standard",)}
 

@@ -38,7 +38,7 @@ class TopKSAEConfig(TopKConfig):
 class TopKSAE(SAE):
     architecture = "topk"
     config_class = TopKSAEConfig
-    presentation = Presentation("TopK", "tab:blue", "o")
+    presentation = Presentation("TopK", "#0072B2", "o")
     sparsity = ("k", "K")
     reads = {"saelens": ("topk",), "sparsify": ("topk",)}
 

@@ -42,7 +42,7 @@ class VSAETopKConfig(TopKConfig):
 class VSAETopKSAE(SAE):
     architecture = "vsae_topk"
     config_class = VSAETopKConfig
-    presentation = Presentation("vSAE TopK", "tab:olive", "<")
+    presentation = Presentation("vSAE TopK", "#8C564B", "<")
     sparsity = ("k", "K")
 
     def __init__(self, cfg: VSAETopKConfig):

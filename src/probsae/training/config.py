@@ -39,6 +39,10 @@ class TrainConfig:
     """Initial decoder bias from the first batch: 'geometric_median', 'mean' or 'zeros'."""
     dead_window_tokens: int = 10_000_000
     """A latent is alive if it fired within this many most recent tokens (or the whole run so far)."""
+    alive_log_window: int | None = None
+    """Window (tokens) of the logged ``alive_recent`` count, the one the run's plot shows; None: a
+    tenth of the run's tokens (so it can drop below d_sae even when the run is shorter than
+    ``dead_window_tokens``). Only the log uses it; training does not."""
     log_every: int = 50
     """Write a log record every this many steps (and at the last step)."""
     log_path: str | None = None
@@ -123,6 +127,8 @@ class TrainConfig:
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ConfigError(f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}")
         whole("dead_window_tokens", self.dead_window_tokens, 1)
+        if self.alive_log_window is not None:
+            whole("alive_log_window", self.alive_log_window, 1, "a positive integer or None")
         whole("log_every", self.log_every, 1)
         whole("checkpoint_every", self.checkpoint_every, 0, "an integer ≥ 0 (0: only at the end)")
         if self.precision not in ("auto", "fp32", "bf16"):

@@ -29,6 +29,11 @@ class Liveness:
     def alive(self) -> int:
         return int(self.alive_mask().sum())
 
+    def alive_within(self, window: int) -> int:
+        """Latents that fired within the last ``window`` tokens (a second, shorter view for the log;
+        ``dead_mask`` keeps using ``self.window``)."""
+        return int(((self.last_fired >= 0) & (self.tokens_seen - self.last_fired < int(window))).sum())
+
     def dead_mask(self) -> Tensor:
         return self.tokens_seen - self.last_fired.clamp_min(0) >= self.window
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -13,12 +13,14 @@ from ..errors import ConfigError
 from .batches import BatchSource, batch_rows, bind_hooks, map_batch, pick
 from . import distributed, wandb_logger
 from .config import TrainConfig
+from .display import TrainProgress
 from .logger import TrainHistory
 from .member import Member
 
 
 def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str | os.PathLike] | None = None,
-          hooks: Sequence[str | None] | str | None = None):
+          hooks: Sequence[str | None] | str | None = None,
+          on_checkpoint: Callable[[int, TrainHistory], None] | None = None):
     """Train one SAE or a list of SAEs on ``data``.
 
     ``data``: a (N, d_in) tensor of raw activations (shuffled each epoch), an activation cache
@@ -47,14 +49,17 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
     Under ``torchrun`` (WORLD_SIZE > 1) the same call trains in parallel (``cfg.distribute``:
     'data' shards every global batch over the ranks and averages gradients; 'members' spreads the
     SAEs over the ranks); only the writing rank touches the run directories. See docs/DISTRIBUTED.md.
+
+    ``on_checkpoint(i, history)`` is called on the writing rank after each periodic checkpoint of
+    SAE ``i`` (``probsae train`` redraws ``training.png`` there).
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
     with deterministic_mode(cfg.deterministic):
-        return _train(saes, data, cfg, run_dirs, hooks)
+        return _train(saes, data, cfg, run_dirs, hooks, on_checkpoint)
 
 
-def _train(saes, data, cfg: TrainConfig, run_dirs, hooks):
+def _train(saes, data, cfg: TrainConfig, run_dirs, hooks, on_checkpoint):
     single = not isinstance(saes, (list, tuple))
     sae_list = [saes] if single else list(saes)
     if not sae_list:
@@ -97,7 +102,11 @@ def _train(saes, data, cfg: TrainConfig, run_dirs, hooks):
         m.sae.train()
     wb = wandb_logger.attach(cfg, members, owned, run_dirs, dist)
 
-    bar = _progress(cfg, total, start, len(members)) if dist.is_main else None
+    window = cfg.alive_log_window or max(cfg.batch_size, total * cfg.batch_size // 10)
+    for m in members:
+        m.alive_window = window
+    names = [Path(run_dirs[i]).name if run_dirs else f"SAE {i}" for i in owned]
+    bar = TrainProgress(cfg.progress, total * cfg.batch_size, start * cfg.batch_size, names) if dist.is_main else None
     step = start
     try:
         for step, batch in zip(range(start, total), source.batches(start, resume_state)):
@@ -106,17 +115,18 @@ def _train(saes, data, cfg: TrainConfig, run_dirs, hooks):
             last = step + 1 == total
             ckpt = bool(cfg.checkpoint_every) and (step + 1) % cfg.checkpoint_every == 0 and not last
             extra = source.checkpoint_extra() if ckpt else None
-            for m, key in zip(members, mkeys):
+            for mi, (m, key) in enumerate(zip(members, mkeys)):
                 if step < m.start_step:
                     continue  # this member's checkpoint is ahead: it waits
                 result = m.step(pick(batch, key), step, total)
                 if (step + 1) % cfg.log_every == 0 or last:
                     rec = m.log(step, result)
-                    if bar is not None and m is members[0]:
-                        bar.set_postfix(loss=f"{rec['loss']:.4g}", ev=f"{rec['explained_variance']:.3f}",
-                                        l0=f"{rec['l0']:.1f}", alive=rec["alive"])
+                    if bar is not None:
+                        bar.logged(mi, rec)
                 if ckpt:
                     m.checkpoint(step + 1, extra)
+                    if on_checkpoint is not None and m.writer and dist.is_main:
+                        on_checkpoint(owned[mi], m.history())
             if bar is not None:
                 bar.update(batch_rows(batch) * dist.data_world)
     except BaseException as e:
@@ -137,13 +147,3 @@ def _train(saes, data, cfg: TrainConfig, run_dirs, hooks):
     wb.finish()
     histories: list[TrainHistory] = dist.finish(sae_list, members, owned)
     return histories[0] if single else histories
-
-
-def _progress(cfg: TrainConfig, total: int, start: int, n_members: int):
-    if not cfg.progress:
-        return None
-    from tqdm.auto import tqdm
-
-    desc = f"train {n_members} SAEs" if n_members > 1 else "train"
-    return tqdm(total=total * cfg.batch_size, initial=start * cfg.batch_size, unit="tok", unit_scale=True,
-                desc=desc, dynamic_ncols=True, mininterval=1.0)

@@ -78,6 +78,7 @@ class Member:
         self.last_logged = 0  # step of the last log record
         self.dist = None  # a DistContext in data-parallel mode (set by train(); see distributed.py)
         self.writer = True  # False on ranks that must not write this run directory
+        self.alive_window: int | None = None  # window of the logged 'alive_recent' count (set by train())
 
     # ---- resume ---------------------------------------------------------------------------
     def try_resume(self) -> bool:
@@ -209,6 +210,9 @@ class Member:
                 rec["explained_variance"] = 1.0 - float(sse / tot)
         rec["alive"] = self.liveness.alive()
         rec["dead"] = self.sae.d_sae - rec["alive"]
+        if self.alive_window:  # read from the device at log steps only
+            rec["alive_recent"] = self.liveness.alive_within(self.alive_window)
+            rec["alive_window"] = self.alive_window
         rec.update(result.scalars())
         rec["elapsed_s"] = round(time.perf_counter() - self._t0, 3)
         self._sums, self._count = {}, 0

@@ -1,0 +1,222 @@
+"""A trained run as one object: the SAE, its model and hook point, text in, sparse codes out.
+
+    run = probsae.load_run("runs/minilm-prob_topk-k8")
+    enc = run.encode_text("def parse(path): return open(path).read()")
+    enc.top_latents(5)                 # [(latent, max |act|, token), …]
+    run.top_examples(latent=123, n=5)  # its strongest contexts in the run's held-out text
+
+The model, hook point, context length and special-token handling come from the SAE's own metadata
+(config.json, written by ``probsae train`` / ``probsae sweep``); the model is loaded on first use.
+Text is cut into windows and special tokens are skipped exactly as in training.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+
+@dataclass
+class EncodedText:
+    """Sparse SAE codes of one text.
+
+    ``token_ids`` / ``tokens`` (T,): the tokens that were encoded, in order (special tokens skipped
+    when training skipped them); ``latents`` / ``acts`` (T, K): each token's firing latents and
+    their codes (signed), strongest first, padded with latent -1 and act 0 where a token has fewer
+    than K (ReLU-family L0 varies)."""
+
+    text: str
+    token_ids: torch.Tensor
+    tokens: list[str]
+    latents: torch.Tensor
+    acts: torch.Tensor
+    d_sae: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def dense(self) -> torch.Tensor:
+        """(T, d_sae) dense codes."""
+        out = torch.zeros(len(self.tokens), self.d_sae)
+        ok = self.latents >= 0
+        rows = torch.arange(len(self.tokens)).unsqueeze(1).expand_as(self.latents)
+        out[rows[ok], self.latents[ok]] = self.acts[ok]
+        return out
+
+    def top_latents(self, n: int = 10) -> list[tuple[int, float, str]]:
+        """The ``n`` latents with the largest |code| anywhere in the text, as
+        (latent, signed code at its strongest token, that token)."""
+        best: dict[int, tuple[float, int]] = {}
+        for t in range(len(self.tokens)):
+            for l, a in zip(self.latents[t].tolist(), self.acts[t].tolist()):
+                if l >= 0 and abs(a) > abs(best.get(l, (0.0, 0))[0]):
+                    best[l] = (a, t)
+        order = sorted(best.items(), key=lambda kv: -abs(kv[1][0]))[:n]
+        return [(l, a, self.tokens[t]) for l, (a, t) in order]
+
+
+@dataclass
+class LatentExample:
+    """One context where a latent fires: the window's tokens, the latent's code at each (0 where it
+    does not fire) and the strongest position."""
+
+    window: int
+    tokens: list[str]
+    acts: np.ndarray
+    max_pos: int
+
+    @property
+    def max_act(self) -> float:
+        return float(self.acts[self.max_pos])
+
+    def context(self, left: int = 24, right: int = 8) -> str:
+        """The text around the strongest token, which is shown as [[token]]."""
+        lo, hi = max(0, self.max_pos - left), min(len(self.tokens), self.max_pos + right + 1)
+        parts = [f"[[{t}]]" if i == self.max_pos else t for i, t in enumerate(self.tokens[lo:hi], lo)]
+        return ("…" if lo else "") + "".join(parts) + ("…" if hi < len(self.tokens) else "")
+
+    def __str__(self) -> str:
+        return f"{self.max_act:+.3f}  {self.context()}"
+
+
+class Run:
+    """A trained SAE with its model and hook point (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
+        from ..saes import load_sae
+
+        self.path = Path(path)
+        self.device = device
+        self.sae = load_sae(self.path, device=device).eval()
+        self.metadata = self.sae.metadata
+        if not self.metadata.model_name or not self.metadata.hook_name:
+            raise ConfigError(f"{self.path}: the SAE's config.json records no model/hook point (metadata); "
+                              "set sae.metadata.model_name and hook_name and save it again (sae.save), or retrain "
+                              "with probsae train")
+        self._model = None
+        self._heldout = None
+
+    @property
+    def hook(self) -> str:
+        return self.metadata.hook_name  # type: ignore[return-value]
+
+    @property
+    def model(self):
+        """The :class:`~probsae.data.ModelHandle`, loaded on first use."""
+        if self._model is None:
+            from ..data.models import load_model
+
+            self._model = load_model(self.metadata.model_name, device=self.device)
+        return self._model
+
+    @property
+    def context_length(self) -> int:
+        return int(self.metadata.context_length or self.model.max_length)
+
+    def _windows(self, docs, batch_size: int = 8):
+        from ..data.corpus import token_windows
+
+        m = self.metadata
+        return token_windows(docs, self.model.tokenizer, self.context_length, batch_size=batch_size,
+                             max_length=self.model.max_length, style=m.window_style, prepend_bos=m.prepend_bos,
+                             exclude_special=m.exclude_special)
+
+    def _encode(self, docs, batch_size: int = 8):
+        from ..interp.encode import encode_windows
+
+        return encode_windows(self.sae, self.model, self.hook, self._windows(docs, batch_size))
+
+    def encode_text(self, texts: str | list[str], batch_size: int = 8) -> EncodedText | list[EncodedText]:
+        """Tokens and sparse codes of one text (an :class:`EncodedText`) or of each text of a list.
+        Each text is windowed on its own exactly as training windowed documents (a text longer than
+        the context length spans several windows; their tokens are concatenated)."""
+        from ..interp.latent_cache import token_pieces
+
+        single = isinstance(texts, str)
+        out = []
+        for text in [texts] if single else list(texts):
+            ids, parts = [], []
+            for eb in self._encode([text], batch_size):
+                keep = eb.keep
+                flat = keep.flatten().nonzero().squeeze(1)
+                # token index of each (window, pos) in the concatenated kept tokens
+                index = torch.full(keep.shape, -1, dtype=torch.long).flatten()
+                index[flat] = torch.arange(len(flat)) + sum(len(i) for i in ids)
+                ids.append(eb.input_ids[keep])
+                tok = index.view(keep.shape)[eb.window - eb.first_window, eb.pos]
+                parts.append((tok, eb.latent, eb.act))
+            token_ids = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+            latents, acts = _pack(token_ids.shape[0], parts)
+            pieces = token_pieces(self.model.tokenizer, token_ids.numpy(), np.ones(len(token_ids), bool))
+            out.append(EncodedText(text, token_ids, pieces, latents, acts, self.sae.d_sae))
+        return out[0] if single else out
+
+    def held_out_texts(self) -> list[str]:
+        """The documents of the run's corpus that training never saw (every ``holdout_every``-th)."""
+        from ..data.corpus import load_corpus, split_documents
+
+        m = self.metadata
+        if not m.corpus or not m.holdout_every:
+            raise ConfigError(f"{self.path}: the SAE's metadata records no corpus/held-out split; pass texts=")
+        return list(split_documents(load_corpus(m.corpus, text_field=m.text_field), "holdout",
+                                    holdout_every=m.holdout_every))
+
+    def top_examples(self, latent: int, n: int = 10, texts: list[str] | None = None) -> list[LatentExample]:
+        """The ``n`` windows where ``latent`` fires most strongly (by max |code|), over ``texts``
+        (default: the run's held-out documents), windowed as in training. Encoding of the held-out
+        text is done once per Run."""
+        from ..interp.latent_cache import token_pieces
+
+        if not 0 <= int(latent) < self.sae.d_sae:
+            raise ConfigError(f"latent {latent} out of range 0..{self.sae.d_sae - 1}")
+        if texts is None:
+            if self._heldout is None:
+                self._heldout = list(self._encode(self.held_out_texts()))
+            batches = self._heldout
+        else:
+            batches = list(self._encode(texts))
+        found = []
+        for eb in batches:
+            m = eb.latent == int(latent)
+            for w in torch.unique(eb.window[m]).tolist():
+                sel = m & (eb.window == w)
+                acts = np.zeros(eb.input_ids.shape[1], np.float32)
+                acts[eb.pos[sel].numpy()] = eb.act[sel].numpy()
+                found.append((float(np.abs(acts).max()), eb, w, acts))
+        found.sort(key=lambda f: -f[0])
+        out = []
+        for _, eb, w, acts in found[:n]:
+            row = w - eb.first_window
+            pieces = token_pieces(self.model.tokenizer, eb.input_ids[row].numpy(), eb.keep[row].numpy())
+            out.append(LatentExample(w, pieces, acts, int(np.abs(acts).argmax())))
+        return out
+
+
+def _pack(n_tokens: int, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triplets (token, latent, act) → (T, K) latents/acts, strongest first, padded with -1/0."""
+    if not parts or n_tokens == 0:
+        return torch.full((n_tokens, 0), -1, dtype=torch.long), torch.zeros(n_tokens, 0)
+    tok, lat, act = (torch.cat(x) for x in zip(*parts))
+    order = torch.argsort(act.abs(), descending=True, stable=True)
+    tok, lat, act = tok[order], lat[order], act[order]
+    order = torch.argsort(tok, stable=True)
+    tok, lat, act = tok[order], lat[order], act[order]
+    counts = torch.bincount(tok, minlength=n_tokens)
+    K = int(counts.max()) if len(counts) else 0
+    slot = torch.arange(len(tok)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    latents = torch.full((n_tokens, K), -1, dtype=torch.long)
+    acts = torch.zeros(n_tokens, K)
+    latents[tok, slot] = lat
+    acts[tok, slot] = act
+    return latents, acts
+
+
+def load_run(path: str | os.PathLike, device: str = "cpu") -> Run:
+    """Open a run directory (or any saved SAE whose config.json has metadata): see :class:`Run`."""
+    return Run(path, device)

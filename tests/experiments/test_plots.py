@@ -1,0 +1,84 @@
+"""Figures: one colour per architecture everywhere, comparable panels on one zero-based axis,
+numeric legend order, proxy results labelled, L0 panel only where L0 varies."""
+
+
+import matplotlib
+import matplotlib.figure
+import pytest
+from matplotlib.colors import to_hex
+
+from probsae.experiments import plots
+from probsae.saes.style import colour
+from probsae.interp.calibration import plot_calibration
+from probsae.runs.plot import plot_training
+
+
+@pytest.fixture()
+def figures(monkeypatch):
+    """Every figure saved during the test, captured before it is closed."""
+    saved = []
+    orig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *a, **kw):
+        saved.append(fig)
+        return orig(fig, *a, **kw)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    return saved
+
+
+def _line_colours(ax) -> dict[str, str]:
+    return {l.get_label(): to_hex(l.get_color()) for l in ax.get_lines() if not l.get_label().startswith("_")}
+
+
+def test_alive_panels_share_one_zero_based_axis(tmp_path, figures):
+    panels = {4: {"topk": [(0, 1536), (1e5, 500)], "prob_topk": [(0, 1536), (1e5, 1400)]},
+              32: {"topk": [(0, 1536), (1e5, 1507)], "prob_topk": [(0, 1536), (1e5, 1536)]}}
+    plots.alive_curves(panels, 1536, tmp_path / "alive.png", "alive")
+    axes = figures[-1].axes
+    assert [ax.get_ylim() for ax in axes] == [(0, 1536 * 1.05)] * 2
+    assert _line_colours(axes[0])["TopK"] == colour("topk").lower()
+    assert _line_colours(axes[0])["Probabilistic TopK"] == colour("prob_topk").lower()
+
+
+def test_training_curves_legend_is_numeric_and_coloured_by_architecture(tmp_path, figures):
+    pts = [(0, 0.1), (1, 0.5)]
+    curves = {("topk", "K=16"): pts, ("prob_topk", "K=4"): pts, ("topk", "K=4"): pts, ("topk", "K=8"): pts,
+              ("prob_topk", "K=32"): pts}
+    plots.training_curves(curves, tmp_path / "t.png", "t", "ev")
+    labels = [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()]
+    assert labels == ["TopK K=4", "TopK K=8", "TopK K=16", "Probabilistic TopK K=4", "Probabilistic TopK K=32"]
+
+
+def test_figure5_uses_the_architecture_colours_a_chance_line_and_says_proxy(tmp_path, figures):
+    def row(lab, arch, scorer, source):
+        b = [{"bucket": i, "center_pct": 10 + 20 * i, "mean": 0.5 + 0.05 * i, "ci_low": 0.45 + 0.05 * i,
+              "ci_high": 0.55 + 0.05 * i} for i in range(5)]
+        return {"label": lab, "architecture": arch, "scorer": scorer, "explanation_source": source,
+                "buckets": b, "pearson_r": 0.4}
+    plot_calibration([row("A", "topk", "embedding", "top-tokens"), row("B", "prob_topk", "embedding", "top-tokens")],
+                     tmp_path / "f5.png")
+    ax = figures[-1].axes[0]
+    assert "offline proxy" in ax.get_title() and "proxy" in ax.get_ylabel().lower()
+    assert any(l.get_label().startswith("chance") and l.get_ydata()[0] == 0.5 for l in ax.get_lines())
+    handles, labels = ax.get_legend_handles_labels()
+    got = {lab: to_hex(h.lines[0].get_color()) for h, lab in zip(handles, labels) if hasattr(h, "lines")}
+    assert got["A (r = 0.400)"] == colour("topk").lower() and got["B (r = 0.400)"] == colour("prob_topk").lower()
+    plot_calibration([row("C", "prob_topk", "detection", "llm")], tmp_path / "f5b.png")
+    assert "proxy" not in figures[-1].axes[0].get_title()
+
+
+def test_training_plot_drops_a_flat_l0_and_shows_the_short_window_alive_count(tmp_path, figures):
+    recs = [{"step": s, "tokens": s * 1000, "loss": 1 / s, "explained_variance": 0.1 * s, "l0": 8.0,
+             "alive": 64, "alive_recent": 64 - s, "alive_window": 2000, "beta": 1.0 / s} for s in range(1, 6)]
+    plot_training(recs, tmp_path / "training.png", "prob_topk k=8", 64, architecture="prob_topk", heldout_alive=50)
+    fig = figures[-1]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert not any(t.startswith("L0") for t in titles) and "L0 = 8 at every step" in fig._suptitle.get_text()
+    alive = fig.axes[titles.index("alive latents")]
+    assert alive.get_ylim()[0] == 0 and any("last 2k" in l.get_label() for l in alive.get_lines())
+    assert to_hex(alive.get_lines()[0].get_color()) == colour("prob_topk").lower()
+    recs[2]["l0"] = 9.5                                              # L0 that varies: its panel is back
+    plot_training(recs, tmp_path / "training.png", "relu", 64, architecture="relu", final=False)
+    assert any(ax.get_title().startswith("L0") for ax in figures[-1].axes)
+    assert "in progress" in figures[-1]._suptitle.get_text()

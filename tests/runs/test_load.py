@@ -1,0 +1,96 @@
+"""probsae.load_run: text → tokens and sparse codes of a trained run, exactly as training saw them."""
+
+import json
+
+import pytest
+import torch
+
+import probsae
+from probsae.cli.main import main
+from probsae.data import capture, load_model
+from probsae.data.tiny import TINY_DOCS, save_tiny_model, tiny_documents
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("load_run")
+    save_tiny_model(root / "model", "gpt2", n_layers=3, d_model=32, max_positions=64)
+    (root / "corpus.txt").write_text("\n\n".join(tiny_documents(200)))
+    run = root / "run"
+    assert main(["train", "--arch", "topk", "--k", "4", "--expansion", "2", "--model", str(root / "model"),
+                 "--hook", "resid_pre.2", "--corpus", str(root / "corpus.txt"), "--context-length", "16",
+                 "--eval-tokens", "300", "--batch-size", "64", "--steps", "20", "--lr", "3e-3",
+                 "--no-progress", "--cache-dir", str(root / "cache"), "--out", str(run)]) == 0
+    return run
+
+
+def test_text_to_top_latents_in_three_lines(run_dir):
+    run = probsae.load_run(run_dir)
+    enc = run.encode_text("the model is a test of the data")
+    top = enc.top_latents(5)
+
+    # what those lines did, by hand: the run's model and hook, BOS never encoded, sae.encode
+    handle = load_model(str(run_dir.parent / "model"))
+    ids = torch.tensor([[handle.tokenizer.bos_token_id] + handle.tokenizer("the model is a test of the data")["input_ids"]])
+    x = capture(handle, "resid_pre.2", ids, torch.ones_like(ids))[0, 1:]          # position 0 = BOS, dropped
+    codes = run.sae.encode(x)
+    assert enc.tokens == ["the", " model", " is", " a", " test", " of", " the", " data"]
+    assert torch.equal(enc.token_ids, ids[0, 1:])
+    assert torch.allclose(enc.dense(), codes, atol=1e-6)
+    best = codes.abs().max(0).values
+    assert [l for l, _, _ in top] == best.topk(5).indices.tolist()
+    l, a, tok = top[0]
+    assert a == pytest.approx(float(codes[:, l][codes[:, l].abs().argmax()]), abs=1e-6)
+    assert tok == enc.tokens[int(codes[:, l].abs().argmax())]
+    assert (enc.latents >= 0).sum(1).tolist() == [4] * len(enc)              # K = 4 per token
+
+
+def test_run_reads_its_metadata_and_loads_the_model_lazily(run_dir):
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["metadata"]["hook_name"] == "resid_pre.2" and cfg["metadata"]["context_length"] == 16
+    assert "hook_name" not in cfg["config"]                                 # metadata is not a hyperparameter
+    run = probsae.load_run(run_dir)
+    assert run._model is None and run.hook == "resid_pre.2"                # nothing loaded yet
+    assert run.model.d_model == 32 and run.context_length == 16
+
+
+def test_long_text_spans_windows_as_in_training(run_dir):
+    run = probsae.load_run(run_dir)
+    text = " ".join(TINY_DOCS)                                             # 39 tokens > 16-token windows
+    enc, short = run.encode_text([text, "data"])
+    n = len(run.model.tokenizer(text)["input_ids"])
+    assert len(enc) == n and len(short) == 1                                # every token once, BOS of each window dropped
+    assert "".join(enc.tokens).strip() == text
+
+
+def test_top_examples_over_held_out_text_and_given_texts(run_dir):
+    run = probsae.load_run(run_dir)
+    latent = run.encode_text("the model is a test of the data").top_latents(1)[0][0]
+    ex = run.top_examples(latent, n=3)
+    assert 1 <= len(ex) <= 3
+    assert [e.max_act for e in ex] == sorted((e.max_act for e in ex), key=abs, reverse=True)
+    assert "[[" in ex[0].context() and str(ex[0]).startswith(f"{ex[0].max_act:+.3f}")
+    # the strongest activation found equals the SAE's code on that token of the held-out text
+    held = " ".join(run.held_out_texts())
+    assert "".join(t for t in ex[0].tokens if t).strip() in held
+    own = run.top_examples(latent, n=2, texts=["the model is a test of the data"])
+    assert len(own) == 1 and own[0].max_act == pytest.approx(
+        run.encode_text("the model is a test of the data").dense()[:, latent].abs().max().item(), abs=1e-6)
+    with pytest.raises(probsae.ConfigError):
+        run.top_examples(10_000)
+
+
+def test_a_saved_sae_without_metadata_is_refused_with_a_clear_message(tmp_path):
+    probsae.build_sae("topk", d_in=8, d_sae=16, k=2).save(tmp_path / "bare")
+    with pytest.raises(probsae.ConfigError, match="records no model/hook point"):
+        probsae.load_run(tmp_path / "bare")
+
+
+def test_every_file_of_a_run_is_readable_by_colleagues(run_dir):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {"sae.safetensors", "config.json", "checkpoint.safetensors", "log.jsonl", "metrics.json"} <= {p.name for p in files}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}
