@@ -29,7 +29,8 @@ from ..interp.calibration import mean_ci
 from ..io import atomic_write_text, read_json
 from ..runs.results import read_runs
 from ..saes import get_class
-from .report import BASELINE, SUBJECT, _defaults, _order, family, read_log
+from ..saes.style import arch_order, label as family
+from .report import BASELINE, SUBJECT, _defaults, read_log
 from .sweep import SWEEP_FILE
 
 #: Hyperparameters that identify a pair member rather than a variant.
@@ -329,7 +330,7 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
     L += ["## Every run", "", "(also in `runs.csv`)", "",
           "| budget | architecture | variant | K | seed | L0 | FVU | alive | alive (end of training) |",
           "|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(rows, key=lambda r: (r["budget"], _order(r["architecture"]), r["variant"],
+    order = sorted(rows, key=lambda r: (r["budget"], arch_order(r["architecture"]), r["variant"],
                                         r["k"] or 0, r["seed"]))
     L += [f"| {_budget(r['budget'])} | {r['architecture']} | {r['variant'] or 'default'} | {r['k']} | {r['seed']} | "
           f"{_fmt(r['l0'], 2)} | {_fmt(r['fvu'])} | {_fmt(r['alive'])} | {_fmt(r['train_alive'])} |" for r in order]
