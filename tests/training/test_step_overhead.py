@@ -106,3 +106,30 @@ def test_cuda_graph_replays_the_eager_step(arch, kw):
         trained.append(sae)
     for name in ("W_enc", "W_dec", "b_dec"):
         torch.testing.assert_close(getattr(trained[1], name), getattr(trained[0], name), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_failed_cuda_graph_capture_continues_eagerly(monkeypatch):
+    """A capture that CUDA invalidates (e.g. another thread's unsafe CUDA call in global capture
+    mode) warns and leaves the SAE training eagerly, ending where eager training ends."""
+    from probsae import kernels
+
+    def invalidated(self, member, stream):  # a failed capture has run none of the step's kernels
+        raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
+    data = torch.randn(12 * 64, 16, generator=torch.Generator().manual_seed(0)).cuda()
+    trained = []
+    for graph in (False, True):
+        sae = probsae.build_sae("topk", d_in=16, d_sae=128, k=4, seed=3)
+        cfg = TrainConfig(steps=10, batch_size=64, lr=1e-3, warmup_steps=2, progress=False, device="cuda",
+                          cuda_graph=graph)
+        with kernels.use(scatter="sorted"):
+            if graph:
+                monkeypatch.setattr(StepGraph, "_capture", invalidated)
+                with pytest.warns(RuntimeWarning, match="capture of the training step failed"):
+                    probsae.train(sae, data, cfg)
+            else:
+                probsae.train(sae, data, cfg)
+        trained.append(sae)
+    for name in ("W_enc", "W_dec", "b_dec"):
+        torch.testing.assert_close(getattr(trained[1], name), getattr(trained[0], name), rtol=1e-5, atol=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -248,6 +249,8 @@ class StepGraph:
 
     def __init__(self):
         self.graph = None
+        self.failed = False
+        """Set when the capture failed: the step then runs eagerly from there on (with a warning)."""
         self.steps = 0
         self.static: dict = {}
         self.stream = None
@@ -271,7 +274,7 @@ class StepGraph:
             self.static["dead"].copy_(dead, non_blocking=True)
             self.graph.replay()
             return self.static["out"], self.static["gnorm"]
-        if self.graph is not None:  # a batch of another shape (e.g. a short last batch): eager
+        if self.graph is not None or self.failed:  # another shape (a short last batch), or no graph
             return member._step(batch, dead)
         self.steps += 1
         if self.stream is None:
@@ -285,9 +288,25 @@ class StepGraph:
             return result
         self.static = {"batch": batch.clone(), "dead": dead.clone()}
         member.optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        # thread_local: a model forward or tokeniser thread feeding a stream may use CUDA meanwhile.
-        with torch.cuda.graph(self.graph, stream=stream, capture_error_mode="thread_local"):
-            self.static["out"], self.static["gnorm"] = member._step(self.static["batch"], self.static["dead"])
+        try:
+            self.graph = self._capture(member, stream)
+        except RuntimeError as e:  # torch.AcceleratorError subclasses RuntimeError
+            # Nothing captured ran, so the weights and Adam's moments are as after the last step;
+            # the gradients point into the failed graph's memory pool and are dropped.
+            self.graph, self.static = None, {}
+            self.failed = True
+            member.optimizer.zero_grad(set_to_none=True)
+            warnings.warn(f"CUDA graph capture of the training step failed ({str(e).splitlines()[0]}); "
+                          "this SAE continues eagerly (TrainConfig.cuda_graph=False avoids the attempt)",
+                          RuntimeWarning, stacklevel=2)
+            torch.cuda.current_stream().wait_stream(stream)
+            return member._step(batch, dead)
         self.graph.replay()
         return self.static["out"], self.static["gnorm"]
+
+    def _capture(self, member: Member, stream) -> torch.cuda.CUDAGraph:
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: a model forward or tokeniser thread feeding a stream may use CUDA meanwhile.
+        with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
+            self.static["out"], self.static["gnorm"] = member._step(self.static["batch"], self.static["dead"])
+        return graph
