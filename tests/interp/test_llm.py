@@ -184,3 +184,20 @@ def test_complete_many_stops_sending_once_the_key_is_refused(tmp_path):
         assert 1 <= len(endpoint.auth) < 40
     finally:
         endpoint.stop()
+
+
+def test_autointerp_exits_2_when_the_key_is_refused(trained_run, tmp_path, capsys, monkeypatch):
+    """The CLI end of the 401 finding: `probsae autointerp` stops with exit 2 and the endpoint's
+    refusal, instead of counting every explanation as a generic failure and exiting 0."""
+    endpoint = _Recorder(401)
+    monkeypatch.setenv("PROBSAE_LLM_API_KEY", "sk-wrong")
+    try:
+        argv = ["autointerp", str(trained_run), "--llm-base-url", f"http://127.0.0.1:{endpoint.port}/v1",
+                "--llm-model", "fake", "--n-latents", "2", "--n-explain", "2", "--n-test", "2", "--n-windows", "160",
+                "--out", str(tmp_path / "table"), "--llm-cache", str(tmp_path / "llm_cache")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "HTTP 401" in err and "Traceback" not in err
+        assert not (tmp_path / "table").exists() or not any((tmp_path / "table").iterdir())
+    finally:
+        endpoint.stop()
