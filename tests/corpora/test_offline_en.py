@@ -181,3 +181,15 @@ def test_download_without_apt_get_says_what_to_do(tmp_path, monkeypatch):
         download_deb("dict-gcide", tmp_path)
     (tmp_path / "dict-gcide_9_all.deb").write_bytes(b"x")
     assert download_deb("dict-gcide", tmp_path).name == "dict-gcide_9_all.deb"  # present: no download
+
+
+def test_build_status_lines_follow_the_progress_flag(debs, tmp_path, capsys):
+    """`corpus build` reports its steps on stderr like every command, and `--no-progress` silences
+    them (the summary line on stdout stays)."""
+    argv = ["corpus", "build", "offline-en", "--debs", str(debs), "--no-token-count"]
+    assert main(argv + ["--out", str(tmp_path / "a"), "--progress"]) == 0
+    loud = capsys.readouterr()
+    assert "[corpus]" in loud.err and "documents" in loud.out
+    assert main(argv + ["--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and "documents" in quiet.out

@@ -3,8 +3,6 @@ packages (see probsae.corpora.offline_en and docs/DATA.md)."""
 
 from __future__ import annotations
 
-import sys
-
 NAME = "corpus"
 HELP = ("Build an offline natural-language corpus from Debian packages (apt-get download): "
         "'probsae corpus build offline-en', then use it with --corpus offline-en.")
@@ -41,6 +39,7 @@ def _minilm_counter():
 def run(args) -> int:
     import json
 
+    from .. import progress
     from ..corpora import corpus_dir
     from ..corpora import offline_en
 
@@ -51,7 +50,7 @@ def run(args) -> int:
     counter = None if args.no_token_count else _minilm_counter()
     m = offline_en.build(out, args.debs, count_tokens=counter,
                          tokenizer_name=None if counter is None else "all-MiniLM-L6-v2 (no special tokens)",
-                         log=lambda s: print(f"[corpus] {s}", file=sys.stderr, flush=True))
+                         log=lambda s: progress.say(s, prefix="corpus"))
     tok = f", {m['tokens']:,} MiniLM tokens" if m["tokens"] is not None else ""
     print(f"{out}: {m['documents']:,} documents, {m['characters']:,} characters{tok}; "
           f"use it with --corpus {args.name}" + ("" if args.out is None else f" (set PROBSAE_CORPORA={out.rsplit('/', 1)[0] if '/' in out else '.'})"))
