@@ -1,7 +1,8 @@
 """Dashboards opened in headless Chromium: the DOM and screenshots of (a) a GPT-2-shaped tiny model
 run (logit effects shown), (b) the MiniLM interp fixture run (encoder: no logit effects, gate panel)
-and (c) the main job's run, whose dashboard and screenshots are committed under
-docs/results/dashboard/ (made by scripts/dashboard_screenshots.sh)."""
+(c) the main job's run, whose dashboard and screenshots are committed under
+docs/results/dashboard/ (made by scripts/dashboard_screenshots.sh), and (d) the committed tiny
+GPT-2 dashboard in docs/results/dashboard/tiny-gpt2/ (scripts/tiny_gpt2_dashboard.sh)."""
 
 import json
 import os
@@ -237,3 +238,23 @@ def test_committed_main_job_dashboard_and_screenshots(tmp_path, chromium):
     if flagged:   # the window-start warning is on the page of such a latent
         page = dom(chromium, tmp_path / "profile", (COMMITTED / "index.html").as_uri() + f"#latent-{flagged[0]['id']}")
         assert "Window-start latent" in page
+
+
+def test_committed_tiny_gpt2_dashboard_shows_logit_effects(tmp_path, chromium):
+    """docs/results/dashboard/tiny-gpt2 (scripts/tiny_gpt2_dashboard.sh): a causal LM's pages
+    carry logit effects, drawn as blue and red bars in every committed screenshot."""
+    folder = COMMITTED / "tiny-gpt2"
+    assert "bash scripts/tiny_gpt2_dashboard.sh" in (folder / "README.md").read_text()
+    data = json.loads((folder / "data.json").read_text())
+    assert data["hook"] == "resid_pre.2" and data["architecture"] == "prob_topk" and data["logits"]["available"]
+    assert all(len(l["logits"]["pos"]) == 10 and len(l["logits"]["neg"]) == 10 for l in data["latents"])
+    page = dom(chromium, tmp_path / "profile", (folder / "index.html").as_uri())
+    assert "top positive logits" in page and "top negative logits" in page
+    shots = sorted(folder.glob("*.png"))
+    assert [p.name for p in shots if p.name.startswith("1-")] == ["1-most-frequent.png"]
+    for png in shots:
+        img = pixels(png)
+        assert img.shape == (1100, 1400, 3), png
+        assert count_colour(img, POS) > 200 and count_colour(img, NEG) > 200, f"{png.name}: no logit bars"
+        assert count_shading(img) > 300, f"{png.name}: no shaded tokens"
+        assert count_colour(img, PROB_TOPK) > 50, f"{png.name}: no architecture chip"
