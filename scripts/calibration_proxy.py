@@ -38,7 +38,7 @@ def fisher_ci(r: float | None, n: int) -> tuple[float | None, float | None]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("sweep_dir", help="a sweep directory (runs/<name>) or one budget of it (runs/<name>/tokens=B)")
+    p.add_argument("sweep_dir", nargs="?", help="a sweep directory (runs/<name>) or one budget of it (runs/<name>/tokens=B)")
     p.add_argument("--out", required=True)
     p.add_argument("--k", type=int, nargs="+", default=[8, 16], help="which K (the paper's Table 2: 8 and 16)")
     p.add_argument("--n-latents", type=int, default=100, help="random alive latents per run")
@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="runs/calibration-proxy", help="latent caches and per-run explanations/scores "
                    "(large: kept out of the results folder)")
+    p.add_argument("--replot", action="store_true", help="only redraw OUT/figure5.png from OUT/calibration.json")
     args = p.parse_args(argv)
+    if args.replot:
+        return replot(Path(args.out))
+    if args.sweep_dir is None:
+        p.error("sweep_dir is required (unless --replot)")
 
     from probsae.data.corpus import load_corpus, split_documents
     from probsae.data.models import load_model
@@ -128,8 +133,21 @@ def main(argv: list[str] | None = None) -> int:
     L += ["", table_markdown(results, "Mean score per activation-percentile bucket (mean ± 95 % CI over latents)")]
     atomic_write_text(out / "calibration.md", "\n".join(L) + "\n")
     atomic_write_json(out / "calibration.json", {"runs": results, "args": vars(args)})
-    plot_calibration(results, out / "figure5.png", "Offline proxy: embedding score by activation percentile")
+    plot_calibration(results, out / "figure5.png", FIGURE_TITLE)
     print(f"wrote {out / 'calibration.md'}")
+    return 0
+
+
+FIGURE_TITLE = "Offline proxy: embedding score by activation percentile"
+
+
+def replot(out: Path) -> int:
+    """Redraw figure5.png from a finished run's calibration.json (e.g. after a change of plot style)."""
+    from probsae.interp.calibration import plot_calibration
+
+    results = json.loads((out / "calibration.json").read_text())["runs"]
+    plot_calibration(results, out / "figure5.png", FIGURE_TITLE)
+    print(f"wrote {out / 'figure5.png'}")
     return 0
 
 

@@ -41,6 +41,19 @@ def test_alive_panels_share_one_zero_based_axis(tmp_path, figures):
     assert _line_colours(axes[0])["Probabilistic TopK"] == colour("prob_topk").lower()
 
 
+def test_alive_variants_keep_their_architecture_colour_in_distinct_line_styles(tmp_path, figures):
+    """A variant identical to its architecture (e.g. score=stable) is drawn over it: it must not hide it."""
+    same = [(0, 6144), (1e5, 1400)]
+    panels = {8: {"Probabilistic TopK": same, "Probabilistic TopK (score=stable)": same,
+                  "Probabilistic TopK (score=logit)": [(0, 6144), (1e5, 2000)], "TopK": [(0, 6144), (1e5, 5000)]}}
+    plots.alive_curves(panels, 6144, tmp_path / "alive.png", "alive")
+    lines = {l.get_label(): l for l in figures[-1].axes[0].get_lines() if not l.get_label().startswith("_")}
+    prob = [lines[n] for n in ("Probabilistic TopK", "Probabilistic TopK (score=logit)", "Probabilistic TopK (score=stable)")]
+    assert {to_hex(l.get_color()) for l in prob} == {colour("prob_topk").lower()}
+    assert len({l.get_linestyle() for l in prob}) == 3 and prob[0].get_linestyle() == "-"
+    assert lines["TopK"].get_linestyle() == "-"
+
+
 def test_training_curves_legend_is_numeric_and_coloured_by_architecture(tmp_path, figures):
     pts = [(0, 0.1), (1, 0.5)]
     curves = {("topk", "K=16"): pts, ("prob_topk", "K=4"): pts, ("topk", "K=4"): pts, ("topk", "K=8"): pts,

@@ -47,6 +47,24 @@ def _by_arch(series: dict[str, Any]) -> list[tuple[str, Any]]:
     return sorted(series.items(), key=lambda kv: (arch_order(kv[0]), kv[0]))
 
 
+_VARIANT_LINES = ("--", ":", "-.")
+
+
+def _line_styles(names: list[str]) -> list[tuple[str, str]]:
+    """(colour, line style) per series: an architecture solid in its colour; a variant labelled
+    "<architecture> (<setting>)" in its architecture's colour, dashed, dotted, … in turn, so that a
+    variant equal to its architecture (drawn over it) still shows both."""
+    out, used = [], {}
+    for name in names:
+        base = name.rsplit(" (", 1)[0] if name.endswith(")") and " (" in name else None
+        if not known(name) and base is not None and known(base):
+            i = used[base] = used.get(base, -1) + 1
+            out.append((style(base).color, _VARIANT_LINES[i % len(_VARIANT_LINES)]))
+        else:
+            out.append((style(name).color, "-"))
+    return out
+
+
 def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
     """FVU vs L0 and MSE vs L0 (log-x), one line per architecture. ``series``: architecture name →
     rows with l0, fvu, mse, tag (K or λ, annotated next to each point)."""
@@ -81,13 +99,12 @@ def alive_curves(panels: dict[int, dict[str, list[tuple[float, Any]]]], d_sae: i
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.6), squeeze=False, sharey=True)
     top = d_sae or max((p[1] for curves in panels.values() for pts in curves.values() for p in pts), default=1)
     for ax, (k, curves) in zip(axes[0], sorted(panels.items())):
-        for arch, pts in _by_arch(curves):
-            st = style(arch)
+        for (arch, pts), (color, ls) in zip(_by_arch(curves), _line_styles([a for a, _ in _by_arch(curves)])):
             xs = [p[0] for p in pts]
             vals = [p[1] if isinstance(p[1], list) else [p[1]] for p in pts]
-            ax.plot(xs, [sum(v) / len(v) for v in vals], color=st.color, label=st.label)
+            ax.plot(xs, [sum(v) / len(v) for v in vals], color=color, ls=ls, label=style(arch).label)
             if any(len(v) > 1 for v in vals):
-                ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=st.color, alpha=0.2, lw=0)
+                ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=color, alpha=0.2, lw=0)
         if d_sae:
             ax.axhline(d_sae, color="k", lw=0.6, ls=":")
         ax.set_ylim(0, top * 1.05)

@@ -79,8 +79,9 @@ def load_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, An
                          "fvu": e["fvu"], "mse": e["mse"], "l0": e["l0"], "alive": e["alive"], "dead": e["dead"],
                          "d_sae": r.get("d_sae"), "eval_tokens": e.get("n_tokens"),
                          "train_alive": r.get("train_final", {}).get("alive"),
-                         "pass_train_seconds": r.get("seconds", {}).get("train"),
-                         "pass_members": r.get("extra", {}).get("pass_members")})
+                         # (top-level keys: metrics.json as sweeps wrote it before the one results schema)
+                         "pass_train_seconds": r.get("seconds", {}).get("train", r.get("pass_train_seconds")),
+                         "pass_members": r.get("extra", {}).get("pass_members", r.get("pass_members"))})
     if not rows:
         raise ConfigError(f"{root} has no finished runs (no runs/*/metrics.json): run 'probsae sweep' first")
     return infos, rows
