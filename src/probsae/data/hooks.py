@@ -183,20 +183,33 @@ def capture_many(handle: ModelHandle, hooks: "list[str | HookPoint]", input_ids:
 
 
 @contextmanager
-def splice(handle: ModelHandle, hook: str | HookPoint,
-           fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+def splice(handle: ModelHandle, hook: str | HookPoint, fn: Callable[..., torch.Tensor],
+           source: str | HookPoint | None = None) -> Iterator[None]:
     """Within the context, every forward pass replaces the activation ``x`` at ``hook`` by ``fn(x)``.
 
-    ``fn`` receives the (B, T, d) activation and must return a tensor of the same shape.
+    ``fn`` receives the (B, T, d) activation and must return a tensor of the same shape. With
+    ``source`` (a hook point the forward reaches before ``hook``, e.g. an MLP's input when ``hook``
+    is its output: a transcoder) ``fn(x, s)`` also receives the activation ``s`` at ``source`` of
+    the same forward pass.
     """
     hp = HookPoint.parse(hook)
+    src = HookPoint.parse(source) if source is not None else None
+    seen: list[torch.Tensor] = []
 
     def sub(x: torch.Tensor) -> torch.Tensor:
-        y = fn(x)
+        if src is not None and not seen:
+            raise HookPointError(f"splice at {hp}: source hook point {src} was not reached before it")
+        y = fn(x) if src is None else fn(x, seen.pop())
         if y.shape != x.shape:
             raise HookPointError(f"splice at {hp}: replacement has shape {tuple(y.shape)}, "
                                  f"activation has {tuple(x.shape)}")
         return y.to(x.dtype)
 
-    with _hooked(hp, handle, sub):
+    def keep(s: torch.Tensor) -> None:
+        seen[:] = [s]
+
+    with ExitStack() as stack:
+        if src is not None:
+            stack.enter_context(_hooked(src, handle, keep))
+        stack.enter_context(_hooked(hp, handle, sub))
         yield
