@@ -3,24 +3,12 @@ random-weight GPT-2: a transcoder from the MLP's input (ln_2) to its output (mlp
 
 import json
 
-import pytest
-import torch
-
 import probsae
 from probsae.cli.main import main
 from probsae.data.cache import ActivationCache
-from probsae.data.tiny import save_tiny_model, tiny_documents
 from probsae.evaluation.metrics import evaluate
 
 MLP_IN, MLP_OUT = "module:transformer.h.1.ln_2", "module:transformer.h.1.mlp"
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets")
-    save_tiny_model(root / "model", "gpt2", n_layers=3, d_model=32, max_positions=64)
-    (root / "corpus.txt").write_text("\n\n".join(tiny_documents(200)))
-    return root
 
 
 def test_transcoder_reaches_the_toy_fvu_and_splices_like_an_sae(assets, tmp_path, capsys):

@@ -8,7 +8,6 @@ import torch
 from probsae.data.cache import ActivationCache
 from probsae.data.errors import HookPointError
 from probsae.data.extract import ActivationStream
-from probsae.data.hooks import capture_many
 from probsae.data.prepare import DataSpec, prepare_caches
 from probsae.data.tiny import save_tiny_model, tiny_documents
 
