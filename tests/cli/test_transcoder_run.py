@@ -1,5 +1,5 @@
 """`probsae train --arch transcoder --target-hook …` / `eval` / `export` end to end on a tiny
-random-weight GPT-2: a transcoder from the MLP's input (ln_2) to its output (mlp) of block 1."""
+random-weight GPT-2: a transcoder from the MLP's input (mlp_in.1, after ln_2) to its output (mlp_out.1) of block 1."""
 
 import json
 
@@ -8,7 +8,7 @@ from probsae.cli.main import main
 from probsae.data.cache import ActivationCache
 from probsae.evaluation.metrics import evaluate
 
-MLP_IN, MLP_OUT = "module:transformer.h.1.ln_2", "module:transformer.h.1.mlp"
+MLP_IN, MLP_OUT = "mlp_in.1", "mlp_out.1"
 
 
 def test_transcoder_reaches_the_toy_fvu_and_splices_like_an_sae(assets, tmp_path, capsys):

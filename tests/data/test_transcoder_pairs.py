@@ -11,7 +11,7 @@ from probsae.data.extract import ActivationStream
 from probsae.data.prepare import DataSpec, prepare_caches
 from probsae.data.tiny import save_tiny_model, tiny_documents
 
-MLP_IN, MLP_OUT = "module:transformer.h.1.ln_2", "module:transformer.h.1.mlp"
+MLP_IN, MLP_OUT = "mlp_in.1", "mlp_out.1"
 
 
 def test_pairs_are_the_two_hooks_of_one_forward(tiny_gpt2):

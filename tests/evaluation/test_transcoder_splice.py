@@ -15,7 +15,7 @@ from probsae.data.hooks import splice
 from probsae.data.tiny import tiny_documents, tiny_model
 from probsae.evaluation.downstream import downstream_metrics
 
-MLP_IN, MLP_OUT = "module:transformer.h.1.ln_2", "module:transformer.h.1.mlp"
+MLP_IN, MLP_OUT = "mlp_in.1", "mlp_out.1"
 
 
 @pytest.fixture(scope="module")
