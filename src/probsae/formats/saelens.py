@@ -46,11 +46,13 @@ SAELENS_CFG_VERSION = "6.0.0"  # marks the v6 cfg.json layout (SAELens reads old
 
 def saelens_hook_name(hook: str | None) -> str | None:
     """probsae hook point → TransformerLens/SAELens hook name: 'resid_post.8' →
-    'blocks.8.hook_resid_post', 'resid_pre.8' → 'blocks.8.hook_resid_pre', 'module:x.y' → 'x.y'."""
+    'blocks.8.hook_resid_post', 'resid_pre.8' → 'blocks.8.hook_resid_pre' (likewise resid_mid and
+    mlp_out), 'module:x.y' → 'x.y'; others (mlp_in.L: TransformerLens folds ln2's affine into the MLP
+    by default, so no hook holds it) are written as given."""
     if not hook:
         return None
     hook = str(hook)
-    for kind in ("resid_pre", "resid_post"):
+    for kind in ("resid_pre", "resid_post", "resid_mid", "mlp_out"):
         if hook.startswith(kind + ".") and hook[len(kind) + 1 :].lstrip("-").isdigit():
             return f"blocks.{int(hook[len(kind) + 1:])}.hook_{kind}"
     return hook.removeprefix("module:")

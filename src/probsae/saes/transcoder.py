@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .declarations import NotExpressible, Presentation
+from .declarations import Export, Imported, NotExpressible, Presentation, positive_int, state_tensors
 from .normalization import NormStats
 from .output import Forward
 from .registry import register
@@ -47,7 +47,7 @@ class Transcoder(TopKSAE):
     config_class = TranscoderConfig
     presentation = Presentation("TopK Transcoder", "#117733", "h")
     predicts_target = True
-    reads: dict = {}  # the TopK SAE's readings would turn autoencoders into transcoders
+    reads = {"sparsify": ("topk transcoder",)}  # sparsify's transcode=true TopK coders, not its autoencoders
 
     def __init__(self, cfg: TranscoderConfig):
         super().__init__(cfg)
@@ -103,14 +103,32 @@ class Transcoder(TopKSAE):
     # ---- other libraries ------------------------------------------------------------------------
     def to_saelens(self, state):
         return NotExpressible(
-            "SAELens's transcoders (Transcoder, SkipTranscoder, JumpReLUTranscoder) have ReLU or JumpReLU "
-            "codes, not the K largest; and probsae maps the target with the input's statistics and "
-            "target_scale, which SAELens has no field for. Use sae.state_dict() (W_enc, b_enc, W_dec, b_dec, "
-            "W_skip) with the module docstring's formula")
+            "SAELens's transcoders have no TopK form: Transcoder and SkipTranscoder take the ReLU of every "
+            "pre-activation, JumpReLUTranscoder thresholds them, none keeps the K largest (a target scale or "
+            "b_dec's subtraction would fold into their weights; the K-largest rule cannot). Export to sparsify "
+            "(transcode=true; exact for 'none' and 'scalar' normalisation) or use sae.state_dict()")
 
     def to_sparsify(self, state):
-        return NotExpressible(
-            "not written yet: sparsify's transcoder form (transcode=true, skip_connection, W_skip) encodes x "
-            "without subtracting b_dec and has no output scale, so the export needs b_dec folded into the "
-            "encoder bias and target_scale into W_dec, b_dec and W_skip; probsae's sparsify exporter folds one "
-            "scale for input and output. Use sae.state_dict() meanwhile")
+        """sparsify's transcoder (``transcode``: the encoder reads x without subtracting b_dec;
+        ``skip_connection``: ŷ += x W_skipᵀ): b_dec's subtraction folds into the encoder bias
+        (b_enc − W_encᵀ b_dec) and ``target_scale`` into W_dec, b_dec and W_skip (÷ target_scale),
+        both exact; the exporter then folds 'scalar' normalisation like an SAE's (W_skip, which maps
+        raw x to raw ŷ once both scales are folded, is unchanged by it)."""
+        t = state["target_scale"]
+        tensors = {"b_enc": state["b_enc"] - state["b_dec"] @ state["W_enc"],
+                   "W_dec": state["W_dec"] / t, "b_dec": state["b_dec"] / t}
+        if self.cfg.skip:
+            tensors["W_skip"] = state["W_skip"].t() / t  # sparsify's (d_out, d_in) layout
+        return Export("topk", tensors, {"k": self.cfg.k, "transcode": True, "skip_connection": self.cfg.skip},
+                      dropped=[self._training_only()])
+
+    @classmethod
+    def from_sparsify(cls, source, cfg, tensors, block):
+        """A sparsify TopK transcoder (``transcode``, optional ``skip_connection``): its encoder
+        bias e becomes b_enc = e + W_encᵀ b_dec (probsae subtracts b_dec before encoding);
+        ``target_scale`` is 1 (the file's decoder already carries any exported scale)."""
+        names = ("W_enc", "b_enc", "W_dec", "b_dec") + (("W_skip",) if cfg.get("skip_connection") else ())
+        st = state_tensors(tensors, *names)
+        st["b_enc"] = st["b_enc"] + st["b_dec"] @ st["W_enc"]
+        st["target_scale"] = torch.ones((), dtype=st["W_dec"].dtype)
+        return Imported({"k": positive_int(cfg, "k"), "skip": bool(cfg.get("skip_connection"))}, st)
