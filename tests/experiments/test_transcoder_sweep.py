@@ -14,21 +14,12 @@ from probsae.cli.main import main
 from probsae.data import ActivationCache
 
 
-def test_a_transcoder_sweep_measures_fvu_against_the_target(tmp_path, tiny_corpus_model, capsys):
-    corpus, calls = tiny_corpus_model
+def test_a_transcoder_sweep_measures_fvu_against_the_target(tmp_path, tiny_corpus_model, tiny_data_toml, capsys):
+    calls = tiny_corpus_model[1]
     cfg = tmp_path / "tc.toml"
     cfg.write_text(f"""
 name = "tc"
-[data]
-model = "tiny-gpt2"
-hook = "mlp_in.1"
-target_hook = "mlp_out.1"
-corpus = "{corpus}"
-context_length = 32
-extract_batch_size = 8
-holdout_every = 6
-shard_tokens = 1024
-cache_dir = "{tmp_path / 'cache'}"
+{tiny_data_toml("mlp_in.1", 'target_hook = "mlp_out.1"')}
 [sae]
 d_sae = 64
 [train]

@@ -34,8 +34,8 @@ from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text, ensure_dir
 from ..saes.declarations import positive_int
 from ._common import (
-    BLOCK_KEY, ExportReport, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
-    provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, unit_to_layernorm_factor,
+    BLOCK_KEY, ExportReport, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors,
+    provenance, provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, unit_to_layernorm_factor,
     working_state, write_safetensors,
 )
 
@@ -77,7 +77,7 @@ def export_saelens(sae, out_dir: str | Path, *, hook_name: str | None = None, mo
     st = working_state(sae)
     export = expressible(sae.to_saelens(st), "SAELens", arch)
     refuse_or_allow("SAELens", arch, export.changes, allow_lossy)
-    out: dict[str, torch.Tensor] = {"W_enc": st["W_enc"], "W_dec": st["W_dec"], "b_dec": st["b_dec"], **export.tensors}
+    out: dict[str, torch.Tensor] = {**exported_core(st, export), **export.tensors}
     extra_cfg, target = export.config, export.target
     changes, dropped, notes = export.changes, export.dropped, list(export.notes)
 

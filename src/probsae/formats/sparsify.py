@@ -32,7 +32,7 @@ import torch
 from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text, ensure_dir
 from ._common import (
-    BLOCK_KEY, ExportReport, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
+    BLOCK_KEY, ExportReport, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
     provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, working_state,
     write_safetensors,
 )
@@ -82,8 +82,7 @@ def export_sparsify(sae, out_dir: str | Path, *, hookpoint: str | None = None, a
     k = int(export.config["k"])
     b_enc = export.tensors.get("b_enc", torch.zeros(sae.d_sae, dtype=torch.float64))
     changes, dropped, notes = list(export.changes), export.dropped, list(export.notes)
-    # a declaration may replace W_dec/b_dec (e.g. with an output scale folded in) and add W_skip
-    out = {"W_enc": st["W_enc"], **{n: export.tensors.get(n, st[n]) for n in ("W_dec", "b_dec")}}
+    out = exported_core(st, export)
     norm = sae.cfg.normalize
     if norm == "scalar":
         scale = float(st["normalizer.scale"])

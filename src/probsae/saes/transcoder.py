@@ -114,13 +114,12 @@ class Transcoder(TopKSAE):
         (b_enc − W_encᵀ b_dec) and ``target_scale`` into W_dec, b_dec and W_skip (÷ target_scale),
         both exact; the exporter then folds 'scalar' normalisation like an SAE's (W_skip, which maps
         raw x to raw ŷ once both scales are folded, is unchanged by it)."""
-        t = state["target_scale"]
-        tensors = {"b_enc": state["b_enc"] - state["b_dec"] @ state["W_enc"],
-                   "W_dec": state["W_dec"] / t, "b_dec": state["b_dec"] / t}
+        t = float(state["target_scale"])
+        tensors = {"b_enc": state["b_enc"] - state["b_dec"] @ state["W_enc"]}
         if self.cfg.skip:
             tensors["W_skip"] = state["W_skip"].t() / t  # sparsify's (d_out, d_in) layout
         return Export("topk", tensors, {"k": self.cfg.k, "transcode": True, "skip_connection": self.cfg.skip},
-                      dropped=[self._training_only()])
+                      dropped=[self._training_only()], decoder_scale=1.0 / t)
 
     @classmethod
     def from_sparsify(cls, source, cfg, tensors, block):
