@@ -26,3 +26,16 @@ def tiny_corpus_model(tmp_path, monkeypatch):
 
     monkeypatch.setattr(models_mod, "load_model", fake_load_model)
     return corpus, calls
+
+
+@pytest.fixture()
+def tiny_data_toml(tmp_path, tiny_corpus_model):
+    """``f(hook="resid_pre.1", extra="")``: the ``[data]`` section of a sweep TOML over the tiny
+    corpus and model (cache under ``tmp_path/cache``), ``extra`` lines appended."""
+    corpus, _ = tiny_corpus_model
+
+    def section(hook: str = "resid_pre.1", extra: str = "") -> str:
+        return (f'[data]\nmodel = "tiny-gpt2"\nhook = "{hook}"\ncorpus = "{corpus}"\ncontext_length = 32\n'
+                f'holdout_every = 6\nshard_tokens = 1024\ncache_dir = "{tmp_path / "cache"}"\n{extra}')
+
+    return section

@@ -17,21 +17,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture()
-def sweep_setup(tmp_path, tiny_corpus_model):
-    corpus, calls = tiny_corpus_model
+def sweep_setup(tmp_path, tiny_corpus_model, tiny_data_toml):
+    calls = tiny_corpus_model[1]
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(f"""
 name = "tiny"
 description = "test sweep"
-[data]
-model = "tiny-gpt2"
-hook = "resid_pre.1"
-corpus = "{corpus}"
-context_length = 32
-extract_batch_size = 8
-holdout_every = 6
-shard_tokens = 1024
-cache_dir = "{tmp_path / 'cache'}"
+{tiny_data_toml(extra="extract_batch_size = 8")}
 [sae]
 d_sae = 48
 [train]

@@ -60,20 +60,11 @@ def test_budgets_and_warmup_fraction():
 
 
 @pytest.fixture()
-def when_setup(tmp_path, tiny_corpus_model):
-    corpus, _ = tiny_corpus_model
+def when_setup(tmp_path, tiny_data_toml):
     cfg = tmp_path / "when.toml"
     cfg.write_text(f"""
 name = "when-tiny"
-[data]
-model = "tiny-gpt2"
-hook = "resid_pre.1"
-corpus = "{corpus}"
-context_length = 32
-holdout_every = 6
-shard_tokens = 1024
-cache_dir = "{tmp_path / 'cache'}"
-[sae]
+{tiny_data_toml()}[sae]
 d_sae = 64
 [train]
 batch_size = 64

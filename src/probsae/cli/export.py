@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             report = export_saelens(sae, out, hook_name=hook, model_name=model, allow_lossy=args.allow_lossy,
                                     dtype=dtype)
         else:
-            hp = args.hookpoint or sparsify_hookpoint(hook, model) or "sae"
+            hp = args.hookpoint or sparsify_hookpoint(hook, model, sae.metadata.target_hook_name) or "sae"
             report = export_sparsify(sae, out, hookpoint=hp, allow_lossy=args.allow_lossy, dtype=dtype)
         clean_stale_tmp(report.path)  # temporaries of an earlier, killed export
         status = "exact" if report.exact else "LOSSY"

@@ -42,6 +42,8 @@ FORMAT_VERSION = 1
 TENSOR_KEY = "activations"
 NORMALISATION_NOTE = ("raw activations at the hook point; no normalisation applied "
                       "(input normalisation belongs to the SAE)")
+PAIR_NOTE = ("; each row is the pair [input | target] of the activations at hook and at target_hook "
+             "(d_model = both widths; equal halves for a transcoder)")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -211,6 +213,8 @@ def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str 
                "n_windows": 0, "shards": [], "complete": False, "meta": json.loads(json.dumps(meta)),
                "normalisation": NORMALISATION_NOTE, "probsae_version": _version(),
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated": None}
+        if meta.get("target_hook"):  # a transcoder's cache: each row is [input | target], d_model wide in all
+            man.update(target_hook=str(meta["target_hook"]), normalisation=NORMALISATION_NOTE + PAIR_NOTE)
     # Stray temporaries of a killed run are garbage.
     clean_stale_tmp(root)
 

@@ -149,6 +149,15 @@ class Forward:
         return self._seconds
 
 
+def pair_width(hook: str, d_hook: int, target_hook: str, d_target: int) -> int:
+    """The width of ``[input | target]`` rows, or the ``HookPointError`` naming both widths when
+    they differ (a transcoder's rows split in equal halves)."""
+    if d_hook != d_target:
+        raise HookPointError(f"width mismatch: hook point {hook} has width {d_hook} but target hook point "
+                             f"{target_hook} has {d_target}; a transcoder needs equal widths")
+    return d_hook + d_target
+
+
 def activations_of(handle: ModelHandle, hook: str | HookPoint | list, batch: WindowBatch,
                    exclude_special: bool = True):
     """Activations at ``hook`` of the tokens of ``batch`` as an (N, d) float32 tensor on the
@@ -177,17 +186,26 @@ class ActivationStream:
             the model is on CUDA (the host is idle while the device works), 0 on the CPU (the
             forward already uses every core; tokenisation then runs inline).
         overlap: run forwards on a side CUDA stream (see :class:`Forward`); ignored on the CPU.
+        target_hook: a second hook point read in the same forward (a transcoder's target, e.g.
+            the MLP's output): each row is then the pair ``[x | y]`` of the input ``hook`` and the
+            target, of width d_hook + d_target, under the input hook's key. One input hook only.
     """
 
     def __init__(self, handle: ModelHandle, hook: str | HookPoint | list,
                  windows: Callable[[int], Iterable[WindowBatch]] | Iterable[WindowBatch],
                  max_tokens: int | None = None, exclude_special: bool = True,
-                 progress: bool = False, prefetch: int | None = None, overlap: bool = True) -> None:
+                 progress: bool = False, prefetch: int | None = None, overlap: bool = True,
+                 target_hook: str | HookPoint | None = None) -> None:
         self.handle = handle
         self.hooks = list(dict.fromkeys(HookPoint.parse(h) for h in (hook if isinstance(hook, list) else [hook])))
         if not self.hooks:
             raise HookPointError("ActivationStream: no hook points given")
-        for hp in self.hooks:
+        self.target_hook = HookPoint.parse(target_hook) if target_hook is not None else None
+        if self.target_hook is not None and (len(self.hooks) != 1 or self.target_hook == self.hooks[0]):
+            raise HookPointError(f"a target hook point ({self.target_hook}) pairs with one other input hook point, "
+                                 f"got {', '.join(map(str, self.hooks))}")
+        captured = self.hooks + ([self.target_hook] if self.target_hook is not None else [])
+        for hp in captured:
             hp.validate(handle)
         self.hook = self.hooks[0]
         self.windows = windows
@@ -195,7 +213,7 @@ class ActivationStream:
         self.exclude_special = exclude_special
         self.progress = progress
         self.prefetch = prefetch if prefetch is not None else (4 if handle.device.type == "cuda" else 0)
-        self.forward = Forward(handle, self.hooks, overlap=overlap)
+        self.forward = Forward(handle, captured, overlap=overlap)
 
     @property
     def resumable(self) -> bool:
@@ -211,7 +229,8 @@ class ActivationStream:
     def from_corpus(cls, handle: ModelHandle, hook: str | HookPoint | list, docs: Iterable[str],
                     context_length: int, batch_size: int = 8, max_tokens: int | None = None,
                     exclude_special: bool = True, progress: bool = False, style: str = "auto",
-                    prepend_bos: bool = True, overlap: bool = True) -> "ActivationStream":
+                    prepend_bos: bool = True, overlap: bool = True,
+                    target_hook: str | HookPoint | None = None) -> "ActivationStream":
         """Stream over ``docs`` (a re-iterable, e.g. a :class:`~probsae.data.corpus.Corpus`)
         packed in windows of ``context_length`` (capped at the model's max positions); ``style``
         and ``prepend_bos`` are passed to :func:`~probsae.data.corpus.token_windows`."""
@@ -221,7 +240,7 @@ class ActivationStream:
                                  prepend_bos=prepend_bos, exclude_special=exclude_special,
                                  skip_windows=skip)
         return cls(handle, hook, factory, max_tokens=max_tokens, exclude_special=exclude_special,
-                   progress=progress, overlap=overlap)
+                   progress=progress, overlap=overlap, target_hook=target_hook)
 
     def batches(self, skip_windows: int = 0, tokens_done: int = 0) -> Iterator[ActivationBatch]:
         """Yield :class:`ActivationBatch` es, starting after ``skip_windows`` windows and counting
@@ -244,6 +263,10 @@ class ActivationStream:
                 if self.max_tokens is not None and total >= self.max_tokens:
                     break
                 acts = self.forward(hb)
+                if self.target_hook is not None:
+                    y = acts[str(self.target_hook)]
+                    pair_width(first, acts[first].shape[-1], str(self.target_hook), y.shape[-1])
+                    acts = {first: torch.cat([acts[first], y], dim=-1)}
                 n, rows = hb.n_keep, hb.token_windows
                 if self.max_tokens is not None and total + n > self.max_tokens:
                     n = self.max_tokens - total

@@ -6,7 +6,14 @@ Syntax (see docs/DATA.md):
 * ``resid_post.L`` — the residual stream leaving block ``L`` (= ``hidden_states[L+1]``, except
   for the last block of GPT-2/Llama-like models, whose ``hidden_states[-1]`` has the final norm
   applied; ``resid_post`` never does).
+* ``resid_mid.L`` — the residual stream between block ``L``'s attention and its MLP.
+* ``mlp_in.L`` — what block ``L``'s MLP reads (after its norm, for pre-norm blocks).
+* ``mlp_out.L`` — what block ``L``'s MLP writes (before it is added to the residual stream).
 * ``module:<dotted.name>`` — the output (first element if a tuple) of any named submodule.
+
+The three MLP names are defined per model family (:data:`MLP_SITES`, docs/DATA.md): GPT-2,
+Llama/Qwen-style (pre-norm) and BERT-style (post-norm) blocks; other blocks are refused with the
+reason (use ``module:``).
 
 Capture runs the model only up to the hook point: the hook raises a private exception that
 stops the forward pass, so later blocks (and the LM head) never run.
@@ -26,7 +33,24 @@ from torch import nn
 from probsae.data.errors import HookPointError
 from probsae.data.models import ModelHandle
 
-_RESID = re.compile(r"^(resid_pre|resid_post)\.(-?\d+)$")
+_RESID = re.compile(r"^(resid_pre|resid_post|resid_mid|mlp_in|mlp_out)\.(-?\d+)$")
+_MLP_KINDS = ("resid_mid", "mlp_in", "mlp_out")
+
+#: Per family, where each MLP hook point sits in a block: ``(submodule, "pre" | "post" | "mid")``.
+#: "pre": the submodule's input; "post": its output (first element of a tuple); "mid": the sum of
+#: the block's input and the submodule's (attention's) output, i.e. the stream the block forms
+#: between attention and MLP (spliced by rewriting the attention output, so the MLP *and* the
+#: residual add see the replacement). BERT is post-norm: the attention sublayer already ends in
+#: its LayerNorm, so resid_mid is that sublayer's output, mlp_in is the same tensor as read by the
+#: MLP (``intermediate``; splicing it changes only what the MLP reads) and mlp_out is
+#: ``output.dense`` (before dropout, the residual add and the LayerNorm).
+MLP_SITES: dict[str, dict[str, tuple[str, str]]] = {
+    "gpt2": {"resid_mid": ("attn", "mid"), "mlp_in": ("ln_2", "post"), "mlp_out": ("mlp", "post")},
+    "llama": {"resid_mid": ("self_attn", "mid"), "mlp_in": ("post_attention_layernorm", "post"),
+              "mlp_out": ("mlp", "post")},
+    "bert": {"resid_mid": ("attention", "post"), "mlp_in": ("intermediate", "pre"),
+             "mlp_out": ("output.dense", "post")},
+}
 
 
 @dataclass(frozen=True)
@@ -34,8 +58,9 @@ class HookPoint:
     """A parsed hook point.
 
     Attributes:
-        kind: ``"resid_pre"``, ``"resid_post"`` or ``"module"``.
-        layer: block index for the residual kinds, None for ``module``.
+        kind: ``"resid_pre"``, ``"resid_post"``, ``"resid_mid"``, ``"mlp_in"``, ``"mlp_out"`` or
+            ``"module"``.
+        layer: block index for the layer kinds, None for ``module``.
         module: dotted module name for ``module``, None otherwise.
     """
 
@@ -45,7 +70,8 @@ class HookPoint:
 
     @classmethod
     def parse(cls, spec: "str | HookPoint") -> "HookPoint":
-        """Parse ``resid_pre.L``, ``resid_post.L`` or ``module:<name>``."""
+        """Parse ``resid_pre.L``, ``resid_post.L``, ``resid_mid.L``, ``mlp_in.L``, ``mlp_out.L`` or
+        ``module:<name>``."""
         if isinstance(spec, HookPoint):
             return spec
         s = spec.strip()
@@ -54,8 +80,9 @@ class HookPoint:
             return cls(kind=m.group(1), layer=int(m.group(2)))
         if s.startswith("module:") and len(s) > len("module:"):
             return cls(kind="module", module=s[len("module:"):])
-        raise HookPointError(f"invalid hook point {spec!r}: expected 'resid_pre.L', 'resid_post.L' "
-                             "(L a block index) or 'module:<dotted.module.name>'")
+        raise HookPointError(f"invalid hook point {spec!r}: expected 'resid_pre.L', 'resid_post.L', "
+                             "'resid_mid.L', 'mlp_in.L', 'mlp_out.L' (L a block index) or "
+                             "'module:<dotted.module.name>'")
 
     def __str__(self) -> str:
         return f"module:{self.module}" if self.kind == "module" else f"{self.kind}.{self.layer}"
@@ -69,18 +96,44 @@ class HookPoint:
                 raise HookPointError(f"hook point {self}: model {handle.name!r} has no submodule "
                                      f"{self.module!r}") from e
             return
+        self._check_layer(handle)
+        if self.kind in _MLP_KINDS:
+            self.site(handle)
+
+    def _check_layer(self, handle: ModelHandle) -> None:
         assert self.layer is not None
         if not 0 <= self.layer < handle.n_layers:
             raise HookPointError(f"hook point {self}: layer {self.layer} out of range; model "
                                  f"{handle.name!r} has {handle.n_layers} layers, valid layers are "
                                  f"0..{handle.n_layers - 1}")
 
-    def module_of(self, handle: ModelHandle) -> nn.Module:
-        """The module the hook attaches to (a block for residual kinds)."""
-        self.validate(handle)
-        if self.kind == "module":
-            return handle.model.get_submodule(self.module or "")
-        return handle.blocks[self.layer]
+    def site(self, handle: ModelHandle) -> tuple[nn.Module, str]:
+        """The module the hook attaches to and how: ``"pre"`` (its input), ``"post"`` (its
+        output) or ``"mid"`` (block input + its output; ``resid_mid`` of pre-norm blocks)."""
+        if self.kind not in _MLP_KINDS:
+            self.validate(handle)
+            if self.kind == "module":
+                return handle.model.get_submodule(self.module or ""), "post"
+            return handle.blocks[self.layer], "pre" if self.kind == "resid_pre" else "post"
+        self._check_layer(handle)
+        sites = MLP_SITES.get(handle.family)
+        if sites is None:
+            raise HookPointError(f"hook point {self}: the MLP hook points are defined for GPT-2, Llama/Qwen-style "
+                                 f"and BERT-style blocks; model {handle.name!r} (model_type "
+                                 f"{handle.model_type!r}) is none of them: name the module with 'module:'")
+        block = handle.blocks[self.layer]
+        if hasattr(block, "post_feedforward_layernorm"):
+            raise HookPointError(f"hook point {self}: blocks of model_type {handle.model_type!r} normalise the "
+                                 "MLP's output again before adding it to the residual stream (and may have no "
+                                 "pre-MLP norm), so the MLP hook points have no single meaning there: name the "
+                                 "module with 'module:'")
+        name, mode = sites[self.kind]
+        try:
+            return block.get_submodule(name), mode
+        except AttributeError as e:
+            raise HookPointError(f"hook point {self}: block {self.layer} of model {handle.name!r} (model_type "
+                                 f"{handle.model_type!r}) has no submodule {name!r}, where this hook point sits "
+                                 "in its family: name the module with 'module:'") from e
 
 
 class _StopForward(Exception):
@@ -108,30 +161,49 @@ def _replace_first(x: Any, new: torch.Tensor) -> Any:
     raise HookPointError(f"cannot splice into a module output of type {type(x).__name__}")
 
 
+def _input_of(hook: HookPoint, args: tuple, kwargs: dict) -> torch.Tensor:
+    if args:
+        return args[0]
+    if "hidden_states" not in kwargs:
+        raise HookPointError(f"hook point {hook}: module received no hidden_states")
+    return kwargs["hidden_states"]
+
+
 @contextmanager
 def _hooked(hook: HookPoint, handle: ModelHandle, fn: Callable[[torch.Tensor], torch.Tensor | None]
             ) -> Iterator[None]:
     """Register ``fn`` at ``hook``; if ``fn`` returns a tensor, it replaces the activation."""
-    module = hook.module_of(handle)
-    if hook.kind == "resid_pre":
+    module, mode = hook.site(handle)
+    handles = []
+    if mode == "pre":
         def pre(mod: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
-            if args:
-                new = fn(args[0])
-                return None if new is None else ((new, *args[1:]), kwargs)
-            if "hidden_states" not in kwargs:
-                raise HookPointError(f"hook point {hook}: block received no hidden_states")
-            new = fn(kwargs["hidden_states"])
-            return None if new is None else (args, {**kwargs, "hidden_states": new})
-        h = module.register_forward_pre_hook(pre, with_kwargs=True)
+            new = fn(_input_of(hook, args, kwargs))
+            if new is None:
+                return None
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
+        handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+    elif mode == "mid":  # resid_mid of a pre-norm block: block input + attention output
+        block_in: list[torch.Tensor] = []
+
+        def keep(mod: nn.Module, args: tuple, kwargs: dict) -> None:
+            block_in[:] = [_input_of(hook, args, kwargs)]
+
+        def mid(mod: nn.Module, args: tuple, out: Any) -> Any:
+            a = _first_tensor(out)
+            new = fn(a + block_in[0])  # the block's own sum (addition is commutative in floats)
+            return None if new is None else _replace_first(out, new - block_in[0])
+        handles.append(handle.blocks[hook.layer].register_forward_pre_hook(keep, with_kwargs=True))
+        handles.append(module.register_forward_hook(mid))
     else:
         def post(mod: nn.Module, args: tuple, out: Any) -> Any:
             new = fn(_first_tensor(out))
             return None if new is None else _replace_first(out, new)
-        h = module.register_forward_hook(post)
+        handles.append(module.register_forward_hook(post))
     try:
         yield
     finally:
-        h.remove()
+        for h in handles:
+            h.remove()
 
 
 def capture(handle: ModelHandle, hook: str | HookPoint, input_ids: torch.Tensor,
@@ -183,20 +255,33 @@ def capture_many(handle: ModelHandle, hooks: "list[str | HookPoint]", input_ids:
 
 
 @contextmanager
-def splice(handle: ModelHandle, hook: str | HookPoint,
-           fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+def splice(handle: ModelHandle, hook: str | HookPoint, fn: Callable[..., torch.Tensor],
+           source: str | HookPoint | None = None) -> Iterator[None]:
     """Within the context, every forward pass replaces the activation ``x`` at ``hook`` by ``fn(x)``.
 
-    ``fn`` receives the (B, T, d) activation and must return a tensor of the same shape.
+    ``fn`` receives the (B, T, d) activation and must return a tensor of the same shape. With
+    ``source`` (a hook point the forward reaches before ``hook``, e.g. an MLP's input when ``hook``
+    is its output: a transcoder) ``fn(x, s)`` also receives the activation ``s`` at ``source`` of
+    the same forward pass.
     """
     hp = HookPoint.parse(hook)
+    src = HookPoint.parse(source) if source is not None else None
+    seen: list[torch.Tensor] = []
 
     def sub(x: torch.Tensor) -> torch.Tensor:
-        y = fn(x)
+        if src is not None and not seen:
+            raise HookPointError(f"splice at {hp}: source hook point {src} was not reached before it")
+        y = fn(x) if src is None else fn(x, seen.pop())
         if y.shape != x.shape:
             raise HookPointError(f"splice at {hp}: replacement has shape {tuple(y.shape)}, "
                                  f"activation has {tuple(x.shape)}")
         return y.to(x.dtype)
 
-    with _hooked(hp, handle, sub):
+    def keep(s: torch.Tensor) -> None:
+        seen[:] = [s]
+
+    with ExitStack() as stack:
+        if src is not None:
+            stack.enter_context(_hooked(src, handle, keep))
+        stack.enter_context(_hooked(hp, handle, sub))
         yield

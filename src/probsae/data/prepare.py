@@ -25,6 +25,10 @@ class DataSpec:
     """Model: a short name (minilm, gpt2, qwen3-0.6b), a Hugging Face id or a local directory."""
     hook: str = "resid_pre.4"
     """Hook point: resid_pre.L, resid_post.L or module:<dotted.name> (docs/DATA.md)."""
+    target_hook: str | None = None
+    """A transcoder's target hook point (e.g. module:transformer.h.L.mlp, the MLP's output, for
+    hook module:transformer.h.L.ln_2, its input): rows become [input | target] pairs, the cache
+    stores both sides. None: an SAE, which reconstructs the hook's activations."""
     corpus: str = "pydoc"
     """Text: 'pydoc' (offline default), 'offline-en' (built by 'probsae corpus build offline-en'), a
     .txt/.jsonl/.parquet file or folder, or hf:NAME[:split]."""
@@ -73,6 +77,10 @@ class DataSpec:
         for name in ("model", "hook", "corpus", "text_field"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise DataError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if self.target_hook is not None and (not isinstance(self.target_hook, str) or not self.target_hook
+                                             or self.target_hook == self.hook or "," in self.hook):
+            raise DataError(f"target_hook must be a hook point other than the one input hook {self.hook!r}, "
+                            f"got {self.target_hook!r}")
         whole("context_length", self.context_length, 2)
         whole("extract_batch_size", self.extract_batch_size, 1)
         for name in ("max_tokens", "eval_tokens"):
@@ -93,7 +101,10 @@ class DataSpec:
         from ..devices import dtype_name
         from .cache import cache_identity
 
-        return cache_identity({**self.to_dict(), "model_dtype": dtype_name(model_dtype)}, part)
+        spec = {**self.to_dict(), "model_dtype": dtype_name(model_dtype)}
+        if spec["target_hook"] is None:  # an SAE's cache keeps the identity it had before transcoders
+            del spec["target_hook"]
+        return cache_identity(spec, part)
 
     def slug(self, part: str, device: str | torch.device | None = None) -> str:
         """A directory name identifying this spec's cache of one split (a hash of its identity;
@@ -147,7 +158,7 @@ def activation_stream(spec: DataSpec, part: str, handle=None, progress: bool = F
     return ActivationStream.from_corpus(
         handle, hooks or spec.hook, split_docs(spec, part), context_length=spec.context_length,
         batch_size=spec.extract_batch_size, max_tokens=limit, exclude_special=spec.exclude_special,
-        progress=progress)
+        progress=progress, target_hook=spec.target_hook)
 
 
 def model_stream(spec: DataSpec, batch_size: int, handle=None, hooks=None, buffer_tokens: int | None = None,
@@ -189,7 +200,8 @@ def prepare_caches(spec: DataSpec, cache_root: str | Path, progress: bool = True
 
                 handle = load_model(spec.model, device=dev, dtype=dtype)
             t0 = time.perf_counter()
-            say(f"extracting {part} activations: {spec.model} {spec.hook} on {spec.corpus} "
+            hooks = spec.hook + (f" -> {spec.target_hook}" if spec.target_hook else "")
+            say(f"extracting {part} activations: {spec.model} {hooks} on {spec.corpus} "
                 f"({dev}, {dtype_name(dtype)}) -> {path}")
             stream = activation_stream(spec, part, handle, progress)
             cache = build_cache(stream, path, meta, shard_tokens=spec.shard_tokens, dtype=spec.dtype)

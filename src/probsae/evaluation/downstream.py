@@ -1,7 +1,8 @@
 """Downstream metrics: next-token CE and KL of a causal LM with an SAE reconstruction spliced in.
 
 For each window batch three forward passes run: clean; with the activation ``x`` at the hook
-replaced by ``recon_fn(x)``; with it replaced by zeros. Splicing touches only the positions the
+replaced by ``recon_fn(x)`` (a transcoder: the activation at the target hook replaced by
+``recon_fn`` of the activation at its input hook); with it replaced by zeros. Splicing touches only the positions the
 SAE was trained on (``token_mask``: non-pad, non-special tokens) unless ``splice_special``; BOS,
 EOS separators and padding pass through unchanged, in both the SAE and the zero-ablation pass.
 """
@@ -27,12 +28,14 @@ def _logits(handle: ModelHandle, wb: WindowBatch) -> torch.Tensor:
 
 
 def _replacer(mask: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
-              ) -> Callable[[torch.Tensor], torch.Tensor]:
-    def sub(x: torch.Tensor) -> torch.Tensor:
+              ) -> Callable[..., torch.Tensor]:
+    """Replaces the masked positions of the activation ``x`` by ``fn`` of the masked positions of
+    ``source`` (the activation at the input hook point; ``x`` itself when there is none)."""
+    def sub(x: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
         y = x.clone()
-        sel = x[mask]
+        sel = (x if source is None else source)[mask]
         new = fn(sel.float())
-        if new.shape != sel.shape:
+        if new.shape != x[mask].shape:
             raise DataError(f"recon_fn returned shape {tuple(new.shape)} for input "
                             f"{tuple(sel.shape)}; it must map (N, d) to (N, d)")
         y[mask] = new.to(x.dtype)
@@ -43,7 +46,7 @@ def _replacer(mask: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
 def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
                        recon_fn: Callable[[torch.Tensor], torch.Tensor],
                        windows: Iterable[WindowBatch], max_batches: int | None = None,
-                       splice_special: bool = False) -> dict[str, float]:
+                       splice_special: bool = False, input_hook: str | HookPoint | None = None) -> dict[str, float]:
     """CE and KL of ``handle``'s causal LM with ``recon_fn`` spliced in at ``hook``.
 
     Args:
@@ -53,6 +56,8 @@ def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
         windows: window batches (e.g. from ``token_windows`` over held-out documents).
         max_batches: stop after this many window batches.
         splice_special: also splice special-token positions (default: pass them through).
+        input_hook: where ``recon_fn`` reads its input when that is not ``hook`` (a transcoder
+            reads an MLP's input and its output replaces the MLP's output at ``hook``); None: at ``hook``.
 
     Returns:
         ``ce_clean``, ``ce_sae``, ``ce_zero`` (mean next-token CE in nats over positions whose
@@ -66,6 +71,8 @@ def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
                         f"({handle.model_type}) is not one")
     hp = HookPoint.parse(hook)
     hp.validate(handle)
+    if input_hook is not None:
+        HookPoint.parse(input_hook).validate(handle)
     sums = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl": 0.0, "kl_zero": 0.0}
     n_ce = n_kl = n_spliced = 0
     with torch.inference_mode():
@@ -76,7 +83,7 @@ def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
             att = wb.attention_mask.to(dev).bool()
             mask = att if splice_special else wb.token_mask.to(dev)
             clean = _logits(handle, wb)
-            with splice(handle, hp, _replacer(mask, recon_fn)):
+            with splice(handle, hp, _replacer(mask, recon_fn), source=input_hook):
                 sae = _logits(handle, wb)
             with splice(handle, hp, _replacer(mask, torch.zeros_like)):
                 zero = _logits(handle, wb)

@@ -26,6 +26,7 @@ HPARAMS: dict[str, dict[str, Any]] = {
     # two levels (64 | 128 latents): the default three (8 | 32 | 128) make the first latents learn
     # mixtures of this flat toy's features (recovery 0.73 measured, vs 0.84; EV 0.94 vs 0.95)
     "matryoshka_batchtopk": {"k": 8, "prefix_fractions": (0.5, 1.0)},
+    "transcoder": {"k": 8},  # fed input rows alone, a transcoder reconstructs them: an SAE
 }
 
 

@@ -76,7 +76,8 @@ def sweep_metadata(cfg: SweepConfig, train_data):
     from ..saes.metadata import SAEMetadata
 
     m = train_data.manifest
-    return SAEMetadata(model_name=m.get("model"), hook_name=m.get("hook"), context_length=m.get("context_length"),
+    return SAEMetadata(model_name=m.get("model"), hook_name=m.get("hook"), target_hook_name=m.get("target_hook"),
+                       context_length=m.get("context_length"),
                        exclude_special=m.get("exclude_special", True), corpus=m.get("corpus"),
                        holdout_every=m.get("holdout_every"), extra={"sweep": cfg.name})
 

@@ -82,6 +82,13 @@ def working_state(sae) -> dict[str, Tensor]:
             for k, v in sae.state_dict().items()}
 
 
+def exported_core(state: dict[str, Tensor], export) -> dict[str, Tensor]:
+    """W_enc, W_dec and b_dec as the target gets them before any input-scale folding: the
+    declaration's ``decoder_scale`` folded into the decoder."""
+    s = float(export.decoder_scale)
+    return {"W_enc": state["W_enc"], "W_dec": state["W_dec"] * s, "b_dec": state["b_dec"] * s}
+
+
 def fold_input_scale(state: dict[str, Tensor], c: float) -> dict[str, Tensor]:
     """Re-express an SAE that reads x_n for one that reads c·x_n and returns c·x̂_n:
     W_enc/c, b_dec·c, W_dec·c (codes, thresholds and encoder biases are unchanged)."""

@@ -34,8 +34,8 @@ from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text, ensure_dir
 from ..saes.declarations import positive_int
 from ._common import (
-    BLOCK_KEY, ExportReport, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
-    provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, unit_to_layernorm_factor,
+    BLOCK_KEY, ExportReport, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors,
+    provenance, provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, unit_to_layernorm_factor,
     working_state, write_safetensors,
 )
 
@@ -46,11 +46,13 @@ SAELENS_CFG_VERSION = "6.0.0"  # marks the v6 cfg.json layout (SAELens reads old
 
 def saelens_hook_name(hook: str | None) -> str | None:
     """probsae hook point → TransformerLens/SAELens hook name: 'resid_post.8' →
-    'blocks.8.hook_resid_post', 'resid_pre.8' → 'blocks.8.hook_resid_pre', 'module:x.y' → 'x.y'."""
+    'blocks.8.hook_resid_post', 'resid_pre.8' → 'blocks.8.hook_resid_pre' (likewise resid_mid and
+    mlp_out), 'module:x.y' → 'x.y'; others (mlp_in.L: TransformerLens folds ln2's affine into the MLP
+    by default, so no hook holds it) are written as given."""
     if not hook:
         return None
     hook = str(hook)
-    for kind in ("resid_pre", "resid_post"):
+    for kind in ("resid_pre", "resid_post", "resid_mid", "mlp_out"):
         if hook.startswith(kind + ".") and hook[len(kind) + 1 :].lstrip("-").isdigit():
             return f"blocks.{int(hook[len(kind) + 1:])}.hook_{kind}"
     return hook.removeprefix("module:")
@@ -75,7 +77,7 @@ def export_saelens(sae, out_dir: str | Path, *, hook_name: str | None = None, mo
     st = working_state(sae)
     export = expressible(sae.to_saelens(st), "SAELens", arch)
     refuse_or_allow("SAELens", arch, export.changes, allow_lossy)
-    out: dict[str, torch.Tensor] = {"W_enc": st["W_enc"], "W_dec": st["W_dec"], "b_dec": st["b_dec"], **export.tensors}
+    out: dict[str, torch.Tensor] = {**exported_core(st, export), **export.tensors}
     extra_cfg, target = export.config, export.target
     changes, dropped, notes = export.changes, export.dropped, list(export.notes)
 

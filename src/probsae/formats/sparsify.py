@@ -9,7 +9,10 @@ drop keys they do not know (the ``probsae`` provenance block). A multi-hook-poin
 of such directories named after the hook points (``layers.8``, ``h.8`` …).
 
 sparsify's inference is TopK of ReLU(encoder(x − b_dec)) then ``W_dec`` + ``b_dec`` on raw
-activations, with no input normalisation. Each architecture module declares its sparsify form
+activations, with no input normalisation. A transcoder (``transcode``: true) encodes x without
+subtracting ``b_dec`` and adds ``x W_skipᵀ`` with ``skip_connection`` (``W_skip`` (d_out, d_in));
+its declaration folds b_dec into the encoder bias and its target scale into the decoder, and the
+importer reads sparsify's 'topk' transcoders as the kind ``'topk transcoder'``. Each architecture module declares its sparsify form
 (``to_sparsify``: exact, lossy with the differences listed, or not expressible) and whether it
 reads sparsify coders (``reads``/``from_sparsify``); docs/FORMATS.md tabulates them. 'scalar'
 normalisation is folded into the weights (exact); 'unit' normalisation cannot be expressed: the
@@ -20,6 +23,7 @@ outputs (a lossy export).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ import torch
 from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text, ensure_dir
 from ._common import (
-    BLOCK_KEY, ExportReport, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
+    BLOCK_KEY, ExportReport, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
     provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, working_state,
     write_safetensors,
 )
@@ -37,16 +41,27 @@ WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "cfg.json"
 
 
-def sparsify_hookpoint(hook: str | None, model_name: str | None = None) -> str | None:
+def sparsify_hookpoint(hook: str | None, model_name: str | None = None,
+                       target_hook: str | None = None) -> str | None:
     """A default sparsify hook-point name (a module path of the HF model) for a probsae hook
     point: 'resid_post.L' (output of block L) → 'layers.L' ('h.L' for GPT-2), 'resid_pre.L' →
-    the previous block's output for L > 0, 'module:x.y' → 'x.y'; None when there is none."""
+    the previous block's output for L > 0, 'mlp_out.L' → 'layers.L.mlp', 'module:x.y' → 'x.y';
+    None when there is none. A transcoder (``target_hook``) is named by the module it stands in
+    for, whose input and output sparsify hooks: 'mlp_in.L' → 'mlp_out.L' is 'layers.L.mlp'."""
     if not hook:
         return None
     hook = str(hook)
+    blocks = "h" if model_name and "gpt2" in str(model_name).lower() else "layers"
+    if target_hook:
+        m = re.fullmatch(r"mlp_in\.(\d+)", hook)
+        return f"{blocks}.{m.group(1)}.mlp" if m and str(target_hook) == f"mlp_out.{m.group(1)}" else None
     if hook.startswith("module:"):
         return hook[len("module:"):]
-    blocks = "h" if model_name and "gpt2" in str(model_name).lower() else "layers"
+    m = re.fullmatch(r"mlp_out\.(\d+)", hook)
+    if m:
+        return f"{blocks}.{m.group(1)}.mlp"
+    if hook.startswith(("resid_mid.", "mlp_in.")):
+        return None  # a module's input, not an output: sparsify hooks outputs
     for kind, shift in (("resid_post", 0), ("resid_pre", -1)):
         if hook.startswith(kind + "."):
             rest = hook[len(kind) + 1 :]
@@ -67,7 +82,7 @@ def export_sparsify(sae, out_dir: str | Path, *, hookpoint: str | None = None, a
     k = int(export.config["k"])
     b_enc = export.tensors.get("b_enc", torch.zeros(sae.d_sae, dtype=torch.float64))
     changes, dropped, notes = list(export.changes), export.dropped, list(export.notes)
-    out = {"W_enc": st["W_enc"], "W_dec": st["W_dec"], "b_dec": st["b_dec"]}
+    out = exported_core(st, export)
     norm = sae.cfg.normalize
     if norm == "scalar":
         scale = float(st["normalizer.scale"])
@@ -76,16 +91,21 @@ def export_sparsify(sae, out_dir: str | Path, *, hookpoint: str | None = None, a
     elif norm == "unit":
         changes.append("input normalisation: sparsify has none. The weights are on probsae's working scale: feed "
                        "x_n = (x − mean(x))/‖x − mean(x)‖ (mean and norm over the hidden dimension, per token) and "
-                       "map the output back with x̂ = x̂_n·‖x − mean(x)‖ + mean(x). Fed raw activations, the "
+                       "map the output back with x̂ = x̂_n·‖x − mean(x)‖ + mean(x) (for a transcoder too: its output "
+                       "is mapped back with the input x's mean and norm). Fed raw activations, the "
                        "sparsify SAE computes different codes and a reconstruction on the wrong scale. For an exact "
                        "sparsify export, train with --normalize none (or scalar, which is folded into the weights)")
     refuse_or_allow("sparsify", arch, changes, allow_lossy)
     path = ensure_dir(Path(out_dir) / hookpoint if hookpoint else Path(out_dir), "export directory")
     tensors = {"encoder.weight": out["W_enc"].t(), "encoder.bias": b_enc, "W_dec": out["W_dec"], "b_dec": out["b_dec"]}
+    if "W_skip" in export.tensors:
+        tensors["W_skip"] = export.tensors["W_skip"]
     write_safetensors(path / WEIGHTS_FILE, {n: v.to(dtype) for n, v in tensors.items()})
     cfg: dict[str, Any] = {
         "activation": export.target, "expansion_factor": max(1, sae.d_sae // sae.d_in), "normalize_decoder": False,
-        "num_latents": sae.d_sae, "k": k, "multi_topk": False, "skip_connection": False, "transcode": False,
+        "num_latents": sae.d_sae, "k": k, "multi_topk": False,
+        "skip_connection": bool(export.config.get("skip_connection", False)),
+        "transcode": bool(export.config.get("transcode", False)),
         "d_in": sae.d_in, BLOCK_KEY: provenance(sae),
     }
     text = json.dumps(cfg, indent=2)
@@ -118,11 +138,11 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
     cfg = read_json(path / CONFIG_FILE)
     allowed = {"encoder.weight", "encoder.bias", "W_dec", "b_dec", "W_skip"}
     w = {k: v.double() for k, v in read_safetensors(path / WEIGHTS_FILE, allowed).items()}
-    if cfg.get("transcode"):
-        raise ConfigError(f"{path}: a transcoder (predicts another activation) is not an autoencoder probsae can load")
-    if cfg.get("skip_connection") or "W_skip" in w:
-        raise ConfigError(f"{path}: skip connections (W_skip) have no probsae equivalent")
+    if not cfg.get("transcode") and (cfg.get("skip_connection") or "W_skip" in w):
+        raise ConfigError(f"{path}: skip connections (W_skip) of an autoencoder have no probsae equivalent")
     activation, readable_here = cfg.get("activation") or "topk", readable("sparsify")
+    if cfg.get("transcode"):  # a transcoder: read by the architectures that read sparsify transcoders
+        activation = f"{activation} transcoder"
     if activation not in readable_here:
         raise ConfigError(f"{path}: activation {activation!r} has no probsae equivalent (only {readable_here})")
     if cfg.get("signed"):
@@ -135,6 +155,8 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
         raise SAEFileError(f"{path}: cfg d_in={cfg['d_in']} but encoder.weight is {tuple(w['encoder.weight'].shape)}")
     block = provenance_block(cfg)
     tensors = {"W_enc": w["encoder.weight"].t(), "b_enc": w["encoder.bias"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
+    if "W_skip" in w:
+        tensors["W_skip"] = w["W_skip"].t()  # sparsify's (d_out, d_in) → probsae's x @ W_skip
     normalize, c = "none", 1.0
     bcfg = (block or {}).get("config") or {}
     if bcfg.get("normalize") == "scalar" and "scale" in (block or {}):

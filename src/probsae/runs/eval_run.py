@@ -49,8 +49,11 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
                     return sae(x.float()).recon.to(x.dtype)
 
             sae.to(handle.device)
-            result["downstream"] = downstream_metrics(handle, spec.data.hook, recon_fn, windows,
-                                                      max_batches=downstream_batches)
+            # a transcoder's output replaces the target hook's activation, computed from its input hook's
+            target = spec.data.target_hook
+            result["downstream"] = downstream_metrics(handle, target or spec.data.hook, recon_fn, windows,
+                                                      max_batches=downstream_batches,
+                                                      input_hook=spec.data.hook if target else None)
         else:
             result["downstream"] = None
             result["downstream_note"] = f"{spec.data.model} is not a causal LM: no next-token CE to measure"

@@ -46,10 +46,12 @@ class RunSpec:
         """The number of latents for activations of width ``d_in``: d_sae, else expansion × d_in."""
         return int(self.d_sae or self.expansion * d_in)
 
-    def build_sae(self, d_in: int):
-        """The untrained SAE of this run for activations of width ``d_in``."""
+    def build_sae(self, width: int):
+        """The untrained SAE of this run for data rows of ``width``: the activation width, or for a
+        transcoder (``data.target_hook``) the width of its [input | target] pairs, twice d_in."""
         from ..saes import build_sae
 
+        d_in = width // 2 if self.data.target_hook else width
         return build_sae(self.architecture, d_in=d_in, d_sae=self.d_sae_for(d_in), **self.sae_hparams())
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,12 +75,26 @@ class RunSpec:
             raise ConfigError(f"hparams must be a mapping, got {self.hparams!r}")
         # d_in is known only after extraction: check the hyperparameters with placeholder sizes
         build_config(self.architecture, d_in=1 << 20, d_sae=self.d_sae or 1 << 30, **self.hparams)
+        self._check_target()
         self.data.validate()
         self.train.validate()
         limit = self.data.max_tokens
         if not self.stream and limit is not None and limit < self.train.batch_size:
             raise ConfigError(f"max_tokens={limit} is fewer than batch_size={self.train.batch_size}: "
                               "not one batch could be trained")
+
+    def _check_target(self) -> None:
+        """A target hook point and an architecture that predicts a target come together."""
+        from ..saes import architectures, get_class
+
+        if bool(self.data.target_hook) == get_class(self.architecture).predicts_target:
+            return
+        predictors = [a for a in architectures() if get_class(a).predicts_target]
+        if self.data.target_hook:
+            raise ConfigError(f"target_hook={self.data.target_hook!r} needs an architecture that predicts another "
+                              f"activation ({', '.join(predictors)}); {self.architecture!r} reconstructs its input")
+        raise ConfigError(f"architecture {self.architecture!r} predicts another activation from hook {self.data.hook!r}: "
+                          "set target_hook (--target-hook), e.g. the MLP's output for its input")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
@@ -108,7 +124,8 @@ def data_metadata(data: DataSpec, **extra: Any):
     """The :class:`~probsae.saes.SAEMetadata` of an SAE trained on ``data`` (saved in its config.json)."""
     from ..saes.metadata import SAEMetadata
 
-    return SAEMetadata(model_name=data.model, hook_name=data.hook, context_length=data.context_length,
+    return SAEMetadata(model_name=data.model, hook_name=data.hook, target_hook_name=data.target_hook,
+                       context_length=data.context_length,
                        exclude_special=data.exclude_special, corpus=data.corpus, text_field=data.text_field,
                        holdout_every=data.holdout_every, activation_dtype=data.dtype, extra=dict(extra))
 

@@ -93,7 +93,7 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
             raise ConfigError("streaming without a cache needs --steps or --max-tokens")
         handle = first.data.load(device)
         train_data = stream = model_stream(first.data, batch, handle, hooks, first.stream_buffer * batch, first.train.seed)
-        widths = _hook_widths(handle, hooks)
+        widths = _hook_widths(handle, hooks, first.data.target_hook)
         # held-out tokens: the small held-out cache `probsae eval` reads too, so both report the same numbers
         eval_data = {h: distributed.main_first(ctx, lambda h=h: prepare_caches(
             replace(first.data, hook=h), first.cache_dir, progress=False, parts=("holdout",), handle=handle))[0]
@@ -157,16 +157,22 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
     return results[0] if single else results
 
 
-def _hook_widths(handle, hooks: list[str]) -> dict[str, int]:
-    """Activation width at each hook point (one 4-token forward)."""
+def _hook_widths(handle, hooks: list[str], target_hook: str | None = None) -> dict[str, int]:
+    """Width of the rows at each hook point (one 4-token forward): the activation's, or with a
+    ``target_hook`` the [input | target] pair's."""
     import torch
 
-    from ..data.hooks import capture_many
+    from ..data.extract import pair_width
+    from ..data.hooks import HookPoint, capture_many
 
     ids = torch.full((1, 4), int(handle.bos_id or handle.cls_id or 0), dtype=torch.long, device=handle.device)
     with torch.inference_mode():
-        xs = capture_many(handle, hooks, ids)
-    return {h: int(xs[h].shape[-1]) for h in hooks}
+        xs = capture_many(handle, hooks + ([target_hook] if target_hook else []), ids)
+    widths = {h: int(xs[str(HookPoint.parse(h))].shape[-1]) for h in hooks}
+    if target_hook:
+        d_target = int(xs[str(HookPoint.parse(target_hook))].shape[-1])
+        widths = {h: pair_width(h, w, target_hook, d_target) for h, w in widths.items()}
+    return widths
 
 
 def _throughput(stream, tokens: int, seconds: float) -> dict[str, Any]:

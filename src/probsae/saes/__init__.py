@@ -3,7 +3,7 @@
 The import below is the registry's list of architecture modules: importing one registers it, and
 this order is the order reports, tables and ``ARCHITECTURES`` show them in."""
 
-from . import topk, prob_topk, relu, gated, abstopk, batchtopk, jumprelu, vsae_topk, matryoshka_batchtopk  # noqa: F401,I001
+from . import topk, prob_topk, relu, gated, abstopk, batchtopk, jumprelu, vsae_topk, matryoshka_batchtopk, transcoder  # noqa: F401,I001
 from .base import SAE
 from .config import SAEConfig, TopKConfig
 from .metadata import SAEMetadata

@@ -97,6 +97,10 @@ class SAE(nn.Module):
     #: (name → what it is), computed by ``extra_outputs_normalized`` and served by ``extras``;
     #: e.g. prob_topk's ``gate_probs``. Interpretability code asks for them by name.
     extra_outputs: ClassVar[dict[str, str]] = {}
+    #: True for an architecture that predicts another activation from its input (a transcoder):
+    #: its rows may be ``[input | target]`` pairs (``split_pair``), and a run of it needs a target
+    #: hook point (``DataSpec.target_hook``). False: an autoencoder, whose target is its input.
+    predicts_target: ClassVar[bool] = False
 
     # ---- to implement -------------------------------------------------------------------
     def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
@@ -166,16 +170,19 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def init_from_data(self, x: Tensor, b_dec_init: str = "geometric_median") -> None:
-        """Data-dependent initialisation from a raw sample: fits the normaliser and sets b_dec."""
+        """Data-dependent initialisation from a raw sample (rows as ``forward`` takes them): fits
+        the normaliser and sets b_dec from the normalised reconstruction target."""
+        x, target = self.split_pair(x)
         x = self._check(x).reshape(-1, self.d_in)
         self.normalizer.fit(x)
-        x_n, _ = self.normalizer(x.to(self.W_dec.dtype))
+        x_n, stats = self.normalizer(x.to(self.W_dec.dtype))
+        t_n = x_n if target is None else self.normalize_target(target, stats)[0]
         if b_dec_init == "zeros":
             return
         if b_dec_init == "mean":
-            self.b_dec.copy_(x_n.mean(0))
+            self.b_dec.copy_(t_n.mean(0))
         elif b_dec_init == "geometric_median":
-            self.b_dec.copy_(geometric_median(x_n))
+            self.b_dec.copy_(geometric_median(t_n))
         else:
             raise InputError(f"unknown b_dec init {b_dec_init!r}; choose geometric_median, mean or zeros")
 
@@ -185,25 +192,41 @@ class SAE(nn.Module):
 
         ``target`` (same shape as ``x``, optional): what to reconstruct instead of ``x`` (the output
         side of a transcoder); it is normalised by ``normalize_target`` and the reconstruction is
-        returned in its scale. The loss is the MSE to the target plus the architecture's terms."""
+        returned in its scale by ``denormalize``. Without it, ``split_pair`` says what the target
+        is (an architecture that ``predicts_target`` takes ``[input | target]`` rows). The loss is
+        the MSE to the target plus the architecture's terms."""
+        if target is None:
+            x, target = self.split_pair(x)
         lead = x.shape[:-1]
         x_n, stats = self._normalized(x)
-        t_n, t_stats = (x_n, stats) if target is None else self.normalize_target(target)
+        t_n, t_stats = (x_n, stats) if target is None else self.normalize_target(target, stats)
         fwd = self.forward_normalized(x_n, t_n, dead_mask=dead_mask)
         losses = {"mse": self.mse(fwd.recon, t_n), **fwd.losses}
         values, indices = fwd.codes if isinstance(fwd.codes, tuple) else (None, None)
         out = SAEOutput(
-            recon=self.normalizer.inverse(fwd.recon, t_stats), loss=sum(losses.values()),  # type: ignore[arg-type]
+            recon=self.denormalize(fwd.recon, t_stats), loss=sum(losses.values()),  # type: ignore[arg-type]
             losses=losses, recon_normalized=fwd.recon, x_normalized=t_n, top_values=values, top_indices=indices,
             dense_codes=None if values is not None else fwd.codes, aux=fwd.aux, d_sae=self.d_sae)
         if len(lead) != 1:
             out = _reshape_output(out, lead)
         return out
 
-    def normalize_target(self, target: Tensor) -> tuple[Tensor, NormStats | None]:
+    def split_pair(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The input and the target of rows given to ``forward`` without a ``target``: ``(x, None)``
+        for an autoencoder (it reconstructs ``x``). A transcoder splits ``[input | target]`` rows."""
+        return x, None
+
+    def normalize_target(self, target: Tensor, stats: NormStats | None) -> tuple[Tensor, NormStats | None]:
         """A reconstruction target (..., d_in) on the working scale, flattened, with the statistics
-        that map the reconstruction back. The input's normaliser; a transcoder may override it."""
+        that ``denormalize`` maps the reconstruction back with; ``stats``: the input's. Here the
+        input's normaliser applied to the target alone; a transcoder overrides it (at inference
+        only the input's statistics are known)."""
         return self._normalized(target)
+
+    def denormalize(self, recon_n: Tensor, stats: NormStats | None) -> Tensor:
+        """A reconstruction on the working scale back in the target's raw scale (``stats``: what
+        ``normalize_target`` returned, or the input's for ``decode``)."""
+        return self.normalizer.inverse(recon_n, stats)
 
     def encode(self, x: Tensor) -> Tensor:
         """Inference codes (..., d_sae) of raw activations (deterministic; no gate noise).
@@ -264,7 +287,7 @@ class SAE(nn.Module):
                     "decode() with 'unit' normalisation needs the statistics of the tokens these codes "
                     "came from: call encode() on the same batch first, pass stats=, or use decode_normalized()"
                 )
-        return self.normalizer.inverse(recon_n, stats).reshape(*lead, self.d_in)
+        return self.denormalize(recon_n, stats).reshape(*lead, self.d_in)
 
     def _check(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):

@@ -51,6 +51,9 @@ class Export:
     """State or hyperparameters not written (training-only or not representable)."""
     notes: list[str] = field(default_factory=list)
     """Other facts a user of the exported files must know."""
+    decoder_scale: float = 1.0
+    """The factor the exporter multiplies W_dec and b_dec by: an output scale the target has no
+    field for, folded into the decoder (a transcoder's 1/target_scale; 1 for an autoencoder)."""
 
 
 @dataclass(frozen=True)

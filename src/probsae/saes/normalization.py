@@ -62,6 +62,15 @@ class InputNormalizer(nn.Module):
             return x * self.scale, None
         return x, None
 
+    def apply(self, y: Tensor, stats: NormStats | None) -> Tensor:
+        """``y`` mapped with the statistics of another activation (``stats`` from ``forward``):
+        what the working scale of that activation makes of ``y`` (a transcoder's target)."""
+        if self.mode == "unit":
+            if stats is None:
+                raise ConfigError("unit normalisation needs the NormStats of the input to map another activation")
+            return (y - stats.mean) / stats.norm
+        return y * self.scale if self.mode == "scalar" else y
+
     def inverse(self, x_n: Tensor, stats: NormStats | None) -> Tensor:
         if self.mode == "unit":
             if stats is None:
