@@ -149,3 +149,24 @@ def test_corrupt_cache_shard_is_a_clear_error(assets, tmp_path, capsys):
     assert main([*a, "--max-tokens", "600"]) == 2
     err = capsys.readouterr().err
     assert "shard" in err and "Traceback" not in err
+
+
+def test_training_png_is_redrawn_at_every_checkpoint(assets, tmp_path, monkeypatch):
+    """`probsae train` redraws training.png at each checkpoint (marked in progress), then once more,
+    final, with the held-out alive count."""
+    from probsae.runs import plot
+
+    calls = []
+    real = plot.plot_training
+
+    def spy(records, path, *a, final=True, **kw):
+        calls.append((len(records), final, kw.get("heldout_alive")))
+        return real(records, path, *a, final=final, **kw)
+
+    monkeypatch.setattr(plot, "plot_training", spy)
+    argv = args(assets, tmp_path / "run")
+    argv[argv.index("--steps") + 1] = "30"
+    assert main(argv + ["--checkpoint-every", "10", "--log-every", "5"]) == 0
+    progress_calls = [c for c in calls if not c[1]]
+    assert len(progress_calls) >= 2 and [n for n, _, _ in progress_calls] == sorted(n for n, _, _ in progress_calls)
+    assert calls[-1][1] and calls[-1][2] is not None
