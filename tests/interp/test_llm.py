@@ -144,14 +144,19 @@ def test_a_redirect_to_another_host_never_receives_the_key(tmp_path, status):
         other.stop()
 
 
+def _autointerp_argv(run, port: int, tmp_path) -> list[str]:
+    """A small `probsae autointerp` against the endpoint at localhost:port."""
+    return ["autointerp", str(run), "--llm-base-url", f"http://127.0.0.1:{port}/v1", "--llm-model", "fake",
+            "--n-latents", "2", "--n-explain", "2", "--n-test", "2", "--n-windows", "160",
+            "--out", str(tmp_path / "table"), "--llm-cache", str(tmp_path / "llm_cache")]
+
+
 def test_autointerp_stops_on_a_redirect_without_leaking_the_key(trained_run, tmp_path, capsys, monkeypatch):
     other = _Recorder()
     endpoint = _Recorder(302, f"http://localhost:{other.port}/v1/chat/completions")
     monkeypatch.setenv("PROBSAE_LLM_API_KEY", "sk-secret")
     try:
-        argv = ["autointerp", str(trained_run), "--llm-base-url", f"http://127.0.0.1:{endpoint.port}/v1",
-                "--llm-model", "fake", "--n-latents", "2", "--n-explain", "2", "--n-test", "2", "--n-windows", "160",
-                "--out", str(tmp_path / "table"), "--llm-cache", str(tmp_path / "llm_cache")]
+        argv = _autointerp_argv(trained_run, endpoint.port, tmp_path)
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "does not follow redirects" in err and "Traceback" not in err
@@ -192,9 +197,7 @@ def test_autointerp_exits_2_when_the_key_is_refused(trained_run, tmp_path, capsy
     endpoint = _Recorder(401)
     monkeypatch.setenv("PROBSAE_LLM_API_KEY", "sk-wrong")
     try:
-        argv = ["autointerp", str(trained_run), "--llm-base-url", f"http://127.0.0.1:{endpoint.port}/v1",
-                "--llm-model", "fake", "--n-latents", "2", "--n-explain", "2", "--n-test", "2", "--n-windows", "160",
-                "--out", str(tmp_path / "table"), "--llm-cache", str(tmp_path / "llm_cache")]
+        argv = _autointerp_argv(trained_run, endpoint.port, tmp_path)
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "HTTP 401" in err and "Traceback" not in err
