@@ -14,7 +14,8 @@ activation-percentile bucket and the score:
         --k 8 16 --n-latents 100 --n-windows 1024
 
 Writes calibration.md, calibration.json and figure5.png (one line per run) into OUT; latent caches
-and per-run explanations/scores go under --work (default runs/calibration-proxy/).
+go under --work (default runs/calibration-proxy/), each run's explanations and scores under
+RUN/interp/<settings>/ (as `probsae autointerp` writes them).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-latents", type=int, default=100, help="random alive latents per run")
     p.add_argument("--n-windows", type=int, default=1024, help="32-token held-out windows per latent cache")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work", default="runs/calibration-proxy", help="latent caches and per-run explanations/scores "
-                   "(large: kept out of the results folder)")
+    p.add_argument("--work", default="runs/calibration-proxy", help="latent caches (large: kept out of the results "
+                   "folder); each run's explanations and scores go to RUN/interp/<settings>/")
     p.add_argument("--replot", action="store_true", help="only redraw OUT/figure5.png from OUT/calibration.json")
     args = p.parse_args(argv)
     if args.replot:
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     infos, rows = load_runs(args.sweep_dir)
     runs = sorted((r for r in rows if r["architecture"] in ("topk", "prob_topk") and r["variant"] == ""
                    and r["k"] in args.k), key=lambda r: (r["budget"], r["k"], r["architecture"], r["seed"]))
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{'ProbTopK' if r['architecture'] == 'prob_topk' else 'TopK'} K={r['k']} seed={r['seed']}"
         info = resolve_run(r["dir"], label=label)
         cfg = AutoInterpConfig(scorer="embedding", explainer="top-tokens", n_latents=args.n_latents,
-                               n_windows=args.n_windows, seed=args.seed, out_dir=str(Path(args.work) / "runs"),
+                               n_windows=args.n_windows, seed=args.seed,
                                cache_dir=str(Path(args.work) / "latent_cache" / Path(r["dir"]).name / f"b{r['budget']}"))
         row = run_autointerp(info, cfg, handle=handle, docs=held_out, embedder=embedder)
         lo, hi = fisher_ci(row["pearson_r"], row["n_scored"])
