@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, nargs="+", default=[8, 16], help="which K (the paper's Table 2: 8 and 16)")
     p.add_argument("--n-latents", type=int, default=100, help="random alive latents per run")
     p.add_argument("--n-windows", type=int, default=1024, help="32-token held-out windows per latent cache")
+    p.add_argument("--variants", nargs="+", default=[""], metavar="VARIANT",
+                   help="which variants of the non-TopK runs to score besides TopK's default, e.g. "
+                        "'' score=logit ('' is the default variant; each is compared with TopK)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="runs/calibration-proxy", help="latent caches (large: kept out of the results "
                    "folder); each run's explanations and scores go to RUN/interp/<settings>/")
@@ -65,10 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     infos, rows = load_runs(args.sweep_dir)
-    runs = sorted((r for r in rows if r["architecture"] in ("topk", "prob_topk") and r["variant"] == ""
-                   and r["k"] in args.k), key=lambda r: (r["budget"], r["k"], r["architecture"], r["seed"]))
+    def wanted(r: dict) -> bool:
+        if r["architecture"] == "topk":
+            return r["variant"] == ""
+        return r["architecture"] == "prob_topk" and r["variant"] in args.variants
+
+    runs = sorted((r for r in rows if wanted(r) and r["k"] in args.k),
+                  key=lambda r: (r["budget"], r["k"], r["architecture"], r["variant"], r["seed"]))
     if not runs:
-        print(f"no default TopK/ProbTopK runs with K in {args.k} under {args.sweep_dir}", file=sys.stderr)
+        print(f"no TopK/ProbTopK runs with K in {args.k} (ProbTopK variants {args.variants}) under "
+              f"{args.sweep_dir}", file=sys.stderr)
         return 2
     data = infos[0].get("data", {})
     handle = load_model(data.get("model", "minilm"))
@@ -77,21 +86,23 @@ def main(argv: list[str] | None = None) -> int:
     embedder = SentenceEmbedder()
     results = []
     for r in runs:
-        label = f"{'ProbTopK' if r['architecture'] == 'prob_topk' else 'TopK'} K={r['k']} seed={r['seed']}"
+        label = f"{name(r['architecture'], r['variant'])} K={r['k']} seed={r['seed']}"
         info = resolve_run(r["dir"], label=label)
         cfg = AutoInterpConfig(scorer="embedding", explainer="top-tokens", n_latents=args.n_latents,
                                n_windows=args.n_windows, seed=args.seed,
                                cache_dir=str(Path(args.work) / "latent_cache" / Path(r["dir"]).name / f"b{r['budget']}"))
         row = run_autointerp(info, cfg, handle=handle, docs=held_out, embedder=embedder)
         lo, hi = fisher_ci(row["pearson_r"], row["n_scored"])
-        results.append({**row, "architecture": r["architecture"], "k": r["k"], "seed": r["seed"],
-                        "budget": r["budget"], "r_ci": [lo, hi]})
+        results.append({**row, "architecture": r["architecture"], "variant": r["variant"], "k": r["k"],
+                        "seed": r["seed"], "budget": r["budget"], "r_ci": [lo, hi]})
         print(f"[calibration] {label}: r = {row['pearson_r']} over {row['n_scored']} pairs "
               f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
 
     cells: dict[tuple, dict[int, dict]] = {}
     for x in results:
-        cells.setdefault((x["budget"], x["architecture"], x["k"]), {})[x["seed"]] = x
+        cells.setdefault((x["budget"], x["architecture"], x.get("variant", ""), x["k"]), {})[x["seed"]] = x
+    contenders = sorted({(x["architecture"], x.get("variant", "")) for x in results if x["architecture"] != "topk"},
+                        key=lambda av: (av[1] != "", av[1]))
     L = ["# Calibration proxy: activation bucket vs. interpretability score", "",
          "**A proxy, not the paper's claim (c) measurement.** Explanations: the non-LLM `top-tokens` baseline "
          "(each bucket's most frequent firing tokens); score: the `embedding` scorer (ROC-AUC of all-MiniLM-L6-v2 "
@@ -100,12 +111,14 @@ def main(argv: list[str] | None = None) -> int:
          f"Made by: `python scripts/calibration_proxy.py {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}` "
          f"({(time.time() - t0) / 60:.1f} min on the shared 2-core machine). Windows: {args.n_windows} × 32 tokens "
          f"of held-out documents per run; {args.n_latents} random alive latents per run; 5 percentile buckets.", "",
-         "## Pearson r (bucket index vs score) per (architecture, K)", "",
-         "| budget | K | TopK r (mean ± 95 % CI over seeds) | ProbTopK r | Δ r = ProbTopK − TopK [95 % CI] | pairs | verdict |",
-         "|---|---|---|---|---|---|---|"]
-    for b in sorted({x["budget"] for x in results}):
-        for k in sorted({x["k"] for x in results}):
-            T, P = cells.get((b, "topk", k), {}), cells.get((b, "prob_topk", k), {})
+         "## Pearson r (bucket index vs score) per (architecture, K)", ""]
+    for arch, variant in contenders:
+        P_name = name(arch, variant)
+        L += ([f"### {P_name} against TopK", ""] if len(contenders) > 1 else []) + [
+            f"| budget | K | TopK r (mean ± 95 % CI over seeds) | {P_name} r | Δ r = {P_name} − TopK [95 % CI] "
+            "| pairs | verdict |", "|---|---|---|---|---|---|---|"]
+        for b, k in sorted({(x["budget"], x["k"]) for x in results}):
+            T, P = cells.get((b, "topk", "", k), {}), cells.get((b, arch, variant, k), {})
             if not T or not P:
                 continue
 
@@ -123,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                 dtxt, v = f"{m:+.3f}", "1 pair: no CI"
             else:
                 dtxt = f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-                v = ("**ProbTopK higher**" if lo > 0 else "**TopK higher**" if hi < 0 else "not resolved (CI spans 0)")
+                v = (f"**{P_name} higher**" if lo > 0 else "**TopK higher**" if hi < 0
+                     else "not resolved (CI spans 0)")
             L.append(f"| {b:,} | {k} | {ms(T)} | {ms(P)} | {dtxt} | {len(d)} | {v} |")
-    L += ["", "## Every run (r with its Fisher-z 95 % CI over the run's scored (latent, bucket) pairs)", "",
+        L.append("")
+    L += ["## Every run (r with its Fisher-z 95 % CI over the run's scored (latent, bucket) pairs)", "",
           "| run | r | 95 % CI | pairs | mean score |", "|---|---|---|---|---|"]
     for x in results:
         ci = x["r_ci"]
@@ -135,9 +150,27 @@ def main(argv: list[str] | None = None) -> int:
     L += ["", table_markdown(results, "Mean score per activation-percentile bucket (mean ± 95 % CI over latents)")]
     atomic_write_text(out / "calibration.md", "\n".join(L) + "\n")
     atomic_write_json(out / "calibration.json", {"runs": results, "args": vars(args)})
-    plot_calibration(results, out / "figure5.png", FIGURE_TITLE)
+    plot_calibration(figure_rows(results), out / "figure5.png", FIGURE_TITLE)
     print(f"wrote {out / 'calibration.md'}")
     return 0
+
+
+def name(architecture: str, variant: str) -> str:
+    """'TopK', 'ProbTopK' or e.g. 'ProbTopK score=logit'."""
+    base = "ProbTopK" if architecture == "prob_topk" else "TopK"
+    return f"{base} {variant}" if variant else base
+
+
+FIGURE_MAX_LINES = 12
+
+
+def figure_rows(results: list[dict]) -> list[dict]:
+    """Every run, or only the lowest seed of each (architecture, variant, K) when that would draw
+    more than FIGURE_MAX_LINES lines (a legible figure; the table keeps every seed)."""
+    if len(results) <= FIGURE_MAX_LINES:
+        return results
+    first = min(x["seed"] for x in results)
+    return [x for x in results if x["seed"] == first]
 
 
 FIGURE_TITLE = "Offline proxy: embedding score by activation percentile"
@@ -148,7 +181,7 @@ def replot(out: Path) -> int:
     from probsae.interp.calibration import plot_calibration
 
     results = json.loads((out / "calibration.json").read_text())["runs"]
-    plot_calibration(results, out / "figure5.png", FIGURE_TITLE)
+    plot_calibration(figure_rows(results), out / "figure5.png", FIGURE_TITLE)
     print(f"wrote {out / 'figure5.png'}")
     return 0
 
