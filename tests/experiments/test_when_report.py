@@ -124,3 +124,32 @@ def test_when_sweep_then_report(when_setup):
     d = [fvu[("1280", "prob_topk", "", "4", s)] - fvu[("1280", "topk", "", "4", s)] for s in ("0", "1")]
     line = next(l for l in md.splitlines() if l.startswith("| 1.28k | 4 |"))
     assert f"{sum(d) / 2:+.4f}" in line and "| 2 |" in line
+
+
+def test_one_budget_report_has_no_budget_figure(tmp_path, tiny_data_toml):
+    """A seed-only sweep (one budget) gets the K figure and a sentence instead of a one-column FVU
+    against budget figure; a stale fvu_budget.png from an earlier report is removed."""
+    cfg = tmp_path / "one.toml"
+    cfg.write_text(f"""
+name = "one-budget"
+{tiny_data_toml()}[sae]
+d_sae = 32
+[train]
+steps = 6
+batch_size = 64
+warmup_steps = 2
+log_every = 3
+[[grid]]
+architecture = ["topk", "prob_topk"]
+k = [2, 4]
+seed = [0, 1]
+""")
+    out, rep = tmp_path / "sweep", tmp_path / "rep"
+    assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    rep.mkdir()
+    (rep / "fvu_budget.png").write_bytes(PNG_MAGIC)
+    assert main(["report", str(out), "--out", str(rep)]) == 0
+    md = (rep / "report.md").read_text()
+    assert not (rep / "fvu_budget.png").exists() and "fvu_budget.png" not in md
+    assert "One training budget" in md and "![FVU against K](fvu_k.png)" in md
+    assert (rep / "fvu_k.png").read_bytes()[:8] == PNG_MAGIC

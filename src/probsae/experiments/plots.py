@@ -231,6 +231,7 @@ def beta_lines(lines: dict[str, list[tuple[float, float, float | None, float | N
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, marker="o", capsize=3,
                     color=style(label).color, label=label)
     _log_x(ax, "initial gate temperature β0 (annealed to β_T)", "FVU (held-out)")
+    ax.set_xticks(sorted({p[0] for pts in lines.values() for p in pts}))  # the β0 values run, not powers of 2
     ax.legend(fontsize=8)
     _save(fig, path, title)
     return path

@@ -11,6 +11,7 @@ Writes into the output directory::
     report.md        setting, commands, verdict per (K, budget) with CIs, gate fixes, init, β0
     runs.csv         every run's held-out metrics with its seed and budget
     fvu_budget.png   held-out FVU against training tokens, one line per (architecture, K), seed spread
+                     (only with more than one budget)
     fvu_k.png        held-out FVU against K at the largest budget, one line per architecture variant
     alive.png        alive latents during training (mean over seeds, min–max band) per K
     temperature.png  FVU against β0 per K (mean ± CI over seeds), when the β0 study ran
@@ -238,11 +239,17 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
             if b == budgets[-1]:
                 by_k.setdefault(_label(arch, var), []).append((k, s["mean"], s["min"], s["max"]))
     if series:
-        plots.fvu_lines({k: sorted(v) for k, v in sorted(series.items())}, out / "fvu_budget.png",
-                        f"Held-out FVU against training tokens (seed min–max) — d_sae {d_sae}")
+        if len(budgets) > 1:  # one budget would draw one column of dots: the K figure says it all
+            plots.fvu_lines({k: sorted(v) for k, v in sorted(series.items())}, out / "fvu_budget.png",
+                            f"Held-out FVU against training tokens (seed min–max) — d_sae {d_sae}")
+            L += ["![FVU against budget](fvu_budget.png)", ""]
+        else:
+            (out / "fvu_budget.png").unlink(missing_ok=True)  # left by an earlier report of more budgets
+            L += [f"One training budget ({_budget(budgets[0])} tokens): FVU against budget needs a sweep with "
+                  "`[sweep] budgets = [...]`.", ""]
         plots.fvu_lines({k: sorted(v) for k, v in sorted(by_k.items())}, out / "fvu_k.png",
                         f"Held-out FVU against K at {_budget(budgets[-1])} tokens (seed min–max)", xlabel="K")
-        L += ["![FVU against budget](fvu_budget.png)", "", "![FVU against K](fvu_k.png)", ""]
+        L += ["![FVU against K](fvu_k.png)", ""]
 
     L += ["## (b) Alive latents", "", f"Latents that fire at least once on the held-out tokens (of {d_sae}; higher "
           "means more of the dictionary is used).", ""]
