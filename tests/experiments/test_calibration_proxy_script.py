@@ -20,53 +20,8 @@ def _script():
     return mod
 
 
-def test_calibration_proxy_runs_on_a_sweep(tmp_path, tiny_data_toml, capsys):
-    cfg = tmp_path / "cal.toml"
-    cfg.write_text(f"""
-name = "cal"
-{tiny_data_toml()}
-[sae]
-d_sae = 48
-[train]
-steps = 40
-batch_size = 64
-lr = 3e-3
-warmup_steps = 4
-log_every = 20
-[[grid]]
-architecture = ["topk", "prob_topk"]
-k = 4
-seed = [0, 1]
-[[grid]]
-architecture = "prob_topk"
-k = 4
-seed = [0, 1]
-score = "logit"
-""")
-    sweep = tmp_path / "sweep"
-    assert main(["sweep", str(cfg), "--out", str(sweep), "--no-progress", "--device", "cpu"]) == 0
-    out = tmp_path / "calibration"
-    assert _script().main([str(sweep), "--out", str(out), "--k", "4", "--n-latents", "6", "--n-windows", "96",
-                           "--work", str(tmp_path / "work")]) == 0
-    data = json.loads((out / "calibration.json").read_text())
-    runs = data["runs"]
-    # the default variant only, unless asked: the score=logit members are left out
-    assert sorted((r["architecture"], r["variant"], r["seed"]) for r in runs) == [
-        ("prob_topk", "", 0), ("prob_topk", "", 1), ("topk", "", 0), ("topk", "", 1)]
-    table = (out / "calibration.md").read_text()
-    assert "A proxy, not the paper's claim (c) measurement" in table
-    assert "against TopK" not in table  # one comparison: no sub-headings
-    for r in runs:
-        assert r["label"] in table
-        if r["pearson_r"] is not None:
-            assert -1 <= r["pearson_r"] <= 1 and f"{r['pearson_r']:.3f}" in table
-    assert (out / "figure5.png").read_bytes()[:4] == b"\x89PNG"
-    # --replot redraws the figure from calibration.json alone
-    (out / "figure5.png").unlink()
-    assert _script().main(["--replot", "--out", str(out)]) == 0 and (out / "figure5.png").is_file()
-
-
-def test_calibration_proxy_compares_each_requested_variant_with_topk(tmp_path, tiny_data_toml):
+def _tiny_sweep(tmp_path, tiny_data_toml) -> Path:
+    """TopK and ProbTopK at K = 4 over two seeds, plus ProbTopK score=logit: a finished tiny sweep."""
     cfg = tmp_path / "cal.toml"
     cfg.write_text(f"""
 name = "cal"
@@ -91,6 +46,34 @@ score = "logit"
 """)
     sweep = tmp_path / "sweep"
     assert main(["sweep", str(cfg), "--out", str(sweep), "--no-progress", "--device", "cpu"]) == 0
+    return sweep
+
+
+def test_calibration_proxy_runs_on_a_sweep(tmp_path, tiny_data_toml, capsys):
+    sweep = _tiny_sweep(tmp_path, tiny_data_toml)
+    out = tmp_path / "calibration"
+    assert _script().main([str(sweep), "--out", str(out), "--k", "4", "--n-latents", "6", "--n-windows", "96",
+                           "--work", str(tmp_path / "work")]) == 0
+    data = json.loads((out / "calibration.json").read_text())
+    runs = data["runs"]
+    # the default variant only, unless asked: the score=logit members are left out
+    assert sorted((r["architecture"], r["variant"], r["seed"]) for r in runs) == [
+        ("prob_topk", "", 0), ("prob_topk", "", 1), ("topk", "", 0), ("topk", "", 1)]
+    table = (out / "calibration.md").read_text()
+    assert "A proxy, not the paper's claim (c) measurement" in table
+    assert "against TopK" not in table  # one comparison: no sub-headings
+    for r in runs:
+        assert r["label"] in table
+        if r["pearson_r"] is not None:
+            assert -1 <= r["pearson_r"] <= 1 and f"{r['pearson_r']:.3f}" in table
+    assert (out / "figure5.png").read_bytes()[:4] == b"\x89PNG"
+    # --replot redraws the figure from calibration.json alone
+    (out / "figure5.png").unlink()
+    assert _script().main(["--replot", "--out", str(out)]) == 0 and (out / "figure5.png").is_file()
+
+
+def test_calibration_proxy_compares_each_requested_variant_with_topk(tmp_path, tiny_data_toml):
+    sweep = _tiny_sweep(tmp_path, tiny_data_toml)
     out = tmp_path / "calibration"
     script = _script()
     assert script.main([str(sweep), "--out", str(out), "--k", "4", "--n-latents", "4", "--n-windows", "64",
