@@ -95,3 +95,16 @@ def test_training_plot_drops_a_flat_l0_and_shows_the_short_window_alive_count(tm
     plot_training(recs, tmp_path / "training.png", "relu", 64, architecture="relu", final=False)
     assert any(ax.get_title().startswith("L0") for ax in figures[-1].axes)
     assert "in progress" in figures[-1]._suptitle.get_text()
+
+
+def test_beta_lines_draw_the_baseline_as_a_dashed_line_in_the_k_colour(tmp_path, figures):
+    lines = {"K=8, 3M": [(0.5, 0.27, 0.26, 0.28), (5.0, 0.30, 0.29, 0.31)],
+             "K=32, 3M": [(0.5, 0.17, None, None), (5.0, 0.18, None, None)]}
+    plots.beta_lines(lines, tmp_path / "t.png", "t", references={"K=8, 3M": ("TopK, K=8, 3M", 0.25)})
+    ax = figures[-1].axes[0]
+    ref = [l for l in ax.get_lines() if l.get_label() == "TopK, K=8, 3M"]
+    assert len(ref) == 1 and ref[0].get_linestyle() == "--"
+    assert list(ref[0].get_ydata()) == [0.25, 0.25]
+    curve = next(c for c in ax.containers if c.get_label() == "K=8, 3M")
+    assert to_hex(ref[0].get_color()) == to_hex(curve.lines[0].get_color())
+    assert not any(l.get_label() == "TopK, K=32, 3M" for l in ax.get_lines())

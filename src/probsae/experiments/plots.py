@@ -221,15 +221,21 @@ def fvu_lines(series: dict[str, list[tuple[float, float, float, float]]], path: 
     return path
 
 
-def beta_lines(lines: dict[str, list[tuple[float, float, float | None, float | None]]], path: Path, title: str) -> Path:
-    """FVU against β0 (log-x): label → [(β0, mean, ci_low, ci_high)]."""
+def beta_lines(lines: dict[str, list[tuple[float, float, float | None, float | None]]], path: Path, title: str,
+               references: dict[str, tuple[str, float]] | None = None) -> Path:
+    """FVU against β0 (log-x): label → [(β0, mean, ci_low, ci_high)]. ``references``: label →
+    (name, FVU), drawn as a dashed horizontal line in that label's colour (e.g. TopK at the same K)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, pts in lines.items():
         err = [[p[1] - (p[2] if p[2] is not None else p[1]) for p in pts],
                [(p[3] if p[3] is not None else p[1]) - p[1] for p in pts]]
+        color = style(label).color
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, marker="o", capsize=3,
-                    color=style(label).color, label=label)
+                    color=color, label=label)
+        if references and label in references:
+            name, value = references[label]
+            ax.axhline(value, color=color, linestyle="--", linewidth=1, label=name)
     _log_x(ax, "initial gate temperature β0 (annealed to β_T)", "FVU (held-out)")
     ax.set_xticks(sorted({p[0] for pts in lines.values() for p in pts}))  # the β0 values run, not powers of 2
     ax.legend(fontsize=8)

@@ -14,7 +14,7 @@ Writes into the output directory::
                      (only with more than one budget)
     fvu_k.png        held-out FVU against K at the largest budget, one line per architecture variant
     alive.png        alive latents during training (mean over seeds, min–max band) per K
-    temperature.png  FVU against β0 per K (mean ± CI over seeds), when the β0 study ran
+    temperature.png  FVU against β0 per K (mean ± CI over seeds), TopK dashed, when the β0 study ran
 """
 
 from __future__ import annotations
@@ -313,6 +313,7 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
               f"| budget | K | β0 | FVU | Δ vs β0 = {beta0:g} [95 % CI] | Δ vs {top_name} [95 % CI] | alive |",
               "|---|---|---|---|---|---|---|"]
         lines: dict[str, list] = {}
+        refs: dict[str, tuple[str, float]] = {}
         for b in budgets:
             for k in ks:
                 base = C.get((b, SUBJECT, "", k))
@@ -327,12 +328,15 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
                     lines.setdefault(f"K={k}, {_budget(b)}", []).append((beta, s["mean"], s["lo"], s["hi"]))
                     p = paired(c, base, "fvu") if v else None
                     top = C.get((b, BASELINE, "", k))
+                    if top:
+                        refs[f"K={k}, {_budget(b)}"] = (f"{top_name}, K={k}, {_budget(b)}", summary(top, "fvu")["mean"])
                     L += [f"| {_budget(b)} | {k} | {beta:g} | {_ms(s)} | {_diff(p) if p else '(reference)'} | "
                           f"{_diff(paired(c, top, 'fvu')) if top else '–'} | {_ms(summary(c, 'alive'), 0)} |"]
         L += [""]
         if lines:
             plots.beta_lines({k: sorted(v) for k, v in lines.items()}, out / "temperature.png",
-                             "Held-out FVU against the initial gate temperature β0 (mean ± 95 % CI over seeds)")
+                             "Held-out FVU against the initial gate temperature β0 (mean ± 95 % CI over seeds;\n"
+                             f"dashed: {top_name} at the same K and budget)", references=refs)
             L += ["![temperature](temperature.png)", ""]
 
     L += ["## Every run", "", "(also in `runs.csv`)", "",
