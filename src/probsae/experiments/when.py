@@ -319,17 +319,18 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
                 base = C.get((b, SUBJECT, "", k))
                 if not base or not any(C.get((b, SUBJECT, v, k)) for v in betas):
                     continue
+                label = f"K={k}, {_budget(b)}"
+                top = C.get((b, BASELINE, "", k))
+                if top:
+                    refs[label] = (f"{top_name}, {label}", summary(top, "fvu")["mean"])
                 for v in [*betas, ""]:
                     c = C.get((b, SUBJECT, v, k))
                     if not c:
                         continue
                     beta = float(v.split("=")[1]) if v else beta0
                     s = summary(c, "fvu")
-                    lines.setdefault(f"K={k}, {_budget(b)}", []).append((beta, s["mean"], s["lo"], s["hi"]))
+                    lines.setdefault(label, []).append((beta, s["mean"], s["lo"], s["hi"]))
                     p = paired(c, base, "fvu") if v else None
-                    top = C.get((b, BASELINE, "", k))
-                    if top:
-                        refs[f"K={k}, {_budget(b)}"] = (f"{top_name}, K={k}, {_budget(b)}", summary(top, "fvu")["mean"])
                     L += [f"| {_budget(b)} | {k} | {beta:g} | {_ms(s)} | {_diff(p) if p else '(reference)'} | "
                           f"{_diff(paired(c, top, 'fvu')) if top else '–'} | {_ms(summary(c, 'alive'), 0)} |"]
         L += [""]
