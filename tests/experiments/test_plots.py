@@ -108,3 +108,17 @@ def test_beta_lines_draw_the_baseline_as_a_dashed_line_in_the_k_colour(tmp_path,
     curve = next(c for c in ax.containers if c.get_label() == "K=8, 3M")
     assert to_hex(ref[0].get_color()) == to_hex(curve.lines[0].get_color())
     assert not any(l.get_label() == "TopK, K=32, 3M" for l in ax.get_lines())
+
+
+def test_gap_panels_draw_a_dashed_zero_line_and_order_k_numerically(tmp_path, figures):
+    fvu = {"K=16": [(3e5, 6.4, 6.2, 6.6), (3e6, 24.5, 23.4, 25.6)],
+           "K=4": [(3e5, 10.8, 10.5, 11.1), (3e6, 6.9, 5.2, 8.6)]}
+    alive = {"K=4": [(3e5, -1943.0, -2002.0, -1884.0), (3e6, 2451.0, None, None)]}
+    plots.gap_panels({"FVU (%)": fvu, "alive": alive}, tmp_path / "g.png", "gap")
+    left, right = figures[-1].axes
+    zero = [l for l in left.get_lines() if list(l.get_ydata()) == [0.0, 0.0]]
+    assert len(zero) == 1 and zero[0].get_linestyle() == "--"
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["K=4", "K=16"]
+    k16 = next(c for c in left.containers if c.get_label() == "K=16")
+    assert list(k16.lines[0].get_ydata()) == [6.4, 24.5]
+    assert right.get_ylabel() == "alive" and left.get_xscale() == "log"

@@ -106,3 +106,21 @@ def test_presets_load_with_the_papers_grids():
     studies = {s for x in mem for s in x.studies}
     assert {"pareto", "ablation", "temperature"} <= studies
     assert any(x.architecture == "relu" for x in mem) and any(x.architecture == "gated" for x in mem)
+
+
+def test_cpu_budget_preset_at_3m_is_the_cpu_grid_member_for_member():
+    """offline-en-cpu-budgets' 3M budget must train exactly offline-en-cpu's core grid (same data, SAE
+    and training settings, same members), so runs of either preset at 3M are interchangeable."""
+    from probsae.experiments.presets import budget_configs
+
+    cpu, budgets = load_config("offline-en-cpu"), load_config("offline-en-cpu-budgets")
+    subs = dict(budget_configs(budgets))
+    assert list(subs) == ["tokens=300000", "tokens=1000000", "tokens=3000000"]
+    at3m = subs["tokens=3000000"]
+    assert at3m.data == cpu.data and at3m.sae == cpu.sae
+    assert train_config_kwargs(at3m.train) == train_config_kwargs(cpu.train)
+    assert {k: v for k, v in at3m.sweep.items()} == cpu.sweep
+    core = [m for m in cpu.members() if "when" in m.studies]
+    assert at3m.members() == core and len(core) == 24
+    small = train_config_kwargs(subs["tokens=300000"].train)
+    assert small["steps"] == 74 and small["warmup_steps"] == 37

@@ -115,8 +115,9 @@ def test_when_sweep_then_report(when_setup):
     for section in ("(a) Reconstruction", "(b) Alive latents", "gate-saturation fixes", "Initialisation",
                     "Gate temperature", "Every run"):
         assert section in md
-    for png in ("fvu_budget.png", "fvu_k.png", "alive.png", "temperature.png"):
+    for png in ("fvu_budget.png", "gap_budget.png", "fvu_k.png", "alive.png", "temperature.png"):
         assert (rep / png).read_bytes()[:8] == PNG_MAGIC
+    assert "![paired differences against budget](gap_budget.png)" in md
     rows = list(csv.DictReader((rep / "runs.csv").open()))
     assert len(rows) == 40 and {r["budget"] for r in rows} == {"640", "1280"}
     # the headline cell is the paired difference of the runs' own metrics
@@ -148,8 +149,10 @@ seed = [0, 1]
     assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 0
     rep.mkdir()
     (rep / "fvu_budget.png").write_bytes(PNG_MAGIC)
+    (rep / "gap_budget.png").write_bytes(PNG_MAGIC)
     assert main(["report", str(out), "--out", str(rep)]) == 0
     md = (rep / "report.md").read_text()
     assert not (rep / "fvu_budget.png").exists() and "fvu_budget.png" not in md
+    assert not (rep / "gap_budget.png").exists() and "gap_budget.png" not in md
     assert "One training budget" in md and "![FVU against K](fvu_k.png)" in md
     assert (rep / "fvu_k.png").read_bytes()[:8] == PNG_MAGIC

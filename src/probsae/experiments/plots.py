@@ -221,6 +221,35 @@ def fvu_lines(series: dict[str, list[tuple[float, float, float, float]]], path: 
     return path
 
 
+def _ci_err(pts: list[tuple[float, float, float | None, float | None]]) -> list[list[float]]:
+    """matplotlib's asymmetric yerr from (x, mean, ci_low, ci_high) points; no bar where the CI is None."""
+    return [[p[1] - (p[2] if p[2] is not None else p[1]) for p in pts],
+            [(p[3] if p[3] is not None else p[1]) - p[1] for p in pts]]
+
+
+def gap_panels(panels: dict[str, dict[str, list[tuple[float, float, float | None, float | None]]]], path: Path,
+               title: str, xlabel: str = "training tokens per SAE") -> Path:
+    """Paired differences against x (log-x), one panel per metric: panel y-label → {line label →
+    [(x, mean, ci_low, ci_high)]}, with error bars for the CI and a dashed zero line (no difference),
+    so a CI that crosses it reads as "not resolved". Lines in legend order by their number (K=4 < K=16)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    for ax, (ylabel, lines) in zip(axes[0], panels.items()):
+        ax.axhline(0.0, color="0.3", linestyle="--", linewidth=1)
+        for i, (label, pts) in enumerate(sorted(lines.items(), key=lambda kv: _numeric(kv[0]))):
+            err = _ci_err(pts)
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, marker=markers[i % len(markers)],
+                        capsize=3, lw=1, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path, title)
+    return path
+
+
 def beta_lines(lines: dict[str, list[tuple[float, float, float | None, float | None]]], path: Path, title: str,
                references: dict[str, tuple[str, float]] | None = None) -> Path:
     """FVU against β0 (log-x): label → [(β0, mean, ci_low, ci_high)]. ``references``: label →
@@ -228,8 +257,7 @@ def beta_lines(lines: dict[str, list[tuple[float, float, float | None, float | N
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, pts in lines.items():
-        err = [[p[1] - (p[2] if p[2] is not None else p[1]) for p in pts],
-               [(p[3] if p[3] is not None else p[1]) - p[1] for p in pts]]
+        err = _ci_err(pts)
         color = style(label).color
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, marker="o", capsize=3,
                     color=color, label=label)

@@ -12,6 +12,8 @@ Writes into the output directory::
     runs.csv         every run's held-out metrics with its seed and budget
     fvu_budget.png   held-out FVU against training tokens, one line per (architecture, K), seed spread
                      (only with more than one budget)
+    gap_budget.png   the paired differences ProbTopK − TopK (relative FVU, alive latents) per K against
+                     training tokens, with 95 % CIs (only with more than one budget)
     fvu_k.png        held-out FVU against K at the largest budget, one line per architecture variant
     alive.png        alive latents during training (mean over seeds, min–max band) per K
     temperature.png  FVU against β0 per K (mean ± CI over seeds), TopK dashed, when the β0 study ran
@@ -173,6 +175,39 @@ def _comparison_table(C, budgets, ks, a_key, b_key, a_name, b_name, key, lower_i
     return L + [""]
 
 
+def _series_key(label: str) -> tuple:
+    """Legend order of 'Family K=16' labels: by family, then K as a number (4 < 8 < 16 < 32)."""
+    fam, _, k = label.rpartition(" K=")
+    return (fam, int(k)) if k.isdigit() else (label, 0)
+
+
+def _gap_figure(C, budgets, ks, path: Path, prob_name: str, top_name: str) -> bool:
+    """gap_budget.png: relative Δ FVU (%) and Δ alive latents, ProbTopK − TopK paired by seed, per K
+    against budget with 95 % CIs. False (and no file) when no K has both architectures."""
+    from . import plots
+
+    fvu: dict[str, list] = {}
+    alive: dict[str, list] = {}
+    for k in ks:
+        for b in budgets:
+            A, B = C.get((b, SUBJECT, "", k)), C.get((b, BASELINE, "", k))
+            if not A or not B:
+                continue
+            f, a = paired(A, B, "fvu"), paired(A, B, "alive")
+            if f["rel"] is None:
+                continue
+            pct = [None if x is None else 100 * x for x in (f["rel"], f["rel_lo"], f["rel_hi"])]
+            fvu.setdefault(f"K={k}", []).append((b, *pct))
+            alive.setdefault(f"K={k}", []).append((b, a["mean"], a["lo"], a["hi"]))
+    if not fvu:
+        path.unlink(missing_ok=True)
+        return False
+    plots.gap_panels({f"held-out FVU, {prob_name} vs {top_name} (%)": fvu,
+                      f"alive latents, {prob_name} − {top_name}": alive}, path,
+                     f"{prob_name} − {top_name}, paired by seed (mean, 95 % CI); above 0: {prob_name} higher")
+    return True
+
+
 def make_when_report(root: str | Path, out_dir: str | Path | None = None, command: str | None = None,
                      title: str | None = None, notes: str | Path | None = None) -> Path:
     """Write the multi-seed, multi-budget report of ``root`` (a sweep directory or a folder of
@@ -240,11 +275,16 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
                 by_k.setdefault(_label(arch, var), []).append((k, s["mean"], s["min"], s["max"]))
     if series:
         if len(budgets) > 1:  # one budget would draw one column of dots: the K figure says it all
-            plots.fvu_lines({k: sorted(v) for k, v in sorted(series.items())}, out / "fvu_budget.png",
-                            f"Held-out FVU against training tokens (seed min–max) — d_sae {d_sae}")
+            plots.fvu_lines({k: sorted(v) for k, v in sorted(series.items(), key=lambda kv: _series_key(kv[0]))},
+                            out / "fvu_budget.png", f"Held-out FVU against training tokens (seed min–max) — d_sae {d_sae}")
             L += ["![FVU against budget](fvu_budget.png)", ""]
+            if _gap_figure(C, budgets, ks, out / "gap_budget.png", prob_name, top_name):
+                L += [f"The verdicts above as a picture: the paired difference {prob_name} − {top_name} per K "
+                      "against budget, with its 95 % CI (a bar crossing the dashed zero line is not resolved).", "",
+                      "![paired differences against budget](gap_budget.png)", ""]
         else:
-            (out / "fvu_budget.png").unlink(missing_ok=True)  # left by an earlier report of more budgets
+            for stale in ("fvu_budget.png", "gap_budget.png"):  # left by an earlier report of more budgets
+                (out / stale).unlink(missing_ok=True)
             L += [f"One training budget ({_budget(budgets[0])} tokens): FVU against budget needs a sweep with "
                   "`[sweep] budgets = [...]`.", ""]
         plots.fvu_lines({k: sorted(v) for k, v in sorted(by_k.items())}, out / "fvu_k.png",
