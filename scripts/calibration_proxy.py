@@ -13,7 +13,7 @@ activation-percentile bucket and the score:
     python scripts/calibration_proxy.py runs/offline-en-cpu-quick --out docs/results/offline-en-cpu-quick/calibration \\
         --k 8 16 --n-latents 100 --n-windows 1024
 
-Writes calibration.md, calibration.json and figure5.png (one line per run) into OUT; latent caches
+Writes calibration.md, calibration.json and figure5.png (one line per run of the largest budget) into OUT; latent caches
 go under --work (default runs/calibration-proxy/), each run's explanations and scores under
 RUN/interp/<settings>/ (as `probsae autointerp` writes them).
 """
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     L += ["", table_markdown(results, "Mean score per activation-percentile bucket (mean ± 95 % CI over latents)")]
     atomic_write_text(out / "calibration.md", "\n".join(L) + "\n")
     atomic_write_json(out / "calibration.json", {"runs": results, "args": vars(args)})
-    plot_calibration(figure_rows(results), out / "figure5.png", FIGURE_TITLE)
+    plot_calibration(figure_rows(results), out / "figure5.png", figure_title(results))
     print(f"wrote {out / 'calibration.md'}")
     return 0
 
@@ -165,15 +165,24 @@ FIGURE_MAX_LINES = 12
 
 
 def figure_rows(results: list[dict]) -> list[dict]:
-    """Every run, or only the lowest seed of each (architecture, variant, K) when that would draw
-    more than FIGURE_MAX_LINES lines (a legible figure; the table keeps every seed)."""
+    """The runs of the largest budget (the figure's lines carry no budget), and of those only the
+    lowest seed of each (architecture, variant, K) when every seed would draw more than
+    FIGURE_MAX_LINES lines (a legible figure; the table keeps every budget and seed)."""
+    if not results:
+        return results
+    last = max(x.get("budget") or 0 for x in results)
+    results = [x for x in results if (x.get("budget") or 0) == last]
     if len(results) <= FIGURE_MAX_LINES:
         return results
     first = min(x["seed"] for x in results)
     return [x for x in results if x["seed"] == first]
 
 
-FIGURE_TITLE = "Offline proxy: embedding score by activation percentile"
+def figure_title(results: list[dict]) -> str:
+    """The figure's title, naming the budget when the runs had more than one."""
+    budgets = {x.get("budget") for x in results}
+    title = "Offline proxy: embedding score by activation percentile"
+    return title + (f", {max(b or 0 for b in budgets):,} tokens" if len(budgets) > 1 else "")
 
 
 def replot(out: Path) -> int:
@@ -181,7 +190,7 @@ def replot(out: Path) -> int:
     from probsae.interp.calibration import plot_calibration
 
     results = json.loads((out / "calibration.json").read_text())["runs"]
-    plot_calibration(figure_rows(results), out / "figure5.png", FIGURE_TITLE)
+    plot_calibration(figure_rows(results), out / "figure5.png", figure_title(results))
     print(f"wrote {out / 'figure5.png'}")
     return 0
 

@@ -100,3 +100,13 @@ def test_the_figure_keeps_one_seed_when_every_run_would_crowd_it():
     assert len(script.figure_rows(runs[:12])) == 12
     kept = script.figure_rows(runs)
     assert len(kept) == 6 and {r["seed"] for r in kept} == {0}
+
+
+def test_the_figure_draws_only_the_largest_budget_and_says_which():
+    script = _script()
+    runs = [{"seed": s, "k": k, "architecture": a, "budget": b}
+            for b in (300, 3000) for s in (0, 1) for k in (4, 8) for a in ("topk", "prob_topk")]
+    kept = script.figure_rows(runs)
+    assert len(kept) == 8 and {r["budget"] for r in kept} == {3000}
+    assert script.figure_title(runs).endswith("3,000 tokens")
+    assert "tokens" not in script.figure_title(kept)
