@@ -122,3 +122,11 @@ def test_gap_panels_draw_a_dashed_zero_line_and_order_k_numerically(tmp_path, fi
     k16 = next(c for c in left.containers if c.get_label() == "K=16")
     assert list(k16.lines[0].get_ydata()) == [6.4, 24.5]
     assert right.get_ylabel() == "alive" and left.get_xscale() == "log"
+
+
+def test_fvu_lines_legend_is_by_family_then_numeric_k(tmp_path, figures):
+    pts = [(3e5, 0.5, 0.49, 0.51), (3e6, 0.3, 0.29, 0.31)]
+    series = {f"{fam} K={k}": pts for fam in ("TopK", "Probabilistic TopK") for k in (16, 4, 32, 8)}
+    plots.fvu_lines(series, tmp_path / "f.png", "f")
+    texts = [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()]
+    assert texts == [f"{fam} K={k}" for fam in ("Probabilistic TopK", "TopK") for k in (4, 8, 16, 32)]

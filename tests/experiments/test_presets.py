@@ -119,7 +119,7 @@ def test_cpu_budget_preset_at_3m_is_the_cpu_grid_member_for_member():
     at3m = subs["tokens=3000000"]
     assert at3m.data == cpu.data and at3m.sae == cpu.sae
     assert train_config_kwargs(at3m.train) == train_config_kwargs(cpu.train)
-    assert {k: v for k, v in at3m.sweep.items()} == cpu.sweep
+    assert at3m.sweep == cpu.sweep
     core = [m for m in cpu.members() if "when" in m.studies]
     assert at3m.members() == core and len(core) == 24
     small = train_config_kwargs(subs["tokens=300000"].train)

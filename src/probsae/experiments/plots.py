@@ -195,12 +195,17 @@ def training_curves(curves: dict[tuple[str, str], list[tuple[float, float]]], pa
 def fvu_lines(series: dict[str, list[tuple[float, float, float, float]]], path: Path, title: str,
               xlabel: str = "training tokens per SAE") -> Path:
     """FVU against x (log-x; training tokens, or K): label → [(x, mean, min, max)]; the seed spread
-    as error bars. Colour by architecture family (the label up to ' K='), one marker per K."""
+    as error bars. Colour by architecture family (the label up to ' K='), one marker per K; legend
+    by family, then K as a number (K=4 < K=16)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5))
     markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
     ks = sorted({label.rsplit("K=", 1)[-1] for label in series}, key=lambda s: int(s) if s.isdigit() else 0)
-    for label, pts in series.items():
+
+    def order(item):
+        return item[0].rsplit(" K=", 1)[0], _numeric(item[0].rsplit(" ", 1)[-1])
+
+    for label, pts in sorted(series.items(), key=order):
         fam = label.rsplit(" K=", 1)[0]
         c = style(fam).color
         m = markers[ks.index(label.rsplit("K=", 1)[-1]) % len(markers)]

@@ -175,12 +175,6 @@ def _comparison_table(C, budgets, ks, a_key, b_key, a_name, b_name, key, lower_i
     return L + [""]
 
 
-def _series_key(label: str) -> tuple:
-    """Legend order of 'Family K=16' labels: by family, then K as a number (4 < 8 < 16 < 32)."""
-    fam, _, k = label.rpartition(" K=")
-    return (fam, int(k)) if k.isdigit() else (label, 0)
-
-
 def _gap_figure(C, budgets, ks, path: Path, prob_name: str, top_name: str) -> bool:
     """gap_budget.png: relative Δ FVU (%) and Δ alive latents, ProbTopK − TopK paired by seed, per K
     against budget with 95 % CIs. False (and no file) when no K has both architectures."""
@@ -275,8 +269,8 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
                 by_k.setdefault(_label(arch, var), []).append((k, s["mean"], s["min"], s["max"]))
     if series:
         if len(budgets) > 1:  # one budget would draw one column of dots: the K figure says it all
-            plots.fvu_lines({k: sorted(v) for k, v in sorted(series.items(), key=lambda kv: _series_key(kv[0]))},
-                            out / "fvu_budget.png", f"Held-out FVU against training tokens (seed min–max) — d_sae {d_sae}")
+            plots.fvu_lines({k: sorted(v) for k, v in series.items()}, out / "fvu_budget.png",
+                            f"Held-out FVU against training tokens (seed min–max) — d_sae {d_sae}")
             L += ["![FVU against budget](fvu_budget.png)", ""]
             if _gap_figure(C, budgets, ks, out / "gap_budget.png", prob_name, top_name):
                 L += [f"The verdicts above as a picture: the paired difference {prob_name} − {top_name} per K "
@@ -287,7 +281,7 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
                 (out / stale).unlink(missing_ok=True)
             L += [f"One training budget ({_budget(budgets[0])} tokens): FVU against budget needs a sweep with "
                   "`[sweep] budgets = [...]`.", ""]
-        plots.fvu_lines({k: sorted(v) for k, v in sorted(by_k.items())}, out / "fvu_k.png",
+        plots.fvu_lines({k: sorted(v) for k, v in by_k.items()}, out / "fvu_k.png",
                         f"Held-out FVU against K at {_budget(budgets[-1])} tokens (seed min–max)", xlabel="K")
         L += ["![FVU against K](fvu_k.png)", ""]
 
