@@ -170,3 +170,28 @@ def test_training_png_is_redrawn_at_every_checkpoint(assets, tmp_path, monkeypat
     progress_calls = [c for c in calls if not c[1]]
     assert len(progress_calls) >= 2 and [n for n, _, _ in progress_calls] == sorted(n for n, _, _ in progress_calls)
     assert calls[-1][1] and calls[-1][2] is not None
+
+
+def test_train_measures_ce_kl_at_the_end_with_one_model_load_and_eval_agrees(assets, tmp_path, capsys, monkeypatch):
+    import probsae.data.models as models
+    from probsae.cli.eval import DOWNSTREAM_TOKENS as CLI_DEFAULT
+    from probsae.evaluation.downstream import DOWNSTREAM_TOKENS
+
+    assert CLI_DEFAULT == DOWNSTREAM_TOKENS   # the --help text's default is the library's
+    loads = []
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda *a, **kw: loads.append(a) or real(*a, **kw))
+    run = tmp_path / "run"
+    assert main(args(assets, run, "--downstream-tokens", "200", "--cache-dir", str(tmp_path / "fresh-cache"))) == 0
+    printed = capsys.readouterr().out
+    assert len(loads) == 1, "the model that extracted the activations also measures CE/KL"
+    ds = json.loads((run / "metrics.json").read_text())["downstream"]
+    assert ds["n_tokens"] >= 200 and ds["n_windows"] >= 2 and ds["ci"]["ce_recovered"] is not None
+    assert "CE recovered" in printed and f"{int(ds['n_tokens']):,} held-out tokens" in printed
+    assert main(["eval", str(run), "--downstream-tokens", "200", "--cache-dir", str(tmp_path / "fresh-cache")]) == 0
+    ev = json.loads((run / "eval.json").read_text())["downstream"]
+    assert ev["ce_recovered"] == pytest.approx(ds["ce_recovered"], abs=1e-6) and ev["n_tokens"] == ds["n_tokens"]
+
+    skip = tmp_path / "skip"
+    assert main(args(assets, skip, "--downstream-tokens", "0")) == 0
+    assert json.loads((skip / "metrics.json").read_text())["downstream"] is None

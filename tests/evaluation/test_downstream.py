@@ -95,3 +95,37 @@ def test_encoder_rejected() -> None:
     h = tiny_model("bert", n_layers=1)
     with pytest.raises(DataError, match="only defined for causal LMs"):
         downstream_metrics(h, "resid_pre.0", lambda x: x, [])
+
+
+def test_several_saes_share_the_clean_and_ablation_passes_and_match_single_calls():
+    handle = tiny_model("gpt2", n_layers=2, d_model=16, max_positions=32)
+    wins = list(_windows(handle))
+    half = lambda x: 0.5 * x
+    both = downstream_metrics(handle, "resid_pre.1", {"id": lambda x: x, "half": half}, wins)
+    one = downstream_metrics(handle, "resid_pre.1", half, wins)
+    for key in ("ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl", "n_tokens"):
+        assert both["half"][key] == pytest.approx(one[key], rel=1e-6, abs=1e-7)
+    assert both["id"]["ce_recovered"] == pytest.approx(1.0, abs=1e-5) and both["id"]["kl"] < 1e-6
+    assert both["half"]["ce_clean"] == both["id"]["ce_clean"]
+
+
+def test_bootstrap_ci_brackets_the_estimate_and_narrows_with_more_windows():
+    handle = tiny_model("gpt2", n_layers=2, d_model=16, max_positions=32)
+    wins = list(_windows(handle))
+    few = downstream_metrics(handle, "resid_pre.1", lambda x: 0.5 * x, wins[:2])
+    many = downstream_metrics(handle, "resid_pre.1", lambda x: 0.5 * x, wins)
+    for m in (few, many):
+        for key in ("ce_recovered", "ce_delta", "kl", "ce_sae"):
+            lo, hi = m["ci"][key]
+            assert lo <= m[key] <= hi
+    width = lambda m: m["ci"]["kl"][1] - m["ci"]["kl"][0]
+    assert many["n_windows"] > few["n_windows"] >= 2 and width(many) < width(few)
+    one_window = downstream_metrics(handle, "resid_pre.1", lambda x: 0.5 * x, [wins[0]][:1], max_batches=1)
+    assert one_window["n_windows"] == wins[0].input_ids.shape[0]
+
+
+def test_max_tokens_stops_after_enough_positions():
+    handle = tiny_model("gpt2", n_layers=2, d_model=16, max_positions=32)
+    wins = list(_windows(handle))
+    m = downstream_metrics(handle, "resid_pre.1", lambda x: x, wins, max_tokens=1)
+    assert m["n_windows"] == wins[0].input_ids.shape[0]   # one whole batch, then stop

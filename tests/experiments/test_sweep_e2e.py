@@ -202,3 +202,21 @@ l1_coeff = 0.01
     md = (rep / "report.md").read_text()
     for v in ("w/o magnitude", "w/o LayerNorm", "sigmoid gate", "| 4 | TopK |", "| 0.5 | 4 |"):
         assert v in md
+
+
+def test_sweep_measures_ce_kl_of_every_member_on_shared_tokens(sweep_setup, monkeypatch):
+    import probsae.data.models as models_mod
+
+    tmp, cfg, calls = sweep_setup
+    monkeypatch.setattr(models_mod, "is_causal_model", lambda name: True)
+    cfg.write_text(cfg.read_text().replace("[sweep]\n", "[sweep]\ndownstream_tokens = 100\ndownstream_members_per_pass = 3\n"))
+    out = tmp / "sweep"
+    assert main(["sweep", str(cfg), "--out", str(out), "--no-progress", "--set", "train.steps=30"]) == 0
+    ds = {p.parent.name: json.loads(p.read_text())["downstream"] for p in (out / "runs").glob("*/metrics.json")}
+    assert len(ds) == 4 and all(d is not None for d in ds.values())
+    assert len({d["n_tokens"] for d in ds.values()}) == 1 and next(iter(ds.values()))["n_tokens"] >= 100
+    assert len({d["ce_clean"] for d in ds.values()}) == 1          # one clean pass, the same tokens
+    assert len({round(d["ce_sae"], 6) for d in ds.values()}) == 4  # each member its own splice
+    assert calls == ["tiny-gpt2", "tiny-gpt2"]                     # extraction, then CE/KL (two passes of ≤ 3)
+    assert main(["sweep", str(cfg), "--out", str(out), "--no-progress", "--set", "train.steps=30"]) == 0
+    assert calls == ["tiny-gpt2", "tiny-gpt2"]                     # nothing left to measure: no model load

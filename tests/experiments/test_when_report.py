@@ -156,3 +156,47 @@ seed = [0, 1]
     assert not (rep / "gap_budget.png").exists() and "gap_budget.png" not in md
     assert "One training budget" in md and "![FVU against K](fvu_k.png)" in md
     assert (rep / "fvu_k.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_report_of_a_causal_lm_gives_ce_kl_verdicts_auxk_tables_and_the_downstream_pareto(
+        tmp_path, tiny_data_toml, monkeypatch, capsys):
+    import probsae.data.models as models_mod
+
+    monkeypatch.setattr(models_mod, "is_causal_model", lambda name: True)
+    cfg = tmp_path / "lm.toml"
+    cfg.write_text(f"""
+name = "lm-tiny"
+{tiny_data_toml()}[sae]
+d_sae = 48
+[train]
+steps = 30
+batch_size = 64
+lr = 2e-3
+warmup_steps = 5
+dead_window_tokens = 640
+[sweep]
+downstream_tokens = 64
+[[grid]]
+study = "when"
+architecture = ["topk", "prob_topk"]
+k = [2, 4]
+seed = [0, 1]
+[[grid]]
+study = "auxk"
+architecture = "topk"
+k = [2, 4]
+seed = [0, 1]
+aux_k = 8
+""")
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--no-progress"]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "## (c) The language model with the SAE spliced in" in text
+    assert "### CE loss recovered (higher is better)" in text and "### KL(clean ‖ SAE)" in text
+    assert "TopK (aux_k=8)" in text and "against TopK (aux_k=8)" in text
+    assert (tmp_path / "rep" / "downstream_pareto.png").read_bytes()[:8] == PNG_MAGIC
+    rows = list(csv.DictReader((tmp_path / "rep" / "runs.csv").open()))
+    assert len(rows) == 12 and all(float(r["ce_recovered"]) == float(r["ce_recovered"]) for r in rows)
+    first = json.loads(next((out / "runs").glob("*/metrics.json")).read_text())["downstream"]
+    assert first["n_tokens"] >= 64 and first["ci"]["kl"] is not None

@@ -7,11 +7,16 @@ HELP = ("Evaluate a run directory on held-out tokens: MSE, FVU, explained varian
         "for causal LMs also CE with the SAE spliced in, clean CE, zero-ablation CE, CE recovered and KL.")
 
 
+DOWNSTREAM_TOKENS = 32_768  # evaluation.downstream.DOWNSTREAM_TOKENS (tested equal; not imported: --help stays torch-free)
+
+
 def add_arguments(p) -> None:
     p.add_argument("run_dir", help="a run directory written by probsae train")
     p.add_argument("--eval-tokens", type=int, default=None, help="evaluate on at most this many held-out tokens")
     p.add_argument("--no-downstream", action="store_true", help="skip the CE/KL evaluation")
-    p.add_argument("--downstream-batches", type=int, default=8, help="batches of 4 windows for CE/KL")
+    p.add_argument("--downstream-tokens", type=int, default=None,
+                   help="held-out next-token positions CE/KL rest on (whole windows; default "
+                        f"{DOWNSTREAM_TOKENS:,}); the result gives 95 %% CIs over windows")
     p.add_argument("--cache-dir", default=None, help="activation cache root (default: the run's)")
     p.add_argument("--out", default=None, help="where to write the result JSON (default: RUN_DIR/eval.json)")
     p.add_argument("--device", default=None,
@@ -20,19 +25,11 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..runs import eval_run
-    from .train import print_metrics
+    from .train import print_downstream, print_metrics
 
     result = eval_run(args.run_dir, eval_tokens=args.eval_tokens, downstream=not args.no_downstream,
-                      downstream_batches=args.downstream_batches, cache_dir=args.cache_dir, out=args.out,
+                      downstream_tokens=args.downstream_tokens, cache_dir=args.cache_dir, out=args.out,
                       device=args.device)
     print_metrics(result)
-    ds = result.get("downstream")
-    if ds:
-        print(f"CE clean            {ds['ce_clean']:.4f}")
-        print(f"CE with SAE         {ds['ce_sae']:.4f}")
-        print(f"CE zero-ablation    {ds['ce_zero']:.4f}")
-        print(f"CE recovered        {ds['ce_recovered']:.4f}")
-        print(f"KL(clean ‖ SAE)     {ds['kl']:.4f}")
-    elif result.get("downstream_note"):
-        print(f"downstream          n/a: {result['downstream_note']}")
+    print_downstream(result)
     return 0

@@ -56,6 +56,9 @@ def add_arguments(p) -> None:
                    help="train straight from the model without a cache (the GPU path; several --hook points need it)")
     g.add_argument("--stream-buffer", type=int, default=16,
                    help="streaming: shuffle-buffer size on the device, in training batches")
+    g.add_argument("--downstream-tokens", type=int, default=None,
+                   help="causal LMs: held-out next-token positions for the CE/KL measured at the end of "
+                        "training with the SAE spliced in (default: as probsae eval, 32,768; 0: skip)")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
     g.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training tokens when --steps is not given")
@@ -105,7 +108,8 @@ def specs_from_args(args) -> list[tuple[str, "object"]]:
                         [f"{k}{v}" for k, v in zip(grid, values)])
         out.append((name, RunSpec(architecture=args.arch, hparams=hp, expansion=args.expansion, d_sae=args.d_sae,
                                   epochs=args.epochs, stream=args.stream, stream_buffer=args.stream_buffer,
-                                  cache_dir=args.cache_dir, data=replace(data, hook=hook), train=train)))
+                                  cache_dir=args.cache_dir, downstream_tokens=args.downstream_tokens,
+                                  data=replace(data, hook=hook), train=train)))
     return out
 
 
@@ -118,6 +122,24 @@ def print_metrics(result: dict, file=None) -> None:
     print(f"explained variance  {m['explained_variance']:.4f}", file=file)
     print(f"L0                  {m['l0']:.2f}", file=file)
     print(f"alive latents       {m['alive']} / {m['alive'] + m['dead']}  (dead {m['dead']})", file=file)
+
+
+def print_downstream(result) -> None:
+    """The CE/KL lines of ``probsae eval`` and ``probsae train`` (with CIs and token counts)."""
+    ds = result.get("downstream")
+    if ds:
+        def ci(key: str) -> str:
+            c = (ds.get("ci") or {}).get(key)
+            return f"  [{c[0]:.4f}, {c[1]:.4f}]" if c else ""
+        print(f"CE clean            {ds['ce_clean']:.4f}")
+        print(f"CE with SAE         {ds['ce_sae']:.4f}{ci('ce_sae')}")
+        print(f"CE zero-ablation    {ds['ce_zero']:.4f}")
+        print(f"CE recovered        {ds['ce_recovered']:.4f}{ci('ce_recovered')}")
+        print(f"KL(clean ‖ SAE)     {ds['kl']:.4f}{ci('kl')}")
+        print(f"CE/KL rest on       {int(ds['n_tokens']):,} held-out tokens in {ds.get('n_windows', '?')} windows "
+              "(95 % CIs: bootstrap over windows)")
+    elif result.get("downstream_note"):
+        print(f"downstream          n/a: {result['downstream_note']}")
 
 
 def run(args) -> int:
@@ -141,6 +163,7 @@ def run(args) -> int:
         print(f"\n{spec.architecture} {spec.hparams} on {spec.data.model} {spec.data.hook} ({spec.data.corpus}), "
               f"trained on {result['train_final'].get('tokens', 0):,} tokens")
         print_metrics(result)
+        print_downstream(result)
         print(f"run directory       {args.out}")
         print(f"training curves     {args.out}/training.png")
         return 0
@@ -151,9 +174,15 @@ def run(args) -> int:
     speed = results[0]["throughput"]
     print(f"\n{len(named)} SAEs on one activation stream of {named[0][1].data.model}, "
           f"{speed['train_tokens']:,} tokens at {speed['train_tokens_per_s']:,.0f} tokens/s")
-    print(f"{'run':24s} {'EV':>7s} {'FVU':>7s} {'L0':>7s} {'alive':>12s}  directory")
+    ce = any(r.get("downstream") for r in results)
+    print(f"{'run':24s} {'EV':>7s} {'FVU':>7s} {'L0':>7s} {'alive':>12s}" + ("  CE rec.    KL" if ce else "") + "  directory")
     for (name, _), r, d in zip(named, results, dirs):
-        m = r["heldout"]
+        m, ds = r["heldout"], r.get("downstream")
         print(f"{name:24s} {m['explained_variance']:7.4f} {m['fvu']:7.4f} {m['l0']:7.2f} "
-              f"{m['alive']:>5d}/{m['alive'] + m['dead']:<6d}  {d}")
+              f"{m['alive']:>5d}/{m['alive'] + m['dead']:<6d}"
+              + (f"  {ds['ce_recovered']:7.4f} {ds['kl']:7.4f}" if ds else ("  " + " " * 15 if ce else "")) + f"  {d}")
+    if ce:
+        n = next(r["downstream"] for r in results if r.get("downstream"))
+        print(f"CE/KL rest on {int(n['n_tokens']):,} held-out tokens ({n.get('n_windows', '?')} windows); "
+              "95 % CIs in each metrics.json")
     return 0

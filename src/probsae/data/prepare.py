@@ -22,7 +22,8 @@ class DataSpec:
     """Where activations come from."""
 
     model: str = "minilm"
-    """Model: a short name (minilm, gpt2, qwen3-0.6b), a Hugging Face id or a local directory."""
+    """Model: a short name (minilm, smollm2, gpt2, qwen3-0.6b), a Hugging Face id, a local directory
+    or a GGUF file."""
     hook: str = "resid_pre.4"
     """Hook point: resid_pre.L, resid_post.L or module:<dotted.name> (docs/DATA.md)."""
     target_hook: str | None = None

@@ -5,12 +5,18 @@ replaced by ``recon_fn(x)`` (a transcoder: the activation at the target hook rep
 ``recon_fn`` of the activation at its input hook); with it replaced by zeros. Splicing touches only the positions the
 SAE was trained on (``token_mask``: non-pad, non-special tokens) unless ``splice_special``; BOS,
 EOS separators and padding pass through unchanged, in both the SAE and the zero-ablation pass.
+Several SAEs of one hook point share the clean and zero-ablation forwards (pass a dict of
+``recon_fn``), so scoring N SAEs costs N + 2 forwards per window batch, not 3N. Every figure comes
+with a 95 % bootstrap CI over windows (the unit the held-out text is sampled in: tokens of one
+window are not independent).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,69 +49,131 @@ def _replacer(mask: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
     return sub
 
 
+#: Default number of held-out CE positions ``probsae eval`` and ``train`` score (windows of the
+#: run's context length, until at least this many next-token positions are scored). At 32,768
+#: positions the 95 % CI of CE recovered of a SmolLM2 SAE is about ±0.003 wide (docs/DATA.md).
+DOWNSTREAM_TOKENS = 32_768
+
+#: Bootstrap resamples (over windows) behind every CI of :func:`downstream_metrics`.
+BOOTSTRAP_RESAMPLES = 2000
+
+_SUMS = ("ce_clean", "ce_sae", "ce_zero", "kl", "kl_zero")
+
+
 def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
-                       recon_fn: Callable[[torch.Tensor], torch.Tensor],
+                       recon_fn: Callable[[torch.Tensor], torch.Tensor] | dict[str, Callable[[torch.Tensor], torch.Tensor]],
                        windows: Iterable[WindowBatch], max_batches: int | None = None,
-                       splice_special: bool = False, input_hook: str | HookPoint | None = None) -> dict[str, float]:
+                       splice_special: bool = False, input_hook: str | HookPoint | None = None,
+                       max_tokens: int | None = None, seed: int = 0) -> dict[str, Any]:
     """CE and KL of ``handle``'s causal LM with ``recon_fn`` spliced in at ``hook``.
 
     Args:
         handle: a causal LM (``handle.is_causal``).
         hook: where to splice.
-        recon_fn: maps raw activations (N, d) to raw-scale reconstructions (N, d).
+        recon_fn: maps raw activations (N, d) to raw-scale reconstructions (N, d); or a dict
+            ``{name: recon_fn}`` of several SAEs at the same hook point, scored on the same tokens
+            with one clean and one zero-ablation forward per window batch (returns ``{name: result}``).
         windows: window batches (e.g. from ``token_windows`` over held-out documents).
         max_batches: stop after this many window batches.
         splice_special: also splice special-token positions (default: pass them through).
         input_hook: where ``recon_fn`` reads its input when that is not ``hook`` (a transcoder
             reads an MLP's input and its output replaces the MLP's output at ``hook``); None: at ``hook``.
+        max_tokens: stop once at least this many CE positions are scored (whole batches).
+        seed: seed of the bootstrap.
 
     Returns:
         ``ce_clean``, ``ce_sae``, ``ce_zero`` (mean next-token CE in nats over positions whose
         input and target are both non-pad), ``ce_recovered`` = (ce_zero - ce_sae) /
         (ce_zero - ce_clean) (NaN if ce_zero == ce_clean), ``ce_delta`` = ce_sae - ce_clean,
         ``kl`` = mean over non-pad positions of KL(p_clean || p_sae), ``kl_zero`` likewise for the
-        ablation, ``n_tokens`` (CE positions) and ``n_spliced`` (positions replaced).
+        ablation, ``n_tokens`` (CE positions), ``n_windows`` and ``n_spliced`` (positions
+        replaced), and ``ci`` (95 % percentile-bootstrap intervals over windows, the unit the
+        tokens are sampled in, of ``ce_recovered``, ``ce_delta``, ``kl`` and ``ce_sae``: a pair
+        ``[low, high]`` each, None with fewer than 2 windows).
     """
     if not handle.is_causal:
         raise DataError(f"downstream CE is only defined for causal LMs; model {handle.name!r} "
                         f"({handle.model_type}) is not one")
+    single = not isinstance(recon_fn, dict)
+    fns = {"": recon_fn} if single else dict(recon_fn)
     hp = HookPoint.parse(hook)
     hp.validate(handle)
     if input_hook is not None:
         HookPoint.parse(input_hook).validate(handle)
-    sums = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl": 0.0, "kl_zero": 0.0}
-    n_ce = n_kl = n_spliced = 0
+    # per window: [ce_clean, ce_zero, kl_zero, n_ce, n_kl] shared, and [ce_sae, kl] per recon_fn
+    shared: list[list[float]] = []
+    own: dict[str, list[list[float]]] = {name: [] for name in fns}
+    n_ce = n_spliced = 0
     with torch.inference_mode():
         for b, wb in enumerate(windows):
-            if max_batches is not None and b >= max_batches:
+            if (max_batches is not None and b >= max_batches) or (max_tokens is not None and n_ce >= max_tokens):
                 break
             dev = handle.device
             att = wb.attention_mask.to(dev).bool()
             mask = att if splice_special else wb.token_mask.to(dev)
-            clean = _logits(handle, wb)
-            with splice(handle, hp, _replacer(mask, recon_fn), source=input_hook):
-                sae = _logits(handle, wb)
-            with splice(handle, hp, _replacer(mask, torch.zeros_like)):
-                zero = _logits(handle, wb)
             tgt = wb.input_ids.to(dev)[:, 1:]
             ce_mask = att[:, 1:] & att[:, :-1]
-            for key, lg in (("ce_clean", clean), ("ce_sae", sae), ("ce_zero", zero)):
-                ce = F.cross_entropy(lg[:, :-1].transpose(1, 2), tgt, reduction="none")
-                sums[key] += float(ce[ce_mask].sum())
+            clean = _logits(handle, wb)
             lp_clean = F.log_softmax(clean, -1)
-            for key, lg in (("kl", sae), ("kl_zero", zero)):
-                kl = (lp_clean.exp() * (lp_clean - F.log_softmax(lg, -1))).sum(-1)
-                sums[key] += float(kl[att].sum())
+            ce_clean = _window_ce(clean, tgt, ce_mask)
+            with splice(handle, hp, _replacer(mask, torch.zeros_like)):
+                zero = _logits(handle, wb)
+            ce_zero, kl_zero = _window_ce(zero, tgt, ce_mask), _window_kl(lp_clean, zero, att)
+            del zero
+            for row in zip(ce_clean, ce_zero, kl_zero, ce_mask.sum(1).tolist(), att.sum(1).tolist()):
+                shared.append([float(v) for v in row])
+            for name, fn in fns.items():
+                with splice(handle, hp, _replacer(mask, fn), source=input_hook):
+                    lg = _logits(handle, wb)
+                for row in zip(_window_ce(lg, tgt, ce_mask), _window_kl(lp_clean, lg, att)):
+                    own[name].append([float(v) for v in row])
             n_ce += int(ce_mask.sum())
-            n_kl += int(att.sum())
             n_spliced += int(mask.sum())
     if n_ce == 0:
         raise DataError("downstream_metrics: no tokens to score (empty windows, or windows of "
                         "length 1)")
-    res = {k: v / (n_ce if k.startswith("ce") else n_kl) for k, v in sums.items()}
-    denom = res["ce_zero"] - res["ce_clean"]
-    res["ce_recovered"] = (res["ce_zero"] - res["ce_sae"]) / denom if denom != 0 else float("nan")
-    res["ce_delta"] = res["ce_sae"] - res["ce_clean"]
-    res["n_tokens"] = float(n_ce)
-    res["n_spliced"] = float(n_spliced)
+    base = np.asarray(shared, np.float64)
+    out = {name: _summarise(base, np.asarray(rows, np.float64), n_spliced, seed) for name, rows in own.items()}
+    return out[""] if single else out
+
+
+def _window_ce(logits: torch.Tensor, tgt: torch.Tensor, ce_mask: torch.Tensor) -> list[float]:
+    """Sum of next-token CE over each window's scored positions."""
+    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), tgt, reduction="none")
+    return (ce * ce_mask).sum(1).tolist()
+
+
+def _window_kl(lp_clean: torch.Tensor, logits: torch.Tensor, att: torch.Tensor) -> list[float]:
+    """Sum of KL(p_clean || p) over each window's non-pad positions."""
+    kl = (lp_clean.exp() * (lp_clean - F.log_softmax(logits, -1))).sum(-1)
+    return (kl * att).sum(1).tolist()
+
+
+def _ratios(s: np.ndarray, o: np.ndarray) -> dict[str, np.ndarray]:
+    """The metrics from sums over windows: ``s`` (..., 5) of the shared columns, ``o`` (..., 2) of
+    the SAE's (a leading axis: one row per bootstrap resample)."""
+    ce_clean, ce_zero, kl_zero, n_ce, n_kl = (s[..., i] for i in range(5))
+    ce_sae, kl = o[..., 0] / n_ce, o[..., 1] / n_kl
+    ce_clean, ce_zero, kl_zero = ce_clean / n_ce, ce_zero / n_ce, kl_zero / n_kl
+    denom = ce_zero - ce_clean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rec = np.where(denom != 0, (ce_zero - ce_sae) / denom, np.nan)
+    return {"ce_clean": ce_clean, "ce_sae": ce_sae, "ce_zero": ce_zero, "ce_recovered": rec,
+            "ce_delta": ce_sae - ce_clean, "kl": kl, "kl_zero": kl_zero}
+
+
+def _summarise(base: np.ndarray, own: np.ndarray, n_spliced: int, seed: int) -> dict[str, Any]:
+    point = {k: float(v) for k, v in _ratios(base.sum(0), own.sum(0)).items()}
+    n_w = base.shape[0]
+    res: dict[str, Any] = {**point, "n_tokens": float(base[:, 3].sum()), "n_windows": n_w,
+                           "n_spliced": float(n_spliced)}
+    ci: dict[str, list[float] | None] = {k: None for k in ("ce_recovered", "ce_delta", "kl", "ce_sae")}
+    if n_w >= 2:
+        rng = np.random.default_rng(seed)
+        counts = rng.multinomial(n_w, np.full(n_w, 1.0 / n_w), size=BOOTSTRAP_RESAMPLES).astype(np.float64)
+        boot = _ratios(counts @ base, counts @ own)  # each resample: windows drawn with replacement
+        for k in ci:
+            v = boot[k][np.isfinite(boot[k])]
+            ci[k] = [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] if len(v) else None
+    res["ci"] = ci
     return res

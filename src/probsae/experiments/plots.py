@@ -192,6 +192,30 @@ def training_curves(curves: dict[tuple[str, str], list[tuple[float, float]]], pa
     return path
 
 
+def downstream_pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
+    """L0 (log-x) against CE loss recovered (left) and KL (right): label (an architecture, or
+    "<architecture> (<setting>)") → points with l0, tag (K) and ``ce_recovered``/``kl`` as
+    (mean, ci_low, ci_high); CIs as error bars (none where a CI is None)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = [n for n, _ in _by_arch(series)]
+    for ax, key, ylabel in ((axes[0], "ce_recovered", "CE loss recovered (held-out)"),
+                            (axes[1], "kl", "KL(clean ‖ SAE), nats/token")):
+        for (name, pts), (color, ls) in zip(_by_arch(series), _line_styles(names)):
+            pts = sorted(pts, key=lambda r: r["l0"])
+            xs = [max(r["l0"], 1e-3) for r in pts]
+            trip = [(x, *r[key]) for x, r in zip(xs, pts)]
+            ax.errorbar(xs, [t[1] for t in trip], yerr=_ci_err(trip), color=color, ls=ls, capsize=3, lw=1.2,
+                        marker=style(name.rsplit(" (", 1)[0]).marker, label=name)
+            for x, r in zip(xs, pts):
+                ax.annotate(r.get("tag", ""), (x, r[key][0]), textcoords="offset points", xytext=(4, 3),
+                            fontsize=7, color=color)
+        _log_x(ax, "L0 (active latents per token, held-out)", ylabel)
+    axes[0].legend(fontsize=8)
+    _save(fig, path, title)
+    return path
+
+
 def fvu_lines(series: dict[str, list[tuple[float, float, float, float]]], path: Path, title: str,
               xlabel: str = "training tokens per SAE") -> Path:
     """FVU against x (log-x; training tokens, or K): label → [(x, mean, min, max)]; the seed spread

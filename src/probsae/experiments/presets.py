@@ -42,7 +42,8 @@ _TOP_KEYS = {"name", "description", "data", "sae", "train", "grid", "sweep"}
 #: [data] keys of the sweep itself; every other [data] key is a ``probsae.data.prepare.DataSpec`` field.
 SWEEP_DATA_KEYS = {"cache", "eval_cache", "cache_dir"}
 _SAE_KEYS = {"d_sae", "expansion", "normalize", "seed"}
-_SWEEP_KEYS = {"max_members_per_pass", "eval_batch_size", "checkpoint_every", "budgets"}
+_SWEEP_KEYS = {"max_members_per_pass", "eval_batch_size", "checkpoint_every", "budgets", "downstream_tokens",
+               "downstream_members_per_pass"}
 #: [train] keys of the sweep itself (not TrainConfig fields).
 _TRAIN_EXTRA = {"tokens", "warmup_fraction"}
 

@@ -25,7 +25,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io import atomic_write_json, atomic_write_jsonl, read_json
-from ..runs.results import METRICS_FILE, read_runs, record_run
+from ..runs.results import METRICS_FILE, read_metrics, read_runs, record_run
 from .presets import SweepConfig, SweepMember, train_config_kwargs
 
 SWEEP_FILE = "sweep.json"
@@ -192,6 +192,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
         del saes
     if not main:
         return {**plan, "rank": ctx.rank}
+    measure_downstream(cfg, members, dirs, train_device)
     results = collect_results(out_dir)
     summary = {**plan, "wall_seconds": round(time.perf_counter() - t_start, 1), "results": len(results)}
     info = _read_json(out_dir / SWEEP_FILE)
@@ -200,6 +201,41 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
     atomic_write_json(out_dir / SWEEP_FILE, info)
     _log(f"done: {len(results)} members with metrics in {out_dir} ({summary['wall_seconds']:.0f}s this invocation)")
     return summary
+
+
+def measure_downstream(cfg: SweepConfig, members: list[SweepMember], dirs: dict[str, Path], device: str) -> int:
+    """CE/KL with each finished member spliced in (causal LMs only), for members whose metrics.json
+    has none yet: ``[sweep] downstream_tokens`` held-out positions (default: ``probsae eval``'s;
+    0: skip), ``downstream_members_per_pass`` SAEs (default 12) sharing each clean and zero-ablation
+    forward. Resumable: each pass writes its members' metrics.json. Returns how many were measured."""
+    from ..data.models import is_causal_model
+    from ..runs.eval_run import downstream_of
+    from ..runs.results import add_downstream
+    from ..saes import load_sae
+
+    tokens = cfg.sweep.get("downstream_tokens")
+    if tokens == 0 or "cache" in cfg.data:
+        return 0
+    spec = cfg.data_spec()
+    todo = [m for m in members if is_finished(dirs[m.name])
+            and read_metrics(dirs[m.name] / METRICS_FILE).get("downstream") is None]
+    if not todo or not is_causal_model(spec.model):
+        return 0
+    per_pass = int(cfg.sweep.get("downstream_members_per_pass", 12))
+    handle = spec.load(device)
+    for i in range(0, len(todo), per_pass):
+        chunk = todo[i:i + per_pass]
+        t0 = time.perf_counter()
+        _log(f"CE/KL of {len(chunk)} SAEs spliced into {spec.model} at {spec.hook} "
+             f"({i + len(chunk)}/{len(todo)})")
+        res = downstream_of(handle, spec, {m.name: load_sae(dirs[m.name], device=str(handle.device)) for m in chunk},
+                            tokens)
+        for m in chunk:
+            add_downstream(dirs[m.name], res[m.name])
+        n = next(iter(res.values()))
+        _log(f"CE/KL pass done in {time.perf_counter() - t0:.0f}s on {int(n['n_tokens']):,} held-out tokens "
+             f"({n['n_windows']} windows)")
+    return len(todo)
 
 
 def _passes(todo: list[SweepMember], cap: int) -> list[list[SweepMember]]:

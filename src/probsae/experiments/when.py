@@ -17,6 +17,7 @@ Writes into the output directory::
     fvu_k.png        held-out FVU against K at the largest budget, one line per architecture variant
     alive.png        alive latents during training (mean over seeds, min–max band) per K
     temperature.png  FVU against β0 per K (mean ± CI over seeds), TopK dashed, when the β0 study ran
+    downstream_pareto.png  causal LMs: L0 against CE loss recovered and KL (mean, 95 % CI over seeds)
 """
 
 from __future__ import annotations
@@ -82,12 +83,21 @@ def load_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, An
                          "fvu": e["fvu"], "mse": e["mse"], "l0": e["l0"], "alive": e["alive"], "dead": e["dead"],
                          "d_sae": r.get("d_sae"), "eval_tokens": e.get("n_tokens"),
                          "train_alive": r.get("train_final", {}).get("alive"),
+                         **_downstream_fields(r.get("downstream")),
                          # (top-level keys: metrics.json as sweeps wrote it before the one results schema)
                          "pass_train_seconds": r.get("seconds", {}).get("train", r.get("pass_train_seconds")),
                          "pass_members": r.get("extra", {}).get("pass_members", r.get("pass_members"))})
     if not rows:
         raise ConfigError(f"{root} has no finished runs (no runs/*/metrics.json): run 'probsae sweep' first")
     return infos, rows
+
+
+def _downstream_fields(ds: dict[str, Any] | None) -> dict[str, Any]:
+    """The CE/KL columns of a run's row (None when it has no downstream measurement)."""
+    ds = ds or {}
+    return {"ce_recovered": ds.get("ce_recovered"), "kl": ds.get("kl"), "ce_delta": ds.get("ce_delta"),
+            "ce_clean": ds.get("ce_clean"), "ce_tokens": ds.get("n_tokens"),
+            "ce_recovered_ci": (ds.get("ci") or {}).get("ce_recovered"), "kl_ci": (ds.get("ci") or {}).get("kl")}
 
 
 def cells(rows: list[dict]) -> dict[tuple, dict[int, dict]]:
@@ -100,7 +110,7 @@ def cells(rows: list[dict]) -> dict[tuple, dict[int, dict]]:
 
 def paired(a: dict[int, dict], b: dict[int, dict], key: str) -> dict[str, Any]:
     """Paired difference a − b of ``key`` over the seeds both have: mean, 95 % t-CI, relative mean."""
-    seeds = sorted(set(a) & set(b))
+    seeds = sorted(s for s in set(a) & set(b) if a[s].get(key) is not None and b[s].get(key) is not None)
     d = [a[s][key] - b[s][key] for s in seeds]
     rel = [(a[s][key] - b[s][key]) / b[s][key] for s in seeds if b[s][key]]
     m, lo, hi = mean_ci(d)
@@ -109,7 +119,9 @@ def paired(a: dict[int, dict], b: dict[int, dict], key: str) -> dict[str, Any]:
 
 
 def summary(c: dict[int, dict], key: str) -> dict[str, Any]:
-    vals = [r[key] for r in c.values()]
+    vals = [r[key] for r in c.values() if r.get(key) is not None]
+    if not vals:
+        return {"n": 0, "mean": None, "lo": None, "hi": None, "min": None, "max": None}
     m, lo, hi = mean_ci(vals)
     return {"n": len(vals), "mean": m, "lo": lo, "hi": hi, "min": min(vals), "max": max(vals)}
 
@@ -200,6 +212,69 @@ def _gap_figure(C, budgets, ks, path: Path, prob_name: str, top_name: str) -> bo
                       f"alive latents, {prob_name} − {top_name}": alive}, path,
                      f"{prob_name} − {top_name}, paired by seed (mean, 95 % CI); above 0: {prob_name} higher")
     return True
+
+
+def _baseline_variants_section(C, budgets, ks, prob_name: str) -> list[str]:
+    """FVU and alive latents of the paper's model against each variant of the baseline that is not an
+    initialisation study (e.g. TopK with AuxK, ``aux_k=…``): the baseline at its best."""
+    variants = sorted({var for (_, arch, var, _) in C if arch == BASELINE and var and not var.startswith("init=")})
+    L: list[str] = []
+    for var in variants:
+        name = _label(BASELINE, var)
+        L += [f"## {prob_name} against {name}", "",
+              f"The baseline with `{var}` (for `aux_k`: Gao et al.'s auxiliary loss, which revives dead latents by "
+              "reconstructing the residual from the top dead ones). Held-out FVU:", ""]
+        L += _comparison_table(C, budgets, ks, (SUBJECT, ""), (BASELINE, var), prob_name, name, "fvu", True)
+        L += ["Alive latents:", ""]
+        L += _comparison_table(C, budgets, ks, (SUBJECT, ""), (BASELINE, var), prob_name, name, "alive", False)
+        L += [f"{name} against {family(BASELINE)} (what `{var}` changes), held-out FVU:", ""]
+        L += _comparison_table(C, budgets, ks, (BASELINE, var), (BASELINE, ""), name, family(BASELINE), "fvu", True)
+    return L
+
+
+def _downstream_section(C, rows, budgets, ks, out: Path, prob_name: str, top_name: str) -> list[str]:
+    """(c) CE loss recovered and KL with each SAE spliced into the causal LM: per-run measurements
+    (their own bootstrap CIs over held-out windows), paired verdicts over seeds, and the Pareto
+    figure of L0 against CE loss recovered. Empty when no run has a downstream measurement."""
+    from . import plots
+
+    have = [r for r in rows if r.get("ce_recovered") is not None]
+    if not have:
+        (out / "downstream_pareto.png").unlink(missing_ok=True)
+        return []
+    toks = sorted({int(r["ce_tokens"]) for r in have})
+    widths = [r["ce_recovered_ci"][1] - r["ce_recovered_ci"][0] for r in have if r.get("ce_recovered_ci")]
+    clean = summary({i: r for i, r in enumerate(have)}, "ce_clean")
+    L = ["## (c) The language model with the SAE spliced in: CE loss recovered and KL", "",
+         f"Every SAE replaces the activation it reads at every non-special position of held-out windows; "
+         f"CE loss recovered = (CE_zero − CE_SAE) / (CE_zero − CE_clean) (1 = the model's own loss, 0 = the "
+         f"activation zeroed), KL = KL(p_clean ‖ p_SAE) per token. Each run is measured on "
+         f"{', '.join(f'{t:,}' for t in toks)} next-token positions (clean CE {_fmt(clean['mean'])} nats); "
+         + (f"the 95 % bootstrap CI of one run's CE recovered over windows is {min(widths):.4f}–{max(widths):.4f} "
+            "wide, so the verdicts below rest on the paired spread over seeds, which is the larger. "
+            if widths else "") + "", ""]
+    for key, better, title in (("ce_recovered", False, "CE loss recovered (higher is better)"),
+                               ("kl", True, "KL(clean ‖ SAE), nats per token (lower is better)")):
+        L += [f"### {title}", ""]
+        L += _comparison_table(C, budgets, ks, (SUBJECT, ""), (BASELINE, ""), prob_name, top_name, key, better)
+        for var in sorted({v for (_, a, v, _) in C if a == BASELINE and v and not v.startswith("init=")}):
+            L += _comparison_table(C, budgets, ks, (SUBJECT, ""), (BASELINE, var), prob_name,
+                                   _label(BASELINE, var), key, better)
+    b = budgets[-1]
+    series: dict[str, list] = {}
+    for (bb, arch, var, k), c in C.items():
+        if bb != b or var.startswith(("init=", "beta_start=")):
+            continue
+        ce, kl, l0 = summary(c, "ce_recovered"), summary(c, "kl"), summary(c, "l0")
+        if ce["mean"] is None:
+            continue
+        series.setdefault(_label(arch, var), []).append(
+            {"tag": f"K={k}", "l0": l0["mean"], "ce_recovered": (ce["mean"], ce["lo"], ce["hi"]),
+             "kl": (kl["mean"], kl["lo"], kl["hi"])})
+    plots.downstream_pareto(series, out / "downstream_pareto.png",
+                            f"L0 against CE loss recovered and KL at {_budget(b)} tokens (mean, 95 % CI over seeds)")
+    L += ["![L0 against CE loss recovered and KL](downstream_pareto.png)", ""]
+    return L
 
 
 def make_when_report(root: str | Path, out_dir: str | Path | None = None, command: str | None = None,
@@ -308,6 +383,9 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
             L += [f"During training a latent is alive if it fired in the last {window:,} tokens.", ""]
         L += ["![alive latents during training](alive.png)", ""]
 
+    L += _baseline_variants_section(C, budgets, ks, prob_name)
+    L += _downstream_section(C, rows, budgets, ks, out, prob_name, top_name)
+
     fixes = sorted({var for (_, arch, var, _) in C if arch == SUBJECT and var.startswith("score=")})
     if fixes:
         L += ["## The gate-saturation fixes", "",
@@ -375,15 +453,17 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
             L += ["![temperature](temperature.png)", ""]
 
     L += ["## Every run", "", "(also in `runs.csv`)", "",
-          "| budget | architecture | variant | K | seed | L0 | FVU | alive | alive (end of training) |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| budget | architecture | variant | K | seed | L0 | FVU | alive | alive (end of training) | CE recovered | KL |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = sorted(rows, key=lambda r: (r["budget"], arch_order(r["architecture"]), r["variant"],
                                         r["k"] or 0, r["seed"]))
     L += [f"| {_budget(r['budget'])} | {r['architecture']} | {r['variant'] or 'default'} | {r['k']} | {r['seed']} | "
-          f"{_fmt(r['l0'], 2)} | {_fmt(r['fvu'])} | {_fmt(r['alive'])} | {_fmt(r['train_alive'])} |" for r in order]
+          f"{_fmt(r['l0'], 2)} | {_fmt(r['fvu'])} | {_fmt(r['alive'])} | {_fmt(r['train_alive'])} | "
+          f"{_fmt(r['ce_recovered'])} | {_fmt(r['kl'])} |" for r in order]
     L += [""]
     cols = ["budget", "architecture", "variant", "k", "seed", "name", "l0", "mse", "fvu", "alive", "dead",
-            "train_alive", "eval_tokens", "pass_train_seconds", "pass_members"]
+            "train_alive", "eval_tokens", "ce_recovered", "kl", "ce_delta", "ce_clean", "ce_tokens",
+            "pass_train_seconds", "pass_members"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()

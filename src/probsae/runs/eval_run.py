@@ -9,17 +9,56 @@ from ..io import atomic_write_json
 from .spec import read_spec
 
 
+def downstream_of(handle, data, saes: dict[str, Any], max_tokens: int | None = None) -> dict[str, dict[str, Any]]:
+    """CE/KL (``evaluation.downstream``) of several SAEs trained on the data spec ``data``, on its
+    held-out documents windowed as in training, with one clean and one zero-ablation forward per
+    window batch shared by all of them. ``saes``: {name: SAE}; ``max_tokens``: CE positions to score
+    (default :data:`~probsae.evaluation.downstream.DOWNSTREAM_TOKENS`). Returns {name: result}."""
+    import torch
+
+    from ..data.corpus import token_windows
+    from ..data.prepare import split_docs
+    from ..evaluation.downstream import DOWNSTREAM_TOKENS, downstream_metrics
+
+    windows = token_windows(split_docs(data, "holdout"), handle.tokenizer, data.context_length, batch_size=4,
+                            max_length=handle.max_length, exclude_special=data.exclude_special)
+
+    def recon_of(sae):
+        sae.to(handle.device).eval()
+
+        def recon_fn(x):
+            with torch.no_grad():
+                return sae(x.float()).recon.to(x.dtype)
+        return recon_fn
+
+    # a transcoder's output replaces the target hook's activation, computed from its input hook's
+    target = data.target_hook
+    return downstream_metrics(handle, target or data.hook, {name: recon_of(sae) for name, sae in saes.items()}, windows,
+                              max_tokens=DOWNSTREAM_TOKENS if max_tokens is None else max_tokens,
+                              input_hook=data.hook if target else None)
+
+
+def downstream_line(ds: dict[str, Any]) -> str:
+    """``CE recovered 0.971 [0.968, 0.974] · KL 0.52 [0.50, 0.54] on 32,768 tokens (128 windows)``."""
+    def fmt(key: str, digits: int) -> str:
+        ci = (ds.get("ci") or {}).get(key)
+        return f"{ds[key]:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+    return (f"CE recovered {fmt('ce_recovered', 4)} · KL {fmt('kl', 4)} · ΔCE {fmt('ce_delta', 4)} nats "
+            f"(95 % CI over windows) on {int(ds['n_tokens']):,} tokens ({ds.get('n_windows', '?')} windows)")
+
+
 def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bool = True,
-             downstream_batches: int = 8, cache_dir: str | None = None, out: str | Path | None = None,
+             downstream_tokens: int | None = None, cache_dir: str | None = None, out: str | Path | None = None,
              device: str | None = None) -> dict[str, Any]:
     """Metrics of the SAE in ``run_dir`` on the held-out tokens of its data spec (the same tokens
     ``train`` evaluated on); for causal LMs also CE with the SAE spliced in, clean CE,
-    zero-ablation CE, CE recovered and KL. Writes ``out`` (default ``run_dir/eval.json``), whose
+    zero-ablation CE, CE recovered and KL, with 95 % CIs, on ``downstream_tokens`` held-out
+    positions (default ``DOWNSTREAM_TOKENS``). Writes ``out`` (default ``run_dir/eval.json``), whose
     directory is checked to be writable before anything is computed.
 
     ``device``: where the SAE and the model run (default: the run's training device setting,
     e.g. 'auto'); on the device it was trained on, the held-out metrics equal ``train``'s."""
-    from ..data.prepare import prepare_caches, split_docs
+    from ..data.prepare import prepare_caches
     from ..devices import resolve_device
     from ..evaluation.metrics import evaluate
     from ..io import atomic_write_json, check_writable_dir
@@ -34,26 +73,9 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
     (heldout,) = prepare_caches(spec.data, cache_dir or spec.cache_dir, parts=("holdout",), device=dev)
     result: dict[str, Any] = {"run_dir": str(run_dir), "heldout": evaluate(sae, heldout, max_tokens=eval_tokens)}
     if downstream:
-        from ..data.corpus import token_windows
-        from ..evaluation.downstream import downstream_metrics
-
         handle = spec.data.load(dev)
         if handle.is_causal:
-            import torch
-
-            windows = token_windows(split_docs(spec.data, "holdout"), handle.tokenizer, spec.data.context_length, batch_size=4,
-                                    max_length=handle.max_length, exclude_special=spec.data.exclude_special)
-
-            def recon_fn(x):
-                with torch.no_grad():
-                    return sae(x.float()).recon.to(x.dtype)
-
-            sae.to(handle.device)
-            # a transcoder's output replaces the target hook's activation, computed from its input hook's
-            target = spec.data.target_hook
-            result["downstream"] = downstream_metrics(handle, target or spec.data.hook, recon_fn, windows,
-                                                      max_batches=downstream_batches,
-                                                      input_hook=spec.data.hook if target else None)
+            result["downstream"] = downstream_of(handle, spec.data, {"sae": sae}, downstream_tokens)["sae"]
         else:
             result["downstream"] = None
             result["downstream_note"] = f"{spec.data.model} is not a causal LM: no next-token CE to measure"

@@ -65,6 +65,10 @@ class RunMetrics:
     train_tokens, train_seconds, train_tokens_per_s (end to end, data included), saes_on_the_stream,
     device; when streaming also extracted_tokens, forward_seconds and extract_tokens_per_s (tokens
     per second of model-forward time)."""
+    downstream: dict[str, Any] | None = None
+    """Causal LMs: CE/KL with the SAE spliced in on held-out text (``evaluation.downstream``:
+    ce_clean, ce_sae, ce_zero, ce_recovered, ce_delta, kl, kl_zero, n_tokens, n_windows, ci);
+    None when not measured (an encoder, or switched off)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
@@ -96,6 +100,17 @@ def record_run(run_dir: str | Path, name: str, architecture: str, hparams: dict[
         studies=list(studies or []), extra=dict(extra or {}), throughput=dict(throughput or {})).to_dict()
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
+
+
+def add_downstream(run_dir: str | Path, downstream: dict[str, Any]) -> dict[str, Any]:
+    """Put CE/KL results into an existing ``metrics.json`` (atomically); returns the new content."""
+    from ..io import atomic_write_json
+
+    path = Path(run_dir) / METRICS_FILE
+    m = read_metrics(path)
+    m["downstream"] = downstream
+    atomic_write_json(path, m)
+    return m
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:

@@ -35,6 +35,10 @@ class RunSpec:
     that many batches' worth of windows, so an SAE never sees a document in order)."""
     cache_dir: str = "cache"
     """Root folder of activation caches (shared by runs with the same data spec)."""
+    downstream_tokens: int | None = None
+    """Causal LMs: held-out next-token positions on which CE/KL with the SAE spliced in are measured
+    at the end of training, with the model already loaded (None: the default of ``probsae eval``,
+    32,768; 0: skip). Encoders have no next-token CE and skip it."""
     data: DataSpec = field(default_factory=DataSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -71,6 +75,8 @@ class RunSpec:
             whole("d_sae", self.d_sae, 1, "a positive integer or None")
         number("epochs", self.epochs, positive=True)
         whole("stream_buffer", self.stream_buffer, 1)
+        if self.downstream_tokens is not None:
+            whole("downstream_tokens", self.downstream_tokens, 0, "a non-negative integer (0: skip) or None")
         if not isinstance(self.hparams, dict):
             raise ConfigError(f"hparams must be a mapping, got {self.hparams!r}")
         # d_in is known only after extraction: check the hyperparameters with placeholder sizes
@@ -117,6 +123,7 @@ class RunSpec:
             d["train"].pop(k, None)
         d["data"].pop("device", None)
         d.pop("cache_dir", None)
+        d.pop("downstream_tokens", None)
         return d
 
 

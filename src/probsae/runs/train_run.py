@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..progress import say as _say
-from .results import record_run
+from .results import add_downstream, record_run
 from .spec import PLOT_FILE, RUN_FILE, RunSpec, data_metadata, differences, read_spec, write_spec
 
 
@@ -101,9 +101,11 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
         steps = first.train.steps or max(1, first.data.max_tokens // batch)
         n_train = None
     else:
+        # A causal LM measures CE/KL at the end: load it once, for the extraction and for that.
+        handle = first.data.load(device) if ctx.is_main and _wants_downstream(first) else None
         # rank 0 extracts, the others then open the caches (run `probsae cache` first for long extractions)
         train_data, held = distributed.main_first(
-            ctx, lambda: prepare_caches(first.data, first.cache_dir, progress=ctx.is_main, device=device))
+            ctx, lambda: prepare_caches(first.data, first.cache_dir, progress=ctx.is_main, device=device, handle=handle))
         eval_data = {hooks[0]: held}
         widths = {hooks[0]: train_data.d_in}
         n_train = train_data.n_tokens
@@ -141,6 +143,7 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
     if not ctx.is_main:
         return {} if single else [{} for _ in specs]
 
+    downstream = _downstream(specs, dirs, saes, handle)
     results = []
     for s, d, sae, history, title in zip(specs, dirs, saes, histories, titles):
         res = record_run(
@@ -148,6 +151,8 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
             data={"model": s.data.model, "hook": s.data.hook, "corpus": s.data.corpus},
             seconds={"data": round(t_data, 1), "train": round(t_train, 1)},
             throughput={**speed, "saes_on_the_stream": len(specs), "device": str(device)})
+        if downstream.get(str(d)) is not None:
+            res = add_downstream(d, downstream[str(d)])
         results.append(res)
         if plots_available():
             plot_training(history.records, d / PLOT_FILE, title, sae.d_sae, architecture=s.architecture,
@@ -155,6 +160,35 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
         else:
             _say(f"{d / PLOT_FILE} not drawn: {missing_extra_message('plot')}")
     return results[0] if single else results
+
+
+def _wants_downstream(spec: RunSpec) -> bool:
+    """CE/KL at the end of training: asked for (not 0) and the model is a causal LM."""
+    from ..data.models import is_causal_model
+
+    return spec.downstream_tokens != 0 and is_causal_model(spec.data.model)
+
+
+def _downstream(specs: list[RunSpec], dirs: list[Path], saes: list, handle) -> dict[str, Any]:
+    """{run dir: CE/KL result} of the trained SAEs, grouped by hook point (one shared clean and
+    zero-ablation pass per group), with the model loaded for training; {} when not measured."""
+    from .eval_run import downstream_line, downstream_of
+
+    if handle is None or not handle.is_causal or specs[0].downstream_tokens == 0:
+        return {}
+    out: dict[str, Any] = {}
+    for hook in dict.fromkeys(s.data.hook for s in specs):
+        group = {str(d): sae for s, d, sae in zip(specs, dirs, saes) if s.data.hook == hook}
+        data = next(s.data for s in specs if s.data.hook == hook)
+        _say(f"measuring CE/KL with {len(group)} SAE(s) spliced in at {hook} "
+             f"({specs[0].downstream_tokens or 'default'} held-out tokens)")
+        t0 = time.perf_counter()
+        res = downstream_of(handle, data, group, specs[0].downstream_tokens)
+        for name, ds in res.items():
+            _say(f"{Path(name).name or name}: {downstream_line(ds)}")
+        _say(f"CE/KL took {time.perf_counter() - t0:.0f}s")
+        out.update(res)
+    return out
 
 
 def _hook_widths(handle, hooks: list[str], target_hook: str | None = None) -> dict[str, int]:
