@@ -99,15 +99,16 @@ def record_run(run_dir: str | Path, name: str, architecture: str, hparams: dict[
 
 
 MIN_HELDOUT_TOKENS = 1000
-"""Held-out metrics from fewer tokens than this (or than ``--eval-tokens`` asked for, if fewer)
-come with a warning: FVU and the alive count of a handful of tokens are noise."""
+"""Held-out metrics from fewer than half this many tokens, or than half of what ``--eval-tokens``
+asked for if that is fewer, come with a warning: FVU and the alive count of a handful of tokens
+are noise, and the corpus could not give what was asked for."""
 
 
 def heldout_warning(n_tokens: int, eval_tokens: int | None, holdout_every: int) -> str | None:
-    """The warning for a held-out set of ``n_tokens`` tokens, or None when it is large enough:
-    at least ``eval_tokens`` (what was asked for) or ``MIN_HELDOUT_TOKENS``, whichever is fewer."""
+    """The warning for a held-out set of ``n_tokens`` tokens, or None when it is large enough: at
+    least half of ``eval_tokens`` (what was asked for) or of ``MIN_HELDOUT_TOKENS``, whichever is fewer."""
     wanted = min(eval_tokens or MIN_HELDOUT_TOKENS, MIN_HELDOUT_TOKENS)
-    if n_tokens >= wanted:
+    if 2 * n_tokens >= wanted:
         return None
     asked = f"--eval-tokens asked for {eval_tokens:,}" if eval_tokens else "the whole held-out split was asked for"
     return (f"the held-out set holds only {n_tokens:,} tokens ({asked}; every {holdout_every}th document is held "
