@@ -68,8 +68,9 @@ def describe_holder(holder: dict) -> str:
     text = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
     if holder.get("started"):
         text += f", started {holder['started']}"
-    if holder.get("command"):
-        text += f": {str(holder['command'])[:200]}"
+    command = str(holder.get("command") or "")
+    if command:
+        text += f": {command[:200]}" + ("…" if len(command) > 200 else "")
     return text
 
 
