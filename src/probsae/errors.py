@@ -30,3 +30,8 @@ class TrainingDivergedError(ProbSAEError):
 
 class MissingExtraError(ProbSAEError):
     """A feature needs an optional extra that is not installed; the message names the pip command."""
+
+
+class RunInUseError(FileIOError):
+    """A run directory that another probsae process is writing (it holds the directory's lock);
+    the message names that process (pid, host, start time, command)."""

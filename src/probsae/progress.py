@@ -130,3 +130,15 @@ def say(msg: str, prefix: str = "probsae") -> None:
     """A status line on stderr (``[probsae] msg``), silenced by ``--no-progress``."""
     if _STATE is not False:
         print(f"[{prefix}] {msg}", file=sys.stderr, flush=True)
+
+
+def warn(msg: str, prefix: str = "probsae") -> None:
+    """A warning on stderr (``[probsae] warning: msg``): a result that may not mean what it seems.
+    Printed even with ``--no-progress``."""
+    print(f"[{prefix}] warning: {msg}", file=sys.stderr, flush=True)
+
+
+def note(msg: str, prefix: str = "probsae") -> None:
+    """A note on stderr (``[probsae] note: msg``): something done differently from what the user
+    may expect. Printed even with ``--no-progress``."""
+    print(f"[{prefix}] note: {msg}", file=sys.stderr, flush=True)

@@ -104,13 +104,52 @@ def specs_from_args(args) -> list[tuple[str, "object"]]:
     out = []
     for hook, values in itertools.product(hooks, itertools.product(*grid.values())):
         hp = {**hparams, **dict(zip(grid, values))}
-        name = "-".join(([hook.replace(":", "_")] if len(hooks) > 1 else []) +
-                        [f"{k}{v}" for k, v in zip(grid, values)])
+        name = member_name(([hook] if len(hooks) > 1 else []) + [f"{k}{v}" for k, v in zip(grid, values)])
         out.append((name, RunSpec(architecture=args.arch, hparams=hp, expansion=args.expansion, d_sae=args.d_sae,
                                   epochs=args.epochs, stream=args.stream, stream_buffer=args.stream_buffer,
                                   cache_dir=args.cache_dir, downstream_tokens=args.downstream_tokens,
                                   data=replace(data, hook=hook), train=train)))
+    seen: dict[str, str] = {}
+    for (name, spec) in out:
+        if name in seen:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"runs {seen[name]!r} and {spec.data.hook!r} {spec.hparams} would share the run "
+                              f"directory name {name!r}; give hook points that differ in letters or digits")
+        seen[name] = f"{spec.data.hook} {spec.hparams}"
     return out
+
+
+def member_name(parts: list[str]) -> str:
+    """The directory name of one member of a comma-list grid: its varying values joined by '-',
+    with every character but letters, digits and ``._=+-`` made '_' and no leading dot, so the name
+    is one plain path component (a hook such as ``module:../../x`` cannot leave --out)."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
+    return re.sub(r"^\.+", lambda m: "_" * len(m.group()), name) or "_"
+
+
+def _inside(out, names: list[str]):
+    """The member directories ``out/<name>``, each checked to lie directly inside ``out``."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    root = Path(out).resolve()
+    dirs = [Path(out) / n for n in names]
+    for d in dirs:
+        if d.resolve().parent != root:
+            raise ConfigError(f"run directory {d} would lie outside --out {out}")
+    return dirs
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that a run unwinds (and reports) as after Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 def print_metrics(result: dict, file=None) -> None:
@@ -143,10 +182,6 @@ def print_downstream(result) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from ..runs import train_run
-
     named = specs_from_args(args)
     if named[0][1].train.deterministic:  # before the first cuBLAS call of the process, so it takes effect
         import os
@@ -155,6 +190,28 @@ def run(args) -> int:
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
     command = "probsae " + shlex.join(sys.argv[1:])
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        return _train(args, named, command)
+    except Terminated:
+        every = named[0][1].train.checkpoint_every
+        kept = (f"{args.out} resumes from its last checkpoint (one every {every} steps)" if every else
+                f"no checkpoint is written before the end (--checkpoint-every 0), so {args.out} trains from step 0")
+        print(f"probsae train: terminated (SIGTERM); {kept}: run the same command again to continue",
+              file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _train(args, named, command: str) -> int:
+    from ..runs import train_run
+
     if len(named) == 1:
         spec = named[0][1]
         result = train_run(spec, args.out, command=command, force=args.force)
@@ -167,7 +224,7 @@ def run(args) -> int:
         print(f"run directory       {args.out}")
         print(f"training curves     {args.out}/training.png")
         return 0
-    dirs = [Path(args.out) / name for name, _ in named]
+    dirs = _inside(args.out, [name for name, _ in named])
     results = train_run([s for _, s in named], dirs, command=command, force=args.force)
     if not results or not results[0]:
         return 0

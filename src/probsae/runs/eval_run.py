@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json
 from .spec import read_spec
 
 
@@ -57,20 +56,46 @@ def eval_run(run_dir: str | Path, eval_tokens: int | None = None, downstream: bo
     directory is checked to be writable before anything is computed.
 
     ``device``: where the SAE and the model run (default: the run's training device setting,
-    e.g. 'auto'); on the device it was trained on, the held-out metrics equal ``train``'s."""
-    from ..data.prepare import prepare_caches
-    from ..devices import resolve_device
-    from ..evaluation.metrics import evaluate
-    from ..io import atomic_write_json, check_writable_dir
-    from ..saes import load_sae
+    e.g. 'auto'); on the device it was trained on, the held-out metrics equal ``train``'s.
+
+    Writing into ``run_dir`` locks it for the whole evaluation (``probsae.runs.lock``), so it never
+    runs while a training writes there. A warning is printed when the corpus or the (local) model
+    differs from the one recorded in run.json at training, and when the held-out set is tiny."""
+    from contextlib import nullcontext
+
+    from ..io import check_writable_dir
+    from .lock import RunDirLock
 
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "eval.json"
     spec = read_spec(run_dir)
     check_writable_dir(out.parent, "directory of the evaluation result")
+    writes_into_run = out.absolute().parent == run_dir.absolute()
+    with RunDirLock(run_dir, "probsae eval") if writes_into_run else nullcontext():
+        return _eval(run_dir, spec, eval_tokens, downstream, downstream_tokens, cache_dir, out, device)
+
+
+def _eval(run_dir: Path, spec, eval_tokens: int | None, downstream: bool, downstream_tokens: int | None,
+          cache_dir: str | None, out: Path, device: str | None) -> dict[str, Any]:
+    from ..data.prepare import prepare_caches
+    from ..devices import resolve_device
+    from ..evaluation.metrics import evaluate
+    from ..io import atomic_write_json
+    from ..progress import warn
+    from ..saes import load_sae
+    from .results import heldout_warning
+    from .spec import changed_sources, read_sources
+
     dev = resolve_device(device or spec.train.device)
     sae = load_sae(run_dir, device=str(dev)).eval()
+    for w in changed_sources(read_sources(run_dir), spec.data):
+        warn(f"{w}: the held-out tokens are taken from what is there now, so these metrics are not comparable "
+             "with the training run's")
     (heldout,) = prepare_caches(spec.data, cache_dir or spec.cache_dir, parts=("holdout",), device=dev)
+    n_eval = min(heldout.n_tokens, eval_tokens) if eval_tokens else heldout.n_tokens
+    w = heldout_warning(n_eval, eval_tokens or spec.data.eval_tokens, spec.data.holdout_every)
+    if w:
+        warn(w)
     result: dict[str, Any] = {"run_dir": str(run_dir), "heldout": evaluate(sae, heldout, max_tokens=eval_tokens)}
     if downstream:
         handle = spec.data.load(dev)

@@ -113,6 +113,23 @@ def add_downstream(run_dir: str | Path, downstream: dict[str, Any]) -> dict[str,
     return m
 
 
+MIN_HELDOUT_TOKENS = 1000
+"""Held-out metrics from fewer than half this many tokens, or than half of what ``--eval-tokens``
+asked for if that is fewer, come with a warning: FVU and the alive count of a handful of tokens
+are noise, and the corpus could not give what was asked for."""
+
+
+def heldout_warning(n_tokens: int, eval_tokens: int | None, holdout_every: int) -> str | None:
+    """The warning for a held-out set of ``n_tokens`` tokens, or None when it is large enough: at
+    least half of ``eval_tokens`` (what was asked for) or of ``MIN_HELDOUT_TOKENS``, whichever is fewer."""
+    wanted = min(eval_tokens or MIN_HELDOUT_TOKENS, MIN_HELDOUT_TOKENS)
+    if 2 * n_tokens >= wanted:
+        return None
+    asked = f"--eval-tokens asked for {eval_tokens:,}" if eval_tokens else "the whole held-out split was asked for"
+    return (f"the held-out set holds only {n_tokens:,} tokens ({asked}; every {holdout_every}th document is held "
+            "out): held-out metrics from so few tokens are noise. Use a larger corpus or a smaller --holdout-every")
+
+
 def read_metrics(path: str | Path) -> dict[str, Any]:
     """A ``metrics.json``. It is written atomically, so it is never torn: a file that is not a JSON
     object is corrupt and a ``ConfigError`` naming it. Files written before the one schema are

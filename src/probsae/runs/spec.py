@@ -85,6 +85,9 @@ class RunSpec:
         self.data.validate()
         self.train.validate()
         limit = self.data.max_tokens
+        if self.stream and self.train.steps is None and limit is None:
+            raise ConfigError("streaming without a cache needs --steps or --max-tokens (a model stream has no end "
+                              "to count epochs from)")
         if not self.stream and limit is not None and limit < self.train.batch_size:
             raise ConfigError(f"max_tokens={limit} is fewer than batch_size={self.train.batch_size}: "
                               "not one batch could be trained")
@@ -137,11 +140,58 @@ def data_metadata(data: DataSpec, **extra: Any):
                        holdout_every=data.holdout_every, activation_dtype=data.dtype, extra=dict(extra))
 
 
-def write_spec(run_dir: Path, spec: RunSpec, command: str | None) -> None:
+def data_sources(data: DataSpec) -> dict[str, Any]:
+    """Fingerprints of what the activations are computed from: the corpus (a local file's size and
+    content hash, or size and mtime above 64 MiB) and the model (a local directory's files, else
+    its name). ``run.json`` records them at training; ``probsae eval`` warns when they changed."""
+    from ..data.cache import model_source
+    from ..data.corpus import load_corpus
+
+    return {"corpus": load_corpus(data.corpus, text_field=data.text_field).fingerprint(),
+            "model": model_source(data.model)}
+
+
+def changed_sources(recorded: dict[str, Any] | None, data: DataSpec) -> list[str]:
+    """Warnings, one per source (corpus, model) whose fingerprint differs from ``recorded`` (the
+    ``sources`` of a run.json; None, as in runs written before it was recorded: no warnings)."""
+    if not isinstance(recorded, dict):
+        return []
+    now = data_sources(data)
+    out = []
+    for what, name in (("corpus", data.corpus), ("model", data.model)):
+        before, after = recorded.get(what), now[what]
+        if before is None or before == after:
+            continue
+        files_before = before.get("files") if isinstance(before, dict) else None
+        if isinstance(files_before, dict) and isinstance(after.get("files"), dict):
+            changed = sorted(f for f in set(files_before) | set(after["files"])
+                             if files_before.get(f) != after["files"].get(f))
+            detail = f"{', '.join(changed[:3])}{', …' if len(changed) > 3 else ''} changed (size/content)"
+        else:
+            detail = f"it was {before!r:.120}, now {after!r:.120}"
+        out.append(f"the {what} {name!r} is not the one this run was trained on ({detail})")
+    return out
+
+
+def write_spec(run_dir: Path, spec: RunSpec, command: str | None, sources: dict[str, Any] | None = None) -> None:
+    """Write ``run.json``: the spec, the command line and ``sources`` (``data_sources`` at training)."""
     from ..io import atomic_write_json
 
     payload = {"format": "probsae-run", "spec": spec.to_dict(), "command": command}
+    if sources is not None:
+        payload["sources"] = sources
     atomic_write_json(run_dir / RUN_FILE, payload)
+
+
+def read_sources(run_dir: Path) -> dict[str, Any] | None:
+    """The ``sources`` recorded in ``run_dir/run.json`` (None when it records none)."""
+    from ..io import read_json
+
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    sources = read_json(path, dict, SAEFileError).get("sources")
+    return sources if isinstance(sources, dict) else None
 
 
 def read_spec(run_dir: Path) -> RunSpec:

@@ -40,24 +40,52 @@ def _resumed_step(run_dir: Path) -> int:
     return max((r["step"] for r in step_records(JsonlLogger(run_dir / LOG_FILE).read())), default=0)
 
 
+def _only_a_failed_start(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds nothing but ``run.json`` (and temporaries or the lock file): a
+    start that failed before training wrote a checkpoint, a log or weights."""
+    from ..io import TMP_MARKER
+    from .lock import LOCK_FILE
+
+    try:
+        names = {e.name for e in run_dir.iterdir() if TMP_MARKER not in e.name and e.name != LOCK_FILE}
+    except OSError:
+        return False
+    return names == {RUN_FILE}
+
+
+def _is_run_dir(run_dir: Path) -> bool:
+    """A probsae run directory: it holds run.json, or only a lock file (a start killed before it
+    wrote anything)."""
+    from ..io import TMP_MARKER
+    from .lock import LOCK_FILE
+
+    if (run_dir / RUN_FILE).is_file():
+        return True
+    return {e.name for e in run_dir.iterdir() if TMP_MARKER not in e.name} <= {LOCK_FILE}
+
+
 def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Path],
               command: str | None = None, force: bool = False) -> dict[str, Any] | list[dict[str, Any]]:
     """Train ``spec`` into ``run_dir``: weights + config.json, run.json, log.jsonl,
     checkpoint.safetensors, metrics.json (held-out evaluation, ``probsae.runs.results``) and
     training.png; returns the metrics. Resumes from the run directory's checkpoint when there is
-    one; refuses a run directory that holds a different run, and a non-empty directory that is not
-    a probsae run unless ``force``. Every option is validated before any activation is extracted.
+    one; refuses a run directory that holds a different run (except one that holds only the
+    run.json of a start that failed before training: it is reused, with a note), and a non-empty
+    directory that is not a probsae run unless ``force``. Every option is validated before any
+    activation is extracted, and nothing is written into the run directory before the model, the
+    hook points and the SAE's shape have been checked (a failed start leaves no folder behind).
+
+    The run directory is locked for the whole call (``probsae.runs.lock``): a second process
+    training or evaluating into it gets ``RunInUseError`` and writes nothing.
 
     Lists of specs and run directories train several SAEs on one activation stream (see the
     module docstring) and return one result per run; the checks above apply to every run
     directory. The model and the SAEs run on the training device (``spec.train.device``;
     ``spec.data.device`` 'auto' follows it)."""
-    from ..data.prepare import model_stream, prepare_caches
     from ..devices import resolve_device
-    from ..io import check_output_dir, check_writable_dir
-    from ..extras import missing_extra_message, plots_available
-    from ..training import distributed, train
-    from .plot import plot_training
+    from ..io import check_output_dir
+    from ..training import distributed
+    from .lock import locked_run_dirs
 
     single = isinstance(spec, RunSpec)
     specs = [spec] if single else list(spec)
@@ -68,29 +96,57 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
         s.validate()
     _check_together(specs)
     for d in dirs:
-        check_output_dir(d, lambda p: (p / RUN_FILE).is_file(), force, "probsae run directory")
+        check_output_dir(d, _is_run_dir, force, "probsae run directory")
     first = specs[0]
     ctx = distributed.setup(first.train)  # under torchrun: only rank 0 extracts and writes
     device = ctx.device or resolve_device(first.train.device)
+    # one writer per run directory, for the whole run (under torchrun the writing rank holds it)
+    with locked_run_dirs(dirs if ctx.is_main else [], command):
+        results = _train_locked(specs, dirs, command, ctx, device)
+    return results[0] if single else results
+
+
+def _train_locked(specs: list[RunSpec], dirs: list[Path], command: str | None, ctx, device) -> list[dict[str, Any]]:
+    from ..data.prepare import model_stream, prepare_caches
+    from ..extras import missing_extra_message, plots_available
+    from ..io import check_writable_dir
+    from ..progress import note, warn
+    from ..training import distributed, train
+    from .plot import plot_training
+    from .results import heldout_warning
+    from .spec import changed_sources, data_sources, read_sources
+
+    first = specs[0]
+    sources, fingerprints = [], {}
     for s, d in zip(specs, dirs):
+        recorded = None
         if (d / RUN_FILE).is_file():
             diff = differences(read_spec(d).comparable(), s.comparable())
-            if diff:
+            if diff and _only_a_failed_start(d):
+                note(f"{d} holds only the run.json of a start that failed before training (it differs in: "
+                     f"{', '.join(diff)}); starting this run there instead")
+            elif diff:
                 raise ConfigError(f"{d} holds a different run (differs in: {', '.join(diff)}); "
                                   "use another --out or delete that directory")
-            _say(f"resuming the run in {d}")
+            else:
+                _say(f"resuming the run in {d}")
+                recorded = read_sources(d)
+                for w in changed_sources(recorded, s.data):
+                    warn(f"{w}: the resumed steps train on other activations than the earlier ones")
+        # the sources the run started from stay recorded, so `probsae eval` compares with those
+        key = (s.data.corpus, s.data.text_field, s.data.model)
+        if recorded is None and key not in fingerprints:
+            fingerprints[key] = data_sources(s.data)
+        sources.append(recorded or fingerprints[key])
     if ctx.is_main:
-        for s, d in zip(specs, dirs):
+        for d in dirs:
             check_writable_dir(d, "run directory")
-            write_spec(d, s, command)
 
     hooks = list(dict.fromkeys(s.data.hook for s in specs))
     batch = first.train.batch_size
     t0 = time.perf_counter()
     stream = None
     if first.stream:
-        if first.train.steps is None and first.data.max_tokens is None:
-            raise ConfigError("streaming without a cache needs --steps or --max-tokens")
         handle = first.data.load(device)
         train_data = stream = model_stream(first.data, batch, handle, hooks, first.stream_buffer * batch, first.train.seed)
         widths = _hook_widths(handle, hooks, first.data.target_hook)
@@ -114,9 +170,16 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
             raise ConfigError(f"the training cache has {n_train} tokens, fewer than batch_size={batch}")
     t_data = time.perf_counter() - t0
 
+    for h in hooks:
+        w = heldout_warning(eval_data[h].n_tokens, first.data.eval_tokens, first.data.holdout_every)
+        if w and ctx.is_main:
+            warn(w)
     saes = [s.build_sae(widths[s.data.hook]) for s in specs]
     for s, sae in zip(specs, saes):
         sae.metadata = data_metadata(s.data)  # saved in config.json: model, hook point, windows, corpus
+    if ctx.is_main:  # the model, hook points and SAE shapes are good: now the run directories are written
+        for s, d, src in zip(specs, dirs, sources):
+            write_spec(d, s, command, src)
     cfg = replace(first.train, steps=steps, extra={**first.train.extra, "model": first.data.model,
                                                     "hooks": hooks, "corpus": first.data.corpus})
     if ctx.is_main:
@@ -141,7 +204,7 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
              + (f" end to end (model forward {speed['forward_seconds']:.1f}s, {speed['extract_tokens_per_s']:,.0f} "
                 "extracted tokens/s of forward time)" if stream else ""))
     if not ctx.is_main:
-        return {} if single else [{} for _ in specs]
+        return [{} for _ in specs]
 
     downstream = _downstream(specs, dirs, saes, handle)
     results = []
@@ -159,7 +222,7 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
                           heldout_alive=res["heldout"]["alive"])
         else:
             _say(f"{d / PLOT_FILE} not drawn: {missing_extra_message('plot')}")
-    return results[0] if single else results
+    return results
 
 
 def _wants_downstream(spec: RunSpec) -> bool:

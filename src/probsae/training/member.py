@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..errors import InputError, TrainingDivergedError
+from ..errors import InputError, SAEFileError, TrainingDivergedError
 from ..io import clean_stale_tmp
 from ..schedules import lr_factor
 from ..tensorfile import nonfinite_names
@@ -88,6 +88,12 @@ class Member:
         state = load_checkpoint(self.run_dir) if self.run_dir else None
         if state is None:
             return False
+        if self.writer and int(state.get("step", 0)) > 0 and not self.logger.read():
+            # every run logs its start before its first checkpoint: the log was deleted or emptied
+            raise SAEFileError(
+                f"{self.run_dir} holds a checkpoint at step {int(state['step'])} but its training log "
+                f"{LOG_FILE} is missing or empty, so the run's training figures (loss, tokens seen) are lost. "
+                f"Restore {LOG_FILE}, or move {self.run_dir} away to train the run again from step 0")
         self.start_step = restore(state, self.sae, self.optimizer, self.liveness)
         self.resume_extra = dict(state.get("extra") or {})
         if self.dist is not None:
