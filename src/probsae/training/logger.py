@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,34 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             raise SAEFileError(f"{path} line {i} is not valid JSON ({e.msg}): the log is corrupt") from None
         if not isinstance(rec, dict):
             raise SAEFileError(f"{path} line {i} is not a JSON object: the log is corrupt")
+        if "step" in rec and not rec.get("event"):
+            problem = step_record_problem(rec)
+            if problem:
+                raise SAEFileError(f"{path} line {i}: {problem}: the log is corrupt")
         out.append(rec)
     return out
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", str: "a string", float: "a float", list: "a list", dict: "an object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def step_record_problem(rec: dict[str, Any]) -> str | None:
+    """What is wrong with a per-step record (None if nothing): ``step`` and ``tokens`` are
+    non-negative integers, every other field a finite number or null (what ``Member.log`` writes)."""
+    for key in ("step", "tokens"):
+        if key not in rec:
+            return f"the step record has no {key!r}"
+        v = rec[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            return f"{key!r} must be a non-negative integer (found {_kind(v)}: {json.dumps(v)[:40]})"
+    for key, v in rec.items():
+        if v is None or key in ("step", "tokens"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"{key!r} must be a number (found {_kind(v)}: {json.dumps(v)[:40]})"
+    return None
 
 
 @dataclass
