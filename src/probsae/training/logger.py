@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SAEFileError
-from ..io import append_line, atomic_write_jsonl, dumps_json, ensure_dir, io_error, read_text
+from ..io import append_line, atomic_write_jsonl, dumps_json, ensure_dir, io_error, json_type_name, read_text
 
 
 class JsonlLogger:
@@ -73,11 +73,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def _kind(value: Any) -> str:
-    return {bool: "a boolean", str: "a string", float: "a float", list: "a list", dict: "an object",
-            type(None): "null"}.get(type(value), type(value).__name__)
-
-
 def step_record_problem(rec: dict[str, Any]) -> str | None:
     """What is wrong with a per-step record (None if nothing): ``step`` and ``tokens`` are
     non-negative integers, every other field a finite number or null (what ``Member.log`` writes)."""
@@ -86,12 +81,12 @@ def step_record_problem(rec: dict[str, Any]) -> str | None:
             return f"the step record has no {key!r}"
         v = rec[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            return f"{key!r} must be a non-negative integer (found {_kind(v)}: {json.dumps(v)[:40]})"
+            return f"{key!r} must be a non-negative integer (found {json_type_name(v)}: {json.dumps(v)[:40]})"
     for key, v in rec.items():
         if v is None or key in ("step", "tokens"):
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return f"{key!r} must be a number (found {_kind(v)}: {json.dumps(v)[:40]})"
+            return f"{key!r} must be a number (found {json_type_name(v)}: {json.dumps(v)[:40]})"
     return None
 
 
