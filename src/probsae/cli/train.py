@@ -8,13 +8,14 @@ import sys
 from ..data.prepare import DataSpec
 from ..saes.registry import architectures, get_class
 from ..training.config import TrainConfig
-from .options import add_dataclass_options, collect, parse_assignments
+from .options import add_dataclass_options, collect, list_valued, parse_assignments
 
 NAME = "train"
 HELP = ("Train an SAE on a model's activations: writes weights, config, run.json, log.jsonl, "
         "metrics.json and training.png into --out, and resumes if --out holds a checkpoint. "
         "Comma lists (--k 4,8,16,24,32, --hook resid_pre.6,resid_pre.8) train one SAE per "
-        "combination on one activation stream, each in --out/<name>.")
+        "combination on one activation stream, each in --out/<name>; a list-valued hyperparameter "
+        "(--prefix-fractions 0.0625,0.25,1) takes its whole list.")
 
 _TRAIN_SKIP = {"steps", "log_path", "extra", "progress"}  # progress: the --progress/--no-progress of every command
 
@@ -40,14 +41,19 @@ def add_arguments(p) -> None:
     g.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
     g = p.add_argument_group("architecture hyperparameters (each applies to the architectures that have it)")
     seen: set[str] = {"seed"}  # the SAE's init seed follows --seed (TrainConfig)
+    whole = _list_valued()
     for name in architectures():
         cls = get_class(name).config_class
         names = [f for f in cls.__dataclass_fields__ if f not in ("d_in", "d_sae") and f not in seen]
         seen.update(names)
         add_dataclass_options(g, cls, skip=set(cls.__dataclass_fields__) - set(names), dest_prefix="hp_")
     g.add_argument("--hparam", action="append", metavar="KEY=VALUE", help="any other hyperparameter (repeatable)")
-    for action in g._group_actions:  # every hyperparameter takes a comma list: one SAE per value
-        if action.dest.startswith("hp_") and action.type is not None:
+    for action in g._group_actions:
+        if not action.dest.startswith("hp_") or action.type is None:
+            continue
+        if action.dest[3:] in whole:  # a list-valued hyperparameter: the comma list is its one value
+            action.help += " (a comma list is the one value, not a sweep)"
+        else:  # a scalar hyperparameter takes a comma list: one SAE per value
             action.type = _listable(action.type)
     g = p.add_argument_group("data")
     add_dataclass_options(g, DataSpec, dest_prefix="data_", skip={"device"})  # extraction uses --device
@@ -60,6 +66,11 @@ def add_arguments(p) -> None:
     g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
     g.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training tokens when --steps is not given")
     add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_", defaults={"checkpoint_every": 100})
+
+
+def _list_valued() -> set[str]:
+    """Hyperparameters whose value is a list in some architecture (``prefix_fractions``)."""
+    return set().union(*(list_valued(get_class(a).config_class) for a in architectures()))
 
 
 def _listable(cast):
@@ -97,7 +108,8 @@ def specs_from_args(args) -> list[tuple[str, "object"]]:
     train_kw = collect(args, [a[6:] for a in vars(args) if a.startswith("train_")], "train_")
     train = TrainConfig(steps=args.steps, **train_kw)
     hooks = [h.strip() for h in data.hook.split(",") if h.strip()]
-    grid = {k: v for k, v in hparams.items() if isinstance(v, list)}
+    whole = _list_valued()  # a list given to one of these (--hparam prefix_fractions=[…]) is its value
+    grid = {k: v for k, v in hparams.items() if isinstance(v, list) and k not in whole}
     out = []
     for hook, values in itertools.product(hooks, itertools.product(*grid.values())):
         hp = {**hparams, **dict(zip(grid, values))}
