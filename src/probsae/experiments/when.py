@@ -115,11 +115,12 @@ def summary(c: dict[int, dict], key: str) -> dict[str, Any]:
 
 
 def verdict(p: dict[str, Any], lower_is_better: bool, a: str, b: str) -> str:
-    """Plain-words verdict of a paired difference a − b."""
+    """Plain-words verdict of a paired difference a − b: a verdict word only where the 95 % CI
+    excludes 0; with one seed (no CI) none."""
     if p["n"] == 0 or p["mean"] is None:
         return "no pairs"
     if p["lo"] is None:
-        return f"{a} {'lower' if p['mean'] < 0 else 'higher'} (1 seed: no CI)"
+        return "no CI (single seed): no verdict"
     if p["hi"] < 0:
         return f"**{a} better**" if lower_is_better else f"**{a} lower**"
     if p["lo"] > 0:
