@@ -93,6 +93,29 @@ def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
     return info, results
 
 
+def _window_text(values: set[int]) -> str:
+    """'5,120', or '5,120 to 10,240' where runs used different windows."""
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
+
+
+def used_dead_window(run_dirs: list[Path], info: dict[str, Any]) -> str | None:
+    """The training liveness window (``TrainConfig.dead_window_tokens``) the runs trained with, as
+    text: from the ``start`` record of each run's log (what training used), else sweep.json's
+    train_config; None if neither records it."""
+    used = set()
+    for d in run_dirs:
+        for rec in read_jsonl(Path(d) / LOG_FILE):
+            w = rec.get("train_config", {}).get("dead_window_tokens") if rec.get("event") == "start" \
+                and isinstance(rec.get("train_config"), dict) else None
+            if isinstance(w, int) and not isinstance(w, bool):
+                used.add(w)
+    if not used:
+        w = info.get("train_config", {}).get("dead_window_tokens")
+        used = {w} if isinstance(w, int) and not isinstance(w, bool) else set()
+    return _window_text(used) if used else None
+
+
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
     """The per-step training records of a run directory's log (strict: see ``read_jsonl``)."""
     return step_records(read_jsonl(Path(run_dir) / LOG_FILE))
@@ -149,12 +172,14 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
             if pts:
                 panels.setdefault(row["k"], {})[row["architecture"]] = pts
     panels = {k: v for k, v in panels.items() if len(v) == 2} or panels
+    # The windows the runs used (their logs), the one source of the figure title and the Setting
+    # section: the logged alive_window, else (older logs) the training window, dead_window_tokens.
+    figs["dead_window"] = dead_window = used_dead_window([r["_dir"] for r in results], info)
+    figs["alive_window"] = window = _window_text(windows) if windows else dead_window
     if panels:
-        window = max(windows) if windows else info.get("train_config", {}).get("dead_window_tokens")
-        wtxt = f" (alive = fired in the last {window:,} tokens)" if window else ""
+        wtxt = f" (alive = fired in the last {window} tokens)" if window else ""
         plots.alive_curves(panels, d_sae, out / "alive.png", f"Alive latents during training{wtxt}")
         figs["alive"] = "alive.png"
-        figs["alive_window"] = window
 
     # Ablations: per K with at least one ablation variant.
     ablation_order = ["full", *ABLATIONS, arch_label(BASELINE)]
@@ -298,8 +323,14 @@ def _markdown(info, rows, abl, tlines, figs, sweep_dir: Path, out: Path, command
         L += [f"- training tokens seen per SAE: {toks:,}"]
     if tc:
         L += [f"- optimiser: Adam lr {tc.get('lr')} ({tc.get('lr_schedule')}, warm-up {tc.get('warmup_steps')} steps), "
-              f"batch {tc.get('batch_size')} tokens, {tc.get('steps')} steps, grad clip {tc.get('grad_clip')}; "
-              f"alive window during training {tc.get('dead_window_tokens'):,} tokens"]
+              f"batch {tc.get('batch_size')} tokens, {tc.get('steps')} steps, grad clip {tc.get('grad_clip')}"]
+    if figs.get("alive_window") or figs.get("dead_window"):
+        L += ["- alive latents during training: " + "; ".join(
+            ([f"the alive figure counts latents that fired within the last {figs['alive_window']} training tokens"]
+             if figs.get("alive_window") else []) +
+            ([f"the 'alive at end of training' and 'alive (train window)' columns count those that fired within the training window "
+              f"(`dead_window_tokens`, which also decides the dead latents during training) of {figs['dead_window']} tokens"]
+             if figs.get("dead_window") else []))]
     L += [f"- runs: {len(rows)}; metrics are on normalised inputs (mean-centred, unit-norm tokens), "
           "deterministic inference path", ""]
 
@@ -327,9 +358,13 @@ def _markdown(info, rows, abl, tlines, figs, sweep_dir: Path, out: Path, command
         L += ["## Pareto frontier", "", "![Pareto frontier](pareto.png)", "",
               "FVU and MSE against L0 (log scale) for the default variant of each architecture; "
               "each point is labelled by its sparsity setting (K, or λ for penalty-trained architectures).", ""]
+        above = sorted(r["name"] for r in rows if r["variant"] == "full" and r["fvu"] > 1)
+        if above:
+            L += [f"FVU > 1 (reconstruction worse than predicting the mean; ringed in the figure, above the dotted "
+                  f"line at 1): {', '.join(above)}.", ""]
     if "alive" in figs:
         L += ["## Alive latents during training", "", "![alive latents](alive.png)", "",
-              f"Alive = fired within the last {figs['alive_window']:,} training tokens (shared y-axis from 0 to d_sae)."
+              f"Alive = fired within the last {figs['alive_window']} training tokens (shared y-axis from 0 to d_sae)."
               if figs.get("alive_window") else "Shared y-axis from 0 to d_sae.", ""]
     if abl:
         L += ["## Ablations", "", "![ablations](ablation.png)", "",
