@@ -5,10 +5,10 @@ from __future__ import annotations
 import shlex
 import sys
 
-from ..data.prepare import DataSpec
-from ..saes.registry import architectures, get_class
-from ..training.config import TrainConfig
 from .options import add_dataclass_options, collect, list_valued, parse_assignments
+
+# The library (torch) is imported inside the functions: ``probsae --help`` imports this module for
+# NAME and HELP only (cli/main.py).
 
 NAME = "train"
 HELP = ("Train an SAE on a model's activations: writes weights, config, run.json, log.jsonl, "
@@ -20,17 +20,32 @@ HELP = ("Train an SAE on a model's activations: writes weights, config, run.json
 _TRAIN_SKIP = {"steps", "log_path", "extra", "progress"}  # progress: the --progress/--no-progress of every command
 
 
-def _hparam_fields() -> dict[str, type]:
-    """Union of every architecture's hyperparameters (each flag applies to the archs that have it)."""
-    out = {}
+def hparam_architectures() -> dict[str, tuple[str, ...]]:
+    """Every architecture hyperparameter → the architectures whose config class has it (registry
+    order), d_in and d_sae excluded: what ``train --help`` groups the flags by."""
+    from ..saes.registry import architectures, get_class
+
+    out: dict[str, tuple[str, ...]] = {}
     for name in architectures():
-        for f in get_class(name).config_class.__dataclass_fields__.values():
-            if f.name not in ("d_in", "d_sae"):
-                out.setdefault(f.name, get_class(name).config_class)
+        for f in get_class(name).config_class.__dataclass_fields__:
+            if f not in ("d_in", "d_sae"):
+                out[f] = out.get(f, ()) + (name,)
     return out
 
 
+def _group_title(archs: tuple[str, ...]) -> str:
+    from ..saes.registry import architectures
+
+    if set(archs) == set(architectures()):
+        return "SAE options (every architecture)"
+    return f"hyperparameters of {', '.join(archs)} only" if len(archs) > 1 else f"hyperparameters of {archs[0]} only"
+
+
 def add_arguments(p) -> None:
+    from ..data.prepare import DataSpec
+    from ..saes.registry import architectures, get_class
+    from ..training.config import TrainConfig
+
     p.add_argument("--arch", default="prob_topk", choices=architectures(), help="SAE architecture")
     p.add_argument("--out", default="runs/default", help="run directory (resumed if it holds a checkpoint)")
     p.add_argument("--force", action="store_true",
@@ -39,16 +54,24 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("SAE size")
     g.add_argument("--expansion", type=int, default=16, help="d_sae = expansion × d_in (the paper: 16)")
     g.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
-    g = p.add_argument_group("architecture hyperparameters (each applies to the architectures that have it)")
+    # One group per set of architectures a hyperparameter applies to (from the config classes), in
+    # the registry's order: --arch refuses a flag of another architecture.
+    owners = hparam_architectures()
+    groups: dict[tuple[str, ...], object] = {}
     seen: set[str] = {"seed"}  # the SAE's init seed follows --seed (TrainConfig)
     whole = _list_valued()
     for name in architectures():
         cls = get_class(name).config_class
         names = [f for f in cls.__dataclass_fields__ if f not in ("d_in", "d_sae") and f not in seen]
         seen.update(names)
-        add_dataclass_options(g, cls, skip=set(cls.__dataclass_fields__) - set(names), dest_prefix="hp_")
+        for archs in dict.fromkeys(owners[f] for f in names):
+            if archs not in groups:
+                groups[archs] = p.add_argument_group(_group_title(archs))
+            part = {f for f in names if owners[f] == archs}
+            add_dataclass_options(groups[archs], cls, skip=set(cls.__dataclass_fields__) - part, dest_prefix="hp_")
+    g = groups.get(tuple(architectures())) or p.add_argument_group("SAE options (every architecture)")
     g.add_argument("--hparam", action="append", metavar="KEY=VALUE", help="any other hyperparameter (repeatable)")
-    for action in g._group_actions:
+    for action in p._actions:
         if not action.dest.startswith("hp_") or action.type is None:
             continue
         if action.dest[3:] in whole:  # a list-valued hyperparameter: the comma list is its one value
@@ -70,6 +93,8 @@ def add_arguments(p) -> None:
 
 def _list_valued() -> set[str]:
     """Hyperparameters whose value is a list in some architecture (``prefix_fractions``)."""
+    from ..saes.registry import architectures, get_class
+
     return set().union(*(list_valued(get_class(a).config_class) for a in architectures()))
 
 
@@ -89,7 +114,10 @@ def specs_from_args(args) -> list[tuple[str, "object"]]:
     import itertools
     from dataclasses import replace
 
+    from ..data.prepare import DataSpec
     from ..runs.spec import RunSpec
+    from ..saes.registry import get_class
+    from ..training.config import TrainConfig
 
     hp_names = [a[3:] for a in vars(args) if a.startswith("hp_")]
     given = collect(args, hp_names, "hp_")

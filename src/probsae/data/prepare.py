@@ -24,7 +24,8 @@ class DataSpec:
     model: str = "minilm"
     """Model: a short name (minilm, gpt2, qwen3-0.6b), a Hugging Face id or a local directory."""
     hook: str = "resid_pre.4"
-    """Hook point: resid_pre.L, resid_post.L or module:<dotted.name> (docs/DATA.md)."""
+    """Hook point: resid_pre.L, resid_post.L, resid_mid.L, mlp_in.L, mlp_out.L (block L; the MLP
+    sites of GPT-2, Llama/Qwen and BERT blocks) or module:<dotted.name> (docs/DATA.md)."""
     target_hook: str | None = None
     """A transcoder's target hook point (e.g. module:transformer.h.L.mlp, the MLP's output, for
     hook module:transformer.h.L.ln_2, its input): rows become [input | target] pairs, the cache
