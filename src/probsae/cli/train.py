@@ -38,7 +38,7 @@ def _group_title(archs: tuple[str, ...]) -> str:
 
     if set(archs) == set(architectures()):
         return "SAE options (every architecture)"
-    return f"hyperparameters of {', '.join(archs)} only" if len(archs) > 1 else f"hyperparameters of {archs[0]} only"
+    return f"hyperparameters of {', '.join(archs)} only"
 
 
 def add_arguments(p) -> None:
