@@ -104,7 +104,7 @@ def test_sweep_then_report(sweep_setup, capsys, device):
         assert float(cells[4]) == pytest.approx(m["heldout"]["mse"], abs=6e-5)
         assert float(cells[5]) == pytest.approx(m["heldout"]["fvu"], abs=6e-5)
         assert int(cells[7].replace(",", "")) == m["heldout"]["alive"]
-    assert "## Probabilistic TopK vs TopK" in md and "K = 2: Probabilistic TopK **" in md
+    assert "## Probabilistic TopK vs TopK" in md and "K = 2: held-out FVU Probabilistic TopK " in md and "**" not in md.split("## Probabilistic TopK vs TopK")[1].split("\n## ")[0]
     with (rep / "metrics.csv").open() as f:
         assert {r["name"] for r in csv.DictReader(f)} == set(names)
     import matplotlib.image as mpimg

@@ -34,9 +34,10 @@ def test_record_run_writes_every_field_of_the_schema(tmp_path):
 def test_reader_brings_an_older_sweep_file_to_the_schema(tmp_path):
     run = tmp_path / "topk-k=2"
     run.mkdir()
-    (run / METRICS_FILE).write_text(json.dumps({"architecture": "topk", "hparams": {"k": 2}, "eval": {"l0": 2.0}}))
+    old_eval = {"mse": 0.1, "fvu": 0.2, "explained_variance": 0.8, "l0": 2.0, "alive": 4, "dead": 0}
+    (run / METRICS_FILE).write_text(json.dumps({"architecture": "topk", "hparams": {"k": 2}, "eval": old_eval}))
     m = read_metrics(run / METRICS_FILE)
-    assert m["heldout"] == {"l0": 2.0} and "eval" not in m and m["name"] == "topk-k=2"
+    assert m["heldout"] == old_eval and "eval" not in m and m["name"] == "topk-k=2"
     (run / METRICS_FILE).write_text("{torn")  # written atomically, so a torn file is corrupt: an error naming it
     with pytest.raises(probsae.ConfigError, match="metrics.json is not valid JSON"):
         read_runs(tmp_path)

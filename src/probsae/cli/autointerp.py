@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-test", type=int, default=10, help="held-out activating test examples per bucket")
     g.add_argument("--n-nonact", type=int, default=None, help="non-activating test examples per bucket (default: --n-test)")
     g.add_argument("--examples-per-prompt", type=int, default=5, help="detection examples per prompt")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the window sample, the latent choice, the examples and their order")
     d = p.add_argument_group("data (default: what the run directory records)")
     d.add_argument("--model", default=None, help="model name/path (e.g. minilm, gpt2)")
     d.add_argument("--hook", default=None, help="hook point (e.g. resid_post.3)")
@@ -45,15 +46,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     d.add_argument("--cache-dir", default=None, help="latent cache directory (one run only; default "
                    "RUN_DIR/interp/latent_cache/w<window-len>-n<n-windows>)")
-    d.add_argument("--device", default="cpu")
+    d.add_argument("--device", default="cpu", help="device of the model and the SAE (cpu, cuda, cuda:1, mps)")
     llm = p.add_argument_group("LLM endpoint (OpenAI-compatible; defaults from PROBSAE_LLM_BASE_URL, "
                                "PROBSAE_LLM_MODEL, PROBSAE_LLM_API_KEY/OPENAI_API_KEY)")
     llm.add_argument("--llm-base-url", default=None, help="e.g. http://localhost:8000/v1")
-    llm.add_argument("--llm-model", default=None)
+    llm.add_argument("--llm-model", default=None, help="model name sent with each request")
     llm.add_argument("--llm-api-key-env", default=None, help="name of the environment variable holding the API key")
-    llm.add_argument("--llm-concurrency", type=int, default=8)
+    llm.add_argument("--llm-concurrency", type=int, default=8, help="requests in flight at once")
     llm.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per request")
-    llm.add_argument("--llm-retries", type=int, default=4)
+    llm.add_argument("--llm-retries", type=int, default=4, help="retries of a failed request")
     llm.add_argument("--llm-cache", default=None, help="response cache directory (default RUN_DIR/interp/llm_cache; "
                      "several runs: next to OUT)")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..data.prepare import DataSpec
 from .options import add_dataclass_options, collect
 
 NAME = "cache"
@@ -11,13 +10,15 @@ HELP = ("Extract activations at a hook point over a corpus into sharded caches (
 
 
 def add_arguments(p) -> None:
+    from ..data.prepare import DataSpec
+
     add_dataclass_options(p, DataSpec, dest_prefix="data_")
     p.add_argument("--cache-dir", default="cache", help="root folder of activation caches")
     p.add_argument("--split", choices=["train", "holdout", "both"], default="both", help="which split(s) to extract")
 
 
 def run(args) -> int:
-    from ..data.prepare import prepare_caches
+    from ..data.prepare import DataSpec, prepare_caches
 
     spec = DataSpec(**collect(args, [a[5:] for a in vars(args) if a.startswith("data_")], "data_"))
     parts = ("train", "holdout") if args.split == "both" else (args.split,)

@@ -20,21 +20,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which alive latents to include (interp: those scored by 'probsae autointerp')")
     p.add_argument("--n-top", type=int, default=10, help="top-activating contexts per latent")
     p.add_argument("--per-bucket", type=int, default=3, help="examples per activation-percentile bucket")
-    p.add_argument("--n-buckets", type=int, default=5)
+    p.add_argument("--n-buckets", type=int, default=5,
+                   help="activation-percentile buckets per latent (--per-bucket examples each)")
     p.add_argument("--context-left", type=int, default=32, help="tokens shown left of a context's strongest token")
     p.add_argument("--context-right", type=int, default=8, help="tokens shown right of it")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the window sample, the random latent choice and the bucket examples")
     d = p.add_argument_group("data (default: what the run records)")
-    d.add_argument("--model", default=None)
-    d.add_argument("--hook", default=None)
-    d.add_argument("--corpus", default=None)
+    d.add_argument("--model", default=None, help="model name/path (e.g. minilm, gpt2)")
+    d.add_argument("--hook", default=None, help="hook point (e.g. resid_post.3)")
+    d.add_argument("--corpus", default=None, help="corpus spec (pydoc, a .txt/.jsonl/.parquet file, hf:NAME)")
     d.add_argument("--n-windows", type=int, default=4096, help="windows encoded (fewer if the corpus ends first)")
     d.add_argument("--window-len", type=int, default=None,
                    help="tokens per window (default: the run's training context length)")
-    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     d.add_argument("--cache-dir", default=None,
                    help="latent cache directory (default RUN_DIR/interp/latent_cache/w<window-len>-n<n-windows>)")
-    d.add_argument("--device", default="cpu")
+    d.add_argument("--device", default="cpu", help="device of the model and the SAE (cpu, cuda, cuda:1, mps)")
 
 
 def run(args: argparse.Namespace) -> int:

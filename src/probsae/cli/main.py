@@ -25,7 +25,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or with ``only`` (a subcommand's NAME) the full options of
+    that one alone: the others are listed by name and help, without their options, so that
+    ``probsae --help`` and ``probsae eval …`` never import the library (and torch) that other
+    subcommands' options are built from."""
     parser = argparse.ArgumentParser(
         prog="probsae",
         description="Train and evaluate (Probabilistic TopK) sparse autoencoders on language-model activations.",
@@ -40,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP,
                            formatter_class=_HelpFormatter)
+        if only is not None and mod.NAME != only:
+            continue
         mod.add_arguments(p)
         p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bars and status lines on stderr, including extraction and model-loading "
@@ -48,8 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(argv: list[str]) -> str:
+    """The subcommand ``argv`` names: its first argument that is not an option ('' for none, e.g.
+    ``probsae --help``; an unknown name then gets argparse's 'invalid choice' from the parser)."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -36,6 +36,19 @@ def _caster(tp: Any):
     return None  # not settable from the command line
 
 
+def list_valued(cls: type) -> set[str]:
+    """The fields of ``cls`` whose value is itself a list (a ``tuple[...]`` such as
+    ``prefix_fractions``): their flag takes one comma list as the whole value, never a sweep."""
+    hints = typing.get_type_hints(cls)
+    return {f.name for f in dataclasses.fields(cls) if _is_tuple(hints[f.name])}
+
+
+def _is_tuple(tp: Any) -> bool:
+    if typing.get_origin(tp) is tuple:
+        return True
+    return any(typing.get_origin(a) is tuple for a in typing.get_args(tp))
+
+
 def add_dataclass_options(parser: argparse.ArgumentParser | Any, cls: type, *, skip: set[str] = frozenset(),
                           defaults: dict[str, Any] | None = None, dest_prefix: str = "") -> list[str]:
     """Add ``--field-name`` for each settable field of ``cls``; default None means "not given"

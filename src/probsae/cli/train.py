@@ -5,31 +5,47 @@ from __future__ import annotations
 import shlex
 import sys
 
-from ..data.prepare import DataSpec
-from ..saes.registry import architectures, get_class
-from ..training.config import TrainConfig
-from .options import add_dataclass_options, collect, parse_assignments
+from .options import add_dataclass_options, collect, list_valued, parse_assignments
+
+# The library (torch) is imported inside the functions: ``probsae --help`` imports this module for
+# NAME and HELP only (cli/main.py).
 
 NAME = "train"
 HELP = ("Train an SAE on a model's activations: writes weights, config, run.json, log.jsonl, "
         "metrics.json and training.png into --out, and resumes if --out holds a checkpoint. "
         "Comma lists (--k 4,8,16,24,32, --hook resid_pre.6,resid_pre.8) train one SAE per "
-        "combination on one activation stream, each in --out/<name>.")
+        "combination on one activation stream, each in --out/<name>; a list-valued hyperparameter "
+        "(--prefix-fractions 0.0625,0.25,1) takes its whole list.")
 
 _TRAIN_SKIP = {"steps", "log_path", "extra", "progress"}  # progress: the --progress/--no-progress of every command
 
 
-def _hparam_fields() -> dict[str, type]:
-    """Union of every architecture's hyperparameters (each flag applies to the archs that have it)."""
-    out = {}
+def hparam_architectures() -> dict[str, tuple[str, ...]]:
+    """Every architecture hyperparameter → the architectures whose config class has it (registry
+    order), d_in and d_sae excluded: what ``train --help`` groups the flags by."""
+    from ..saes.registry import architectures, get_class
+
+    out: dict[str, tuple[str, ...]] = {}
     for name in architectures():
-        for f in get_class(name).config_class.__dataclass_fields__.values():
-            if f.name not in ("d_in", "d_sae"):
-                out.setdefault(f.name, get_class(name).config_class)
+        for f in get_class(name).config_class.__dataclass_fields__:
+            if f not in ("d_in", "d_sae"):
+                out[f] = out.get(f, ()) + (name,)
     return out
 
 
+def _group_title(archs: tuple[str, ...]) -> str:
+    from ..saes.registry import architectures
+
+    if set(archs) == set(architectures()):
+        return "SAE options (every architecture)"
+    return f"hyperparameters of {', '.join(archs)} only"
+
+
 def add_arguments(p) -> None:
+    from ..data.prepare import DataSpec
+    from ..saes.registry import architectures, get_class
+    from ..training.config import TrainConfig
+
     p.add_argument("--arch", default="prob_topk", choices=architectures(), help="SAE architecture")
     p.add_argument("--out", default="runs/default", help="run directory (resumed if it holds a checkpoint)")
     p.add_argument("--force", action="store_true",
@@ -38,16 +54,29 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("SAE size")
     g.add_argument("--expansion", type=int, default=16, help="d_sae = expansion × d_in (the paper: 16)")
     g.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
-    g = p.add_argument_group("architecture hyperparameters (each applies to the architectures that have it)")
+    # One group per set of architectures a hyperparameter applies to (from the config classes), in
+    # the registry's order: --arch refuses a flag of another architecture.
+    owners = hparam_architectures()
+    groups: dict[tuple[str, ...], object] = {}
     seen: set[str] = {"seed"}  # the SAE's init seed follows --seed (TrainConfig)
+    whole = _list_valued()
     for name in architectures():
         cls = get_class(name).config_class
         names = [f for f in cls.__dataclass_fields__ if f not in ("d_in", "d_sae") and f not in seen]
         seen.update(names)
-        add_dataclass_options(g, cls, skip=set(cls.__dataclass_fields__) - set(names), dest_prefix="hp_")
+        for archs in dict.fromkeys(owners[f] for f in names):
+            if archs not in groups:
+                groups[archs] = p.add_argument_group(_group_title(archs))
+            part = {f for f in names if owners[f] == archs}
+            add_dataclass_options(groups[archs], cls, skip=set(cls.__dataclass_fields__) - part, dest_prefix="hp_")
+    g = groups.get(tuple(architectures())) or p.add_argument_group("SAE options (every architecture)")
     g.add_argument("--hparam", action="append", metavar="KEY=VALUE", help="any other hyperparameter (repeatable)")
-    for action in g._group_actions:  # every hyperparameter takes a comma list: one SAE per value
-        if action.dest.startswith("hp_") and action.type is not None:
+    for action in p._actions:
+        if not action.dest.startswith("hp_") or action.type is None:
+            continue
+        if action.dest[3:] in whole:  # a list-valued hyperparameter: the comma list is its one value
+            action.help += " (a comma list is the one value, not a sweep)"
+        else:  # a scalar hyperparameter takes a comma list: one SAE per value
             action.type = _listable(action.type)
     g = p.add_argument_group("data")
     add_dataclass_options(g, DataSpec, dest_prefix="data_", skip={"device"})  # extraction uses --device
@@ -63,6 +92,13 @@ def add_arguments(p) -> None:
     g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
     g.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training tokens when --steps is not given")
     add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_", defaults={"checkpoint_every": 100})
+
+
+def _list_valued() -> set[str]:
+    """Hyperparameters whose value is a list in some architecture (``prefix_fractions``)."""
+    from ..saes.registry import architectures, get_class
+
+    return set().union(*(list_valued(get_class(a).config_class) for a in architectures()))
 
 
 def _listable(cast):
@@ -81,7 +117,10 @@ def specs_from_args(args) -> list[tuple[str, "object"]]:
     import itertools
     from dataclasses import replace
 
+    from ..data.prepare import DataSpec
     from ..runs.spec import RunSpec
+    from ..saes.registry import get_class
+    from ..training.config import TrainConfig
 
     hp_names = [a[3:] for a in vars(args) if a.startswith("hp_")]
     given = collect(args, hp_names, "hp_")
@@ -100,7 +139,8 @@ def specs_from_args(args) -> list[tuple[str, "object"]]:
     train_kw = collect(args, [a[6:] for a in vars(args) if a.startswith("train_")], "train_")
     train = TrainConfig(steps=args.steps, **train_kw)
     hooks = [h.strip() for h in data.hook.split(",") if h.strip()]
-    grid = {k: v for k, v in hparams.items() if isinstance(v, list)}
+    whole = _list_valued()  # a list given to one of these (--hparam prefix_fractions=[…]) is its value
+    grid = {k: v for k, v in hparams.items() if isinstance(v, list) and k not in whole}
     out = []
     for hook, values in itertools.product(hooks, itertools.product(*grid.values())):
         hp = {**hparams, **dict(zip(grid, values))}

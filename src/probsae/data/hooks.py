@@ -33,7 +33,9 @@ from torch import nn
 from probsae.data.errors import HookPointError
 from probsae.data.models import ModelHandle
 
-_RESID = re.compile(r"^(resid_pre|resid_post|resid_mid|mlp_in|mlp_out)\.(-?\d+)$")
+#: The hook kinds that take a block index (``kind.L``); besides them ``module:<dotted.name>``.
+LAYER_KINDS = ("resid_pre", "resid_post", "resid_mid", "mlp_in", "mlp_out")
+_RESID = re.compile(rf"^({'|'.join(LAYER_KINDS)})\.(-?\d+)$")
 _MLP_KINDS = ("resid_mid", "mlp_in", "mlp_out")
 
 #: Per family, where each MLP hook point sits in a block: ``(submodule, "pre" | "post" | "mid")``.

@@ -25,7 +25,8 @@ class DataSpec:
     """Model: a short name (minilm, smollm2, gpt2, qwen3-0.6b), a Hugging Face id, a local directory
     or a GGUF file."""
     hook: str = "resid_pre.4"
-    """Hook point: resid_pre.L, resid_post.L or module:<dotted.name> (docs/DATA.md)."""
+    """Hook point: resid_pre.L, resid_post.L, resid_mid.L, mlp_in.L, mlp_out.L (block L; the MLP
+    sites of GPT-2, Llama/Qwen and BERT blocks) or module:<dotted.name> (docs/DATA.md)."""
     target_hook: str | None = None
     """A transcoder's target hook point (e.g. module:transformer.h.L.mlp, the MLP's output, for
     hook module:transformer.h.L.ln_2, its input): rows become [input | target] pairs, the cache

@@ -20,16 +20,31 @@ def _plt():
     return pyplot()
 
 
+def log2_label(v: float) -> str:
+    """A short tick label of a log-2 axis: 4, 8, 16 … at 1 and above, 1/2, 1/4 … 1/128 below
+    (``f"{v:g}"`` writes 2⁻⁷ as 0.0078125, whose neighbours then run into it)."""
+    if v <= 0:
+        return ""
+    if v >= 1:
+        return f"{v:g}"
+    inv = 1 / v
+    return f"1/{round(inv)}" if abs(inv - round(inv)) < 1e-6 * inv else f"{v:.2g}"
+
+
+#: At most this many major ticks on a log-x axis: matplotlib then labels every 2nd, 4th … power of 2.
+_MAX_LOG_TICKS = 7
+
+
 def _log_x(ax, xlabel: str, ylabel: str) -> None:
-    """Log-scale x axis labelled 4, 8, 16 … instead of 4×10⁰, axis labels and a light grid."""
+    """Log-scale x axis labelled 4, 8, 16 … (``log2_label``) instead of 4×10⁰, axis labels and a light grid."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.xaxis.set_major_locator(LogLocator(base=2))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_major_locator(LogLocator(base=2, numticks=_MAX_LOG_TICKS))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: log2_label(v)))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
@@ -77,15 +92,42 @@ def pareto(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> P
                 continue
             st = style(arch)
             c = st.color
-            xs = [max(r["l0"], 1e-3) for r in rows]
+            xs = [max(r["l0"], L0_FLOOR) for r in rows]
             ax.plot(xs, [r[key] for r in rows], marker=st.marker, color=c, label=st.label)
             for x, r in zip(xs, rows):
-                ax.annotate(r.get("tag", ""), (x, r[key]), textcoords="offset points", xytext=(4, 3),
-                            fontsize=7, color=c)
+                tag = r.get("tag", "") + (" (L0=0)" if r["l0"] < L0_FLOOR else "")
+                ax.annotate(tag, (x, r[key]), textcoords="offset points", xytext=(4, 3), fontsize=7, color=c)
         _log_x(ax, "L0 (active latents per token, held-out)", ylabel)
+        _include_all(ax, [r[key] for rows in series.values() for r in rows])
+    _mark_fvu_above_one(axes[0], [r for rows in series.values() for r in rows])
     axes[0].legend(fontsize=8)
     _save(fig, path, title)
     return path
+
+
+#: L0 of a point on a log axis at least this (an SAE with no active latent is drawn here, tagged L0=0).
+L0_FLOOR = 1e-3
+
+
+def _include_all(ax, ys: list[float]) -> None:
+    """A y-range holding every point (matplotlib's autoscale does, but a later change of limits
+    must not drop a run off the panel): from below the lowest to above the highest value."""
+    ys = [y for y in ys if y == y]
+    if ys:
+        lo, hi = min(ys), max(ys)
+        pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+        ax.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + 1.5 * pad)  # room for the tags
+
+
+def _mark_fvu_above_one(ax, rows: list[dict[str, Any]]) -> None:
+    """Runs whose FVU exceeds 1 reconstruct worse than the mean of the data: a dotted line at FVU = 1
+    and a black ring around each such point, both in the legend."""
+    bad = [r for r in rows if r["fvu"] > 1]
+    if not bad:
+        return
+    ax.axhline(1.0, color="0.35", ls=":", lw=1, label="FVU = 1 (predicting the mean)")
+    ax.plot([max(r["l0"], L0_FLOOR) for r in bad], [r["fvu"] for r in bad], ls="none", marker="o", ms=13,
+            markerfacecolor="none", markeredgecolor="k", markeredgewidth=1.2, label="FVU > 1: worse than the mean")
 
 
 def alive_curves(panels: dict[int, dict[str, list[tuple[float, Any]]]], d_sae: int | None, path: Path,

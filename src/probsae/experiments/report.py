@@ -93,6 +93,29 @@ def load_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
     return info, results
 
 
+def _window_text(values: set[int]) -> str:
+    """'5,120', or '5,120 to 10,240' where runs used different windows."""
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
+
+
+def used_dead_window(run_dirs: list[Path], info: dict[str, Any]) -> str | None:
+    """The training liveness window (``TrainConfig.dead_window_tokens``) the runs trained with, as
+    text: from the ``start`` record of each run's log (what training used), else sweep.json's
+    train_config; None if neither records it."""
+    used = set()
+    for d in run_dirs:
+        for rec in read_jsonl(Path(d) / LOG_FILE):
+            w = rec.get("train_config", {}).get("dead_window_tokens") if rec.get("event") == "start" \
+                and isinstance(rec.get("train_config"), dict) else None
+            if isinstance(w, int) and not isinstance(w, bool):
+                used.add(w)
+    if not used:
+        w = info.get("train_config", {}).get("dead_window_tokens")
+        used = {w} if isinstance(w, int) and not isinstance(w, bool) else set()
+    return _window_text(used) if used else None
+
+
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
     """The per-step training records of a run directory's log (strict: see ``read_jsonl``)."""
     return step_records(read_jsonl(Path(run_dir) / LOG_FILE))
@@ -149,12 +172,14 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
             if pts:
                 panels.setdefault(row["k"], {})[row["architecture"]] = pts
     panels = {k: v for k, v in panels.items() if len(v) == 2} or panels
+    # The windows the runs used (their logs), the one source of the figure title and the Setting
+    # section: the logged alive_window, else (older logs) the training window, dead_window_tokens.
+    figs["dead_window"] = dead_window = used_dead_window([r["_dir"] for r in results], info)
+    figs["alive_window"] = window = _window_text(windows) if windows else dead_window
     if panels:
-        window = max(windows) if windows else info.get("train_config", {}).get("dead_window_tokens")
-        wtxt = f" (alive = fired in the last {window:,} tokens)" if window else ""
+        wtxt = f" (alive = fired in the last {window} tokens)" if window else ""
         plots.alive_curves(panels, d_sae, out / "alive.png", f"Alive latents during training{wtxt}")
         figs["alive"] = "alive.png"
-        figs["alive_window"] = window
 
     # Ablations: per K with at least one ablation variant.
     ablation_order = ["full", *ABLATIONS, arch_label(BASELINE)]
@@ -236,6 +261,12 @@ def _f(x: Any, nd: int = 4) -> str:
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
+#: What the head-to-head section says instead of a verdict: one seed per cell has no CI.
+SINGLE_SEED_NOTE = ("One seed per architecture and K: no confidence interval (single seed), so no verdict "
+                    "is drawn from these differences. A sweep whose grid varies `seed` gets paired "
+                    "differences with 95 % CIs and a verdict only where the CI excludes 0.")
+
+
 def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
     """Baseline vs subject (full) at every K both have: held-out FVU, MSE, L0, alive."""
     top = {r["k"]: r for r in rows if r["architecture"] == BASELINE and r["variant"] == "full"}
@@ -246,7 +277,7 @@ def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
         out.append({"k": k, "topk": t, "prob": p,
                     "fvu_rel": (p["fvu"] - t["fvu"]) / t["fvu"] if t["fvu"] else float("nan"),
                     "mse_rel": (p["mse"] - t["mse"]) / t["mse"] if t["mse"] else float("nan"),
-                    "prob_better": p["fvu"] < t["fvu"], "prob_more_alive": p["alive"] > t["alive"]})
+                    "alive_diff": p["alive"] - t["alive"]})
     return out
 
 
@@ -292,8 +323,14 @@ def _markdown(info, rows, abl, tlines, figs, sweep_dir: Path, out: Path, command
         L += [f"- training tokens seen per SAE: {toks:,}"]
     if tc:
         L += [f"- optimiser: Adam lr {tc.get('lr')} ({tc.get('lr_schedule')}, warm-up {tc.get('warmup_steps')} steps), "
-              f"batch {tc.get('batch_size')} tokens, {tc.get('steps')} steps, grad clip {tc.get('grad_clip')}; "
-              f"alive window during training {tc.get('dead_window_tokens'):,} tokens"]
+              f"batch {tc.get('batch_size')} tokens, {tc.get('steps')} steps, grad clip {tc.get('grad_clip')}"]
+    if figs.get("alive_window") or figs.get("dead_window"):
+        L += ["- alive latents during training: " + "; ".join(
+            ([f"the alive figure counts latents that fired within the last {figs['alive_window']} training tokens"]
+             if figs.get("alive_window") else []) +
+            ([f"the 'alive at end of training' and 'alive (train window)' columns count those that fired within the training window "
+              f"(`dead_window_tokens`, which also decides the dead latents during training) of {figs['dead_window']} tokens"]
+             if figs.get("dead_window") else []))]
     L += [f"- runs: {len(rows)}; metrics are on normalised inputs (mean-centred, unit-norm tokens), "
           "deterministic inference path", ""]
 
@@ -308,22 +345,26 @@ def _markdown(info, rows, abl, tlines, figs, sweep_dir: Path, out: Path, command
                   f"{c['fvu_rel'] * 100:+.1f}% | {_f(t['mse'])} | {_f(p['mse'])} | {_f(t['alive'])} | {_f(p['alive'])} | "
                   f"{_f(t['train_alive'])} / {_f(p['train_alive'])} |"]
         L += [""]
+        # One run per (architecture, K): no confidence interval, so the report states the numbers and
+        # no verdict (a sweep over seeds gets the paired-CI verdicts of the when report).
         for c in comps:
-            verdict = "beats" if c["prob_better"] else "does not beat"
-            alive = "keeps more" if c["prob_more_alive"] else "does not keep more"
-            L += [f"- K = {c['k']}: Probabilistic TopK **{verdict}** TopK on reconstruction (FVU {_f(c['prob']['fvu'])} vs "
-                  f"{_f(c['topk']['fvu'])}, {c['fvu_rel'] * 100:+.1f}%; MSE {_f(c['prob']['mse'])} vs {_f(c['topk']['mse'])}) "
-                  f"at L0 {_f(c['prob']['l0'], 2)} vs {_f(c['topk']['l0'], 2)}, and **{alive}** latents alive "
-                  f"({c['prob']['alive']:,} vs {c['topk']['alive']:,} of {d_sae} on held-out tokens)."]
-        L += [""]
+            L += [f"- K = {c['k']}: held-out FVU Probabilistic TopK {_f(c['prob']['fvu'])} vs TopK "
+                  f"{_f(c['topk']['fvu'])} ({c['fvu_rel'] * 100:+.1f}%); MSE {_f(c['prob']['mse'])} vs "
+                  f"{_f(c['topk']['mse'])}; L0 {_f(c['prob']['l0'], 2)} vs {_f(c['topk']['l0'], 2)}; latents alive "
+                  f"{c['prob']['alive']:,} vs {c['topk']['alive']:,} of {d_sae} ({c['alive_diff']:+,})."]
+        L += ["", SINGLE_SEED_NOTE, ""]
 
     if "pareto" in figs:
         L += ["## Pareto frontier", "", "![Pareto frontier](pareto.png)", "",
               "FVU and MSE against L0 (log scale) for the default variant of each architecture; "
               "each point is labelled by its sparsity setting (K, or λ for penalty-trained architectures).", ""]
+        above = sorted(r["name"] for r in rows if r["variant"] == "full" and r["fvu"] > 1)
+        if above:
+            L += [f"FVU > 1 (reconstruction worse than predicting the mean; ringed in the figure, above the dotted "
+                  f"line at 1): {', '.join(above)}.", ""]
     if "alive" in figs:
         L += ["## Alive latents during training", "", "![alive latents](alive.png)", "",
-              f"Alive = fired within the last {figs['alive_window']:,} training tokens (shared y-axis from 0 to d_sae)."
+              f"Alive = fired within the last {figs['alive_window']} training tokens (shared y-axis from 0 to d_sae)."
               if figs.get("alive_window") else "Shared y-axis from 0 to d_sae.", ""]
     if abl:
         L += ["## Ablations", "", "![ablations](ablation.png)", "",

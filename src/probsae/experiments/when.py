@@ -34,7 +34,7 @@ from ..io import atomic_write_text, read_json
 from ..runs.results import read_runs
 from ..saes import get_class
 from ..saes.style import arch_order, label as family
-from .report import BASELINE, SUBJECT, _defaults, read_log
+from .report import BASELINE, SUBJECT, _defaults, read_log, used_dead_window
 from .sweep import SWEEP_FILE
 
 #: Hyperparameters that identify a pair member rather than a variant.
@@ -127,11 +127,12 @@ def summary(c: dict[int, dict], key: str) -> dict[str, Any]:
 
 
 def verdict(p: dict[str, Any], lower_is_better: bool, a: str, b: str) -> str:
-    """Plain-words verdict of a paired difference a − b."""
+    """Plain-words verdict of a paired difference a − b: a verdict word only where the 95 % CI
+    excludes 0; with one seed (no CI) none."""
     if p["n"] == 0 or p["mean"] is None:
         return "no pairs"
     if p["lo"] is None:
-        return f"{a} {'lower' if p['mean'] < 0 else 'higher'} (1 seed: no CI)"
+        return "no CI (single seed): no verdict"
     if p["hi"] < 0:
         return f"**{a} better**" if lower_is_better else f"**{a} lower**"
     if p["lo"] > 0:
@@ -376,11 +377,11 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
             pts = [(curves[0][i][0], [cv[i][1] for cv in curves]) for i in range(n)]
             panels.setdefault(k, {})[_label(arch, var)] = pts
     if panels:
-        window = tc.get("dead_window_tokens")
+        window = used_dead_window([r["dir"] for c in C.values() for r in c.values()], first)  # what training used
         plots.alive_curves({k: dict(sorted(v.items())) for k, v in panels.items()}, d_sae, out / "alive.png",
                            f"Alive latents during training, budget {_budget(b_last)} (mean, min–max over seeds)")
         if window:
-            L += [f"During training a latent is alive if it fired in the last {window:,} tokens.", ""]
+            L += [f"During training a latent is alive if it fired in the last {window} tokens (`dead_window_tokens`).", ""]
         L += ["![alive latents during training](alive.png)", ""]
 
     L += _baseline_variants_section(C, budgets, ks, prob_name)

@@ -8,6 +8,8 @@ the same way as one trained now).
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,7 +144,91 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
     if "heldout" not in m and "eval" in m:
         m["heldout"] = m.pop("eval")
     m.setdefault("name", path.parent.name)
+    problem = metrics_problem(m)
+    if problem:
+        raise ConfigError(f"run {path.parent.name}: {path} {problem}; fix or remove the file "
+                          "(it is written atomically, so it was edited or written by other software)")
     return m
+
+
+#: Fields of ``metrics.json`` that readers (sweep, report) use, with their JSON types; an int is a
+#: count (a bool is never accepted as a number), None marks an optional field.
+_NUM, _INT = "number", "integer"
+_SCHEMA: dict[str, tuple] = {
+    "name": (str,), "architecture": (str,), "hparams": (dict,), "heldout": (dict,),
+    "d_in": (_INT, None), "d_sae": (_INT, None), "train_final": (dict, None), "steps": (_INT, None),
+    "batch_size": (_INT, None), "tokens_seen": (_INT, None), "seconds": (dict, None),
+    "studies": (list, None), "extra": (dict, None),
+    "heldout.mse": (_NUM,), "heldout.fvu": (_NUM,), "heldout.explained_variance": (_NUM,),
+    "heldout.l0": (_NUM,), "heldout.alive": (_INT,), "heldout.dead": (_INT,), "heldout.n_tokens": (_INT, None),
+}
+
+
+def _type_problem(value: Any, want: tuple) -> str | None:
+    from ..io import json_type_name
+
+    if value is None and None in want:
+        return None
+    for w in want:
+        if w == _NUM and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return None
+        if w == _INT and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return None
+        if isinstance(w, type) and isinstance(value, w):
+            return None
+    names = {_NUM: "a finite number", _INT: "a non-negative integer", str: "a string", dict: "an object",
+             list: "a list", bool: "true/false"}
+    wanted = " or ".join(names[w] for w in want if w is not None)
+    return f"holds {json_type_name(value)} ({json.dumps(value)[:40]}), expected {wanted}"
+
+
+def metrics_problem(m: dict[str, Any]) -> str | None:
+    """What is wrong with the content of a ``metrics.json`` (None if nothing): a field the readers
+    use that is missing or of the wrong type (``_SCHEMA``), or a hyperparameter whose type differs
+    from its architecture's default (``hparams.k: "x"``; an unknown architecture's are not checked)."""
+    for key, want in _SCHEMA.items():
+        obj, name = m, key
+        if "." in key:
+            head, name = key.split(".", 1)
+            obj = m.get(head)
+            if not isinstance(obj, dict):
+                continue  # reported as the head's own problem
+        if name not in obj:
+            if None in want:
+                continue
+            return f"has no field {key!r}"
+        bad = _type_problem(obj[name], want)
+        if bad:
+            return f"field {key!r} {bad}"
+    return _hparams_problem(m["architecture"], m["hparams"])
+
+
+def _hparams_problem(arch: str, hparams: dict[str, Any]) -> str | None:
+    from ..errors import ConfigError
+    from ..saes.registry import hyperparameters
+
+    try:
+        defaults = hyperparameters(arch)
+    except ConfigError:
+        return None
+    for key, value in hparams.items():
+        default = defaults.get(key)
+        if default is None:
+            continue
+        if isinstance(default, bool):
+            want: tuple = (bool,)
+        elif isinstance(default, int):
+            want = (_INT,) if default >= 0 else (int,)
+        elif isinstance(default, float):
+            want = (_NUM,)
+        elif isinstance(default, (tuple, list)):
+            want = (list,)
+        else:
+            want = (type(default),)
+        bad = _type_problem(value, want)
+        if bad:
+            return f"field 'hparams.{key}' {bad}"
+    return None
 
 
 def read_runs(runs_root: str | Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import SAEFileError
-from ..io import append_line, atomic_write_jsonl, dumps_json, ensure_dir, io_error, read_text
+from ..io import append_line, atomic_write_jsonl, dumps_json, ensure_dir, io_error, json_type_name, read_text
 
 
 class JsonlLogger:
@@ -64,8 +65,29 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             raise SAEFileError(f"{path} line {i} is not valid JSON ({e.msg}): the log is corrupt") from None
         if not isinstance(rec, dict):
             raise SAEFileError(f"{path} line {i} is not a JSON object: the log is corrupt")
+        if "step" in rec and not rec.get("event"):
+            problem = step_record_problem(rec)
+            if problem:
+                raise SAEFileError(f"{path} line {i}: {problem}: the log is corrupt")
         out.append(rec)
     return out
+
+
+def step_record_problem(rec: dict[str, Any]) -> str | None:
+    """What is wrong with a per-step record (None if nothing): ``step`` and ``tokens`` are
+    non-negative integers, every other field a finite number or null (what ``Member.log`` writes)."""
+    for key in ("step", "tokens"):
+        if key not in rec:
+            return f"the step record has no {key!r}"
+        v = rec[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            return f"{key!r} must be a non-negative integer (found {json_type_name(v)}: {json.dumps(v)[:40]})"
+    for key, v in rec.items():
+        if v is None or key in ("step", "tokens"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"{key!r} must be a number (found {json_type_name(v)}: {json.dumps(v)[:40]})"
+    return None
 
 
 @dataclass
