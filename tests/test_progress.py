@@ -41,8 +41,10 @@ def test_no_progress_silences_transformers_and_our_bars(monkeypatch, capsys):
     assert main(["report", "x", "--progress"]) == 0
     err = capsys.readouterr().err
     assert seen == {"transformers": True, "ours": True} and "work" in err and "[probsae] status line" in err
-    assert main(["report", "x"]) == 0                  # default: on only in a terminal (pytest's stderr is not)
-    assert seen["ours"] is False
+    assert main(["report", "x"]) == 0                  # default off a terminal (pytest's stderr): status lines
+    err = capsys.readouterr().err
+    assert seen == {"transformers": False, "ours": True}
+    assert "[probsae] work: 3/3 it (100 %)" in err and "done in" in err and "\r" not in err
     assert tlog.is_progress_bar_enabled() and progress._STATE is None     # restored after the command
 
 
@@ -59,3 +61,33 @@ def test_sweep_pass_shows_each_member_on_its_own_line(tmp_path, capsys):
     assert lines["topk-k=2"] and lines["topk-k=4"]
     assert "L0 2.0" in lines["topk-k=2"][-1] and "L0 4.0" in lines["topk-k=4"][-1]   # each its own numbers
     assert "alive 16 (last " in lines["topk-k=2"][-1]
+
+
+def test_log_bar_prints_a_status_line_every_interval_and_at_the_end():
+    lines, now = [], [0.0]
+    b = progress.LogBar(total=4_000_000, desc="train", unit="tok", every=60, clock=lambda: now[0], write=lines.append)
+    b.update(100_000)
+    assert lines == []                                  # nothing before the interval
+    now[0] = 61.0
+    b.set_postfix_str("loss 0.1")
+    b.update(1_000_000)
+    assert len(lines) == 1
+    assert lines[0].startswith("[probsae] train: 1.1M/4M tok (28 %), 18,033 tok/s, ") and "left" in lines[0]
+    assert lines[0].endswith("loss 0.1")
+    now[0] = 90.0
+    b.update(10)
+    assert len(lines) == 1                              # still within the interval
+    b.close()
+    b.close()
+    assert len(lines) == 2 and "done in 2 min" in lines[1]
+
+
+def test_status_lines_in_a_log_and_tqdm_on_request(monkeypatch):
+    monkeypatch.setattr(progress, "terminal", lambda: False)
+    with progress.configured(None):
+        assert isinstance(progress.bar(total=3, desc="x"), progress.LogBar)
+    with progress.configured(True):
+        assert not isinstance(progress.bar(total=3, desc="x"), progress.LogBar)
+    with progress.configured(False):
+        assert isinstance(progress.bar(total=3, desc="x"), progress._Silent)
+        assert not isinstance(progress.bar(total=3, desc="x"), progress.LogBar)

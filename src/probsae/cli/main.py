@@ -48,8 +48,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             continue
         mod.add_arguments(p)
         p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                       help="progress bars and status lines on stderr, including extraction and model-loading "
-                            "bars (default: on when stderr is a terminal)")
+                       help="progress on stderr: bars on a terminal; in a log (stderr not a terminal) a status line "
+                            "every minute (PROBSAE_LOG_EVERY_S) and at the end of each stage; --no-progress: "
+                            "only warnings and errors (default: bars on a terminal, status lines otherwise)")
         p.set_defaults(_run=mod.run)
     return parser
 
