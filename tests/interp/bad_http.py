@@ -23,10 +23,12 @@ def _response(status: str, body: bytes, *headers: str) -> bytes:
 
 
 class BadHTTP:
-    def __init__(self, plays: list[str], *, hold_s: float = 0.0, lifetime_s: float = 20.0):
+    def __init__(self, plays: list[str], *, hold_s: float = 0.0, hold_from: int = 0, lifetime_s: float = 20.0):
         self.plays = list(plays)
         self.hold_s = hold_s
-        """Seconds every request waits before it is answered (bounded; ends when the server stops)."""
+        """Seconds a request waits before it is answered (bounded; ends when the server stops)..."""
+        self.hold_from = hold_from
+        """... from the ``hold_from``-th request on (0-based; the ones before are answered at once)."""
         self.arrivals: list[float] = []
         self.bytes_sent = 0
         self.lock = threading.Lock()
@@ -97,8 +99,9 @@ class BadHTTP:
                 return
             with self.lock:
                 self.arrivals.append(time.monotonic())
+                held = len(self.arrivals) > self.hold_from
                 play = self.plays.pop(0) if self.plays else "good"
-            t_end = time.monotonic() + self.hold_s
+            t_end = time.monotonic() + (self.hold_s if held else 0.0)
             while time.monotonic() < t_end and self._alive():
                 time.sleep(0.02)
             self.play(conn, play)
