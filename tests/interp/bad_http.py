@@ -30,6 +30,8 @@ class BadHTTP:
         self.hold_from = hold_from
         """... from the ``hold_from``-th request on (0-based; the ones before are answered at once)."""
         self.arrivals: list[float] = []
+        self.heads: list[bytes] = []
+        """The request line and headers of each request received."""
         self.bytes_sent = 0
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -77,6 +79,8 @@ class BadHTTP:
                 return False
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
+        with self.lock:
+            self.heads.append(head)
         n = 0
         for line in head.split(b"\r\n"):
             if line.lower().startswith(b"content-length:"):

@@ -139,3 +139,21 @@ def test_sigint_stops_sending_at_once(server):
     assert srv.n_requests == 2 and c.stopped
     r = c.complete(MSGS)
     assert not r.ok and r.error == "interrupted" and srv.n_requests == 2
+
+
+def test_the_environment_http_proxy_is_used_like_urllib_did(server, monkeypatch):
+    """The client moved from urllib to http.client: an http_proxy from the environment still
+    carries the request (absolute URL, Proxy-Authorization), and no_proxy still bypasses it."""
+    proxy = server([])
+    for k in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://u:p%40ss@127.0.0.1:{proxy.port}")
+    r = _client("http://llm.invalid:8000/v1").complete(MSGS)
+    assert r.ok and proxy.n_requests == 1
+    head = proxy.heads[0].decode()
+    assert head.startswith("POST http://llm.invalid:8000/v1/chat/completions HTTP/1.1")
+    assert "Proxy-Authorization: Basic dTpwQHNz" in head      # base64("u:p@ss")
+    direct = server([])
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert _client(direct.base_url).complete(MSGS).ok
+    assert direct.heads[0].startswith(b"POST /v1/chat/completions ") and proxy.n_requests == 1

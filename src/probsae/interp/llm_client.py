@@ -37,6 +37,7 @@ Configuration (:meth:`LLMConfig.from_env`): ``PROBSAE_LLM_BASE_URL`` (or ``OPENA
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import http.client
@@ -48,6 +49,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -124,7 +126,7 @@ class LLMConfig:
             raise ConfigError("LLM max_body_bytes must be ≥ 1, and max_retry_after, backoff and max_backoff ≥ 0")
 
 
-def endpoint_parts(base_url: str) -> tuple[str, str, int | None, str]:
+def endpoint_parts(base_url: str) -> tuple[str, str, int, str]:
     """(scheme, host, port, path of ``/chat/completions``) of an endpoint root; anything but an
     ``http://`` or ``https://`` URL with a host is a :class:`ConfigError`."""
     try:
@@ -138,8 +140,30 @@ def endpoint_parts(base_url: str) -> tuple[str, str, int | None, str]:
     if parts.username or parts.password:
         raise ConfigError(f"the LLM endpoint URL {base_url!r} holds a user name or password; pass the API key "
                           "through PROBSAE_LLM_API_KEY (or --llm-api-key-env) instead")
+    scheme = parts.scheme.lower()
     path = parts.path.rstrip("/") + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
-    return parts.scheme.lower(), parts.hostname, port, path
+    return scheme, parts.hostname, port or (443 if scheme == "https" else 80), path
+
+
+def proxy_for(scheme: str, host: str) -> tuple[str, int, dict[str, str]] | None:
+    """The HTTP proxy that ``urllib`` would use for ``scheme://host`` (``http_proxy``,
+    ``https_proxy``, ``no_proxy`` …): (proxy host, port, headers for it), or None for a direct
+    connection. Only ``http://`` proxies are supported (as by ``urllib``)."""
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy or urllib.request.proxy_bypass(host):
+        return None
+    parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        return None
+    if parts.scheme.lower() != "http" or not parts.hostname:
+        return None
+    headers = {}
+    if parts.username:
+        cred = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(cred.encode()).decode()
+    return parts.hostname, port, headers
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -197,6 +221,11 @@ class ChatClient:
         cfg.validate()
         self.cfg = cfg
         self._scheme, self._host, self._port, self._path = endpoint_parts(cfg.base_url)  # type: ignore[arg-type]
+        self._proxy = proxy_for(self._scheme, self._host)
+        self._target = self._path  # the request target: the absolute URL through a plain-HTTP proxy
+        if self._proxy is not None and self._scheme == "http":
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            self._target = f"http://{host}:{self._port}{self._path}"
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -296,14 +325,24 @@ class ChatClient:
         self._count("failures")
         return ChatResult(None, error=err, attempts=attempts)
 
-    def _connection(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        return cls(self._host, self._port, timeout=self.cfg.timeout)
+    def _connection(self) -> tuple[http.client.HTTPConnection, dict[str, str]]:
+        """A connection to the endpoint (through the environment's proxy, if any) and the headers
+        that proxy needs."""
+        https = self._scheme == "https"
+        cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        if self._proxy is None:
+            return cls(self._host, self._port, timeout=self.cfg.timeout), {}
+        host, port, proxy_headers = self._proxy
+        conn = cls(host, port, timeout=self.cfg.timeout)
+        if https:  # CONNECT tunnel: the proxy sees neither the request nor the key
+            conn.set_tunnel(self._host, self._port, headers=proxy_headers or None)
+            return conn, {}
+        return conn, proxy_headers
 
     def _post(self, body: bytes, headers: dict[str, str]) -> bytes:
         """One HTTP attempt within the total deadline; the reply body, or :class:`_Failed`."""
         deadline = time.monotonic() + self.cfg.timeout
-        conn = self._connection()
+        conn, proxy_headers = self._connection()
         expired = threading.Event()
 
         def cut() -> None:
@@ -316,9 +355,10 @@ class ChatClient:
             self._live.add(conn)
         watchdog.start()
         try:
-            if self._stopped.is_set():
+            conn.connect()
+            if self._stopped.is_set():  # stopped while connecting: send nothing
                 raise _Failed("interrupted", retry=False)
-            conn.request("POST", self._path, body=body, headers=headers)
+            conn.request("POST", self._target, body=body, headers={**headers, **proxy_headers})
             resp = conn.getresponse()
             self._check_status(resp)
             size = resp.getheader("Content-Length")
