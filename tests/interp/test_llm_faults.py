@@ -157,3 +157,10 @@ def test_the_environment_http_proxy_is_used_like_urllib_did(server, monkeypatch)
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     assert _client(direct.base_url).complete(MSGS).ok
     assert direct.heads[0].startswith(b"POST /v1/chat/completions ") and proxy.n_requests == 1
+
+
+@pytest.mark.parametrize("field,value", [("timeout", float("inf")), ("timeout", float("nan")), ("timeout", 0),
+                                         ("max_retry_after", float("inf")), ("max_body_bytes", 0)])
+def test_limits_must_be_finite_and_positive(field, value):
+    with pytest.raises(ConfigError, match="LLM"):
+        _client("http://127.0.0.1:9/v1", **{field: value})

@@ -120,10 +120,13 @@ class LLMConfig:
         endpoint_parts(self.base_url)
         if not self.model:
             raise ConfigError("no LLM model name: set PROBSAE_LLM_MODEL or pass --llm-model")
-        if self.concurrency < 1 or self.max_retries < 0 or not self.timeout > 0:
-            raise ConfigError("LLM concurrency must be ≥ 1, retries ≥ 0 and timeout > 0")
-        if self.max_body_bytes < 1 or not self.max_retry_after >= 0 or self.backoff < 0 or self.max_backoff < 0:
-            raise ConfigError("LLM max_body_bytes must be ≥ 1, and max_retry_after, backoff and max_backoff ≥ 0")
+        if self.concurrency < 1 or self.max_retries < 0 or not 0 < self.timeout < math.inf:
+            raise ConfigError(f"LLM concurrency must be ≥ 1, retries ≥ 0 and timeout a finite number > 0 "
+                              f"(got {self.concurrency}, {self.max_retries}, {self.timeout})")
+        if self.max_body_bytes < 1 or not all(0 <= x < math.inf for x in (self.max_retry_after, self.backoff,
+                                                                         self.max_backoff)):
+            raise ConfigError("LLM max_body_bytes must be ≥ 1, and max_retry_after, backoff and max_backoff "
+                              "finite numbers ≥ 0")
 
 
 def endpoint_parts(base_url: str) -> tuple[str, str, int, str]:
