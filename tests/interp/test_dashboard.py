@@ -258,3 +258,82 @@ def test_committed_tiny_gpt2_dashboard_shows_logit_effects(tmp_path, chromium):
         assert count_colour(img, POS) > 200 and count_colour(img, NEG) > 200, f"{png.name}: no logit bars"
         assert count_shading(img) > 300, f"{png.name}: no shaded tokens"
         assert count_colour(img, PROB_TOPK) > 50, f"{png.name}: no architecture chip"
+
+
+def _fake_interp_results(run: Path, n_buckets: int, latents, with_settings=True) -> Path:
+    """An autointerp results directory as `probsae autointerp --n-buckets N` writes it."""
+    from probsae.interp.sampling import bucket_edges
+
+    res = run / "interp" / "detection-llm-1111111111"
+    res.mkdir(parents=True, exist_ok=True)
+    edges = bucket_edges(n_buckets)
+    res.joinpath("scores.jsonl").write_text("".join(json.dumps(
+        {"latent": l, "bucket": b, "explanation": f"latent {l} bucket {b} text", "score": 0.5, "scorer": "detection",
+         "explanation_source": "llm"}) + "\n" for l in latents for b in range(n_buckets)))
+    if with_settings:
+        res.joinpath("settings.json").write_text(json.dumps({"key": res.name, "settings": {"n_buckets": n_buckets}}))
+        res.joinpath("explanations.jsonl").write_text("".join(json.dumps(
+            {"latent": l, "bucket": b, "bucket_label": f"{edges[b][0]:g}-{edges[b][1]:g}%"}) + "\n"
+            for l in latents for b in range(n_buckets)))
+    return res
+
+
+def test_explanations_keep_the_bucket_labels_autointerp_used(trained_run, tmp_path, capsys, chromium):
+    """Issue 24, finding 19: after `autointerp --n-buckets 2`, `dashboard --order interp` shows the
+    50-100 % explanation under "50-100%" (not the dashboard's own 5-bucket "20-40%"); by default its
+    percentile panels use autointerp's 2 buckets, and with an explicit --n-buckets 5 the explanation
+    still carries autointerp's label."""
+    common = ["--n-windows", "80", "--window-len", "64", "--no-progress"]
+    probe = tmp_path / "probe"
+    assert main(["dashboard", str(trained_run), "--out", str(probe), "--order", "frequent", "--n-latents", "2",
+                 *common]) == 0
+    ids = sorted(l["id"] for l in json.loads((probe / "data.json").read_text())["latents"])
+    res = _fake_interp_results(trained_run, 2, latents=ids)
+    common = ["--order", "interp", *common]
+    try:
+        out = tmp_path / "dash"
+        assert main(["dashboard", str(trained_run), "--out", str(out), *common]) == 0
+        data = json.loads((out / "data.json").read_text())
+        assert data["n_buckets"] == data["interp_buckets"] == 2
+        lat = data["latents"][1]
+        assert lat["id"] == ids[1] and [b["label"] for b in lat["buckets"]] == ["0-50%", "50-100%"]
+        assert lat["interp"]["1"]["label"] == "50-100%" and lat["interp"]["0"]["label"] == "0-50%"
+        page = re.sub(r"<[^>]+>", "", dom(chromium, tmp_path / "profile",
+                                          (out / "index.html").as_uri() + f"#latent-{ids[1]}"))
+        assert f"50-100%: latent {ids[1]} bucket 1 text" in page and f"20-40%: latent {ids[1]}" not in page
+        out5 = tmp_path / "dash5"
+        assert main(["dashboard", str(trained_run), "--out", str(out5), "--n-buckets", "5", *common]) == 0
+        data5 = json.loads((out5 / "data.json").read_text())
+        assert len(data5["latents"][1]["buckets"]) == 5
+        assert data5["latents"][1]["interp"]["1"]["label"] == "50-100%"
+        page5 = re.sub(r"<[^>]+>", "", dom(chromium, tmp_path / "profile",
+                                           (out5 / "index.html").as_uri() + f"#latent-{ids[1]}"))
+        assert f"50-100%: latent {ids[1]} bucket 1 text" in page5 and f"20-40%: latent {ids[1]}" not in page5
+        # results written without settings.json/explanations.jsonl: no label is guessed
+        shutil.rmtree(res)
+        res = _fake_interp_results(trained_run, 2, latents=ids, with_settings=False)
+        assert main(["dashboard", str(trained_run), "--out", str(out), *common]) == 0
+        data = json.loads((out / "data.json").read_text())
+        assert data["latents"][1]["interp"]["1"]["label"] is None and data["n_buckets"] == 5
+    finally:
+        shutil.rmtree(res)
+
+
+def test_dashboard_out_of_user_files_is_refused_unless_force(trained_run, tmp_path, capsys):
+    """Issue 24, finding 14: `dashboard --out` into a folder of the user's own index.html and
+    data.json exits 2 (before any work) and leaves them alone; --force writes; a folder that holds
+    a dashboard is rewritten without --force."""
+    mine = tmp_path / "site"
+    mine.mkdir()
+    (mine / "index.html").write_text("<p>my page</p>")
+    (mine / "data.json").write_text('{"mine": true}')
+    argv = ["dashboard", str(trained_run), "--out", str(mine), "--n-latents", "3", "--n-windows", "80",
+            "--window-len", "64", "--no-progress"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--force" in err and "index.html" in err and "not empty" in err
+    assert (mine / "index.html").read_text() == "<p>my page</p>" and (mine / "data.json").read_text() == '{"mine": true}'
+    assert main([*argv, "--force"]) == 0
+    assert json.loads((mine / "data.json").read_text())["format"] == "probsae-dashboard"
+    assert main(argv) == 0

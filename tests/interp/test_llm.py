@@ -111,12 +111,15 @@ class _Recorder:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 rec.auth.append(self.headers.get("Authorization"))
                 body = json.dumps({"choices": [{"message": {"content": "[1, 0]"}}]}).encode()
-                self.send_response(status)
-                if location:
-                    self.send_header("Location", location)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    if location:
+                        self.send_header("Location", location)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped and cut this request off (ChatClient.stop)
 
             do_GET = do_POST = _answer
 

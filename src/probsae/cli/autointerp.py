@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 NAME = "autointerp"
@@ -21,7 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by 'probsae train'")
     p.add_argument("--out", default=None, help="where Table 2 and Figure 5 go (default: next to the run's summary.json "
                    "in RUN_DIR/interp/<scorer>-<explainer>-<settings hash>/ for one run, ./autointerp/<...> for several); "
-                   "a directory holding results of other settings is refused")
+                   "a directory holding results of other settings, or files that are not autointerp results, is refused")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even if it holds files that are not autointerp results (they may be overwritten)")
     p.add_argument("--labels", default=None, help="comma-separated run labels (default: directory names)")
     g = p.add_argument_group("method")
     g.add_argument("--scorer", choices=("detection", "embedding"), default="detection",
@@ -53,10 +56,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     llm.add_argument("--llm-model", default=None, help="model name sent with each request")
     llm.add_argument("--llm-api-key-env", default=None, help="name of the environment variable holding the API key")
     llm.add_argument("--llm-concurrency", type=int, default=8, help="requests in flight at once")
-    llm.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per request")
+    llm.add_argument("--llm-timeout", type=float, default=60.0,
+                     help="total seconds per HTTP attempt (connect, send, wait and read the whole reply)")
     llm.add_argument("--llm-retries", type=int, default=4, help="retries of a failed request")
     llm.add_argument("--llm-cache", default=None, help="response cache directory (default RUN_DIR/interp/llm_cache; "
                      "several runs: next to OUT)")
+
+
+def interrupted_message(cfg) -> str:
+    """What Ctrl-C leaves behind: no table, and the LLM replies saved in the response cache, which
+    a rerun of the same command reuses instead of requesting them again."""
+    head = "probsae autointerp: interrupted; no Table 2 was written"
+    cache = Path(cfg.llm.cache_dir) if cfg.llm.cache_dir else None
+    n = sum(1 for _ in cache.glob("*/*.json")) if cache is not None and cache.is_dir() else 0
+    if n:
+        return (f"{head}. The LLM replies received so far are saved in the response cache {cache} ({n} in all): "
+                "rerun the same command to resume; cached replies are not requested again")
+    return f"{head} and no LLM reply was saved: rerun the same command to start again (a completed latent cache is reused)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
                            progress=progress.enabled(), llm=llm)
     cfg.validate()
     infos = [resolve_run(r, args.model, args.hook, args.corpus, label=l) for r, l in zip(args.run_dirs, labels)]
-    res = autointerp_runs(infos, cfg, args.out)
+    try:
+        res = autointerp_runs(infos, cfg, args.out, force=args.force)
+    except KeyboardInterrupt:
+        print(interrupted_message(cfg), file=sys.stderr)
+        return 130
     print(Path(res["markdown"]).read_text())
     for r in res["rows"]:
         fails = []

@@ -13,15 +13,18 @@ HELP = ("Write a self-contained HTML feature browser: contexts centred on each l
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by 'probsae train'")
-    p.add_argument("--out", default=None, help="output directory (default RUN_DIR/dashboard); open OUT/index.html")
+    p.add_argument("--out", default=None, help="output directory (default RUN_DIR/dashboard); open OUT/index.html. "
+                   "A non-empty directory that holds no dashboard is refused")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even if it holds files that are not a dashboard (index.html and data.json are overwritten)")
     p.add_argument("--n-latents", type=int, default=100, help="latents to include")
     p.add_argument("--latents", default=None, help="explicit comma-separated latent ids")
     p.add_argument("--order", choices=("random", "frequent", "id", "interp"), default="random",
                    help="which alive latents to include (interp: those scored by 'probsae autointerp')")
     p.add_argument("--n-top", type=int, default=10, help="top-activating contexts per latent")
     p.add_argument("--per-bucket", type=int, default=3, help="examples per activation-percentile bucket")
-    p.add_argument("--n-buckets", type=int, default=5,
-                   help="activation-percentile buckets per latent (--per-bucket examples each)")
+    p.add_argument("--n-buckets", type=int, default=None,
+                   help="activation-percentile buckets (default: the count autointerp used for the explanations shown, else 5)")
     p.add_argument("--context-left", type=int, default=32, help="tokens shown left of a context's strongest token")
     p.add_argument("--context-right", type=int, default=8, help="tokens shown right of it")
     p.add_argument("--seed", type=int, default=0,
@@ -41,16 +44,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import progress
-    from ..interp.dashboard import write_dashboard
+    from ..errors import ConfigError
+    from ..interp.dashboard import check_dashboard_out, write_dashboard
     from ..interp.pipeline import ensure_cache, resolve_run
 
+    if args.n_buckets is not None and args.n_buckets < 1:
+        raise ConfigError(f"--n-buckets must be ≥ 1, got {args.n_buckets}")
     info = resolve_run(args.run_dir, args.model, args.hook, args.corpus)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "dashboard"
+    check_dashboard_out(out, args.force)  # before the latent cache is built
     window_len = args.window_len or info.context_length or 128
     cache = ensure_cache(info, n_windows=args.n_windows, window_len=window_len, batch_size=args.batch_size,
                          cache_dir=args.cache_dir, device=args.device, seed=args.seed, progress=progress.enabled())
     latents = [int(x) for x in args.latents.split(",") if x] if args.latents else None
-    out = Path(args.out) if args.out else Path(args.run_dir) / "dashboard"
     html, shown = write_dashboard(cache, out, latents, n_latents=args.n_latents, order=args.order, seed=args.seed,
+                                  force=args.force,
                                   title=f"probsae · {info.label}", run_dir=info.run_dir, n_top=args.n_top,
                                   n_per_bucket=args.per_bucket, n_buckets=args.n_buckets,
                                   context_left=args.context_left, context_right=args.context_right,

@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write_json, atomic_write_text, dumps_json
+from ..io import atomic_write_json, atomic_write_text, check_output_dir, dumps_json
 from .latent_cache import LatentCache, LatentRecord, token_pieces
 from .sampling import assign_buckets, bucket_edges
 
+FORMAT = "probsae-dashboard"
+"""The ``format`` field of ``data.json``: how a dashboard directory is recognised as ours."""
 START_FLAG = 0.5
 """A latent is flagged as a window-start latent when at least this share of its firing tokens, or
 of its top contexts, sit at a window's first encoded token."""
@@ -71,25 +73,63 @@ class _Contexts:
         return ex
 
 
-def _interp_results(run_dir: Path | None) -> dict[int, dict[int, dict]]:
-    """{latent: {bucket: {explanation, score, source, scorer}}} from a run's autointerp results:
-    LLM explanations before the top-tokens baseline, then the newest results directory."""
-    out: dict[int, dict[int, dict]] = {}
-    if run_dir is None:
-        return out
-    cands = [p for p in (Path(run_dir) / "interp").glob("*/scores.jsonl") if p.is_file()]
-    if not cands:
-        return out
-    p = max(cands, key=lambda c: ("-llm-" in c.parent.name + "-", c.stat().st_mtime))
-    for line in p.read_text().splitlines():
+def _bucket_label(lo: float, hi: float) -> str:
+    return f"{lo:g}-{hi:g}%"
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
         try:
-            s = json.loads(line)
+            obj = json.loads(line)
         except ValueError:
             continue
-        out.setdefault(int(s["latent"]), {})[int(s["bucket"])] = {
-            "explanation": s.get("explanation"), "score": s.get("score"),
-            "source": s.get("explanation_source"), "scorer": s.get("scorer")}
+        if isinstance(obj, dict):
+            out.append(obj)
     return out
+
+
+def _interp_results(run_dir: Path | None) -> tuple[dict[int, dict[int, dict]], int | None]:
+    """({latent: {bucket: {explanation, score, source, scorer, label}}}, number of buckets) from a
+    run's autointerp results: LLM explanations before the top-tokens baseline, then the newest
+    results directory. ``label`` is the percentile range autointerp drew that bucket from
+    (``explanations.jsonl``, else the ``n_buckets`` of its ``settings.json``; None if neither
+    says), so an explanation is never shown under another bucket count's label."""
+    out: dict[int, dict[int, dict]] = {}
+    if run_dir is None:
+        return out, None
+    cands = [p for p in (Path(run_dir) / "interp").glob("*/scores.jsonl") if p.is_file()]
+    if not cands:
+        return out, None
+    p = max(cands, key=lambda c: ("-llm-" in c.parent.name + "-", c.stat().st_mtime))
+    n_buckets = None
+    try:
+        recorded = json.loads((p.parent / "settings.json").read_text())["settings"]["n_buckets"]
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
+            n_buckets = recorded
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    labels: dict[tuple[int, int], str] = {}
+    for e in _read_jsonl(p.parent / "explanations.jsonl"):
+        try:
+            labels[(int(e["latent"]), int(e["bucket"]))] = str(e["bucket_label"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    edges = bucket_edges(n_buckets) if n_buckets else None
+    for s in _read_jsonl(p):
+        try:
+            l, b = int(s["latent"]), int(s["bucket"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        label = labels.get((l, b)) or (_bucket_label(*edges[b]) if edges and 0 <= b < len(edges) else None)
+        out.setdefault(l, {})[b] = {"explanation": s.get("explanation"), "score": s.get("score"),
+                                    "source": s.get("explanation_source"), "scorer": s.get("scorer"),
+                                    "label": label}
+    return out, n_buckets
 
 
 def window_start_share(rec: LatentRecord, first: np.ndarray) -> tuple[float, int]:
@@ -119,16 +159,18 @@ def _density_hist(stats) -> dict[str, Any]:
 
 
 def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n_per_bucket: int = 3,
-                   n_buckets: int = 5, seed: int = 0, title: str = "", run_dir: Path | None = None,
+                   n_buckets: int | None = None, seed: int = 0, title: str = "", run_dir: Path | None = None,
                    context_left: int = 32, context_right: int = 8, progress: bool = True) -> dict:
-    """The JSON the dashboard page renders."""
+    """The JSON the dashboard page renders. ``n_buckets`` (the activation-percentile panels)
+    defaults to the bucket count of the autointerp results shown, else 5."""
     from ..saes.style import colour
     from ..progress import bar as progress_bar
 
     stats = cache.stats()
     m = cache.manifest
     ctx = _Contexts(cache, context_left, context_right)
-    interp = _interp_results(run_dir)
+    interp, interp_buckets = _interp_results(run_dir)
+    n_buckets = n_buckets or interp_buckets or 5
     logits = cache.logit_effects()
     first = ctx.first
     recs = cache.records(latents)
@@ -164,7 +206,7 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
                 idx = np.flatnonzero(b_of == b)
                 pick = rng.permutation(idx)[:n_per_bucket]
                 pick = pick[np.argsort(-rec.max_acts[pick], kind="stable")]
-                d["buckets"].append({"bucket": b, "label": f"{lo:g}-{hi:g}%", "n": int(len(idx)),
+                d["buckets"].append({"bucket": b, "label": _bucket_label(lo, hi), "n": int(len(idx)),
                                      "range": [float(rec.max_acts[idx].min()), float(rec.max_acts[idx].max())]
                                      if len(idx) else None,
                                      "examples": [ctx.example(rec, int(i), b) for i in pick]})
@@ -173,14 +215,15 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
         d["search"] = " ".join("".join(e["tokens"]) for e in d["top"]).lower()
         items.append(d)
     bar.close()
-    return {"title": title or "probsae feature dashboard", "architecture": m.get("architecture"),
+    return {"format": FORMAT, "title": title or "probsae feature dashboard", "architecture": m.get("architecture"),
             "arch_colour": colour(m.get("architecture")), "model": m.get("model"), "hook": m.get("hook"),
             "corpus": (m.get("meta") or {}).get("corpus"), "n_windows": cache.n_windows, "n_tokens": m.get("n_tokens"),
             "d_sae": cache.d_sae, "window_len": cache.window_len, "alive": int(stats.alive.sum()),
             "density_hist": _density_hist(stats), "first_token_share": cache.n_windows / max(int(m.get("n_tokens") or 1), 1),
             "logits": {"available": logits is not None, "note": m.get("logit_note")},
             "gate": {"beta_end": m.get("gate_beta_end")} if "gate_logits" in cache.outputs else None,
-            "context": {"left": context_left, "right": context_right}, "latents": items}
+            "context": {"left": context_left, "right": context_right}, "n_buckets": n_buckets,
+            "interp_buckets": interp_buckets, "latents": items}
 
 
 def json_for_script(data: Any) -> str:
@@ -211,18 +254,35 @@ def choose_dashboard_latents(cache: LatentCache, n: int, seed: int = 0, order: s
     return sorted(int(x) for x in np.random.default_rng(seed).permutation(alive)[:n])
 
 
+def holds_dashboard(directory: Path) -> bool:
+    """Whether ``directory`` holds a dashboard probsae wrote: its ``data.json`` says
+    ``format: probsae-dashboard`` (or, written before that field, has the dashboard's own keys)."""
+    try:
+        data = json.loads((directory / "data.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    return data.get("format") == FORMAT or {"latents", "d_sae", "window_len", "density_hist"} <= set(data)
+
+
+def check_dashboard_out(out_dir: str | Path, force: bool = False) -> Path:
+    """Refuse a non-empty ``out_dir`` that holds no dashboard (the user's own files), unless ``force``."""
+    return check_output_dir(out_dir, holds_dashboard, force, "probsae dashboard directory")
+
+
 def write_dashboard(cache: LatentCache, out_dir: str | Path, latents: list[int] | None = None, *,
                     n_latents: int = 100, order: str = "random", seed: int = 0, title: str = "",
-                    run_dir: str | Path | None = None, **kw) -> tuple[Path, int]:
+                    run_dir: str | Path | None = None, force: bool = False, **kw) -> tuple[Path, int]:
     """Write ``out_dir/index.html`` (self-contained) and ``out_dir/data.json``; returns the HTML
     path and how many latents it shows ('interp' order: the latents autointerp scored, at most
-    ``n_latents``)."""
+    ``n_latents``). A non-empty ``out_dir`` that holds no dashboard is refused unless ``force``."""
     from ..errors import ConfigError
 
-    out = Path(out_dir)
+    out = check_dashboard_out(out_dir, force)
     out.mkdir(parents=True, exist_ok=True)
     if not latents and order == "interp":
-        latents = sorted(_interp_results(Path(run_dir) if run_dir else None))[:n_latents]
+        latents = sorted(_interp_results(Path(run_dir) if run_dir else None)[0])[:n_latents]
         if not latents:
             raise ConfigError(f"--order interp: {run_dir} has no autointerp scores (run 'probsae autointerp' first)")
     if not latents:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..io import atomic_write_json, atomic_write_jsonl
+from ..io import atomic_write_json, atomic_write_jsonl, check_output_dir
 from .calibration import plot_calibration, summarize_run, write_table
 from .explainer import LLMExplainer, TextFormatter, TopTokensExplainer
 from .latent_cache import LatentCache, build_latent_cache
@@ -256,19 +256,33 @@ def default_out(infos: list[RunInfo], cfg: AutoInterpConfig) -> Path:
     return results_dir(infos[0], cfg) if len(infos) == 1 else Path("autointerp") / cfg.key()
 
 
+def _json_dict(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def holds_autointerp_results(directory: Path) -> bool:
+    """Whether ``directory`` holds what autointerp writes: a Table 2 (``table2.json`` with its
+    ``settings_key``) or one run's results (``settings.json`` with ``key`` and ``settings``)."""
+    return ("settings_key" in _json_dict(directory / "table2.json")
+            or {"key", "settings"} <= set(_json_dict(directory / "settings.json")))
+
+
 def autointerp_runs(infos: list[RunInfo], cfg: AutoInterpConfig, out_dir: str | Path | None = None,
-                    **kw) -> dict[str, Any]:
+                    force: bool = False, **kw) -> dict[str, Any]:
     """Run :func:`run_autointerp` on every run and write Table 2 (Markdown + JSON, from exactly the
     rows saved as each run's summary.json) and the Figure 5 plot into ``out_dir`` (default
     :func:`default_out`). An ``out_dir`` holding a table made with other settings is refused, never
-    overwritten. Returns {"rows", "markdown", "json", "plot", "out"}."""
+    overwritten; so is a non-empty ``out_dir`` that holds no autointerp results (the user's own
+    files), unless ``force``. Returns {"rows", "markdown", "json", "plot", "out"}."""
     out = Path(out_dir) if out_dir else default_out(infos, cfg)
+    check_output_dir(out, holds_autointerp_results, force, "directory of autointerp results")
     old = out / "table2.json"
     if old.is_file():
-        try:
-            prev = json.loads(old.read_text()).get("settings_key")
-        except ValueError:
-            prev = None
+        prev = _json_dict(old).get("settings_key")
         if prev is not None and prev != cfg.key():
             raise ConfigError(f"{out} holds autointerp results made with other settings ({prev}); "
                               f"these settings are {cfg.key()}: choose another --out")
