@@ -116,7 +116,8 @@ def local_copy(gguf: str | os.PathLike, progress: bool = True) -> Path:
     from ..progress import say
 
     if progress:
-        say(f"dequantising {path.name} once (≈ 20 s); the copy is kept in {dest}")
+        say(f"dequantising {path.name} once ({path.stat().st_size / 1e6:.0f} MB; SmolLM2 takes ≈ 20 s); the "
+            f"float32 copy is kept in {dest}")
     model, tok = _read_gguf(path)
     _save_atomically(model, tok, dest, source=path, digest=digest)
     return dest

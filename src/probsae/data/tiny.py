@@ -93,3 +93,58 @@ def save_tiny_model(path, family: str = "gpt2", **kw: Any):
     handle.model.save_pretrained(path)
     handle.tokenizer.save_pretrained(path)
     return Path(path)
+
+
+def save_tiny_gguf(path, d_model: int = 16, n_layers: int = 2, n_heads: int = 2, n_kv_heads: int = 1,
+                   d_ff: int = 32, seed: int = 0) -> None:
+    """Write a tiny random-weight Llama as a GGUF file (float32 tensors, a 103-token byte-level BPE
+    tokenizer with ChatML specials, as SmolLM2's file has): the GGUF loading path without the 98 MB
+    model. Needs the ``gguf`` package (extra ``smollm2``)."""
+    import numpy as np
+
+    from ..extras import require
+
+    gguf = require("smollm2")
+    rng = np.random.default_rng(seed)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokens = specials + [chr(c) for c in range(33, 127)] + ["th", "the", "an", "in", "Ġ"]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(n_layers)
+    w.add_context_length(64)
+    w.add_embedding_length(d_model)
+    w.add_feed_forward_length(d_ff)
+    w.add_head_count(n_heads)
+    w.add_head_count_kv(n_kv_heads)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(len(tokens))
+    w.add_rope_dimension_count(d_model // n_heads)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([3] * len(specials) + [1] * (len(tokens) - len(specials)))
+    w.add_token_merges(["t h", "th e", "a n", "i n"])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_pad_token_id(2)
+    w.add_add_bos_token(False)
+
+    def rand(*shape):
+        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+    d_kv = n_kv_heads * d_model // n_heads
+    w.add_tensor("token_embd.weight", rand(len(tokens), d_model))
+    for i in range(n_layers):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(d_model, np.float32))
+        w.add_tensor(f"blk.{i}.attn_q.weight", rand(d_model, d_model))
+        w.add_tensor(f"blk.{i}.attn_k.weight", rand(d_kv, d_model))
+        w.add_tensor(f"blk.{i}.attn_v.weight", rand(d_kv, d_model))
+        w.add_tensor(f"blk.{i}.attn_output.weight", rand(d_model, d_model))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(d_model, np.float32))
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", rand(d_ff, d_model))
+        w.add_tensor(f"blk.{i}.ffn_up.weight", rand(d_ff, d_model))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", rand(d_model, d_ff))
+    w.add_tensor("output_norm.weight", np.ones(d_model, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
