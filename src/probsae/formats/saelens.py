@@ -34,7 +34,7 @@ from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text, ensure_dir
 from ..saes.declarations import positive_int
 from ._common import (
-    BLOCK_KEY, ExportReport, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors,
+    BLOCK_KEY, ExportReport, block_scale, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors,
     provenance, provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, unit_to_layernorm_factor,
     working_state, write_safetensors,
 )
@@ -167,7 +167,7 @@ def import_saelens(path: str | Path):
     if norm == "none":
         normalize, c = "none", 1.0
         if block and block.get("config", {}).get("normalize") == "scalar" and "scale" in block:
-            normalize, c = "scalar", 1.0 / float(block["scale"])  # restore the folded probsae scalar
+            normalize, c = "scalar", 1.0 / block_scale(block, path / CONFIG_FILE)  # restore the folded probsae scalar
     elif norm == "layer_norm":
         normalize, c = "unit", unit_to_layernorm_factor(d_in)
     elif norm == "expected_average_only_in":

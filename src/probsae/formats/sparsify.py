@@ -31,8 +31,9 @@ import torch
 
 from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text, ensure_dir
+from ..saes.declarations import positive_int
 from ._common import (
-    BLOCK_KEY, ExportReport, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
+    BLOCK_KEY, ExportReport, block_scale, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
     provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, working_state,
     write_safetensors,
 )
@@ -151,7 +152,7 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
         if key not in w:
             raise SAEFileError(f"{path / WEIGHTS_FILE} has no {key!r}")
     d_sae, d_in = w["encoder.weight"].shape
-    if "d_in" in cfg and int(cfg["d_in"]) != d_in:
+    if "d_in" in cfg and positive_int(cfg, "d_in", path / CONFIG_FILE) != d_in:
         raise SAEFileError(f"{path}: cfg d_in={cfg['d_in']} but encoder.weight is {tuple(w['encoder.weight'].shape)}")
     block = provenance_block(cfg)
     tensors = {"W_enc": w["encoder.weight"].t(), "b_enc": w["encoder.bias"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
@@ -160,7 +161,7 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
     normalize, c = "none", 1.0
     bcfg = (block or {}).get("config") or {}
     if bcfg.get("normalize") == "scalar" and "scale" in (block or {}):
-        normalize, c = "scalar", 1.0 / float(block["scale"])
+        normalize, c = "scalar", 1.0 / block_scale(block, path / CONFIG_FILE)
     elif bcfg.get("normalize") == "unit":
         normalize = "unit"  # exported (lossily) on the working scale: nothing to unfold
     ours, imported = read_with("sparsify", activation, cfg, tensors, block, path)
