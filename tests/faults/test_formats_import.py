@@ -111,3 +111,20 @@ def test_saving_non_finite_weights_is_refused_and_writes_nothing(tmp_path, bad):
     good = probsae.build_sae("topk", d_in=8, d_sae=16, k=2)
     good.save(tmp_path / "t")
     assert probsae.load_sae(tmp_path / "t").d_in == 8
+
+
+def test_the_hook_name_export_writes_is_accepted_by_train(reference, tmp_path, train_args):
+    """Issue 24 (22): `--hook blocks.1.hook_resid_pre` (the SAELens name of resid_pre.1) trains the
+    same SAE as `--hook resid_pre.1`; its sparsify export is named by the GPT-2 module path."""
+    argv = train_args(tmp_path / "run", cache=tmp_path / "cache")
+    argv[argv.index("--hook") + 1] = "blocks.1.hook_resid_pre"
+    assert main(argv) == 0
+    ours, ref = probsae.load_sae(tmp_path / "run"), probsae.load_sae(reference)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(ours.state_dict()[k], v), k
+    exp = tmp_path / "exp"
+    assert main(["export", str(tmp_path / "run"), "--format", "saelens", "--out", str(exp)]) == 0
+    assert json.loads((exp / "cfg.json").read_text())["metadata"]["hook_name"] == "blocks.1.hook_resid_pre"
+    assert main(["export", str(tmp_path / "run"), "--format", "sparsify", "--out", str(tmp_path / "sp"),
+                 "--allow-lossy"]) == 0
+    assert (tmp_path / "sp" / "h.0" / "cfg.json").is_file()  # resid_pre.1 = output of GPT-2's block h.0

@@ -261,6 +261,25 @@ def test_hook_name_translation():
     assert saelens_hook_name("module:model.layers.3.mlp") == "model.layers.3.mlp"
     assert sparsify_hookpoint("resid_post.8") == "layers.8" and sparsify_hookpoint("resid_post.8", "gpt2") == "h.8"
     assert sparsify_hookpoint("resid_pre.8") == "layers.7" and sparsify_hookpoint("resid_pre.0") is None
+    assert sparsify_hookpoint("blocks.8.hook_resid_pre", "gpt2") == "h.7"  # a TransformerLens name of resid_pre.8
+
+
+def test_sparsify_hookpoints_follow_the_model_family(tmp_path):
+    """Issue 24 (22): BERT's blocks are `encoder.layer.L` in its base model, not `layers.L`; the
+    family comes from the model's config.json (else from its name)."""
+    bert = tmp_path / "my-encoder"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert sparsify_hookpoint("resid_post.3", str(bert)) == "encoder.layer.3"
+    assert sparsify_hookpoint("resid_pre.3", str(bert)) == "encoder.layer.2"
+    assert sparsify_hookpoint("mlp_out.3", str(bert)) == "encoder.layer.3.output.dense"
+    assert sparsify_hookpoint("resid_mid.3", str(bert)) == "encoder.layer.3.attention"
+    assert sparsify_hookpoint("resid_post.3", "sentence-transformers/all-MiniLM-L6-v2") == "encoder.layer.3"
+    gpt = tmp_path / "my-decoder"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    assert sparsify_hookpoint("resid_post.3", str(gpt)) == "h.3" and sparsify_hookpoint("mlp_out.3", str(gpt)) == "h.3.mlp"
+    assert sparsify_hookpoint("resid_post.3", "Qwen/Qwen3-0.6B") == "layers.3"
 
 
 # ---- CLI -------------------------------------------------------------------------------------------
