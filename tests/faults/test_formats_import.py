@@ -40,6 +40,7 @@ def _block(cfg, fmt):
 @pytest.mark.parametrize("fmt", ["saelens", "sparsify"])
 @pytest.mark.parametrize("value, needle", [
     (0, "scale must be a positive number"), ("nan", "scale must be a positive number"),
+    (float("nan"), "scale must be a positive number"), (float("inf"), "scale must be a positive number"),
     (1e308, "scale must be a positive number"), (1e-320, "scale must be a positive number"),
     (-2.0, "scale must be a positive number"), (True, "scale must be a positive number"),
 ])
@@ -58,6 +59,7 @@ def test_an_imported_scale_out_of_range(reference, tmp_path, fails_cleanly, fmt,
     ("seed", "x", "seed must be a 64-bit integer"), ("seed", 2.5, "seed must be a 64-bit integer"),
     ("seed", 1 << 70, "seed must be a 64-bit integer"), ("aux_coeff", "nan", "aux_coeff must be a finite number"),
     ("aux_coeff", 1e308, "aux_coeff must be a finite number"), ("aux_coeff", 1e-320, "aux_coeff must be a finite"),
+    ("aux_k", True, "aux_k must be a 64-bit integer"),
 ])
 def test_an_imported_hyperparameter_of_the_wrong_type_or_range(reference, tmp_path, fails_cleanly, field, value, needle):
     exp = _export(reference, tmp_path)

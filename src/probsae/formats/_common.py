@@ -226,27 +226,27 @@ def checked_hparams(arch: str, hp: dict[str, Any], where: str) -> dict[str, Any]
     from ..saes.declarations import finite_float
 
     types = {f.name: str(f.type) for f in fields(get_class(arch).config_class)}
+    wanted = {"bool": "true or false", "int": "a 64-bit integer", "str": "a string",
+              "tuple[float, ...]": "a list of at most 1024 numbers"}
     out: dict[str, Any] = {}
     for name, v in hp.items():
-        kind, key = types.get(name, ""), f"{name}"
+        kind = types.get(name, "")
         if kind == "bool":
             ok = isinstance(v, bool)
         elif kind == "int":
             ok = isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < 1 << 63
         elif kind == "float":
-            v = finite_float(v, key, where)
-            ok = True
+            v, ok = finite_float(v, name, where), True
         elif kind == "str":
             ok = isinstance(v, str)
-        elif kind.startswith("tuple[float"):
+        elif kind == "tuple[float, ...]":
             ok = isinstance(v, (list, tuple)) and len(v) <= 1024
             if ok:
-                v = tuple(finite_float(x, f"{key}[{i}]", where) for i, x in enumerate(v))
+                v = tuple(finite_float(x, f"{name}[{i}]", where) for i, x in enumerate(v))
         else:
             ok = True  # a field type this check does not know: the config's validate() decides
         if not ok:
-            raise SAEFileError(f"{where}: {key} must be {kind.replace('int', 'a 64-bit integer').replace('bool', 'true/false')}"
-                               f", got {v!r:.60}")
+            raise SAEFileError(f"{where}: {name} must be {wanted.get(kind, kind)}, got {v!r:.60}")
         out[name] = v
     return out
 
