@@ -130,3 +130,13 @@ def test_the_hook_name_export_writes_is_accepted_by_train(reference, tmp_path, t
     assert main(["export", str(tmp_path / "run"), "--format", "sparsify", "--out", str(tmp_path / "sp"),
                  "--allow-lossy"]) == 0
     assert (tmp_path / "sp" / "h.0" / "cfg.json").is_file()  # resid_pre.1 = output of GPT-2's block h.0
+
+
+@pytest.mark.parametrize("fmt, key", [("saelens", "apply_b_dec_to_input"), ("saelens", "rescale_acts_by_decoder_norm"),
+                                      ("sparsify", "transcode"), ("sparsify", "signed")])
+def test_an_imported_flag_that_is_not_true_or_false(reference, tmp_path, fails_cleanly, fmt, key):
+    """A string "false" is truthy in Python: it must not be read as true."""
+    exp = _export(reference, tmp_path, fmt)
+    _edit(exp / "cfg.json", lambda cfg: cfg.__setitem__(key, "false"))
+    fails_cleanly(["import", str(exp), "--format", fmt, "--out", str(tmp_path / "imp")], f"{key} must be true or false")
+    assert not (tmp_path / "imp").exists()

@@ -30,7 +30,7 @@ import torch
 
 from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text, ensure_dir
-from ..saes.declarations import positive_int
+from ..saes.declarations import check_flags, positive_int
 from ._common import (
     BLOCK_KEY, ExportReport, block_scale, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
     provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, working_state,
@@ -172,6 +172,7 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
                 f"; it holds the hook points {hps}: choose one (CLI: --hookpoint)" if hps else " (no cfg.json)"))
         path = path / hps[0]
     cfg = read_json(path / CONFIG_FILE)
+    check_flags(cfg, ("transcode", "skip_connection", "signed"), path / CONFIG_FILE)
     allowed = {"encoder.weight", "encoder.bias", "W_dec", "b_dec", "W_skip"}
     w = {k: v.double() for k, v in read_safetensors(path / WEIGHTS_FILE, allowed).items()}
     if not cfg.get("transcode") and (cfg.get("skip_connection") or "W_skip" in w):

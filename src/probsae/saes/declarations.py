@@ -116,6 +116,15 @@ def finite_float(value: Any, key: str, where: Any = None, positive: bool = False
     return v
 
 
+def check_flags(cfg: dict[str, Any], keys: tuple[str, ...], where: Any = None) -> None:
+    """Each of ``keys`` in an imported (untrusted) config must be true, false or null/absent (a
+    string "false" would read as true); else a ``SAEFileError`` naming the key."""
+    for key in keys:
+        v = cfg.get(key)
+        if v is not None and not isinstance(v, bool):
+            raise SAEFileError(f"{where}: " * (where is not None) + f"{key} must be true or false, got {v!r:.60}")
+
+
 def saelens_k(source: str, cfg: dict[str, Any]) -> int:
     """The k of a SAELens TopK-family config (v6 top level or pre-6 activation_fn_kwargs), a positive integer."""
     kwargs = cfg.get("activation_fn_kwargs")
