@@ -191,7 +191,7 @@ def load_imported(arch: str, d_in: int, d_sae: int, normalize: str, c: float, im
     bad = nonfinite_names(sae.state_dict())
     if bad:  # finite file weights that overflow once converted (an extreme scale, float32 range)
         raise SAEFileError(f"{path}: the converted weights {bad} hold NaN/inf values (the file's values, scaled "
-                           f"to probsae's form, overflow {next(iter(sae.state_dict().values())).dtype})")
+                           "to probsae's form, overflow its float32 weights)")
     return sae
 
 
@@ -207,7 +207,7 @@ def build_imported(arch: str, d_in: int, d_sae: int, normalize: str, hparams: di
     if block and block.get("architecture") == arch:
         hp.update({k: v for k, v in (block.get("config") or {}).items() if k in cfg_fields})
     hp.update({k: v for k, v in hparams.items() if k in cfg_fields})
-    where = f"{path}: the {BLOCK_KEY} block's config" if path is not None else f"the {BLOCK_KEY} block's config"
+    where = f"{path}: imported hyperparameters" if path is not None else "imported hyperparameters"
     try:
         return build_sae(arch, d_in=d_in, d_sae=d_sae, normalize=normalize, **checked_hparams(arch, hp, where))
     except ConfigError as e:
