@@ -208,12 +208,14 @@ def read_json(path: str | os.PathLike, expect: type | tuple[type, ...] = dict,
               cls: type[ProbSAEError] = FileIOError) -> Any:
     """Parse the JSON file ``path`` and check that its top level is ``expect`` (default: an
     object). Unreadable files, invalid UTF-8, invalid JSON and the wrong type raise ``cls`` naming
-    the file and what is wrong."""
+    the file and what is wrong (also JSON nested too deeply for Python's parser)."""
     text = read_text(path, cls)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise cls(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise cls(f"{path} is not usable JSON: its arrays/objects are nested too deeply to parse") from None
     if not isinstance(obj, expect):
         want = expect if isinstance(expect, tuple) else (expect,)
         raise cls(f"{path} holds {json_type_name(obj)} where {' or '.join(_JSON_TYPES.get(t, t.__name__) for t in want)} "

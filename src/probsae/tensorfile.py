@@ -154,6 +154,8 @@ def read_header(path: str | os.PathLike, cls: type[ProbSAEError] = SAEFileError)
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _bad(cls, path, f"its header is not valid JSON ({e})") from None
+    except RecursionError:
+        raise _bad(cls, path, "its header's JSON is nested too deeply to parse") from None
     if not isinstance(obj, dict):
         raise _bad(cls, path, "its header is not a JSON object")
     meta = obj.pop("__metadata__", None) or {}

@@ -43,7 +43,7 @@ def test_transcoder_reaches_the_toy_fvu_and_splices_like_an_sae(assets, tmp_path
     # 'unit' normalisation (the default) has no sparsify form: a documented lossy export; the import
     # reads the recorded normalisation back, so the round trip is exact
     assert main(["export", str(run), "--format", "sparsify", "--out", str(tmp_path / "x"), "--allow-lossy"]) == 0
-    assert find_hookpoints(tmp_path / "x") == ["layers.1.mlp"]  # the module it stands in for ('h.1.mlp' for 'gpt2')
+    assert find_hookpoints(tmp_path / "x") == ["h.1.mlp"]  # the module it stands in for, in the GPT-2 base model
     back = import_sparsify(tmp_path / "x")
     x = next(held.iter_batches(64, shuffle=False))
     torch.testing.assert_close(back(x).recon, sae(x).recon, rtol=1e-4, atol=1e-5)

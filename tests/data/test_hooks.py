@@ -151,3 +151,42 @@ def test_splice_shape_error(tiny_gpt2: ModelHandle) -> None:
     with pytest.raises(HookPointError, match="replacement has shape"):
         with torch.no_grad(), splice(tiny_gpt2, "resid_pre.0", lambda x: x[..., :3]):
             tiny_gpt2.model(input_ids=ids, attention_mask=att)
+
+
+# ---- TransformerLens / SAELens hook names (issue 24: what `probsae export` writes is accepted) ----
+@pytest.mark.parametrize("tl, ours", [("blocks.4.hook_resid_pre", "resid_pre.4"), ("blocks.0.hook_resid_post", "resid_post.0"),
+                                      ("blocks.2.hook_resid_mid", "resid_mid.2"), ("blocks.1.hook_mlp_out", "mlp_out.1")])
+def test_transformer_lens_names_are_our_hook_points(tl: str, ours: str) -> None:
+    from probsae.formats import saelens_hook_name
+
+    hp = HookPoint.parse(tl)
+    assert hp == HookPoint.parse(ours) and str(hp) == ours and hp.alias == tl
+    assert saelens_hook_name(ours) == tl  # the export writes exactly the name that is accepted back
+
+
+@pytest.mark.parametrize("kind", ["resid_pre", "resid_mid", "resid_post", "mlp_out"])
+def test_a_transformer_lens_name_captures_the_same_activation(tiny_gpt2: ModelHandle, kind: str) -> None:
+    ids, att = _batch(tiny_gpt2)
+    with torch.no_grad():
+        torch.testing.assert_close(capture(tiny_gpt2, f"blocks.1.hook_{kind}", ids, att),
+                                   capture(tiny_gpt2, f"{kind}.1", ids, att), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("tl, needle", [
+    ("blocks.3.hook_mlp_in", "probsae's resid_mid.3"), ("blocks.3.ln2.hook_normalized", "probsae's mlp_in.3"),
+    ("blocks.3.attn.hook_z", "blocks.L.hook_resid_pre (= resid_pre.L)"), ("hook_embed", "module:"),
+])
+def test_transformer_lens_names_without_an_equivalent_say_what_to_use(tl: str, needle: str) -> None:
+    with pytest.raises(HookPointError, match="TransformerLens hook name") as e:
+        HookPoint.parse(tl)
+    assert needle in str(e.value)
+
+
+def test_transformer_lens_post_norm_names_are_refused_for_bert(tiny_bert: ModelHandle, tiny_gpt2: ModelHandle) -> None:
+    """TransformerLens's BERT resid_mid/resid_post are before the LayerNorm, probsae's after it."""
+    for kind in ("resid_mid", "resid_post"):
+        with pytest.raises(HookPointError, match=f"give '{kind}.1'"):
+            HookPoint.parse(f"blocks.1.hook_{kind}").validate(tiny_bert)
+        HookPoint.parse(f"blocks.1.hook_{kind}").validate(tiny_gpt2)
+    HookPoint.parse("blocks.1.hook_resid_pre").validate(tiny_bert)  # the same in every family
+    HookPoint.parse("resid_post.1").validate(tiny_bert)

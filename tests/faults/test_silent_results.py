@@ -94,12 +94,18 @@ def test_an_edited_config_is_noticed(run_copy, fails_cleanly):
 
 
 def test_nan_weights_are_refused(run_copy, fails_cleanly):
-    import probsae
+    from probsae.saes.base import WEIGHTS_CHECKSUM_KEY
+    from probsae.tensorfile import CHECKSUM_KEY, load_tensors, save_tensors
 
-    sae = probsae.load_sae(run_copy)
-    with torch.no_grad():
-        sae.W_dec[0, 0] = float("nan")
-    sae.save(run_copy)
+    # sae.save refuses NaN weights (tests/faults/test_formats_import.py), so damage the file itself
+    w = run_copy / "sae.safetensors"
+    state, meta = load_tensors(w)
+    state["W_dec"] = state["W_dec"].clone()
+    state["W_dec"][0, 0] = float("nan")
+    crc = save_tensors(w, state, {k: v for k, v in meta.items() if k != CHECKSUM_KEY})
+    cfg = json.loads((run_copy / "config.json").read_text())
+    cfg[WEIGHTS_CHECKSUM_KEY] = crc
+    (run_copy / "config.json").write_text(json.dumps(cfg, indent=2))
     fails_cleanly(["eval", str(run_copy), "--no-downstream"], "'W_dec'", "NaN/inf")
 
 

@@ -19,7 +19,7 @@ from probsae.formats import (
 D_IN, D_SAE, K = 12, 48, 4
 EXACT_SAELENS = ["relu", "topk", "abstopk", "vsae_topk", "gated", "jumprelu", "batchtopk"]
 SAELENS_ARCH = {"relu": "standard", "topk": "topk", "abstopk": "abstopk", "vsae_topk": "topk", "gated": "gated",
-                "jumprelu": "jumprelu", "batchtopk": "jumprelu", "prob_topk": "abstopk"}
+                "jumprelu": "jumprelu", "batchtopk": "jumprelu", "prob_topk": "topk"}
 SAELENS_KEYS = {"standard": {"W_enc", "b_enc", "W_dec", "b_dec"}, "topk": {"W_enc", "b_enc", "W_dec", "b_dec"},
                 "abstopk": {"W_enc", "b_enc", "W_dec", "b_dec"},
                 "gated": {"W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"},
@@ -124,24 +124,54 @@ def test_saelens_unit_normalisation_is_layer_norm_with_the_constant_folded(tmp_p
     torch.testing.assert_close(out.float(), recon(sae, x.float()), atol=1e-4, rtol=1e-4)
 
 
+def annealed_prob_topk(normalize: str = "unit"):
+    """A prob_topk SAE at the end of its anneal (β = β_T = 1e-4), as a trained one is exported."""
+    sae = make_sae("prob_topk", normalize)
+    sae.beta.fill_(1e-4)
+    return sae
+
+
 def test_prob_topk_export_is_refused_without_the_flag_and_documented_with_it(tmp_path):
-    sae = make_sae("prob_topk")
+    sae = annealed_prob_topk()
     with pytest.raises(LossyExportError, match="allow_lossy"):
         export_saelens(sae, tmp_path / "a")
     assert not (tmp_path / "a" / "cfg.json").exists()
     rep = export_saelens(sae, tmp_path / "b", allow_lossy=True)
-    assert not rep.exact and rep.target_architecture == "abstopk"
+    assert not rep.exact and rep.target_architecture == "topk"  # issue 24: TopK, as the sparsify export
     notes = (tmp_path / "b" / NOTES_FILE).read_text()
-    assert "ln_weight" in notes and "largest |a|" in notes and "NO (lossy" in notes
+    assert "ln_weight" in notes and "K largest a" in notes and "ReLU(a)" in notes and "NO (lossy" in notes
+    assert "not measured at export" in notes and "prob_topk_export_agreement.py" in notes
     back = import_saelens(tmp_path / "b")
-    assert back.architecture == "abstopk"  # what the file really is, not a disguised prob_topk
-    # what SAELens computes: the K largest |a| with sign, a = W_enc(x_n − b_dec)
-    x = data()
+    assert back.architecture == "topk"  # what the file really is, not a disguised prob_topk
+    # what SAELens computes: the K largest a, ReLU'd, a = W_enc(x_n − b_dec)
+    x = data(512)
     x_n, _ = sae.normalizer(x)
     a = (x_n - sae.b_dec) @ sae.W_enc
-    idx = a.abs().topk(K, dim=-1).indices
-    want = torch.zeros_like(a).scatter(-1, idx, a.gather(-1, idx))
+    idx = a.topk(K, dim=-1).indices
+    want = torch.zeros_like(a).scatter(-1, idx, a.gather(-1, idx).relu())
     torch.testing.assert_close(codes(back, x), want.detach(), atol=2e-5, rtol=1e-5)
+    # ... which is prob_topk's own inference on the tokens whose selections agree: most of them here
+    from probsae.formats.agreement import inference_agreement
+
+    stats = inference_agreement(sae, back, x)
+    assert stats["same_codes"] == stats["same_set"] >= 0.95 and stats["negative_codes"] == 0.0
+    assert abs(stats["fvu_exported"] - stats["fvu_source"]) < 0.01
+
+
+def test_the_agreement_measure_counts_tokens_whose_latents_differ():
+    from probsae.formats.agreement import inference_agreement
+
+    sae = make_sae("topk", "none")
+    other = make_sae("topk", "none")
+    other.load_state_dict(sae.state_dict())
+    x = data(256)
+    same = inference_agreement(sae, other, x)
+    assert same["same_set"] == same["same_codes"] == 1.0 and same["fvu_source"] == same["fvu_exported"]
+    with torch.no_grad():
+        other.W_enc[:, 0] += 100.0  # latent 0 now wins wherever the input's sum is positive
+    x_pos = data(256).abs()
+    moved = inference_agreement(sae, other, x_pos)
+    assert moved["same_set"] < 0.5 and moved["fvu_exported"] != moved["fvu_source"]
 
 
 def test_saelens_import_folds_b_dec_input_convention(tmp_path):
@@ -231,6 +261,25 @@ def test_hook_name_translation():
     assert saelens_hook_name("module:model.layers.3.mlp") == "model.layers.3.mlp"
     assert sparsify_hookpoint("resid_post.8") == "layers.8" and sparsify_hookpoint("resid_post.8", "gpt2") == "h.8"
     assert sparsify_hookpoint("resid_pre.8") == "layers.7" and sparsify_hookpoint("resid_pre.0") is None
+    assert sparsify_hookpoint("blocks.8.hook_resid_pre", "gpt2") == "h.7"  # a TransformerLens name of resid_pre.8
+
+
+def test_sparsify_hookpoints_follow_the_model_family(tmp_path):
+    """Issue 24 (22): BERT's blocks are `encoder.layer.L` in its base model, not `layers.L`; the
+    family comes from the model's config.json (else from its name)."""
+    bert = tmp_path / "my-encoder"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert sparsify_hookpoint("resid_post.3", str(bert)) == "encoder.layer.3"
+    assert sparsify_hookpoint("resid_pre.3", str(bert)) == "encoder.layer.2"
+    assert sparsify_hookpoint("mlp_out.3", str(bert)) == "encoder.layer.3.output.dense"
+    assert sparsify_hookpoint("resid_mid.3", str(bert)) == "encoder.layer.3.attention"
+    assert sparsify_hookpoint("resid_post.3", "sentence-transformers/all-MiniLM-L6-v2") == "encoder.layer.3"
+    gpt = tmp_path / "my-decoder"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    assert sparsify_hookpoint("resid_post.3", str(gpt)) == "h.3" and sparsify_hookpoint("mlp_out.3", str(gpt)) == "h.3.mlp"
+    assert sparsify_hookpoint("resid_post.3", "Qwen/Qwen3-0.6B") == "layers.3"
 
 
 # ---- CLI -------------------------------------------------------------------------------------------

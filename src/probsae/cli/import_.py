@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=("saelens", "sparsify"), help="source file format")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="directory to write the probsae SAE into")
     p.add_argument("--hookpoint", default=None, help="sparsify: which hook-point subdirectory of SRC to import")
-    p.add_argument("--force", action="store_true", help="overwrite an SAE already in RUN_DIR")
+    p.add_argument("--force", action="store_true",
+                   help="write into RUN_DIR even when it already holds an SAE or other files (which may be overwritten)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,12 +26,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..formats import import_saelens, import_sparsify
-    from ..io import clean_stale_tmp
+    from ..io import check_output_dir, clean_stale_tmp
     from ..saes.base import CONFIG_FILE
 
     out = Path(args.out)
     if (out / CONFIG_FILE).is_file() and not args.force:
         raise ConfigError(f"{out} already holds an SAE; pass --force to overwrite it")
+    # any other non-empty folder (e.g. a sae.safetensors without config.json, the user's files) is not ours
+    check_output_dir(out, lambda _: False, args.force, "probsae SAE directory")
     if args.format == "saelens":
         if args.hookpoint:
             raise ConfigError("--hookpoint applies to --format sparsify only")

@@ -10,6 +10,13 @@ Syntax (see docs/DATA.md):
 * ``mlp_in.L`` — what block ``L``'s MLP reads (after its norm, for pre-norm blocks).
 * ``mlp_out.L`` — what block ``L``'s MLP writes (before it is added to the residual stream).
 * ``module:<dotted.name>`` — the output (first element if a tuple) of any named submodule.
+* TransformerLens/SAELens hook names (what ``probsae export`` writes into a SAELens ``cfg.json``)
+  are accepted where they name one of these: ``blocks.L.hook_resid_pre`` = ``resid_pre.L``,
+  ``blocks.L.hook_resid_mid`` = ``resid_mid.L``, ``blocks.L.hook_resid_post`` = ``resid_post.L``,
+  ``blocks.L.hook_mlp_out`` = ``mlp_out.L`` (:data:`TL_HOOKS`). Other TransformerLens names are
+  refused with the probsae equivalent where there is one. In BERT-style (post-norm) blocks
+  TransformerLens's ``hook_resid_mid``/``hook_resid_post`` sit before the block's LayerNorms while
+  probsae's (HF module outputs) sit after them, so those two names are refused for such models.
 
 The three MLP names are defined per model family (:data:`MLP_SITES`, docs/DATA.md): GPT-2,
 Llama/Qwen-style (pre-norm) and BERT-style (post-norm) blocks; other blocks are refused with the
@@ -24,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,6 +43,17 @@ from probsae.data.models import ModelHandle
 #: The hook kinds that take a block index (``kind.L``); besides them ``module:<dotted.name>``.
 LAYER_KINDS = ("resid_pre", "resid_post", "resid_mid", "mlp_in", "mlp_out")
 _RESID = re.compile(rf"^({'|'.join(LAYER_KINDS)})\.(-?\d+)$")
+#: TransformerLens hook names (``blocks.L.hook_<name>``) that are a probsae hook point: name → kind.
+TL_HOOKS = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "hook_resid_post": "resid_post",
+            "hook_mlp_out": "mlp_out"}
+_TL_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+#: TransformerLens names with no probsae hook point, and what to use instead.
+_TL_OTHERS = {
+    "hook_mlp_in": "it is the residual stream before ln2, i.e. probsae's resid_mid.{L} (probsae's mlp_in.{L} "
+                   "is after the norm)",
+    "ln2.hook_normalized": "TransformerLens folds ln2's affine into the MLP by default, so no hook of it holds "
+                           "the HF norm's output, which is probsae's mlp_in.{L}",
+}
 _MLP_KINDS = ("resid_mid", "mlp_in", "mlp_out")
 
 #: Per family, where each MLP hook point sits in a block: ``(submodule, "pre" | "post" | "mid")``.
@@ -69,11 +87,13 @@ class HookPoint:
     kind: str
     layer: int | None = None
     module: str | None = None
+    alias: str | None = field(default=None, compare=False)
+    """The TransformerLens name this hook point was given as (None for probsae's own syntax)."""
 
     @classmethod
     def parse(cls, spec: "str | HookPoint") -> "HookPoint":
-        """Parse ``resid_pre.L``, ``resid_post.L``, ``resid_mid.L``, ``mlp_in.L``, ``mlp_out.L`` or
-        ``module:<name>``."""
+        """Parse ``resid_pre.L``, ``resid_post.L``, ``resid_mid.L``, ``mlp_in.L``, ``mlp_out.L``,
+        ``module:<name>`` or a TransformerLens hook name that is one of them (:data:`TL_HOOKS`)."""
         if isinstance(spec, HookPoint):
             return spec
         s = spec.strip()
@@ -82,9 +102,30 @@ class HookPoint:
             return cls(kind=m.group(1), layer=int(m.group(2)))
         if s.startswith("module:") and len(s) > len("module:"):
             return cls(kind="module", module=s[len("module:"):])
+        tl = cls._transformer_lens(s)
+        if tl is not None:
+            return tl
         raise HookPointError(f"invalid hook point {spec!r}: expected 'resid_pre.L', 'resid_post.L', "
-                             "'resid_mid.L', 'mlp_in.L', 'mlp_out.L' (L a block index) or "
-                             "'module:<dotted.module.name>'")
+                             "'resid_mid.L', 'mlp_in.L', 'mlp_out.L' (L a block index), "
+                             "'module:<dotted.module.name>' or a TransformerLens name of one of them "
+                             "('blocks.L.hook_resid_pre', …)")
+
+    @classmethod
+    def _transformer_lens(cls, s: str) -> "HookPoint | None":
+        """The hook point a TransformerLens name stands for; None when ``s`` is no such name; a
+        ``HookPointError`` naming probsae's equivalent for TransformerLens hooks probsae lacks."""
+        m = _TL_BLOCK.match(s)
+        if m and m.group(2) in TL_HOOKS:
+            return cls(kind=TL_HOOKS[m.group(2)], layer=int(m.group(1)), alias=s)
+        if m and m.group(2) in _TL_OTHERS:
+            raise HookPointError(f"TransformerLens hook name {s!r} is not a probsae hook point: "
+                                 + _TL_OTHERS[m.group(2)].format(L=m.group(1)))
+        if (m and ".hook_" in "." + m.group(2)) or re.fullmatch(r"(hook_\w+|ln_final\.hook_\w+)", s):
+            names = ", ".join(f"blocks.L.{n} (= {k}.L)" for n, k in TL_HOOKS.items())
+            raise HookPointError(f"TransformerLens hook name {s!r} has no probsae hook point; the TransformerLens "
+                                 f"names probsae reads are {names}. For another site, name the Hugging Face "
+                                 "module whose output it is with 'module:<dotted.module.name>'")
+        return None
 
     def __str__(self) -> str:
         return f"module:{self.module}" if self.kind == "module" else f"{self.kind}.{self.layer}"
@@ -99,6 +140,13 @@ class HookPoint:
                                      f"{self.module!r}") from e
             return
         self._check_layer(handle)
+        if self.alias and handle.family == "bert" and self.kind in ("resid_mid", "resid_post"):
+            raise HookPointError(
+                f"hook point {self.alias!r}: in BERT-style (post-norm) blocks TransformerLens's {self.kind} is the sum "
+                f"before the block's LayerNorm, which no probsae hook point reads; probsae's {self} (the HF "
+                f"module output, after the LayerNorm) is TransformerLens's "
+                + ("blocks.L.ln1.hook_normalized" if self.kind == "resid_mid" else "blocks.L.hook_normalized_resid_post")
+                + f": give '{self}' if that is what you want")
         if self.kind in _MLP_KINDS:
             self.site(handle)
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from probsae.data.errors import ModelLoadError
+from probsae.errors import ProbSAEError
 
 #: Short names accepted by :func:`load_model` (``"minilm"`` resolves to the bundled local copy).
 SHORT_NAMES: dict[str, str] = {
@@ -180,6 +181,31 @@ def _resolve(name_or_path: str) -> str:
         if found is not None:
             return str(gguf.local_copy(found))
     return SHORT_NAMES.get(name, name_or_path)
+
+
+def config_model_type(name_or_path: str) -> str | None:
+    """The ``model_type`` in a model's config.json, read without loading the model or the network:
+    a local directory's (short names resolved) or the Hugging Face cache's copy; None when neither
+    can be read."""
+    import json
+
+    try:
+        target = _resolve(str(name_or_path))
+        local = Path(target) / "config.json"
+        if local.is_file():
+            path = local
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(target, "config.json")
+            if not isinstance(cached, str):
+                return None
+            path = Path(cached)
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (ProbSAEError, OSError, ValueError, ImportError):  # a missing extra, unreadable/invalid file, bad repo id
+        return None
+    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
+    return model_type if isinstance(model_type, str) and model_type else None
 
 
 def _short_names_text() -> str:

@@ -15,6 +15,7 @@ from torch import Tensor
 from ..errors import ConfigError, ProbSAEError, SAEFileError
 from ..io import atomic_write_text
 from ..saes.declarations import Export, Imported, NotExpressible
+from ..tensorfile import nonfinite_names
 
 NOTES_FILE = "PROBSAE_EXPORT.md"
 BLOCK_KEY = "probsae"  # provenance block inside the target's cfg.json (both targets ignore it)
@@ -183,16 +184,22 @@ def load_imported(arch: str, d_in: int, d_sae: int, normalize: str, c: float, im
     """Build the probsae ``arch`` SAE an import maps to and load its converted tensors, whose input
     scale ``c`` (the factor the target format's input has over probsae's working scale) is undone."""
     tensors = fold_input_scale(imported.tensors, 1.0 / c)
-    sae = build_imported(arch, d_in, d_sae, normalize, imported.hparams, block)
+    sae = build_imported(arch, d_in, d_sae, normalize, imported.hparams, block, path)
     tensors["normalizer.scale"] = torch.tensor(1.0 / c if normalize == "scalar" else 1.0)
     tensors["normalizer.fitted"] = torch.tensor(normalize == "scalar")
     load_into(sae, tensors, path)
+    bad = nonfinite_names(sae.state_dict())
+    if bad:  # finite file weights that overflow once converted (an extreme scale, float32 range)
+        raise SAEFileError(f"{path}: the converted weights {bad} hold NaN/inf values (the file's values, scaled "
+                           "to probsae's form, overflow its float32 weights)")
     return sae
 
 
-def build_imported(arch: str, d_in: int, d_sae: int, normalize: str, hparams: dict[str, Any], block: dict | None):
+def build_imported(arch: str, d_in: int, d_sae: int, normalize: str, hparams: dict[str, Any], block: dict | None,
+                   path: Path | None = None):
     """Build the probsae SAE an import maps to. The provenance block's hyperparameters are used
-    only when it names the same architecture (so a lossy export never comes back disguised)."""
+    only when it names the same architecture (so a lossy export never comes back disguised); each
+    is type-checked first (:func:`checked_hparams`)."""
     from ..saes import build_sae, get_class
 
     cfg_fields = set(get_class(arch).config_class.field_names()) - {"d_in", "d_sae", "normalize"}
@@ -200,7 +207,61 @@ def build_imported(arch: str, d_in: int, d_sae: int, normalize: str, hparams: di
     if block and block.get("architecture") == arch:
         hp.update({k: v for k, v in (block.get("config") or {}).items() if k in cfg_fields})
     hp.update({k: v for k, v in hparams.items() if k in cfg_fields})
-    return build_sae(arch, d_in=d_in, d_sae=d_sae, normalize=normalize, **hp)
+    where = f"{path}: imported hyperparameters" if path is not None else "imported hyperparameters"
+    try:
+        return build_sae(arch, d_in=d_in, d_sae=d_sae, normalize=normalize, **checked_hparams(arch, hp, where))
+    except ConfigError as e:
+        raise SAEFileError(f"{where}: {e}") from None
+
+
+def checked_hparams(arch: str, hp: dict[str, Any], where: str) -> dict[str, Any]:
+    """``hp`` (hyperparameters read from an imported, untrusted file) with each value checked to
+    have its config field's type: a bool for bool fields, a 64-bit integer for int fields, a finite
+    float of sane magnitude (``declarations.finite_float``) for float fields, a string for str
+    fields, a list of such floats for tuple fields. A wrong value is a ``SAEFileError`` naming the
+    field; the config's own ``validate`` then checks the ranges."""
+    from dataclasses import fields
+
+    from ..saes import get_class
+    from ..saes.declarations import finite_float
+
+    types = {f.name: str(f.type) for f in fields(get_class(arch).config_class)}
+    wanted = {"bool": "true or false", "int": "a 64-bit integer", "str": "a string",
+              "tuple[float, ...]": "a list of at most 1024 numbers"}
+    out: dict[str, Any] = {}
+    for name, v in hp.items():
+        kind = types.get(name, "")
+        if kind == "bool":
+            ok = isinstance(v, bool)
+        elif kind == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < 1 << 63
+        elif kind == "float":
+            v, ok = finite_float(v, name, where), True
+        elif kind == "str":
+            ok = isinstance(v, str)
+        elif kind == "tuple[float, ...]":
+            ok = isinstance(v, (list, tuple)) and len(v) <= 1024
+            if ok:
+                v = tuple(finite_float(x, f"{name}[{i}]", where) for i, x in enumerate(v))
+        else:
+            ok = True  # a field type this check does not know: the config's validate() decides
+        if not ok:
+            raise SAEFileError(f"{where}: {name} must be {wanted.get(kind, kind)}, got {v!r:.60}")
+        out[name] = v
+    return out
+
+
+def block_scale(block: dict, where: Path) -> float:
+    """The probsae 'scalar' normalisation factor recorded in a provenance block: a positive, finite
+    float of sane magnitude (it is inverted and folded into the weights)."""
+    from ..saes.declarations import finite_float
+
+    return finite_float(block.get("scale"), f"{BLOCK_KEY}.scale", where, positive=True, limits=SCALE_RANGE)
+
+
+SCALE_RANGE = (1e-12, 1e12)
+"""The 'scalar' normalisation factors an import accepts: that factor brings E‖x‖² to d_in, so real
+activations give values many orders of magnitude inside this range."""
 
 
 def load_into(sae, tensors: dict[str, Tensor], source: Path) -> None:
@@ -264,7 +325,7 @@ def malformed_files_are_errors(fn):
             return fn(path, *args, **kwargs)
         except ProbSAEError:
             raise
-        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError, RecursionError) as e:
             raise SAEFileError(f"{path}: malformed SAE files ({type(e).__name__}: {e})") from None
 
     return wrapper

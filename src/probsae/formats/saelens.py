@@ -32,15 +32,17 @@ import torch
 
 from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text, ensure_dir
-from ..saes.declarations import positive_int
+from ..saes.declarations import check_flags, positive_int
 from ._common import (
-    BLOCK_KEY, ExportReport, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors,
+    BLOCK_KEY, ExportReport, block_scale, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors,
     provenance, provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, unit_to_layernorm_factor,
     working_state, write_safetensors,
 )
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
+FLAGS = ("apply_b_dec_to_input", "rescale_acts_by_decoder_norm", "finetuning_scaling_factor")
+"""The true/false fields of a SAELens cfg.json that an import reads."""
 SAELENS_CFG_VERSION = "6.0.0"  # marks the v6 cfg.json layout (SAELens reads older layouts differently)
 
 
@@ -144,6 +146,7 @@ def import_saelens(path: str | Path):
     if arch not in importable:
         raise ConfigError(f"{path}: SAELens architecture {arch!r} has no probsae equivalent; importable: {importable}")
     d_in, d_sae = positive_int(cfg, "d_in", path / CONFIG_FILE), positive_int(cfg, "d_sae", path / CONFIG_FILE)
+    check_flags(cfg, FLAGS, path / CONFIG_FILE)
     tensors = {k: v.double() for k, v in read_safetensors(path / WEIGHTS_FILE).items()}
     for key, shape in (("W_enc", (d_in, d_sae)), ("W_dec", (d_sae, d_in))):
         if key in tensors and tuple(tensors[key].shape) != shape:
@@ -167,7 +170,7 @@ def import_saelens(path: str | Path):
     if norm == "none":
         normalize, c = "none", 1.0
         if block and block.get("config", {}).get("normalize") == "scalar" and "scale" in block:
-            normalize, c = "scalar", 1.0 / float(block["scale"])  # restore the folded probsae scalar
+            normalize, c = "scalar", 1.0 / block_scale(block, path / CONFIG_FILE)  # restore the folded probsae scalar
     elif norm == "layer_norm":
         normalize, c = "unit", unit_to_layernorm_factor(d_in)
     elif norm == "expected_average_only_in":

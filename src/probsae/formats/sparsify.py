@@ -23,7 +23,6 @@ outputs (a lossy export).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,9 @@ import torch
 
 from ..errors import ConfigError, SAEFileError
 from ..io import atomic_write_text, ensure_dir
+from ..saes.declarations import check_flags, positive_int
 from ._common import (
-    BLOCK_KEY, ExportReport, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
+    BLOCK_KEY, ExportReport, block_scale, exported_core, expressible, fold_input_scale, load_imported, malformed_files_are_errors, provenance,
     provenance_block, read_json, read_safetensors, read_with, readable, refuse_or_allow, working_state,
     write_safetensors,
 )
@@ -41,34 +41,70 @@ WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "cfg.json"
 
 
+#: Where each model type's blocks sit in its Hugging Face base model (``AutoModel``), the model
+#: sparsify names hook points in; other types: ``layers`` (Llama, Qwen, Mistral, GPT-NeoX, …).
+BASE_BLOCKS = {"gpt2": "h", "distilbert": "transformer.layer",
+               **{t: "encoder.layer" for t in ("bert", "roberta", "xlm-roberta", "electra", "mpnet", "deberta",
+                                               "deberta-v2")}}
+
+
+def base_blocks(model_name: str | None) -> str:
+    """The module path of the block list in ``model_name``'s base model: from its config.json's
+    ``model_type`` when it can be read offline, else from the name ('gpt2' → 'h', BERT-like names
+    such as 'minilm' → 'encoder.layer'), else 'layers'."""
+    from ..data.models import config_model_type
+
+    name = str(model_name or "")
+    model_type = config_model_type(name) if name else None
+    if model_type is None:
+        low = name.lower()
+        model_type = ("gpt2" if "gpt2" in low else "distilbert" if "distilbert" in low else
+                      "bert" if any(w in low for w in ("bert", "minilm", "electra", "mpnet")) else None)
+    return BASE_BLOCKS.get(model_type or "", "layers")
+
+
 def sparsify_hookpoint(hook: str | None, model_name: str | None = None,
                        target_hook: str | None = None) -> str | None:
-    """A default sparsify hook-point name (a module path of the HF model) for a probsae hook
-    point: 'resid_post.L' (output of block L) → 'layers.L' ('h.L' for GPT-2), 'resid_pre.L' →
-    the previous block's output for L > 0, 'mlp_out.L' → 'layers.L.mlp', 'module:x.y' → 'x.y';
-    None when there is none. A transcoder (``target_hook``) is named by the module it stands in
-    for, whose input and output sparsify hooks: 'mlp_in.L' → 'mlp_out.L' is 'layers.L.mlp'."""
+    """A default sparsify hook-point name (a module path of the HF base model, :func:`base_blocks`)
+    for a probsae hook point (or a TransformerLens name of one): 'resid_post.L' (output of block L)
+    → 'layers.L' ('h.L' for GPT-2, 'encoder.layer.L' for BERT), 'resid_pre.L' → the previous
+    block's output for L > 0, 'mlp_out.L' → 'layers.L.mlp' ('encoder.layer.L.output.dense' for
+    BERT), 'resid_mid.L' → 'encoder.layer.L.attention' for BERT (an output there, an input's sum
+    elsewhere), 'module:x.y' → 'x.y'; None when there is none; a string that is no hook point is
+    returned as given. A transcoder (``target_hook``) is named by the module it stands in for, whose
+    input and output sparsify hooks: 'mlp_in.L' → 'mlp_out.L' is 'layers.L.mlp'."""
+    from ..data.errors import HookPointError
+    from ..data.hooks import HookPoint
+
     if not hook:
         return None
-    hook = str(hook)
-    blocks = "h" if model_name and "gpt2" in str(model_name).lower() else "layers"
+    try:
+        hp = HookPoint.parse(str(hook))
+    except HookPointError:
+        return str(hook)
+    if hp.kind == "module":
+        return hp.module
+    blocks = base_blocks(model_name)
+    encoder = blocks == "encoder.layer"
+    mlp = "output.dense" if encoder else "mlp" if blocks != "transformer.layer" else None
+    L = hp.layer
+    if L is None or L < 0:
+        return None
     if target_hook:
-        m = re.fullmatch(r"mlp_in\.(\d+)", hook)
-        return f"{blocks}.{m.group(1)}.mlp" if m and str(target_hook) == f"mlp_out.{m.group(1)}" else None
-    if hook.startswith("module:"):
-        return hook[len("module:"):]
-    m = re.fullmatch(r"mlp_out\.(\d+)", hook)
-    if m:
-        return f"{blocks}.{m.group(1)}.mlp"
-    if hook.startswith(("resid_mid.", "mlp_in.")):
-        return None  # a module's input, not an output: sparsify hooks outputs
-    for kind, shift in (("resid_post", 0), ("resid_pre", -1)):
-        if hook.startswith(kind + "."):
-            rest = hook[len(kind) + 1 :]
-            if rest.isdigit() and int(rest) + shift >= 0:
-                return f"{blocks}.{int(rest) + shift}"
+        try:
+            target = HookPoint.parse(str(target_hook))
+        except HookPointError:
             return None
-    return hook
+        same_mlp = hp.kind == "mlp_in" and target.kind == "mlp_out" and target.layer == L
+        return f"{blocks}.{L}.mlp" if same_mlp and mlp == "mlp" else None
+    if hp.kind == "mlp_out":
+        return f"{blocks}.{L}.{mlp}" if mlp else None
+    if hp.kind == "resid_mid":
+        return f"{blocks}.{L}.attention" if encoder else None  # BERT's attention sublayer ends in its LayerNorm
+    if hp.kind == "mlp_in":
+        return None  # a module's input, not an output: sparsify hooks outputs
+    L = L + (-1 if hp.kind == "resid_pre" else 0)
+    return f"{blocks}.{L}" if L >= 0 else None
 
 
 def export_sparsify(sae, out_dir: str | Path, *, hookpoint: str | None = None, allow_lossy: bool = False,
@@ -136,6 +172,7 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
                 f"; it holds the hook points {hps}: choose one (CLI: --hookpoint)" if hps else " (no cfg.json)"))
         path = path / hps[0]
     cfg = read_json(path / CONFIG_FILE)
+    check_flags(cfg, ("transcode", "skip_connection", "signed"), path / CONFIG_FILE)
     allowed = {"encoder.weight", "encoder.bias", "W_dec", "b_dec", "W_skip"}
     w = {k: v.double() for k, v in read_safetensors(path / WEIGHTS_FILE, allowed).items()}
     if not cfg.get("transcode") and (cfg.get("skip_connection") or "W_skip" in w):
@@ -151,7 +188,7 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
         if key not in w:
             raise SAEFileError(f"{path / WEIGHTS_FILE} has no {key!r}")
     d_sae, d_in = w["encoder.weight"].shape
-    if "d_in" in cfg and int(cfg["d_in"]) != d_in:
+    if "d_in" in cfg and positive_int(cfg, "d_in", path / CONFIG_FILE) != d_in:
         raise SAEFileError(f"{path}: cfg d_in={cfg['d_in']} but encoder.weight is {tuple(w['encoder.weight'].shape)}")
     block = provenance_block(cfg)
     tensors = {"W_enc": w["encoder.weight"].t(), "b_enc": w["encoder.bias"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
@@ -160,7 +197,7 @@ def import_sparsify(path: str | Path, hookpoint: str | None = None):
     normalize, c = "none", 1.0
     bcfg = (block or {}).get("config") or {}
     if bcfg.get("normalize") == "scalar" and "scale" in (block or {}):
-        normalize, c = "scalar", 1.0 / float(block["scale"])
+        normalize, c = "scalar", 1.0 / block_scale(block, path / CONFIG_FILE)
     elif bcfg.get("normalize") == "unit":
         normalize = "unit"  # exported (lossily) on the working scale: nothing to unfold
     ours, imported = read_with("sparsify", activation, cfg, tensors, block, path)

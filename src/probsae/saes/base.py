@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..errors import InputError, SAEFileError
 from ..io import atomic_write_text
 from .config import SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation
@@ -318,14 +318,20 @@ class SAE(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``sae.safetensors`` and ``config.json`` (hyperparameters and ``metadata``) into the
-        directory ``path`` (atomically)."""
+        directory ``path`` (atomically). An SAE with a NaN/inf weight is refused (``SAEFileError``)
+        before anything is written: ``load_sae`` would refuse the file."""
         from ..io import ensure_dir
-        from ..tensorfile import save_tensors
+        from ..tensorfile import nonfinite_names, save_tensors
 
+        state = self.state_dict()
+        bad = nonfinite_names(state)
+        if bad:
+            raise SAEFileError(f"refusing to save the SAE to {path}: weight(s) {', '.join(map(repr, bad))} hold NaN/inf "
+                               "values (a diverged or corrupted SAE; load_sae refuses such files)")
         path = ensure_dir(path, "SAE directory")
         meta = json.loads(json.dumps(self.config_dict()))  # as load_sae will read it back
         # each file records the other's checksum (metadata included): a change to either is found on load
-        crc = save_tensors(path / WEIGHTS_FILE, self.state_dict(), {CONFIG_CHECKSUM_KEY: config_checksum(meta)})
+        crc = save_tensors(path / WEIGHTS_FILE, state, {CONFIG_CHECKSUM_KEY: config_checksum(meta)})
         atomic_write_text(path / CONFIG_FILE, json.dumps({**meta, WEIGHTS_CHECKSUM_KEY: crc}, indent=2))
         return path
 

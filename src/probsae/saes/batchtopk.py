@@ -12,7 +12,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from .base import SAE
 from .config import TopKConfig, positive
-from .declarations import Export, Imported, NotExpressible, Presentation, saelens_k, standard_encoder, state_tensors
+from .declarations import Export, Imported, NotExpressible, Presentation, positive_int, saelens_k, standard_encoder, state_tensors
 from .output import Forward
 from .registry import register
 
@@ -101,7 +101,7 @@ class BatchTopKSAE(SAE):
             if not (block and block.get("architecture") == cls.architecture and bool((theta == theta[0]).all())
                     and theta[0] > 0):
                 return None  # an ordinary JumpReLU SAE
-            threshold, hparams = theta[0].reshape(()), {"k": int(block["config"]["k"])}
+            threshold, hparams = theta[0].reshape(()), {"k": positive_int(block["config"], "k", "the probsae block's config")}
         else:  # a SAELens BatchTopK training checkpoint
             if cfg.get("rescale_acts_by_decoder_norm"):
                 raise ConfigError("batchtopk with rescale_acts_by_decoder_norm has a threshold in rescaled units that "

@@ -92,6 +92,39 @@ def positive_int(cfg: dict[str, Any], key: str, where: Any = None, default: Any 
     return int(v)
 
 
+FLOAT_RANGE = (1e-30, 1e30)
+"""The magnitudes a float read from an imported (untrusted) config may have (0 aside, where the field
+allows it): finite, no subnormal, nothing whose reciprocal or square overflows float64."""
+
+
+def finite_float(value: Any, key: str, where: Any = None, positive: bool = False,
+                 limits: tuple[float, float] = FLOAT_RANGE) -> float:
+    """``value`` of an imported (untrusted) config as a float: a number (not a bool, not a string),
+    finite, 0 or of magnitude within ``limits``, and > 0 when ``positive``; else a ``SAEFileError``
+    naming ``key`` (and ``where``, a file, when given)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    try:
+        v = float(value) if ok else math.nan
+    except OverflowError:  # an int too large for a float
+        v = math.nan
+    lo, hi = limits
+    if not (math.isfinite(v) and (v == 0 or lo <= abs(v) <= hi) and (v > 0 or not positive)):
+        want = "a positive" if positive else "a finite"
+        raise SAEFileError(f"{where}: " * (where is not None) + f"{key} must be {want} number "
+                           f"{'in' if positive else 'of magnitude in'} [{lo:g}, {hi:g}]{'' if positive else ' or 0'}, "
+                           f"got {value!r:.60}")
+    return v
+
+
+def check_flags(cfg: dict[str, Any], keys: tuple[str, ...], where: Any = None) -> None:
+    """Each of ``keys`` in an imported (untrusted) config must be true, false or null/absent (a
+    string "false" would read as true); else a ``SAEFileError`` naming the key."""
+    for key in keys:
+        v = cfg.get(key)
+        if v is not None and not isinstance(v, bool):
+            raise SAEFileError(f"{where}: " * (where is not None) + f"{key} must be true or false, got {v!r:.60}")
+
+
 def saelens_k(source: str, cfg: dict[str, Any]) -> int:
     """The k of a SAELens TopK-family config (v6 top level or pre-6 activation_fn_kwargs), a positive integer."""
     kwargs = cfg.get("activation_fn_kwargs")

@@ -184,15 +184,25 @@ class ProbTopKSAE(SAE):
         return {"beta": beta}
 
     # ---- declarations -----------------------------------------------------------------------
+    # Both exports map to the target's TopK (the K largest a, then ReLU): the gate keeps latents of
+    # large positive LayerNorm(a), so its codes are almost never negative and the K largest a agree
+    # with its choice far more often than the K largest |a| (AbsTopK) do. Measured, and the choice
+    # recorded, in docs/FORMATS.md ("prob_topk"); neither mapping is exact.
+    SELECTION_CHANGE = (
+        "latent selection: probsae keeps the K latents with the largest gate score σ(LayerNorm(a)/β) + λ_mag·|a| "
+        "(a = W_enc(x − b_dec), no encoder bias) and outputs the signed a there; {target} keeps the K largest a "
+        "and outputs ReLU(a) there. Codes and reconstructions are identical on the tokens whose gate-selected "
+        "latents are the K largest a and all have a ≥ 0, and differ on the others (other latents, and a "
+        "negative probsae code becomes 0). How many tokens differ depends on the SAE: it was not measured at "
+        "export; docs/FORMATS.md ('prob_topk') gives a measurement and "
+        "scripts/ecosystem/prob_topk_export_agreement.py measures it for this SAE on its held-out activations")
+
     def to_saelens(self, state):
         cfg = self.cfg
         return Export(
-            "abstopk", {"b_enc": torch.zeros(self.d_sae, dtype=torch.float64)},  # the paper's encoder has no bias
+            "topk", {"b_enc": torch.zeros(self.d_sae, dtype=torch.float64)},  # the paper's encoder has no bias
             {"k": cfg.k, "rescale_acts_by_decoder_norm": False},
-            changes=["latent selection: probsae keeps the K latents with the largest gate score "
-                     "σ(LayerNorm(a)/β) + λ_mag·|a| (a = W_enc(x − b_dec)); SAELens 'abstopk' keeps the K latents "
-                     "with the largest |a|. The codes are the signed a at the selected latents in both, so tokens "
-                     "whose selection differs get different codes and reconstructions"],
+            changes=[self.SELECTION_CHANGE.format(target="SAELens 'topk'")],
             dropped=["the gate: LayerNorm affine parameters ln_weight/ln_bias" if cfg.layernorm else "the gate",
                      f"gate temperature β={float(state['beta']):.6g}, lambda_mag={cfg.lambda_mag}, "
                      f"gate={cfg.gate!r}, score={cfg.score!r}, straight_through={cfg.straight_through}"])
@@ -200,9 +210,7 @@ class ProbTopKSAE(SAE):
     def to_sparsify(self, state):
         return Export(
             "topk", {"b_enc": torch.zeros(self.d_sae, dtype=torch.float64)}, {"k": self.cfg.k},
-            changes=["selection: probsae keeps the K latents with the largest gate score σ(LayerNorm(a)/β) + "
-                     "λ_mag·|a| and their signed a; sparsify keeps the K largest a and applies ReLU (negative "
-                     "codes are lost, and the gate no longer picks the latents)"],
+            changes=[self.SELECTION_CHANGE.format(target="sparsify 'topk'")],
             dropped=["the gate (ln_weight/ln_bias, β, lambda_mag); b_enc is written as zeros (the paper's encoder "
                      "has none)"])
 
