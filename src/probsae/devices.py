@@ -3,8 +3,10 @@
 * :func:`resolve_device` turns ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` … into a
   ``torch.device`` and checks it exists (a clear :class:`~probsae.errors.ConfigError` instead of
   "invalid device ordinal" from deep inside CUDA).
-* :func:`resolve_model_dtype` picks the language model's dtype for extraction: bfloat16 on a CUDA
-  device that supports it, float32 elsewhere (``"auto"``), or what the user names.
+* :func:`resolve_model_dtype` picks the language model's dtype for extraction (``"auto"``): bfloat16
+  on a CUDA device that supports it, and on a CPU with bfloat16 instructions (AVX512-BF16 or AMX)
+  for causal LMs (measured on SmolLM2: docs/results/speed-cpu.md); float32 elsewhere; or what the
+  user names.
 * :func:`deterministic_mode` is what ``TrainConfig.deterministic`` switches on: deterministic
   algorithms, a fixed cuBLAS workspace and no TF32, so a run replays bit for bit.
 
@@ -13,9 +15,10 @@ See docs/DEVICES.md for where every public function's results live.
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -76,12 +79,37 @@ def resolve_device(name: str | torch.device, local_rank: int | None = None) -> t
     return dev
 
 
-def resolve_model_dtype(name: str, device: torch.device | str) -> torch.dtype:
-    """The language model's dtype: ``"auto"`` is bfloat16 on a CUDA device that supports it
-    (``torch.cuda.is_bf16_supported()``) and float32 otherwise; else one of :data:`MODEL_DTYPES`."""
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has bfloat16 dot-product instructions (x86 ``avx512_bf16`` or
+    ``amx_bf16`` in /proc/cpuinfo), where oneDNN runs bfloat16 matmuls natively; False elsewhere
+    (where bfloat16 would be emulated, and slower than float32). ``PROBSAE_CPU_BF16=0/1`` overrides."""
+    forced = os.environ.get("PROBSAE_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_model_dtype(name: str, device: torch.device | str, causal: bool | Callable[[], bool] = False) -> torch.dtype:
+    """The language model's dtype, else one of :data:`MODEL_DTYPES`. ``"auto"``: bfloat16 on a
+    CUDA device that supports it (``torch.cuda.is_bf16_supported()``); bfloat16 on a CPU with
+    bfloat16 instructions (:func:`cpu_has_native_bf16`) for a causal LM (``causal``: a bool, or a
+    function asked only then), where it extracted SmolLM2's activations 4–5× faster than float32
+    with the SAEs' held-out FVU unchanged within 1 % (docs/results/smollm2-dtype); float32 otherwise
+    (encoders such as MiniLM were not measured and keep float32)."""
     if name == "auto":
         dev = torch.device(device)
         if dev.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if dev.type == "cpu" and cpu_has_native_bf16() and (causal() if callable(causal) else causal):
             return torch.bfloat16
         return torch.float32
     if name not in MODEL_DTYPES:

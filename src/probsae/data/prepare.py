@@ -56,8 +56,9 @@ class DataSpec:
     """Device of the model during extraction: 'auto' (the training device in `probsae train`,
     else CUDA when available), 'cpu', 'cuda', 'cuda:1', …"""
     model_dtype: str = "auto"
-    """Dtype of the model during extraction: 'auto' (bfloat16 on a GPU that supports it, else
-    float32), 'float32', 'bfloat16' or 'float16'. Activations are handed on as float32 either way;
+    """Dtype of the model during extraction: 'auto' (bfloat16 on a GPU that supports it, and for
+    causal LMs on a CPU with bfloat16 instructions (AVX512-BF16/AMX), else float32), 'float32',
+    'bfloat16' or 'float16'. Activations are handed on as float32 either way;
     the cache records the dtype the model ran in (a bf16 cache is a different cache)."""
 
     @classmethod
@@ -119,9 +120,10 @@ class DataSpec:
         """(device, dtype) of the model: ``device`` (e.g. the training device) when given and
         this spec's device is 'auto', else this spec's; the dtype from ``model_dtype``."""
         from ..devices import resolve_device, resolve_model_dtype
+        from .models import is_causal_model
 
         dev = resolve_device(device if device is not None and self.device == "auto" else self.device)
-        return dev, resolve_model_dtype(self.model_dtype, dev)
+        return dev, resolve_model_dtype(self.model_dtype, dev, causal=lambda: is_causal_model(self.model))
 
     def load(self, device: str | torch.device | None = None):
         """The spec's model, on :meth:`placement`'s device and dtype."""
