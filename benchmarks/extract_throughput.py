@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--settings", default="float32,bfloat16,autocast-bf16")
     ap.add_argument("--fidelity", action="store_true")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: tokens per wall-clock second (an idle machine); cpu: tokens per second of this "
+                         "process's CPU time (robust on a shared machine; with 1 thread it measures the work)")
     args = ap.parse_args()
 
     from probsae.data.corpus import load_corpus, split_documents, token_windows
@@ -80,18 +83,20 @@ def main() -> None:
             torch.set_num_threads(t)
             for name, (dtype, autocast) in wanted.items():
                 run(dtype, autocast, batches[0])  # warm-up
-                tokens, t0 = 0, time.perf_counter()
+                clock = time.process_time if args.clock == "cpu" else time.perf_counter
+                tokens, t0 = 0, clock()
                 for wb in batches[1:]:
                     tokens += run(dtype, autocast, wb).shape[0]
-                results[(name, t)].append(tokens / (time.perf_counter() - t0))
+                results[(name, t)].append(tokens / (clock() - t0))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
     print(f"\nmodel {args.model}, hook {args.hook}, {args.batch_size} windows x {args.context_length} tokens a "
           f"batch, {args.batches} batches a setting, {args.rounds} rounds; torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; clock: {args.clock}")
     ref = {t: statistics.median(results[("float32", t)]) for t in threads if ("float32", t) in results}
-    print("| setting | threads | tokens/s (median) | min–max | × float32 (same threads) |")
+    unit = "tokens per CPU-second" if args.clock == "cpu" else "tokens/s"
+    print(f"| setting | threads | {unit} (median) | min–max | × float32 (same threads) |")
     print("|---|---:|---:|---:|---:|")
     for (name, t), xs in results.items():
         med = statistics.median(xs)

@@ -24,6 +24,7 @@ from probsae.data.corpus import WindowBatch
 from probsae.data.errors import DataError
 from probsae.data.hooks import HookPoint, splice
 from probsae.data.models import ModelHandle
+from probsae.progress import bar
 
 
 def _logits(handle: ModelHandle, wb: WindowBatch) -> torch.Tensor:
@@ -50,8 +51,8 @@ def _replacer(mask: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
 
 
 #: Default number of held-out CE positions ``probsae eval`` and ``train`` score (windows of the
-#: run's context length, until at least this many next-token positions are scored). At 32,768
-#: positions the 95 % CI of CE recovered of a SmolLM2 SAE is about ±0.003 wide (docs/DATA.md).
+#: run's context length, until at least this many next-token positions are scored). Every result
+#: carries its bootstrap CIs; the SmolLM2 report gives their measured widths at this size.
 DOWNSTREAM_TOKENS = 32_768
 
 #: Bootstrap resamples (over windows) behind every CI of :func:`downstream_metrics`.
@@ -64,7 +65,7 @@ def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
                        recon_fn: Callable[[torch.Tensor], torch.Tensor] | dict[str, Callable[[torch.Tensor], torch.Tensor]],
                        windows: Iterable[WindowBatch], max_batches: int | None = None,
                        splice_special: bool = False, input_hook: str | HookPoint | None = None,
-                       max_tokens: int | None = None, seed: int = 0) -> dict[str, Any]:
+                       max_tokens: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """CE and KL of ``handle``'s causal LM with ``recon_fn`` spliced in at ``hook``.
 
     Args:
@@ -80,6 +81,7 @@ def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
             reads an MLP's input and its output replaces the MLP's output at ``hook``); None: at ``hook``.
         max_tokens: stop once at least this many CE positions are scored (whole batches).
         seed: seed of the bootstrap.
+        progress: show a bar of scored positions (``probsae.progress``; a status line in a log).
 
     Returns:
         ``ce_clean``, ``ce_sae``, ``ce_zero`` (mean next-token CE in nats over positions whose
@@ -104,7 +106,9 @@ def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
     shared: list[list[float]] = []
     own: dict[str, list[list[float]]] = {name: [] for name in fns}
     n_ce = n_spliced = 0
-    with torch.inference_mode():
+    shown = bar(total=max_tokens, desc=f"CE/KL of {len(fns)} SAE(s)" if len(fns) > 1 else "CE/KL", unit="tok",
+                requested=progress)
+    with shown, torch.inference_mode():
         for b, wb in enumerate(windows):
             if (max_batches is not None and b >= max_batches) or (max_tokens is not None and n_ce >= max_tokens):
                 break
@@ -129,6 +133,7 @@ def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
                     own[name].append([float(v) for v in row])
             n_ce += int(ce_mask.sum())
             n_spliced += int(mask.sum())
+            shown.update(int(ce_mask.sum()))
     if n_ce == 0:
         raise DataError("downstream_metrics: no tokens to score (empty windows, or windows of "
                         "length 1)")

@@ -34,7 +34,7 @@ def downstream_of(handle, data, saes: dict[str, Any], max_tokens: int | None = N
     target = data.target_hook
     return downstream_metrics(handle, target or data.hook, {name: recon_of(sae) for name, sae in saes.items()}, windows,
                               max_tokens=DOWNSTREAM_TOKENS if max_tokens is None else max_tokens,
-                              input_hook=data.hook if target else None)
+                              input_hook=data.hook if target else None, progress=True)
 
 
 def downstream_line(ds: dict[str, Any]) -> str:
