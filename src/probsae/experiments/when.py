@@ -182,7 +182,7 @@ def _comparison_table(C, budgets, ks, a_key, b_key, a_name, b_name, key, lower_i
             if not A or not B:
                 continue
             p = paired(A, B, key)
-            nd = 4 if key == "fvu" else 0
+            nd = 0 if key == "alive" else 4
             L += [f"| {_budget(b)} | {k} | {_ms(summary(A, key), nd)} | {_ms(summary(B, key), nd)} | "
                   f"{_diff(p, nd)} | {p['n']} | {verdict(p, lower_is_better, a_name, b_name)} |"]
     return L + [""]
@@ -251,9 +251,9 @@ def _downstream_section(C, rows, budgets, ks, out: Path, prob_name: str, top_nam
          f"CE loss recovered = (CE_zero − CE_SAE) / (CE_zero − CE_clean) (1 = the model's own loss, 0 = the "
          f"activation zeroed), KL = KL(p_clean ‖ p_SAE) per token. Each run is measured on "
          f"{', '.join(f'{t:,}' for t in toks)} next-token positions (clean CE {_fmt(clean['mean'])} nats); "
-         + (f"the 95 % bootstrap CI of one run's CE recovered over windows is {min(widths):.4f}–{max(widths):.4f} "
-            "wide, so the verdicts below rest on the paired spread over seeds, which is the larger. "
-            if widths else "") + "", ""]
+         + (f"one run's own 95 % bootstrap CI of CE recovered (over windows) is {min(widths):.4f}–{max(widths):.4f} "
+            "wide (the token-sampling uncertainty of one value). Every run is scored on the same windows, so the "
+            "verdicts' paired differences over seeds (Student t) measure the seed-to-seed variation on these tokens." if widths else ""), ""]
     for key, better, title in (("ce_recovered", False, "CE loss recovered (higher is better)"),
                                ("kl", True, "KL(clean ‖ SAE), nats per token (lower is better)")):
         L += [f"### {title}", ""]
