@@ -117,20 +117,18 @@ def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
             mask = att if splice_special else wb.token_mask.to(dev)
             tgt = wb.input_ids.to(dev)[:, 1:]
             ce_mask = att[:, 1:] & att[:, :-1]
-            clean = _logits(handle, wb)
-            lp_clean = F.log_softmax(clean, -1)
-            ce_clean = _window_ce(clean, tgt, ce_mask)
+            clean = _Clean(F.log_softmax(_logits(handle, wb), -1))
             with splice(handle, hp, _replacer(mask, torch.zeros_like)):
-                zero = _logits(handle, wb)
-            ce_zero, kl_zero = _window_ce(zero, tgt, ce_mask), _window_kl(lp_clean, zero, att)
+                zero = F.log_softmax(_logits(handle, wb), -1)
+            rows = zip(_window_ce(clean.lp, tgt, ce_mask), _window_ce(zero, tgt, ce_mask), clean.window_kl(zero, att),
+                       ce_mask.sum(1).tolist(), att.sum(1).tolist())
             del zero
-            for row in zip(ce_clean, ce_zero, kl_zero, ce_mask.sum(1).tolist(), att.sum(1).tolist()):
-                shared.append([float(v) for v in row])
+            shared += [[float(v) for v in row] for row in rows]
             for name, fn in fns.items():
                 with splice(handle, hp, _replacer(mask, fn), source=input_hook):
-                    lg = _logits(handle, wb)
-                for row in zip(_window_ce(lg, tgt, ce_mask), _window_kl(lp_clean, lg, att)):
-                    own[name].append([float(v) for v in row])
+                    lp = F.log_softmax(_logits(handle, wb), -1)
+                own[name] += [[float(v) for v in row] for row in zip(_window_ce(lp, tgt, ce_mask), clean.window_kl(lp, att))]
+                del lp
             n_ce += int(ce_mask.sum())
             n_spliced += int(mask.sum())
             shown.update(int(ce_mask.sum()))
@@ -142,16 +140,26 @@ def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
     return out[""] if single else out
 
 
-def _window_ce(logits: torch.Tensor, tgt: torch.Tensor, ce_mask: torch.Tensor) -> list[float]:
-    """Sum of next-token CE over each window's scored positions."""
-    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), tgt, reduction="none")
+def _window_ce(lp: torch.Tensor, tgt: torch.Tensor, ce_mask: torch.Tensor) -> list[float]:
+    """Sum of next-token CE over each window's scored positions, from log-probabilities (B, T, V)."""
+    ce = -lp[:, :-1].gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
     return (ce * ce_mask).sum(1).tolist()
 
 
-def _window_kl(lp_clean: torch.Tensor, logits: torch.Tensor, att: torch.Tensor) -> list[float]:
-    """Sum of KL(p_clean || p) over each window's non-pad positions."""
-    kl = (lp_clean.exp() * (lp_clean - F.log_softmax(logits, -1))).sum(-1)
-    return (kl * att).sum(1).tolist()
+class _Clean:
+    """The clean pass's log-probabilities with what every KL against them reuses: p_clean and
+    Σ p_clean log p_clean, computed once per batch (KL = that − Σ p_clean log p, one contraction
+    over the vocabulary per SAE instead of an exp, a subtraction and a product)."""
+
+    def __init__(self, lp: torch.Tensor):
+        self.lp = lp
+        self.p = lp.exp()
+        self.neg_entropy = torch.einsum("btv,btv->bt", self.p, lp)
+
+    def window_kl(self, lp: torch.Tensor, att: torch.Tensor) -> list[float]:
+        """Sum of KL(p_clean || p) over each window's non-pad positions."""
+        kl = self.neg_entropy - torch.einsum("btv,btv->bt", self.p, lp)
+        return (kl * att).sum(1).tolist()
 
 
 def _ratios(s: np.ndarray, o: np.ndarray) -> dict[str, np.ndarray]:
