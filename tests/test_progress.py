@@ -3,6 +3,8 @@ including transformers' bars; train shows one line per SAE of a sweep pass."""
 
 import argparse
 
+import pytest
+
 import torch
 
 import probsae
@@ -91,3 +93,12 @@ def test_status_lines_in_a_log_and_tqdm_on_request(monkeypatch):
     with progress.configured(False):
         assert isinstance(progress.bar(total=3, desc="x"), progress._Silent)
         assert not isinstance(progress.bar(total=3, desc="x"), progress.LogBar)
+
+
+def test_a_log_bar_left_by_an_exception_says_stopped_not_done():
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        with progress.LogBar(total=10, desc="CE/KL", unit="tok", every=60, write=lines.append) as b:
+            b.update(3)
+            raise KeyboardInterrupt
+    assert len(lines) == 1 and "stopped after" in lines[0] and "done" not in lines[0]

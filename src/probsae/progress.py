@@ -155,28 +155,28 @@ class LogBar(_Silent):
     def set_postfix(self, *a: Any, **kw: Any) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in kw.items())
 
-    def _line(self, done: bool = False) -> None:
+    def _line(self, done: bool = False, stopped: bool = False) -> None:
         now = self.clock()
         self.last = now
         rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
         parts = [f"{_count(self.n, self.unit)}" + (f"/{_count(self.total, self.unit)} {self.unit} "
                                                    f"({100 * self.n / self.total:.0f} %)" if self.total else f" {self.unit}")]
         parts.append(f"{rate:,.0f} {self.unit}/s")
-        if done:
-            parts.append(f"done in {_duration(now - self.t0)}")
+        if done or stopped:
+            parts.append(f"{'stopped after' if stopped else 'done in'} {_duration(now - self.t0)}")
         elif self.total and rate > 0:
             parts.append(f"{_duration((self.total - self.n) / rate)} left")
         if self.postfix:
             parts.append(self.postfix)
         self._write(f"[probsae] {self.desc}: " + ", ".join(parts))
 
-    def close(self) -> None:
+    def close(self, stopped: bool = False) -> None:
         if not self.closed:
             self.closed = True
-            self._line(done=True)
+            self._line(done=not stopped, stopped=stopped)
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any = None, *exc: Any) -> None:
+        self.close(stopped=exc_type is not None)
 
 
 def bar(*, total: float | None = None, desc: str = "", unit: str = "it", requested: bool = True, **kw: Any):
