@@ -75,6 +75,11 @@ def interrupted_message(cfg) -> str:
     return f"{head} and no LLM reply was saved: rerun the same command to start again (a completed latent cache is reused)"
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """Ctrl-C before the LLM calls (cli.main prints it; once they start, :func:`interrupted_message`)."""
+    return "no Table 2 was written: run the same command again (a finished latent cache is reused)"
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import progress
     from ..errors import ConfigError

@@ -1,5 +1,6 @@
 """``probsae`` entry point. Each subcommand lives in its own module exposing
-``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
+``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``, and optionally
+``interrupted(args) -> str``: what Ctrl-C leaves behind and how to go on (else :data:`INTERRUPTED`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import sys
 
 from ..errors import ProbSAEError
 from ..io import os_reason
+
+#: What Ctrl-C leaves behind, for a subcommand without its own ``interrupted(args)``.
+INTERRUPTED = ("every file it finished is whole (files are replaced atomically), but its output may be incomplete: "
+               "run the same command again")
 
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = [
@@ -51,7 +56,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help="progress on stderr: bars on a terminal; in a log (stderr not a terminal) a status line "
                             "every minute (PROBSAE_LOG_EVERY_S) and at the end of each stage; --no-progress: "
                             "only warnings and errors (default: bars on a terminal, status lines otherwise)")
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _interrupted=getattr(mod, "interrupted", None))
     return parser
 
 
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"probsae {args.command}: error: cannot access{where} ({os_reason(e)})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"probsae {args.command}: interrupted (a run directory resumes from its last checkpoint)", file=sys.stderr)
+        what = args._interrupted(args) if args._interrupted else INTERRUPTED
+        print(f"probsae {args.command}: interrupted; {what}", file=sys.stderr)
         return 130
 
 

@@ -237,13 +237,13 @@ def run(args) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         return _train(args, named, command)
-    except Terminated:
+    except (Terminated, KeyboardInterrupt) as e:
         every = named[0][1].train.checkpoint_every
         kept = (f"{args.out} resumes from its last checkpoint (one every {every} steps)" if every else
                 f"no checkpoint is written before the end (--checkpoint-every 0), so {args.out} trains from step 0")
-        print(f"probsae train: terminated (SIGTERM); {kept}: run the same command again to continue",
-              file=sys.stderr, flush=True)
-        return 128 + signal.SIGTERM
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"probsae train: {how}; {kept}: run the same command again to continue", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
