@@ -53,3 +53,36 @@ def test_ctrl_c_in_train_names_the_run_directory_and_its_checkpoint_interval(tmp
     line = capsys.readouterr().err.strip()
     assert line == (f"probsae train: interrupted; {out} resumes from its last checkpoint (one every 40 steps): "
                     "run the same command again to continue")
+
+
+def test_sigterm_stops_any_command_with_its_line_and_exit_143(monkeypatch, capsys):
+    """Issue 24, finding 17 beyond train: SIGTERM (kill, Slurm, Kubernetes) unwinds every command
+    like Ctrl-C and says what applies, exit 143; the handler found before is restored."""
+    import os
+    import signal
+    import time
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal to this process
+        time.sleep(5)  # the handler interrupts this at once
+        raise AssertionError("SIGTERM did not stop the command")
+
+    class DefaultTerm(BaseException):
+        """Stands for the default SIGTERM action (ending the process) while the test runs."""
+
+    def default(signum, frame):
+        raise DefaultTerm()
+
+    monkeypatch.setattr("probsae.cli.cache.run", terminated)
+    before = signal.signal(signal.SIGTERM, default)
+    try:
+        capsys.readouterr()
+        t0 = time.monotonic()
+        assert main(CASES["cache"][0]) == 143
+        assert time.monotonic() - t0 < 3
+        assert signal.getsignal(signal.SIGTERM) is default  # the command restored the handler it found
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    line = capsys.readouterr().err.strip()
+    assert line == ("probsae cache: terminated (SIGTERM); the extraction resumes after its last finished shard: "
+                    "run the same command again to continue")

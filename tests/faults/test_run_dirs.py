@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,35 @@ def test_sigterm_says_how_to_resume_and_the_rerun_is_identical(reference, tmp_pa
     assert main(argv) == 0
     assert results(run) == results(reference)
     assert (run / "sae.safetensors").read_bytes() == (reference / "sae.safetensors").read_bytes()
+
+
+def test_sigterm_stops_a_sweep_with_a_message_and_gives_its_locks_back(assets, tmp_path, monkeypatch, capsys):
+    """Issue 24, finding 17 for `probsae sweep`: SIGTERM during training says what resumes (exit
+    143, not a silent 143) and the members' locks are released; the rerun finishes the sweep."""
+    import probsae.training
+
+    cfg, out = _sweep_config(assets, tmp_path), tmp_path / "sweep"
+    real = probsae.training.train
+
+    def killed(*a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this at once
+        raise AssertionError("SIGTERM did not stop the sweep")
+
+    def default(signum, frame):
+        raise DefaultTerm()
+
+    monkeypatch.setattr(probsae.training, "train", killed)
+    previous = signal.signal(signal.SIGTERM, default)
+    try:
+        capsys.readouterr()
+        assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert "probsae sweep: terminated (SIGTERM); members with a metrics.json are kept" in err
+    assert "resume from their last checkpoint" in err and "Traceback" not in err
+    assert not list(out.rglob(LOCK_FILE))  # every member's lock given back
+    monkeypatch.setattr(probsae.training, "train", real)
+    assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(p.parent.name for p in out.glob("runs/*/metrics.json")) == ["topk-k=2", "topk-k=3"]

@@ -1,17 +1,20 @@
 """``probsae`` entry point. Each subcommand lives in its own module exposing
 ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``, and optionally
-``interrupted(args) -> str``: what Ctrl-C leaves behind and how to go on (else :data:`INTERRUPTED`)."""
+``interrupted(args) -> str``: what Ctrl-C or SIGTERM leaves behind and how to go on (else
+:data:`INTERRUPTED`)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from ..errors import ProbSAEError
 from ..io import os_reason
 
-#: What Ctrl-C leaves behind, for a subcommand without its own ``interrupted(args)``.
+#: What Ctrl-C or SIGTERM leaves behind, for a subcommand without its own ``interrupted(args)``.
 INTERRUPTED = ("every file it finished is whole (files are replaced atomically), but its output may be incomplete: "
                "run the same command again")
 
@@ -19,6 +22,15 @@ INTERRUPTED = ("every file it finished is whole (files are replaced atomically),
 SUBCOMMANDS = [
     "train", "eval", "cache", "corpus", "sweep", "report", "autointerp", "dashboard", "export", "import_",
 ]
+
+
+class Terminated(BaseException):
+    """SIGTERM (what ``kill``, Slurm and Kubernetes send), raised in the main thread so that a
+    command unwinds (locks released, temporaries removed) and reports as after Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -75,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .. import progress
 
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         with progress.configured(args.progress):
             return int(args._run(args) or 0)
@@ -85,10 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {e.filename}" if e.filename else ""
         print(f"probsae {args.command}: error: cannot access{where} ({os_reason(e)})", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         what = args._interrupted(args) if args._interrupted else INTERRUPTED
-        print(f"probsae {args.command}: interrupted; {what}", file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"probsae {args.command}: {how}; {what}", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
