@@ -163,9 +163,12 @@ def specs_from_args(args) -> list[tuple[str, "object"]]:
 def member_name(parts: list[str]) -> str:
     """The directory name of one member of a comma-list grid: its varying values joined by '-',
     with every character but letters, digits and ``._=+-`` made '_' and no leading dot, so the name
-    is one plain path component (a hook such as ``module:../../x`` cannot leave --out)."""
+    is one plain path component (a hook such as ``module:../../x`` cannot leave --out); "" for a
+    single run (no varying values)."""
     import re
 
+    if not parts:
+        return ""
     name = re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
     return re.sub(r"^\.+", lambda m: "_" * len(m.group()), name) or "_"
 
