@@ -48,6 +48,18 @@ def test_sequence_valued_hyperparameters_are_named_compactly():
     assert member_name("topk", {"k": 8, "widths": (0.5, True)}) == "topk-k=8-widths=0.5,true"
 
 
+def test_a_flat_list_for_a_sequence_valued_hyperparameter_is_one_value():
+    """Issue 24, finding 18 in a sweep config: `prefix_fractions = [0.25, 0.5, 1]` is Matryoshka's one
+    setting (as `--prefix-fractions 0.25,0.5,1` on the CLI), not three members of one fraction each;
+    a list of lists is an axis of several settings."""
+    one = expand_block({"architecture": "matryoshka_batchtopk", "k": 4, "prefix_fractions": [0.25, 0.5, 1]})
+    assert [m.hparams["prefix_fractions"] for m in one] == [(0.25, 0.5, 1.0)]
+    two = expand_block({"architecture": "matryoshka_batchtopk", "k": [4, 8],
+                        "prefix_fractions": [[0.5, 1], [0.25, 0.5, 1]]})
+    assert sorted((m.hparams["k"], m.hparams["prefix_fractions"]) for m in two) == [
+        (4, (0.25, 0.5, 1.0)), (4, (0.5, 1.0)), (8, (0.25, 0.5, 1.0)), (8, (0.5, 1.0))]
+
+
 @pytest.mark.parametrize("block, msg", [
     ({"architecture": "nope", "k": 4}, "unknown architecture"),
     ({"architecture": "topk", "lambda_mag": 0.0}, "unknown hyperparameter"),

@@ -147,7 +147,8 @@ seed = [0, 1]
 """)
     out, rep = tmp_path / "sweep", tmp_path / "rep"
     assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 0
-    rep.mkdir()
+    rep.mkdir()  # an earlier report of a multi-budget sweep
+    (rep / "report.md").write_text(f"# old\n\nMade by: `probsae report {out} --out {rep}`\n")
     (rep / "fvu_budget.png").write_bytes(PNG_MAGIC)
     (rep / "gap_budget.png").write_bytes(PNG_MAGIC)
     assert main(["report", str(out), "--out", str(rep)]) == 0

@@ -87,3 +87,26 @@ def test_metrics_json_is_replaced_atomically(run_copy, train_args, monkeypatch, 
     fails_cleanly(train_args(run_copy), "cannot write", "metrics.json", "(disk full)")
     assert (run_copy / "metrics.json").read_bytes() == before
     assert not [p for p in os.listdir(run_copy) if "probsae-tmp" in p]
+
+
+def test_report_refuses_a_directory_holding_the_users_files(run_copy, tmp_path, capsys, fails_cleanly):
+    """As dashboard and autointerp (issue 24, finding 14): `report --out` into a folder of the
+    user's own report.md and figures exits 2 before any work and leaves them alone; --force
+    writes; a folder holding a report (a "Made by:" line, even below hand notes) is rewritten."""
+    runs = tmp_path / "sweep" / "runs"
+    for name in ("a", "b"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.json").write_text((run_copy / "metrics.json").read_text())
+    mine = tmp_path / "paper"
+    mine.mkdir()
+    (mine / "report.md").write_text("# my draft\n")
+    (mine / "pareto.png").write_bytes(b"my figure")
+    argv = ["report", str(tmp_path / "sweep"), "--out", str(mine)]
+    fails_cleanly(argv, "is not empty (pareto.png, report.md)", "not a probsae report directory", "--force")
+    assert (mine / "report.md").read_text() == "# my draft\n" and (mine / "pareto.png").read_bytes() == b"my figure"
+    assert sorted(p.name for p in mine.iterdir()) == ["pareto.png", "report.md"]
+    assert main([*argv, "--force"]) == 0
+    md = (mine / "report.md").read_text()
+    assert "Made by: `probsae report" in md
+    (mine / "report.md").write_text("> a note added by hand\n\n" + md)
+    assert main(argv) == 0  # its own report, hand notes and all

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,63 @@ def test_eval_into_a_run_directory_being_trained_is_refused(run_copy, fails_clea
         holder.kill()
         holder.wait()
     assert sorted(p.name for p in run_copy.iterdir() if p.name != LOCK_FILE) == before  # no eval.json
+
+
+# ---- 11 (sweep): one writer per member directory ----------------------------------------------------
+
+def _sweep_config(assets: Path, tmp_path: Path) -> Path:
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(f"""
+name = "tiny"
+[data]
+model = "{assets / 'model'}"
+hook = "resid_pre.1"
+corpus = "{assets / 'corpus.txt'}"
+context_length = 16
+cache_dir = "{assets / 'cache'}"
+[sae]
+d_sae = 64
+[train]
+steps = 8
+batch_size = 32
+[sweep]
+downstream_tokens = 0
+[[grid]]
+architecture = "topk"
+k = [2, 3]
+""")
+    return cfg
+
+
+def test_a_second_sweep_on_the_same_members_is_refused_and_a_disjoint_only_runs_beside_it(assets, tmp_path,
+                                                                                          fails_cleanly):
+    from probsae.errors import RunInUseError
+    from probsae.experiments.presets import load_config
+    from probsae.experiments.sweep import run_sweep
+    from probsae.runs.lock import RunDirLock
+
+    cfg, out = _sweep_config(assets, tmp_path), tmp_path / "sweep"
+    holder = hold_lock(out / "runs" / "topk-k=3")  # a sweep (or train) writing member topk-k=3
+    try:
+        fails_cleanly(["sweep", str(cfg), "--out", str(out), "--no-progress"],
+                      f"{out / 'runs' / 'topk-k=3'} is in use by another probsae process", f"pid {holder.pid}")
+        assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [  # it wrote nothing
+            "runs", "runs/topk-k=3", f"runs/topk-k=3/{LOCK_FILE}"]
+
+        held = []  # a disjoint --only runs beside it, holding its own member's lock for the whole sweep
+
+        def on_pass(names):
+            with pytest.raises(RunInUseError, match="is in use by another probsae process"):
+                RunDirLock(out / "runs" / "topk-k=2").acquire()
+            held.append(names)
+
+        summary = run_sweep(load_config(str(cfg)), out, only=["topk-k=2"], progress=False, on_pass=on_pass)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert held == [["topk-k=2"]] and summary["results"] == 1
+    assert (out / "runs" / "topk-k=2" / "metrics.json").is_file()
+    assert not (out / "runs" / "topk-k=2" / LOCK_FILE).exists()  # released at the end
 
 
 # ---- 12: failed starts -----------------------------------------------------------------------------
@@ -226,3 +284,35 @@ def test_sigterm_says_how_to_resume_and_the_rerun_is_identical(reference, tmp_pa
     assert main(argv) == 0
     assert results(run) == results(reference)
     assert (run / "sae.safetensors").read_bytes() == (reference / "sae.safetensors").read_bytes()
+
+
+def test_sigterm_stops_a_sweep_with_a_message_and_gives_its_locks_back(assets, tmp_path, monkeypatch, capsys):
+    """Issue 24, finding 17 for `probsae sweep`: SIGTERM during training says what resumes (exit
+    143, not a silent 143) and the members' locks are released; the rerun finishes the sweep."""
+    import probsae.training
+
+    cfg, out = _sweep_config(assets, tmp_path), tmp_path / "sweep"
+    real = probsae.training.train
+
+    def killed(*a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this at once
+        raise AssertionError("SIGTERM did not stop the sweep")
+
+    def default(signum, frame):
+        raise DefaultTerm()
+
+    monkeypatch.setattr(probsae.training, "train", killed)
+    previous = signal.signal(signal.SIGTERM, default)
+    try:
+        capsys.readouterr()
+        assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert "probsae sweep: terminated (SIGTERM); members with a metrics.json are kept" in err
+    assert "resume from their last checkpoint" in err and "Traceback" not in err
+    assert not list(out.rglob(LOCK_FILE))  # every member's lock given back
+    monkeypatch.setattr(probsae.training, "train", real)
+    assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(p.parent.name for p in out.glob("runs/*/metrics.json")) == ["topk-k=2", "topk-k=3"]

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from .main import Terminated
+
 NAME = "autointerp"
 HELP = ("Automatic interpretability by activation percentile (paper Table 2 / Figure 5): latent "
         "cache, per-bucket explanations (LLM or offline top-tokens baseline), detection or "
@@ -63,16 +65,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "several runs: next to OUT)")
 
 
-def interrupted_message(cfg) -> str:
-    """What Ctrl-C leaves behind: no table, and the LLM replies saved in the response cache, which
-    a rerun of the same command reuses instead of requesting them again."""
-    head = "probsae autointerp: interrupted; no Table 2 was written"
+def interrupted_message(cfg, how: str = "interrupted") -> str:
+    """What Ctrl-C (or SIGTERM: ``how``) leaves behind: no table, and the LLM replies saved in the
+    response cache, which a rerun of the same command reuses instead of requesting them again."""
+    head = f"probsae autointerp: {how}; no Table 2 was written"
     cache = Path(cfg.llm.cache_dir) if cfg.llm.cache_dir else None
     n = sum(1 for _ in cache.glob("*/*.json")) if cache is not None and cache.is_dir() else 0
     if n:
         return (f"{head}. The LLM replies received so far are saved in the response cache {cache} ({n} in all): "
                 "rerun the same command to resume; cached replies are not requested again")
     return f"{head} and no LLM reply was saved: rerun the same command to start again (a completed latent cache is reused)"
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """Ctrl-C before the LLM calls (cli.main prints it; once they start, :func:`interrupted_message`)."""
+    return "no Table 2 was written: run the same command again (a finished latent cache is reused)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
     infos = [resolve_run(r, args.model, args.hook, args.corpus, label=l) for r, l in zip(args.run_dirs, labels)]
     try:
         res = autointerp_runs(infos, cfg, args.out, force=args.force)
-    except KeyboardInterrupt:
-        print(interrupted_message(cfg), file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        term = isinstance(e, Terminated)
+        print(interrupted_message(cfg, "terminated (SIGTERM)" if term else "interrupted"), file=sys.stderr, flush=True)
+        return 143 if term else 130
     print(Path(res["markdown"]).read_text())
     for r in res["rows"]:
         fails = []

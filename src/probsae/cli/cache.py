@@ -17,6 +17,11 @@ def add_arguments(p) -> None:
     p.add_argument("--split", choices=["train", "holdout", "both"], default="both", help="which split(s) to extract")
 
 
+def interrupted(args) -> str:
+    """What Ctrl-C leaves behind (cli.main prints it)."""
+    return "the extraction resumes after its last finished shard: run the same command again to continue"
+
+
 def run(args) -> int:
     from ..data.prepare import DataSpec, prepare_caches
 

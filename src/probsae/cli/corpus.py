@@ -36,6 +36,12 @@ def _minilm_counter():
     return count
 
 
+def interrupted(args) -> str:
+    """What Ctrl-C leaves behind (cli.main prints it)."""
+    return ("the .deb files downloaded so far are kept (--debs, default OUT/debs) and not downloaded again: "
+            "run the same command again to finish the corpus")
+
+
 def run(args) -> int:
     import json
 

@@ -42,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--device", default="cpu", help="device of the model and the SAE (cpu, cuda, cuda:1, mps)")
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves behind (cli.main prints it)."""
+    return ("a finished latent cache is kept and reused, but the dashboard may be incomplete: run the same command "
+            "again (with --force if it then refuses --out)")
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import progress
     from ..errors import ConfigError

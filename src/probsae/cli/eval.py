@@ -23,6 +23,12 @@ def add_arguments(p) -> None:
                    help="device of the SAE and the model (default: the run's training device setting, e.g. auto)")
 
 
+def interrupted(args) -> str:
+    """What Ctrl-C leaves behind (cli.main prints it)."""
+    return ("no result was written (it is written at the end) and the run directory is unchanged; a stopped "
+            "extraction of held-out activations resumes: run the same command again")
+
+
 def run(args) -> int:
     from ..runs import eval_run
     from .train import print_downstream, print_metrics

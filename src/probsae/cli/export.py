@@ -55,6 +55,12 @@ def _runs(root):
     return [(p.name, p) for p in subs]
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves behind (cli.main prints it)."""
+    return (f"{args.out} may hold part of the export (each file is whole: files are replaced atomically): "
+            "run the same command again with --force")
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path

@@ -21,6 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write into RUN_DIR even when it already holds an SAE or other files (which may be overwritten)")
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves behind (cli.main prints it)."""
+    return (f"{args.out} may hold part of the imported SAE (each file is whole: files are replaced atomically): "
+            "run the same command again with --force")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 

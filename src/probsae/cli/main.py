@@ -1,19 +1,36 @@
 """``probsae`` entry point. Each subcommand lives in its own module exposing
-``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
+``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``, and optionally
+``interrupted(args) -> str``: what Ctrl-C or SIGTERM leaves behind and how to go on (else
+:data:`INTERRUPTED`)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from ..errors import ProbSAEError
 from ..io import os_reason
+
+#: What Ctrl-C or SIGTERM leaves behind, for a subcommand without its own ``interrupted(args)``.
+INTERRUPTED = ("every file it finished is whole (files are replaced atomically), but its output may be incomplete: "
+               "run the same command again")
 
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = [
     "train", "eval", "cache", "corpus", "sweep", "report", "autointerp", "dashboard", "export", "import_",
 ]
+
+
+class Terminated(BaseException):
+    """SIGTERM (what ``kill``, Slurm and Kubernetes send), raised in the main thread so that a
+    command unwinds (locks released, temporaries removed) and reports as after Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -51,7 +68,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help="progress on stderr: bars on a terminal; in a log (stderr not a terminal) a status line "
                             "every minute (PROBSAE_LOG_EVERY_S) and at the end of each stage; --no-progress: "
                             "only warnings and errors (default: bars on a terminal, status lines otherwise)")
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _interrupted=getattr(mod, "interrupted", None))
     return parser
 
 
@@ -70,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .. import progress
 
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         with progress.configured(args.progress):
             return int(args._run(args) or 0)
@@ -80,9 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {e.filename}" if e.filename else ""
         print(f"probsae {args.command}: error: cannot access{where} ({os_reason(e)})", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"probsae {args.command}: interrupted (a run directory resumes from its last checkpoint)", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        what = args._interrupted(args) if args._interrupted else INTERRUPTED
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"probsae {args.command}: {how}; {what}", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

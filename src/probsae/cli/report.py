@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default=None, help="report title")
     p.add_argument("--notes", default=None, help="a Markdown file inlined into the report as its 'Notes' section "
                    "(interpretation, follow-ups)")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even when it is a non-empty folder that holds no report (its report.md, "
+                        "figures and metrics.csv are then overwritten)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
         cmd += ["--notes", args.notes]
     make = make_when_report if is_when_sweep(args.sweep_dir) else make_report  # seeds or budgets: paired CIs
     path = make(args.sweep_dir, args.out, command=" ".join(shlex.quote(c) for c in cmd), title=args.title,
-                notes=args.notes)
+                notes=args.notes, force=args.force)
     print(f"report written to {path}")
     return 0

@@ -75,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves behind (cli.main prints it)."""
+    return ("members with a metrics.json are kept, the others resume from their last checkpoint ([sweep] "
+            "checkpoint_every steps) and a stopped extraction resumes too: run the same command again to continue")
+
+
 def _argv(args: argparse.Namespace) -> list[str]:
     """A reconstruction of the arguments (when called through ``main([...])``, not the shell)."""
     out = [args.config]

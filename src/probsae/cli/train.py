@@ -187,14 +187,6 @@ def _inside(out, names: list[str]):
     return dirs
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that a run unwinds (and reports) as after Ctrl-C."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def print_metrics(result: dict, file=None) -> None:
     file = file or sys.stdout
     m = result["heldout"]
@@ -233,23 +225,15 @@ def run(args) -> int:
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
     command = "probsae " + shlex.join(sys.argv[1:])
-    import signal
-    import threading
+    return _train(args, named, command)
 
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
-    try:
-        return _train(args, named, command)
-    except Terminated:
-        every = named[0][1].train.checkpoint_every
-        kept = (f"{args.out} resumes from its last checkpoint (one every {every} steps)" if every else
-                f"no checkpoint is written before the end (--checkpoint-every 0), so {args.out} trains from step 0")
-        print(f"probsae train: terminated (SIGTERM); {kept}: run the same command again to continue",
-              file=sys.stderr, flush=True)
-        return 128 + signal.SIGTERM
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+
+def interrupted(args) -> str:
+    """What Ctrl-C or SIGTERM leaves behind (cli.main prints it)."""
+    every = args.train_checkpoint_every
+    kept = (f"{args.out} resumes from its last checkpoint (one every {every} steps)" if every else
+            f"no checkpoint is written before the end (--checkpoint-every 0), so {args.out} trains from step 0")
+    return f"{kept}: run the same command again to continue"
 
 
 def _train(args, named, command: str) -> int:

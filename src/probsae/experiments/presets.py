@@ -260,8 +260,12 @@ def expand_block(block: dict[str, Any]) -> list[SweepMember]:
         if arch not in architectures():
             raise ConfigError(f"grid block: unknown architecture {arch!r}; registered: {', '.join(architectures())}")
         defaults = hyperparameters(arch)
-        for combo in itertools.product(*[vals for _, vals in axes]):
-            base = dict(zip([k for k, _ in axes], combo))
+        # a sequence-valued hyperparameter (prefix_fractions) given as one flat list is that one value,
+        # not an axis of scalars (which it cannot take); a list of lists is an axis of its values
+        arch_axes = [(k, [vals] if isinstance(defaults.get(k), tuple) and not any(isinstance(v, list) for v in vals)
+                      else vals) for k, vals in axes]
+        for combo in itertools.product(*[vals for _, vals in arch_axes]):
+            base = dict(zip([k for k, _ in arch_axes], combo))
             for var in variants:
                 hp = {**base, **var}
                 unknown = sorted(set(hp) - set(defaults))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..io import atomic_write, atomic_write_text, read_json
+from ..io import atomic_write, atomic_write_text, check_output_dir, ensure_dir, read_json
 from ..runs.results import read_runs
 from ..saes import get_class
 from ..saes.registry import hyperparameters
@@ -132,13 +132,34 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
             "beta_start": r["hparams"].get("beta_start", _defaults(r["architecture"]).get("beta_start"))}
 
 
+REPORT_FILE = "report.md"
+
+
+def holds_report(path: str | Path) -> bool:
+    """True when ``path`` holds a report that ``probsae report`` wrote: its report.md has the
+    "Made by: `COMMAND`" line (hand notes may precede it)."""
+    try:
+        with open(Path(path) / REPORT_FILE, encoding="utf-8", errors="replace") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    return any(line.startswith("Made by: `") for line in head.splitlines())
+
+
+def report_dir(out: str | Path, force: bool = False) -> Path:
+    """Create the report folder ``out``; a non-empty folder that holds no report (the user's own
+    report.md, figures, …) is refused unless ``force`` (``ConfigError``), before any work."""
+    check_output_dir(out, holds_report, force, "probsae report directory")
+    return ensure_dir(out, "report directory")
+
+
 def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, command: str | None = None,
-                title: str | None = None, notes: str | Path | None = None) -> Path:
+                title: str | None = None, notes: str | Path | None = None, force: bool = False) -> Path:
     """Write the report of ``sweep_dir`` into ``out_dir`` (default SWEEP_DIR/report); returns report.md.
-    ``notes``: a Markdown file inlined as the report's "Notes" section."""
+    ``notes``: a Markdown file inlined as the report's "Notes" section. A non-empty ``out_dir``
+    that holds no report is refused unless ``force`` (:func:`report_dir`)."""
     sweep_dir = Path(sweep_dir)
-    out = Path(out_dir) if out_dir else sweep_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = report_dir(Path(out_dir) if out_dir else sweep_dir / "report", force)
     info, results = load_sweep(sweep_dir)
     rows = [_row(r) for r in results]
     by_name = {r["name"]: r for r in results}
@@ -230,8 +251,8 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
             raise ConfigError(f"--notes {p}: no such file")
         head, sep, tail = md.partition("\n## Pareto frontier")
         md = head + "\n## Notes\n\n" + p.read_text().strip() + "\n" + sep + tail
-    atomic_write_text(out / "report.md", md)
-    return out / "report.md"
+    atomic_write_text(out / REPORT_FILE, md)
+    return out / REPORT_FILE
 
 
 _CSV_COLS = ["name", "architecture", "variant", "tag", "l0", "mse", "fvu", "explained_variance", "alive", "dead",

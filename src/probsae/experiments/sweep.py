@@ -25,6 +25,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io import atomic_write_json, atomic_write_jsonl, read_json
+from ..runs.lock import locked_run_dirs
 from ..runs.results import METRICS_FILE, read_metrics, read_runs, record_run
 from .presets import SweepConfig, SweepMember, train_config_kwargs
 
@@ -110,10 +111,12 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
               max_members_per_pass: int | None = None, progress: bool = True, dry_run: bool = False,
               command: str | None = None, device: str | None = None,
               on_pass: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) the sweep ``cfg`` into ``out_dir``. Returns the sweep summary."""
-    from ..devices import resolve_device
-    from ..saes import load_sae
-    from ..training import TrainConfig, distributed, train
+    """Run (or resume) the sweep ``cfg`` into ``out_dir``. Returns the sweep summary.
+
+    The run directories of the selected members are locked for the whole call
+    (``probsae.runs.lock``): another sweep (or ``probsae train``/``eval``) writing one of them gets
+    ``RunInUseError`` before anything is extracted or written."""
+    from ..training import TrainConfig, distributed
 
     out_dir = Path(out_dir)
     members = cfg.members()
@@ -131,14 +134,35 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
         tkw["device"] = device
     tkw["progress"] = progress
     group = max_members_per_pass or cfg.sweep.get("max_members_per_pass") or len(members) or 1
-    todo = [m for m in members if not is_finished(dirs[m.name])]
     command = command or "probsae sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    plan = {"members": len(members), "finished": len(members) - len(todo), "to_run": len(todo),
-            "passes": len(_passes(todo, group)), "max_members_per_pass": group}
     if dry_run:
+        todo, plan = _plan(members, dirs, group)
         return {**plan, "names": [m.name for m in todo]}
 
     ctx = distributed.setup(TrainConfig(**{k: v for k, v in tkw.items() if k != "steps"}))
+    # One writer per run directory: the invocation holds every selected member's lock until it ends
+    # (rank 0 under torchrun), so a second sweep on the same members stops at once while one with a
+    # disjoint --only may run beside it.
+    with locked_run_dirs([dirs[m.name] for m in members] if ctx.is_main else [], command):
+        return _run_locked(cfg, out_dir, members, dirs, tkw, group, ctx, command, progress, on_pass)
+
+
+def _plan(members: list[SweepMember], dirs: dict[str, Path], group: int) -> tuple[list[SweepMember], dict[str, Any]]:
+    """The members left to run (no metrics.json yet) and the plan's counts."""
+    todo = [m for m in members if not is_finished(dirs[m.name])]
+    return todo, {"members": len(members), "finished": len(members) - len(todo), "to_run": len(todo),
+                  "passes": len(_passes(todo, group)), "max_members_per_pass": group}
+
+
+def _run_locked(cfg: SweepConfig, out_dir: Path, members: list[SweepMember], dirs: dict[str, Path],
+                tkw: dict[str, Any], group: int, ctx, command: str, progress: bool,
+                on_pass: Callable[[list[str]], None] | None) -> dict[str, Any]:
+    """``run_sweep`` once the members' run directories are locked (what is finished is read only now)."""
+    from ..devices import resolve_device
+    from ..saes import load_sae
+    from ..training import TrainConfig, distributed, train
+
+    todo, plan = _plan(members, dirs, group)
     main = ctx.is_main  # under torchrun only rank 0 extracts, evaluates and writes sweep files
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)

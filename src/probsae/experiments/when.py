@@ -34,7 +34,7 @@ from ..io import atomic_write_text, read_json
 from ..runs.results import read_runs
 from ..saes import get_class
 from ..saes.style import arch_order, label as family
-from .report import BASELINE, SUBJECT, _defaults, read_log, used_dead_window
+from .report import BASELINE, REPORT_FILE, SUBJECT, _defaults, read_log, report_dir, used_dead_window
 from .sweep import SWEEP_FILE
 
 #: Hyperparameters that identify a pair member rather than a variant.
@@ -279,14 +279,14 @@ def _downstream_section(C, rows, budgets, ks, out: Path, prob_name: str, top_nam
 
 
 def make_when_report(root: str | Path, out_dir: str | Path | None = None, command: str | None = None,
-                     title: str | None = None, notes: str | Path | None = None) -> Path:
+                     title: str | None = None, notes: str | Path | None = None, force: bool = False) -> Path:
     """Write the multi-seed, multi-budget report of ``root`` (a sweep directory or a folder of
-    ``tokens=B`` sweeps) into ``out_dir`` (default ROOT/report); returns report.md."""
+    ``tokens=B`` sweeps) into ``out_dir`` (default ROOT/report); returns report.md. A non-empty
+    ``out_dir`` that holds no report is refused unless ``force`` (``report.report_dir``)."""
     from . import plots
 
     root = Path(root)
-    out = Path(out_dir) if out_dir else root / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = report_dir(Path(out_dir) if out_dir else root / "report", force)
     infos, rows = load_runs(root)
     C = cells(rows)
     budgets = sorted({r["budget"] for r in rows})
@@ -470,5 +470,5 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
     w.writeheader()
     w.writerows(order)
     atomic_write_text(out / "runs.csv", buf.getvalue())
-    atomic_write_text(out / "report.md", "\n".join(L))
-    return out / "report.md"
+    atomic_write_text(out / REPORT_FILE, "\n".join(L))
+    return out / REPORT_FILE

@@ -1,5 +1,5 @@
-"""One writer per run directory: ``probsae train`` and ``probsae eval`` hold an exclusive lock on
-``<run dir>/.probsae.lock`` for as long as they write there (docs/INTEGRITY.md, "One writer").
+"""One writer per run directory: ``probsae train``, ``probsae sweep`` (each member) and ``probsae eval`` hold an
+exclusive lock on ``<run dir>/.probsae.lock`` for as long as they write there (docs/INTEGRITY.md, "One writer").
 
 The lock is ``fcntl.flock(LOCK_EX | LOCK_NB)`` on that file. The kernel releases it when the
 holding process ends, however it ends (kill -9 included), so a lock left by a killed process is
