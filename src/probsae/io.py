@@ -283,7 +283,8 @@ def check_output_dir(path: str | os.PathLike, is_ours: Callable[[Path], bool], f
     return p
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -310,7 +311,7 @@ def clean_stale_tmp(directory: str | os.PathLike, max_age_s: float = STALE_TMP_A
             if not f.is_file():
                 continue
             fresh = now - f.stat().st_mtime < max_age_s
-            if m and fresh and (int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1)))):
+            if m and fresh and (int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1)))):
                 continue
             f.unlink()
             n += 1

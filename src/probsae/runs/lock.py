@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..errors import RunInUseError
-from ..io import ensure_dir, io_error
+from ..io import ensure_dir, io_error, pid_alive
 from ..progress import note
 
 try:
@@ -40,16 +40,6 @@ LOCK_FILE = ".probsae.lock"
 """Name of the lock file inside a run directory (hidden; removed when the lock is released)."""
 
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, owned by someone else
-        return True
-    return True
 
 
 def _read_holder(fd: int) -> dict:
@@ -167,7 +157,7 @@ class RunDirLock:
         # no flock here: the record is the lock
         pid, host = previous.get("pid"), previous.get("host")
         if isinstance(pid, int) and pid != os.getpid():
-            if host != socket.gethostname() or _pid_alive(pid):
+            if host != socket.gethostname() or pid_alive(pid):
                 raise self._refuse(previous)
         return previous
 
