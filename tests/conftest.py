@@ -63,3 +63,16 @@ def cuda_device(device) -> torch.device:
     if device.type != "cuda":
         pytest.skip("runs on CUDA only (pytest --device cuda on a GPU machine)")
     return device
+
+
+@pytest.fixture
+def sigint_default():
+    """Ctrl-C raises KeyboardInterrupt during the test, whatever this process inherited: a shell
+    starts background jobs with SIGINT ignored, and Python then keeps it ignored."""
+    import signal
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)

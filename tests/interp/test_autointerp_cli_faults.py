@@ -30,7 +30,7 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_sigint_stops_autointerp_at_once_and_says_what_was_saved(trained_run, tmp_path, capsys):
+def test_sigint_stops_autointerp_at_once_and_says_what_was_saved(trained_run, tmp_path, capsys, sigint_default):
     """Ctrl-C 2 replies into a run with --llm-concurrency 2 --n-latents 6 (30 explanation requests):
     the 2 requests in flight are cut off, nothing more is sent, the command exits 130 at once, and
     the message names the response cache that a rerun resumes from (no "last checkpoint")."""

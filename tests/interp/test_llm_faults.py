@@ -116,7 +116,7 @@ def test_only_http_urls_are_accepted(tmp_path, url):
         _client(url).complete(MSGS)
 
 
-def test_sigint_stops_sending_at_once(server):
+def test_sigint_stops_sending_at_once(server, sigint_default):
     """Finding 5: Ctrl-C during complete_many cancels the queue and cuts off the requests in
     flight: the server receives only the 2 requests in flight, and the call returns at once."""
     srv = server([], hold_s=1.0)
