@@ -89,3 +89,14 @@ def test_smollm2_resolves_to_the_packaged_file_when_installed():
     path = gguf_mod.smollm2_file()
     assert path.name == gguf_mod.SMOLLM2_FILE and path.stat().st_size > 50_000_000
     gguf_mod.check_header(path)
+
+
+def test_a_file_is_hashed_once_per_process_until_it_changes(tiny_gguf, monkeypatch):
+    calls = []
+    real = gguf_mod.sha256_of
+    monkeypatch.setattr(gguf_mod, "sha256_of", lambda p, *a: calls.append(p) or real(p, *a))
+    gguf_mod._digest.cache_clear()
+    first = gguf_mod.local_copy(tiny_gguf)
+    assert gguf_mod.local_copy(tiny_gguf) == first and len(calls) == 1
+    save_tiny_gguf(tiny_gguf, seed=3)                  # new content: hashed again, another copy
+    assert gguf_mod.local_copy(tiny_gguf) != first and len(calls) == 2

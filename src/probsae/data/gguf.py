@@ -14,6 +14,7 @@ one, works the same way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -83,6 +84,24 @@ def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of(Path(path))
+
+
+def file_digest(path: Path) -> str:
+    """:func:`sha256_of`, hashed once per process for an unchanged file (same path, size and
+    modification time): resolving ``--model smollm2`` happens several times per command (the
+    cache key's model dtype, then the load), and each would read the 98 MB again."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        from ..io import os_reason
+
+        raise ModelLoadError(f"cannot read GGUF model file {path} ({os_reason(e)})") from e
+    return _digest(str(path), st.st_size, st.st_mtime_ns)
+
+
 def check_header(path: Path) -> None:
     """Refuse a file that does not start with the GGUF magic bytes (a clear error instead of the
     reader's)."""
@@ -108,7 +127,7 @@ def local_copy(gguf: str | os.PathLike, progress: bool = True) -> Path:
 
     path = Path(gguf).expanduser().resolve()
     check_header(path)
-    digest = sha256_of(path)
+    digest = file_digest(path)
     dest = cache_root() / f"gguf-{digest[:24]}"
     if (dest / "config.json").is_file() and (dest / "model.safetensors").is_file():
         return dest
