@@ -39,3 +39,19 @@ def tiny_data_toml(tmp_path, tiny_corpus_model):
                 f'holdout_every = 6\nshard_tokens = 1024\ncache_dir = "{tmp_path / "cache"}"\n{extra}')
 
     return section
+
+
+@pytest.fixture()
+def figures(monkeypatch):
+    """Every figure saved during the test, captured before it is closed."""
+    import matplotlib.figure
+
+    saved = []
+    orig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *a, **kw):
+        saved.append(fig)
+        return orig(fig, *a, **kw)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    return saved

@@ -2,8 +2,6 @@
 numeric legend order, proxy results labelled, L0 panel only where L0 varies."""
 
 
-import matplotlib
-import matplotlib.figure
 import pytest
 from matplotlib.colors import to_hex
 
@@ -11,20 +9,6 @@ from probsae.experiments import plots
 from probsae.saes.style import colour
 from probsae.interp.calibration import plot_calibration
 from probsae.runs.plot import plot_training
-
-
-@pytest.fixture()
-def figures(monkeypatch):
-    """Every figure saved during the test, captured before it is closed."""
-    saved = []
-    orig = matplotlib.figure.Figure.savefig
-
-    def keep(fig, *a, **kw):
-        saved.append(fig)
-        return orig(fig, *a, **kw)
-
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
-    return saved
 
 
 def _line_colours(ax) -> dict[str, str]:

@@ -82,22 +82,6 @@ def test_when_verdict_needs_a_resolved_ci():
 
 # ---- finding 21: figures -------------------------------------------------------------------------
 
-@pytest.fixture()
-def figures(monkeypatch):
-    """Every figure saved during the test, captured before it is closed."""
-    import matplotlib.figure
-
-    saved = []
-    orig = matplotlib.figure.Figure.savefig
-
-    def keep(fig, *a, **kw):
-        saved.append(fig)
-        return orig(fig, *a, **kw)
-
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
-    return saved
-
-
 def _penalty_runs(sweep: Path) -> None:
     """ReLU runs down to L0 = 1/128 and 0 (a dead SAE), two of them with FVU > 1."""
     for lam, l0, fvu in ((0.5, 0.0, 1.0), (0.05, 0.0078125, 1.35), (0.01, 0.03125, 1.02), (0.002, 0.5, 0.9),
