@@ -40,28 +40,27 @@ def _resumed_step(run_dir: Path) -> int:
     return max((r["step"] for r in step_records(JsonlLogger(run_dir / LOG_FILE).read())), default=0)
 
 
-def _only_a_failed_start(run_dir: Path) -> bool:
-    """True when ``run_dir`` holds nothing but ``run.json`` (and temporaries or the lock file): a
-    start that failed before training wrote a checkpoint, a log or weights."""
+def _contents(run_dir: Path) -> set[str] | None:
+    """Names in ``run_dir`` besides temporaries and the lock file (None when it cannot be listed)."""
     from ..io import TMP_MARKER
     from .lock import LOCK_FILE
 
     try:
-        names = {e.name for e in run_dir.iterdir() if TMP_MARKER not in e.name and e.name != LOCK_FILE}
+        return {e.name for e in run_dir.iterdir() if TMP_MARKER not in e.name and e.name != LOCK_FILE}
     except OSError:
-        return False
-    return names == {RUN_FILE}
+        return None
+
+
+def _only_a_failed_start(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds nothing but ``run.json`` (and temporaries or the lock file): a
+    start that failed before training wrote a checkpoint, a log or weights."""
+    return _contents(run_dir) == {RUN_FILE}
 
 
 def _is_run_dir(run_dir: Path) -> bool:
     """A probsae run directory: it holds run.json, or only a lock file (a start killed before it
     wrote anything)."""
-    from ..io import TMP_MARKER
-    from .lock import LOCK_FILE
-
-    if (run_dir / RUN_FILE).is_file():
-        return True
-    return {e.name for e in run_dir.iterdir() if TMP_MARKER not in e.name} <= {LOCK_FILE}
+    return (run_dir / RUN_FILE).is_file() or _contents(run_dir) == set()
 
 
 def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Path],
