@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "probsae"
 #: the public facade (``probsae/__init__.py``): nothing inside the package imports it.
 LAYERS: list[set[str]] = [
     {"errors", "io", "tensorfile", "version", "fielddocs", "schedules", "synthetic", "devices",  # foundations
-     "progress", "extras"},
+     "progress", "extras", "validators"},
     {"kernels"},                                    # fast paths, tested against plain references
     {"saes"},                                       # architectures: the SAE interface and registry
     {"training", "data", "corpora"},                # the trainer; activations (models, hooks, caches); built corpora
