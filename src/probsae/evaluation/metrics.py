@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..training.batches import BatchSource
+from ..data.sources import batch_source
 
 
 class MetricAccumulator:
@@ -68,7 +68,7 @@ def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None) -
     device = sae.W_dec.device
     acc = MetricAccumulator(sae.d_in, sae.d_sae, device)
     try:
-        for batch in _batches(data, batch_size):
+        for batch in batch_source(data).in_order(batch_size):
             if max_tokens is not None and acc.n >= max_tokens:
                 break
             if max_tokens is not None:
@@ -80,16 +80,3 @@ def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None) -
     finally:
         sae.train(was_training)
     return acc.result()
-
-
-def _batches(data, batch_size: int):
-    if isinstance(data, Tensor):
-        if data.ndim == 1:
-            data = data.unsqueeze(0)
-        flat = data.reshape(-1, data.shape[-1])
-        for i in range(0, flat.shape[0], batch_size):
-            yield flat[i : i + batch_size]
-    elif hasattr(data, "iter_batches"):
-        yield from data.iter_batches(batch_size, shuffle=False)
-    else:
-        yield from BatchSource(data, batch_size, 0)._epoch(0)
