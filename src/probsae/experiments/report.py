@@ -26,7 +26,7 @@ from ..runs.results import read_runs
 from ..saes import get_class
 from ..saes.registry import hyperparameters
 from ..saes.style import arch_order, label as arch_label
-from ..training.logger import read_jsonl, step_records
+from ..training.logger import read_log_records, step_records
 from ..training.member import LOG_FILE
 from . import plots
 from .sweep import SWEEP_FILE
@@ -105,7 +105,7 @@ def used_dead_window(run_dirs: list[Path], info: dict[str, Any]) -> str | None:
     train_config; None if neither records it."""
     used = set()
     for d in run_dirs:
-        for rec in read_jsonl(Path(d) / LOG_FILE):
+        for rec in read_log_records(Path(d) / LOG_FILE):
             w = rec.get("train_config", {}).get("dead_window_tokens") if rec.get("event") == "start" \
                 and isinstance(rec.get("train_config"), dict) else None
             if isinstance(w, int) and not isinstance(w, bool):
@@ -117,8 +117,8 @@ def used_dead_window(run_dirs: list[Path], info: dict[str, Any]) -> str | None:
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-step training records of a run directory's log (strict: see ``read_jsonl``)."""
-    return step_records(read_jsonl(Path(run_dir) / LOG_FILE))
+    """The per-step training records of a run directory's log (strict: see ``read_log_records``)."""
+    return step_records(read_log_records(Path(run_dir) / LOG_FILE))
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
