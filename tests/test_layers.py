@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
      "progress", "extras", "validators"},
     {"kernels"},                                    # fast paths, tested against plain references
     {"saes"},                                       # architectures: the SAE interface and registry
-    {"training", "data", "corpora"},                # the trainer; activations (models, hooks, caches); built corpora
+    {"training", "data"},                           # the trainer; activations (models, hooks, caches, corpora)
     {"evaluation"},                                 # metrics, downstream CE/KL, synthetic recovery
     {"runs", "interp"},                             # a run as a directory (spec, train, eval, metrics.json,
                                                     # load_run); interpretability (encode, caches, dashboard)
