@@ -54,7 +54,7 @@ def variant(r: dict[str, Any]) -> str:
     'β0=0.5', …), or 'other: …'."""
     cls = _declared(r["architecture"])
     primary = cls.sparsity[0] if cls is not None else None
-    defaults = _defaults(r["architecture"])
+    defaults = hparam_defaults(r["architecture"])
     diff = {k: v for k, v in r["hparams"].items() if k != primary and defaults.get(k, object()) != v}
     if not diff:
         return "full"
@@ -66,7 +66,8 @@ def variant(r: dict[str, Any]) -> str:
     return "other: " + ", ".join(f"{k}={v}" for k, v in sorted(diff.items()))
 
 
-def _defaults(arch: str) -> dict[str, Any]:
+def hparam_defaults(arch: str) -> dict[str, Any]:
+    """The default hyperparameters of ``arch`` ({} for an architecture this version does not know)."""
     try:
         return hyperparameters(arch)
     except ConfigError:
@@ -129,7 +130,7 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
             "explained_variance": e["explained_variance"], "alive": e["alive"], "dead": e["dead"],
             "d_sae": r.get("d_sae"), "train_alive": tf.get("alive"), "tokens_seen": r.get("tokens_seen"),
             "steps": r.get("steps"), "eval_tokens": e.get("n_tokens"), "studies": r.get("studies", []),
-            "beta_start": r["hparams"].get("beta_start", _defaults(r["architecture"]).get("beta_start"))}
+            "beta_start": r["hparams"].get("beta_start", hparam_defaults(r["architecture"]).get("beta_start"))}
 
 
 REPORT_FILE = "report.md"
