@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "probsae"
 #: the public facade (``probsae/__init__.py``): nothing inside the package imports it.
 LAYERS: list[set[str]] = [
     {"errors", "io", "tensorfile", "version", "fielddocs", "schedules", "synthetic", "devices",  # foundations
-     "progress", "extras", "validators", "stats"},
+     "progress", "extras", "validators", "stats", "reconstruction"},
     {"kernels"},                                    # fast paths, tested against plain references
     {"saes"},                                       # architectures: the SAE interface and registry
     {"training", "data"},                           # the trainer; activations (models, hooks, caches, corpora)
