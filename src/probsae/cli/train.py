@@ -13,8 +13,9 @@ from .options import add_dataclass_options, collect, list_valued, parse_assignme
 NAME = "train"
 HELP = ("Train an SAE on a model's activations: writes weights, config, run.json, log.jsonl, "
         "metrics.json and training.png into --out, and resumes if --out holds a checkpoint. "
-        "Comma lists (--k 4,8,16,24,32, --hook resid_pre.6,resid_pre.8) train one SAE per "
-        "combination on one activation stream, each in --out/<name>; a list-valued hyperparameter "
+        "Comma lists (--k 4,8,16,24,32, --arch topk,prob_topk, --hook resid_pre.6,resid_pre.8) train one "
+        "SAE per combination on one activation stream, each in --out/<name>, named as sweep members are "
+        "(topk-k=4; with several hooks resid_pre.6-topk-k=4); a list-valued hyperparameter "
         "(--prefix-fractions 0.0625,0.25,1) takes its whole list.")
 
 _TRAIN_SKIP = {"steps", "log_path", "extra", "progress"}  # progress: the --progress/--no-progress of every command
@@ -46,7 +47,8 @@ def add_arguments(p) -> None:
     from ..saes.registry import architectures, get_class
     from ..training.config import TrainConfig
 
-    p.add_argument("--arch", default="prob_topk", choices=architectures(), help="SAE architecture")
+    p.add_argument("--arch", default="prob_topk", type=_arch_list, metavar="{" + ",".join(architectures()) + "}",
+                   help="SAE architecture (a comma list: one SAE per architecture)")
     p.add_argument("--out", default="runs/default", help="run directory (resumed if it holds a checkpoint)")
     p.add_argument("--force", action="store_true",
                    help="write into --out (with comma lists: each run directory under it) even when it is "
@@ -101,6 +103,20 @@ def _list_valued() -> set[str]:
     return set().union(*(list_valued(get_class(a).config_class) for a in architectures()))
 
 
+def _arch_list(text: str):
+    """--arch: a registered architecture name, or a comma list of them (then a list)."""
+    import argparse
+
+    from ..saes.registry import architectures
+
+    names = [t.strip() for t in text.split(",")]
+    for n in names:
+        if n not in architectures():
+            raise argparse.ArgumentTypeError(f"invalid choice: {n!r} (choose from "
+                                             f"{', '.join(repr(a) for a in architectures())})")
+    return names if len(names) > 1 else names[0]
+
+
 def _listable(cast):
     """A type for argparse that also takes a comma list (then returns a list)."""
     def parse(text: str):
@@ -112,64 +128,97 @@ def _listable(cast):
 
 
 def specs_from_args(args) -> list[tuple[str, "object"]]:
-    """One (name, RunSpec) per combination of the comma lists among the hyperparameters and
-    --hook; the name (e.g. ``k4`` or ``resid_pre.6-k4``) names the varying values ("" for one run)."""
-    import itertools
+    """One (name, RunSpec) per member of the grid the comma lists make (--arch, the scalar
+    hyperparameters, --hook), expanded as a sweep's [[grid]] block is
+    (``probsae.experiments.presets.expand_grid``) and named as a sweep names its members
+    (``topk-k=4``; with several hook points ``resid_pre.6-topk-k=4``); "" for one run."""
     from dataclasses import replace
 
     from ..data.prepare import DataSpec
     from ..runs.spec import RunSpec
-    from ..saes.registry import get_class
     from ..training.config import TrainConfig
 
-    hp_names = [a[3:] for a in vars(args) if a.startswith("hp_")]
-    given = collect(args, hp_names, "hp_")
-    valid = set(get_class(args.arch).config_class.__dataclass_fields__)
-    foreign = sorted(set(given) - valid)
-    if foreign:
-        from ..errors import ConfigError
+    archs = args.arch if isinstance(args.arch, list) else [args.arch]
+    hparams = _hparams(args, archs)
+    data = DataSpec(**collect(args, [a[5:] for a in vars(args) if a.startswith("data_")], "data_"))
+    train = TrainConfig(steps=args.steps, **collect(args, [a[6:] for a in vars(args) if a.startswith("train_")], "train_"))
+    hooks = [h.strip() for h in data.hook.split(",") if h.strip()]
+    grid = _grid(archs, hparams)
+    out = []
+    for hook in hooks:
+        for name, arch, hp in grid:
+            name = run_dir_name(([hook] if len(hooks) > 1 else []) + ([name] if len(grid) > 1 or len(hooks) > 1 else []))
+            out.append((name, RunSpec(architecture=arch, hparams=hp, expansion=args.expansion, d_sae=args.d_sae,
+                                      epochs=args.epochs, stream=args.stream, stream_buffer=args.stream_buffer,
+                                      cache_dir=args.cache_dir, downstream_tokens=args.downstream_tokens,
+                                      data=replace(data, hook=hook), train=train)))
+    _check_names(out)
+    return out
 
-        raise ConfigError(f"option(s) {', '.join('--' + f.replace('_', '-') for f in foreign)} do not apply to "
-                          f"--arch {args.arch}")
-    hparams = {k: v for k, v in given.items() if k in ("normalize", "seed") or k in valid}
+
+def _hparams(args, archs: list[str]) -> dict:
+    """The hyperparameters given (flags, --seed, --hparam), each flag checked to apply to every --arch."""
+    from ..saes.registry import get_class
+
+    given = collect(args, [a[3:] for a in vars(args) if a.startswith("hp_")], "hp_")
+    valid = [set(get_class(a).config_class.__dataclass_fields__) for a in archs]
+    for arch, fields in zip(archs, valid):
+        foreign = sorted(set(given) - fields)
+        if foreign:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"option(s) {', '.join('--' + f.replace('_', '-') for f in foreign)} do not apply to "
+                              f"--arch {arch}")
+    hparams = {k: v for k, v in given.items() if k in ("normalize", "seed") or all(k in f for f in valid)}
     if args.train_seed is not None:
         hparams["seed"] = args.train_seed
     hparams.update(parse_assignments(args.hparam))
-    data = DataSpec(**collect(args, [a[5:] for a in vars(args) if a.startswith("data_")], "data_"))
-    train_kw = collect(args, [a[6:] for a in vars(args) if a.startswith("train_")], "train_")
-    train = TrainConfig(steps=args.steps, **train_kw)
-    hooks = [h.strip() for h in data.hook.split(",") if h.strip()]
+    return hparams
+
+
+_SHARED = ("normalize", "seed")  # settings every member shares, as a sweep's [sae] (not in the names)
+
+
+def _grid(archs: list[str], hparams: dict) -> list[tuple[str, str, dict]]:
+    """(member name, architecture, hyperparameters) of every member: the sweep's grid expander on
+    one block, each member keeping the hyperparameters as given (run.json compares them on resume)
+    with its own value of every comma-list one."""
+    from ..experiments.presets import expand_grid
+    from ..saes.registry import hyperparameters
+
     whole = _list_valued()  # a list given to one of these (--hparam prefix_fractions=[…]) is its value
-    grid = {k: v for k, v in hparams.items() if isinstance(v, list) and k not in whole}
+    varying = [k for k, v in hparams.items() if isinstance(v, list) and k not in whole]
+    block = {"architecture": archs, **{k: list(v) if isinstance(v, tuple) else v  # TOML's form of a sequence
+                                       for k, v in hparams.items() if k not in _SHARED or k in varying}}
     out = []
-    for hook, values in itertools.product(hooks, itertools.product(*grid.values())):
-        hp = {**hparams, **dict(zip(grid, values))}
-        name = member_name(([hook] if len(hooks) > 1 else []) + [f"{k}{v}" for k, v in zip(grid, values)])
-        out.append((name, RunSpec(architecture=args.arch, hparams=hp, expansion=args.expansion, d_sae=args.d_sae,
-                                  epochs=args.epochs, stream=args.stream, stream_buffer=args.stream_buffer,
-                                  cache_dir=args.cache_dir, downstream_tokens=args.downstream_tokens,
-                                  data=replace(data, hook=hook), train=train)))
+    for m in expand_grid([block]):
+        defaults = hyperparameters(m.architecture)
+        out.append((m.name, m.architecture, {**hparams, **{k: m.hparams.get(k, defaults.get(k)) for k in varying}}))
+    return out
+
+
+def _check_names(named: list) -> None:
+    """Two members may not share a run directory (hook points that differ only in other characters)."""
     seen: dict[str, str] = {}
-    for (name, spec) in out:
+    for (name, spec) in named:
         if name in seen:
             from ..errors import ConfigError
 
             raise ConfigError(f"runs {seen[name]!r} and {spec.data.hook!r} {spec.hparams} would share the run "
                               f"directory name {name!r}; give hook points that differ in letters or digits")
         seen[name] = f"{spec.data.hook} {spec.hparams}"
-    return out
 
 
-def member_name(parts: list[str]) -> str:
-    """The directory name of one member of a comma-list grid: its varying values joined by '-',
-    with every character but letters, digits and ``._=+-`` made '_' and no leading dot, so the name
-    is one plain path component (a hook such as ``module:../../x`` cannot leave --out); "" for a
-    single run (no varying values)."""
+def run_dir_name(parts: list[str]) -> str:
+    """The directory name of one member of a comma-list grid: its parts (hook point, sweep member
+    name) joined by '-', with every character but letters, digits and ``._=+,-`` made '_' and no
+    leading dot, so the name is one plain path component (a hook such as ``module:../../x`` cannot
+    leave --out); "" for a single run (no parts)."""
     import re
 
     if not parts:
         return ""
-    name = re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
+    name = re.sub(r"[^A-Za-z0-9._=+,-]", "_", "-".join(parts))
     return re.sub(r"^\.+", lambda m: "_" * len(m.group()), name) or "_"
 
 
