@@ -44,7 +44,7 @@ def _group_title(archs: tuple[str, ...]) -> str:
 
 def add_arguments(p) -> None:
     from ..data.prepare import DataSpec
-    from ..saes.registry import architectures, get_class
+    from ..saes.registry import architectures
     from ..training.config import TrainConfig
 
     p.add_argument("--arch", default="prob_topk", type=_arch_list, metavar="{" + ",".join(architectures()) + "}",
@@ -56,6 +56,27 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("SAE size")
     g.add_argument("--expansion", type=int, default=16, help="d_sae = expansion × d_in (the paper: 16)")
     g.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
+    _add_hyperparameters(p)
+    g = p.add_argument_group("data")
+    add_dataclass_options(g, DataSpec, dest_prefix="data_", skip={"device"})  # extraction uses --device
+    g.add_argument("--cache-dir", default="cache", help="root folder of activation caches (shared across runs)")
+    g.add_argument("--stream", action="store_true",
+                   help="train straight from the model without a cache (the GPU path; several --hook points need it)")
+    g.add_argument("--stream-buffer", type=int, default=16,
+                   help="streaming: shuffle-buffer size on the device, in training batches")
+    g.add_argument("--downstream-tokens", type=int, default=None,
+                   help="causal LMs: held-out next-token positions for the CE/KL measured at the end of "
+                        "training with the SAE spliced in (default: as probsae eval, 32,768; 0: skip)")
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
+    g.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training tokens when --steps is not given")
+    add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_", defaults={"checkpoint_every": 100})
+
+
+def _add_hyperparameters(p) -> None:
+    """The architectures' hyperparameter flags and --hparam; a scalar one takes a comma list."""
+    from ..saes.registry import architectures, get_class
+
     # One group per set of architectures a hyperparameter applies to (from the config classes), in
     # the registry's order: --arch refuses a flag of another architecture.
     owners = hparam_architectures()
@@ -80,20 +101,6 @@ def add_arguments(p) -> None:
             action.help += " (a comma list is the one value, not a sweep)"
         else:  # a scalar hyperparameter takes a comma list: one SAE per value
             action.type = _listable(action.type)
-    g = p.add_argument_group("data")
-    add_dataclass_options(g, DataSpec, dest_prefix="data_", skip={"device"})  # extraction uses --device
-    g.add_argument("--cache-dir", default="cache", help="root folder of activation caches (shared across runs)")
-    g.add_argument("--stream", action="store_true",
-                   help="train straight from the model without a cache (the GPU path; several --hook points need it)")
-    g.add_argument("--stream-buffer", type=int, default=16,
-                   help="streaming: shuffle-buffer size on the device, in training batches")
-    g.add_argument("--downstream-tokens", type=int, default=None,
-                   help="causal LMs: held-out next-token positions for the CE/KL measured at the end of "
-                        "training with the SAE spliced in (default: as probsae eval, 32,768; 0: skip)")
-    g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
-    g.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training tokens when --steps is not given")
-    add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_", defaults={"checkpoint_every": 100})
 
 
 def _list_valued() -> set[str]:
