@@ -60,3 +60,19 @@ def test_two_architectures_train_on_one_cache_into_their_member_directories(asse
         assert m["architecture"] == arch and m["name"] == f"{arch}-k=2" and m["train_final"]["step"] == 4
     printed = capsys.readouterr().out
     assert "2 SAEs on one activation stream" in printed and "batchtopk-k=2" in printed
+
+
+def test_a_grid_an_earlier_probsae_named_k4_resumes_in_its_directories(tmp_path, capsys):
+    from probsae.cli.train import resumable_names
+
+    runs = named("--arch", "topk", "--k", "2,3,4", "--hook", "resid_pre.1,resid_pre.2")
+    for old in ("resid_pre.1-k2", "resid_pre.2-k3"):  # started by an earlier probsae
+        (tmp_path / old).mkdir()
+        (tmp_path / old / "run.json").write_text("{}")
+    (tmp_path / "resid_pre.2-topk-k=3").mkdir()  # the new name is taken: it wins
+    assert [n for n, _ in resumable_names(tmp_path, runs)] == [
+        "resid_pre.1-k2", "resid_pre.1-topk-k=3", "resid_pre.1-topk-k=4",
+        "resid_pre.2-topk-k=2", "resid_pre.2-topk-k=3", "resid_pre.2-topk-k=4"]
+    assert "a new grid names it resid_pre.1-topk-k=2" in capsys.readouterr().err
+    assert resumable_names(tmp_path, named("--arch", "topk,batchtopk", "--k", "2,3")) == \
+        named("--arch", "topk,batchtopk", "--k", "2,3")

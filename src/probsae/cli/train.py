@@ -229,6 +229,31 @@ def run_dir_name(parts: list[str]) -> str:
     return re.sub(r"^\.+", lambda m: "_" * len(m.group()), name) or "_"
 
 
+def resumable_names(out, named: list) -> list:
+    """``named`` with the run directory name an earlier probsae gave a grid member (its varying
+    values only: ``k4``, ``resid_pre.6-k4``) kept where that directory holds a run and the sweep
+    name (``topk-k=4``) is free, so a grid started before the names changed resumes in place."""
+    from pathlib import Path
+
+    from ..progress import note
+    from ..runs.spec import RUN_FILE
+
+    specs = [s for _, s in named]
+    if len({s.architecture for s in specs}) > 1:  # lists of architectures came with the sweep names
+        return named
+    hooks = len({s.data.hook for s in specs}) > 1
+    varying = [k for k in specs[0].hparams if len({repr(s.hparams.get(k)) for s in specs}) > 1]
+    out_named = []
+    for name, s in named:
+        old = run_dir_name(([s.data.hook] if hooks else []) + [f"{k}{s.hparams[k]}" for k in varying])
+        if old != name and (Path(out) / old / RUN_FILE).is_file() and not (Path(out) / name).exists():
+            note(f"{Path(out) / old} holds this run under the name an earlier probsae gave it: resuming it there "
+                 f"(a new grid names it {name})")
+            name = old
+        out_named.append((name, s))
+    return out_named
+
+
 def _inside(out, names: list[str]):
     """The member directories ``out/<name>``, each checked to lie directly inside ``out``."""
     from pathlib import Path
@@ -307,6 +332,7 @@ def _train(args, named, command: str) -> int:
         print(f"run directory       {args.out}")
         print(f"training curves     {args.out}/training.png")
         return 0
+    named = resumable_names(args.out, named)
     dirs = _inside(args.out, [name for name, _ in named])
     results = train_run([s for _, s in named], dirs, command=command, force=args.force)
     if not results or not results[0]:
