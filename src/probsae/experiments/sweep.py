@@ -165,11 +165,13 @@ class _Sweep:
     """What every pass of one invocation shares."""
 
     cfg: SweepConfig
+    """The sweep's config."""
     source: Any
     """The members' ``DataSource`` (``probsae.runs.source``)."""
     tcfg: Any
     """The members' TrainConfig, with steps resolved."""
     dirs: dict[str, Path]
+    """Each selected member's run directory, by member name."""
     main: bool
     """This process writes (rank 0 under torchrun)."""
     data: dict[str, Any]
