@@ -272,10 +272,10 @@ def expand_block(block: dict[str, Any]) -> list[SweepMember]:
                 if unknown:
                     raise ConfigError(f"unknown hyperparameter(s) {unknown} for architecture {arch!r}; "
                                       f"valid: {', '.join(sorted(defaults))}")
-                # validate values now (d_in/d_sae are placeholders; k ≤ d_sae is checked at build time)
+                # validate values now (k ≤ d_sae is checked at build time)
                 cfg_cls = get_class(arch).config_class
                 try:
-                    cfg_cls(d_in=1, d_sae=10**9, **hp).validate()
+                    cfg_cls(**hp).validate()
                 except TypeError as e:
                     raise ConfigError(f"bad hyperparameters {hp} for {arch!r}: {e}") from None
                 out.append(SweepMember(architecture=arch, hparams=canonical_hparams(arch, hp), studies=list(studies),

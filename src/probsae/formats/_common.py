@@ -202,7 +202,7 @@ def build_imported(arch: str, d_in: int, d_sae: int, normalize: str, hparams: di
     is type-checked first (:func:`checked_hparams`)."""
     from ..saes import build_sae, get_class
 
-    cfg_fields = set(get_class(arch).config_class.field_names()) - {"d_in", "d_sae", "normalize"}
+    cfg_fields = set(get_class(arch).config_class.field_names()) - {"normalize"}
     hp: dict[str, Any] = {}
     if block and block.get("architecture") == arch:
         hp.update({k: v for k, v in (block.get("config") or {}).items() if k in cfg_fields})

@@ -79,8 +79,8 @@ class RunSpec:
             whole("downstream_tokens", self.downstream_tokens, 0, "a non-negative integer (0: skip) or None")
         if not isinstance(self.hparams, dict):
             raise ConfigError(f"hparams must be a mapping, got {self.hparams!r}")
-        # d_in is known only after extraction: check the hyperparameters with placeholder sizes
-        build_config(self.architecture, d_in=1 << 20, d_sae=self.d_sae or 1 << 30, **self.hparams)
+        # the sizes are known only after extraction: the SAE constructor checks what needs them
+        build_config(self.architecture, **self.hparams)
         self._check_target()
         self.data.validate()
         self.train.validate()

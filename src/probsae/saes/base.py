@@ -1,7 +1,8 @@
 """The SAE interface every architecture implements, and its save/load.
 
 An architecture subclasses ``SAE``, declares ``architecture`` (its registry name) and
-``config_class``, and implements ``forward_normalized`` (training/eval forward on normalised
+``config_class`` (its hyperparameters; the constructor takes the config and the sizes:
+``SAE(cfg, d_in, d_sae)``), and implements ``forward_normalized`` (training/eval forward on normalised
 inputs, returning a ``Forward``: reconstruction, codes, extra loss terms) and
 ``encode_normalized`` (deterministic inference codes, dense or sparse). The base class owns the
 rest: input checks, normalisation and its inverse, the MSE, the total loss, the ``SAEOutput``,
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -64,24 +65,26 @@ class SAE(nn.Module):
     #: The initialisation ``init = 'auto'`` resolves to (``SAEConfig.init``).
     default_init: ClassVar[str] = "unit"
 
-    def __init__(self, cfg: SAEConfig):
+    def __init__(self, cfg: SAEConfig, d_in: int, d_sae: int):
+        """An untrained SAE of hyperparameters ``cfg`` (left as given: ``self.cfg`` is a copy with
+        ``init = 'auto'`` resolved) reading ``d_in``-wide activations into ``d_sae`` latents. The
+        checks that need the sizes (``cfg.check_sizes``, e.g. k ≤ d_sae) are made here."""
         super().__init__()
         cfg.validate()
-        self.cfg = cfg
-        self.d_in, self.d_sae = cfg.d_in, cfg.d_sae
-        self.normalizer = InputNormalizer(cfg.normalize, cfg.d_in)
-        if cfg.init == "auto":
-            cfg.init = self.default_init
-        w_dec = init_decoder(cfg.init, cfg.d_sae, cfg.d_in, torch.Generator().manual_seed(cfg.seed))
+        cfg.check_sizes(d_in, d_sae)
+        self.cfg = replace(cfg, init=self.default_init) if cfg.init == "auto" else replace(cfg)
+        self.d_in, self.d_sae = d_in, d_sae
+        self.normalizer = InputNormalizer(cfg.normalize, d_in)
+        w_dec = init_decoder(self.cfg.init, d_sae, d_in, torch.Generator().manual_seed(cfg.seed))
         self.W_dec = nn.Parameter(w_dec)
         # W_enc is stored latent-major: its memory is a (d_sae, d_in) matrix and the (d_in, d_sae)
         # parameter is that matrix's transpose view. The GPU path reads encoder columns as rows (the
         # exact fp32 recompute of the selected codes) and writes grad W_enc row by row with no
         # transpose copy per step; files and state dicts keep the SAELens layout (save copies).
         self.W_enc = nn.Parameter(w_dec.clone().t())
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
         if self.has_encoder_bias:
-            self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+            self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self._last_stats: NormStats | None = None
         self.metadata = SAEMetadata()  # model, hook point, windows, corpus: saved next to the config
 
@@ -310,7 +313,7 @@ class SAE(nn.Module):
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "architecture": self.architecture,
-            "config": asdict(self.cfg),
+            "config": {"d_in": self.d_in, "d_sae": self.d_sae, **asdict(self.cfg)},
         }
         if not self.metadata.empty:
             out["metadata"] = self.metadata.to_dict()

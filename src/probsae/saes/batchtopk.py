@@ -36,8 +36,8 @@ class BatchTopKSAE(SAE):
     # SAELens saves trained BatchTopK SAEs as JumpReLU ones; their BatchTopK training checkpoints too
     reads = {"saelens": ("batchtopk", "jumprelu")}
 
-    def __init__(self, cfg: BatchTopKConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: BatchTopKConfig, d_in: int, d_sae: int):
+        super().__init__(cfg, d_in, d_sae)
         self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not estimated yet
         self._pending_min: Tensor | None = None
 

@@ -1,4 +1,8 @@
-"""Typed configs shared by all architectures. Each architecture adds its own fields."""
+"""Typed configs shared by all architectures. Each architecture adds its own fields.
+
+A config holds hyperparameters only: the sizes (d_in, d_sae) are the SAE constructor's
+arguments, and the checks that need them (``check_sizes``, e.g. k ≤ d_sae) run once, where the
+SAE is built."""
 
 from __future__ import annotations
 
@@ -15,10 +19,6 @@ INITS = ("auto", "unit", "orthogonal")
 class SAEConfig:
     """Fields every SAE has."""
 
-    d_in: int
-    """Width of the input activations (the model's hidden size)."""
-    d_sae: int
-    """Number of latents (dictionary size). The paper uses 16 × d_in."""
     normalize: str = "unit"
     """Input normalisation: 'unit' (paper: per token subtract the mean over the hidden dimension,
     scale to unit L2 norm), 'scalar' (one factor fitted so that E‖x‖² = d_in) or 'none'."""
@@ -34,17 +34,20 @@ class SAEConfig:
     records the resolved scheme."""
 
     def validate(self) -> None:
-        """Raise ``ConfigError`` naming the first invalid field."""
+        """Raise ``ConfigError`` naming the first invalid field (the checks that need no sizes)."""
         if self.init not in INITS:
             raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
-        for name in ("d_in", "d_sae"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not -(1 << 63) <= self.seed < 1 << 63:
             raise ConfigError(f"seed must be an integer (64-bit), got {self.seed!r}")
         if self.normalize not in NORMALIZATIONS:
             raise ConfigError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+
+    def check_sizes(self, d_in: int, d_sae: int) -> None:
+        """Raise ``ConfigError`` unless the sizes are valid and these hyperparameters fit them
+        (called once, by the SAE constructor)."""
+        for name, value in (("d_in", d_in), ("d_sae", d_sae)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -62,8 +65,11 @@ class TopKConfig(SAEConfig):
         super().validate()
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
             raise ConfigError(f"k must be a positive integer, got {self.k!r}")
-        if self.k > self.d_sae:
-            raise ConfigError(f"k={self.k} is larger than d_sae={self.d_sae}")
+
+    def check_sizes(self, d_in: int, d_sae: int) -> None:
+        super().check_sizes(d_in, d_sae)
+        if self.k > d_sae:
+            raise ConfigError(f"k={self.k} is larger than d_sae={d_sae}")
 
 
 def positive(name: str, value: float, allow_zero: bool = False) -> None:

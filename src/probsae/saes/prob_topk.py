@@ -97,11 +97,11 @@ class ProbTopKSAE(SAE):
     sparsity = ("k", "K")
     default_init = "orthogonal"  # the paper's App. A; measured better than 'unit' for this model
 
-    def __init__(self, cfg: ProbTopKConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: ProbTopKConfig, d_in: int, d_sae: int):
+        super().__init__(cfg, d_in, d_sae)
         if cfg.layernorm:
-            self.ln_weight = nn.Parameter(torch.ones(cfg.d_sae))
-            self.ln_bias = nn.Parameter(torch.zeros(cfg.d_sae))
+            self.ln_weight = nn.Parameter(torch.ones(d_sae))
+            self.ln_bias = nn.Parameter(torch.zeros(d_sae))
         self.register_buffer("beta", torch.tensor(float(cfg.beta_start)))
         # The training step keys the Triton path's Philox gate noise (set by on_train_step; on the
         # device so that no step needs a host sync or a recompiled graph). Not saved.

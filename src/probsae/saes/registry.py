@@ -78,35 +78,35 @@ def get_class(name: str):
 
 
 def hyperparameters(name: str) -> dict[str, Any]:
-    """The hyperparameters of an architecture with their defaults (d_in and d_sae excluded)."""
-    cfg_cls = get_class(name).config_class
-    return {f.name: f.default for f in fields(cfg_cls) if f.name not in ("d_in", "d_sae")}
+    """The hyperparameters of an architecture with their defaults (its config's fields)."""
+    return {f.name: f.default for f in fields(get_class(name).config_class)}
 
 
-def build_config(name: str, d_in: int, d_sae: int, **hparams: Any):
+def build_config(name: str, **hparams: Any):
+    """The validated config of architecture ``name`` holding ``hparams`` (the others at their
+    defaults); an unknown name is a ``ConfigError`` listing the valid ones."""
     cls = get_class(name)
     known = set(cls.config_class.field_names())
     unknown = sorted(set(hparams) - known)
     if unknown:
-        valid = ", ".join(sorted(known - {"d_in", "d_sae"}))
-        raise ConfigError(f"unknown hyperparameter(s) {unknown} for architecture {name!r}; valid: {valid}")
-    cfg = cls.config_class(d_in=d_in, d_sae=d_sae, **hparams)
+        raise ConfigError(f"unknown hyperparameter(s) {unknown} for architecture {name!r}; valid: {', '.join(sorted(known))}")
+    cfg = cls.config_class(**hparams)
     cfg.validate()
     return cfg
 
 
 def build_sae(name: str, d_in: int, d_sae: int, **hparams: Any):
     """Build a registered architecture: ``build_sae("prob_topk", d_in=384, d_sae=6144, k=8)``."""
-    return get_class(name)(build_config(name, d_in, d_sae, **hparams))
+    return get_class(name)(build_config(name, **hparams), d_in, d_sae)
 
 
-def expected_state(name: str, cfg) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """{tensor name: (shape, dtype)} of the state dict an SAE of this config has, computed on
-    torch's meta device: nothing is allocated, however large the config claims to be."""
+def expected_state(name: str, cfg, d_in: int, d_sae: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """{tensor name: (shape, dtype)} of the state dict an SAE of this config and these sizes has,
+    computed on torch's meta device: nothing is allocated, however large the sizes claim to be."""
     import torch
 
     with torch.device("meta"):
-        sae = get_class(name)(cfg)
+        sae = get_class(name)(cfg, d_in, d_sae)
     return {k: (tuple(v.shape), v.dtype) for k, v in sae.state_dict().items()}
 
 
@@ -135,9 +135,11 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     if meta.get("format") != FORMAT_NAME:
         raise SAEFileError(f"{cfg_path} is not a probsae SAE config (format={meta.get('format')!r})")
     arch = json_field(meta, "architecture", str, cfg_path, SAEFileError)
-    fields_ = json_field(meta, "config", dict, cfg_path, SAEFileError)
+    fields_ = dict(json_field(meta, "config", dict, cfg_path, SAEFileError))
     try:
+        sizes = {k: fields_.pop(k, None) for k in ("d_in", "d_sae")}
         cfg = build_config(arch, **fields_)
+        cfg.check_sizes(**sizes)
     except (TypeError, ConfigError) as e:
         raise SAEFileError(f"invalid SAE config {cfg_path}: {e}") from None
     try:
@@ -145,7 +147,7 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     except (TypeError, SAEFileError) as e:
         raise SAEFileError(f"invalid SAE metadata in {cfg_path}: {e}") from None
     header = read_header(w_path, SAEFileError)
-    check_entries(header, w_path, expected_state(arch, cfg), SAEFileError)
+    check_entries(header, w_path, expected_state(arch, cfg, **sizes), SAEFileError)
     recorded = header.metadata.get(CONFIG_CHECKSUM_KEY)
     if recorded is not None and recorded != config_checksum(meta):
         raise SAEFileError(f"{cfg_path} differs from the config {w_path.name} was saved with (its checksum is "
@@ -153,7 +155,7 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     weights_crc = meta.get(WEIGHTS_CHECKSUM_KEY)  # absent in SAEs saved before probsae recorded it
     state, _ = load_tensors(w_path, header=header, checksum=weights_crc if isinstance(weights_crc, str) else None,
                             finite=True, cls=SAEFileError)
-    sae = get_class(arch)(cfg)
+    sae = get_class(arch)(cfg, **sizes)
     sae.load_state_dict(state)
     sae.metadata = metadata
     return sae.to(device) if device else sae
