@@ -132,8 +132,6 @@ def specs_from_args(args) -> list[tuple[str, "object"]]:
         raise ConfigError(f"option(s) {', '.join('--' + f.replace('_', '-') for f in foreign)} do not apply to "
                           f"--arch {args.arch}")
     hparams = {k: v for k, v in given.items() if k in ("normalize", "seed") or k in valid}
-    if args.train_seed is not None:
-        hparams["seed"] = args.train_seed
     hparams.update(parse_assignments(args.hparam))
     data = DataSpec(**collect(args, [a[5:] for a in vars(args) if a.startswith("data_")], "data_"))
     train_kw = collect(args, [a[6:] for a in vars(args) if a.startswith("train_")], "train_")
@@ -244,7 +242,7 @@ def _train(args, named, command: str) -> int:
         result = train_run(spec, args.out, command=command, force=args.force)
         if not result:  # a non-zero rank under torchrun: rank 0 reports
             return 0
-        print(f"\n{spec.architecture} {spec.hparams} on {spec.data.model} {spec.data.hook} ({spec.data.corpus}), "
+        print(f"\n{spec.architecture} {spec.hparams_dict()} on {spec.data.model} {spec.data.hook} ({spec.data.corpus}), "
               f"trained on {result['train_final'].get('tokens', 0):,} tokens")
         print_metrics(result)
         print_downstream(result)

@@ -182,12 +182,12 @@ def _train_locked(specs: list[RunSpec], dirs: list[Path], command: str | None, c
     cfg = replace(first.train, steps=steps, extra={**first.train.extra, "model": first.data.model,
                                                     "hooks": hooks, "corpus": first.data.corpus})
     if ctx.is_main:
-        what = ", ".join(f"{s.architecture} {s.hparams} at {s.data.hook}" for s in specs)
+        what = ", ".join(f"{s.architecture} {s.hparams_dict()} at {s.data.hook}" for s in specs)
         _say(f"training {len(specs)} SAE(s) on {device} ({what}) for {steps} steps × {batch} tokens" +
              (f" ({steps * batch / n_train:.1f} passes over {n_train:,} cached tokens)" if n_train else
               f", straight from the model ({first.data.model}, {first.data.model_dtype} dtype)"))
     done_before = min(_resumed_step(d) for d in dirs)
-    titles = [f"{s.architecture} {s.hparams} — {s.data.model} {s.data.hook}" for s in specs]
+    titles = [f"{s.architecture} {s.hparams_dict()} — {s.data.model} {s.data.hook}" for s in specs]
 
     def redraw(i: int, hist) -> None:  # training.png at every checkpoint, not only at the end
         plot_training(hist.records, dirs[i] / PLOT_FILE, titles[i], saes[i].d_sae, architecture=specs[i].architecture,
@@ -209,7 +209,7 @@ def _train_locked(specs: list[RunSpec], dirs: list[Path], command: str | None, c
     results = []
     for s, d, sae, history, title in zip(specs, dirs, saes, histories, titles):
         res = record_run(
-            d, d.name, s.architecture, s.hparams, sae, eval_data[s.data.hook], cfg,
+            d, d.name, s.architecture, s.hparams_dict(), sae, eval_data[s.data.hook], cfg,
             data={"model": s.data.model, "hook": s.data.hook, "corpus": s.data.corpus},
             seconds={"data": round(t_data, 1), "train": round(t_train, 1)},
             throughput={**speed, "saes_on_the_stream": len(specs), "device": str(device)})

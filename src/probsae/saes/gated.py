@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import SAE
-from .config import SAEConfig, positive
+from .config import SEED, SAEConfig, positive
 from .declarations import Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, state_tensors
 from .output import Forward
 from .registry import register
@@ -41,8 +41,8 @@ class GatedSAE(SAE):
     sparsity = ("l1_coeff", "λ")
     reads = {"saelens": ("gated",)}
 
-    def __init__(self, cfg: GatedConfig, d_in: int, d_sae: int):
-        super().__init__(cfg, d_in, d_sae)
+    def __init__(self, cfg: GatedConfig, d_in: int, d_sae: int, seed: int = SEED):
+        super().__init__(cfg, d_in, d_sae, seed)
         self.b_gate = nn.Parameter(torch.zeros(d_sae))
         self.b_mag = nn.Parameter(torch.zeros(d_sae))
         self.r_mag = nn.Parameter(torch.zeros(d_sae))

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import SAE
-from .config import SAEConfig, positive
+from .config import SEED, SAEConfig, positive
 from .declarations import Export, Imported, NotExpressible, Presentation, standard_encoder, state_tensors
 from .output import Forward
 from .registry import register
@@ -95,8 +95,8 @@ class JumpReLUSAE(SAE):
     sparsity = ("l0_coeff", "λ")
     reads = {"saelens": ("jumprelu",)}
 
-    def __init__(self, cfg: JumpReLUConfig, d_in: int, d_sae: int):
-        super().__init__(cfg, d_in, d_sae)
+    def __init__(self, cfg: JumpReLUConfig, d_in: int, d_sae: int, seed: int = SEED):
+        super().__init__(cfg, d_in, d_sae, seed)
         self.log_threshold = nn.Parameter(torch.full((d_sae,), math.log(cfg.threshold_init)))
 
     def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:

@@ -36,6 +36,7 @@ class MatryoshkaBatchTopKConfig(BatchTopKConfig):
     def __post_init__(self) -> None:
         if isinstance(self.prefix_fractions, list):  # JSON and TOML give lists
             self.prefix_fractions = tuple(self.prefix_fractions)
+        super().__post_init__()
 
     def validate(self) -> None:
         super().validate()

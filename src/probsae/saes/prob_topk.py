@@ -50,7 +50,7 @@ from .. import kernels
 from ..kernels import GATE_SCORES, gate_of_score, sparse_decode
 from ..schedules import exp_anneal
 from .base import SAE
-from .config import TopKConfig, choice, positive
+from .config import SEED, TopKConfig, choice, positive
 from .declarations import Export, Presentation
 from .output import Codes, Forward
 from .registry import register
@@ -97,8 +97,8 @@ class ProbTopKSAE(SAE):
     sparsity = ("k", "K")
     default_init = "orthogonal"  # the paper's App. A; measured better than 'unit' for this model
 
-    def __init__(self, cfg: ProbTopKConfig, d_in: int, d_sae: int):
-        super().__init__(cfg, d_in, d_sae)
+    def __init__(self, cfg: ProbTopKConfig, d_in: int, d_sae: int, seed: int = SEED):
+        super().__init__(cfg, d_in, d_sae, seed)
         if cfg.layernorm:
             self.ln_weight = nn.Parameter(torch.ones(d_sae))
             self.ln_bias = nn.Parameter(torch.zeros(d_sae))
@@ -116,7 +116,7 @@ class ProbTopKSAE(SAE):
         cfg = self.cfg
         noise = None
         if noisy:
-            noise = kernels.GateNoise(self.noise_generator, cfg.seed & 0xFFFFFFFF, self.noise_step, self.noise_row0)
+            noise = kernels.GateNoise(self.noise_generator, self.seed & 0xFFFFFFFF, self.noise_step, self.noise_row0)
         return kernels.Selection("gate", beta=self.beta, lambda_mag=cfg.lambda_mag,
                                  ln_weight=self.ln_weight if cfg.layernorm else None,
                                  ln_bias=self.ln_bias if cfg.layernorm else None,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError, SAEFileError
+from .config import SEED
 
 _REGISTRY: dict[str, type] = {}
 T = TypeVar("T")
@@ -78,26 +79,22 @@ def get_class(name: str):
 
 
 def hyperparameters(name: str) -> dict[str, Any]:
-    """The hyperparameters of an architecture with their defaults (its config's fields)."""
-    return {f.name: f.default for f in fields(get_class(name).config_class)}
+    """What a run's or a sweep grid's hyperparameters may name, with the defaults: the fields of
+    the architecture's config and ``seed`` (not the config's: the run's seed, ``TrainConfig.seed``,
+    which a sweep grid may vary)."""
+    return {**{f.name: f.default for f in fields(get_class(name).config_class)}, "seed": SEED}
 
 
 def build_config(name: str, **hparams: Any):
     """The validated config of architecture ``name`` holding ``hparams`` (the others at their
-    defaults); an unknown name is a ``ConfigError`` listing the valid ones."""
-    cls = get_class(name)
-    known = set(cls.config_class.field_names())
-    unknown = sorted(set(hparams) - known)
-    if unknown:
-        raise ConfigError(f"unknown hyperparameter(s) {unknown} for architecture {name!r}; valid: {', '.join(sorted(known))}")
-    cfg = cls.config_class(**hparams)
-    cfg.validate()
-    return cfg
+    defaults; ``SAEConfig.parse``)."""
+    return get_class(name).config_class.parse(hparams, name)
 
 
-def build_sae(name: str, d_in: int, d_sae: int, **hparams: Any):
-    """Build a registered architecture: ``build_sae("prob_topk", d_in=384, d_sae=6144, k=8)``."""
-    return get_class(name)(build_config(name, **hparams), d_in, d_sae)
+def build_sae(name: str, d_in: int, d_sae: int, seed: int = SEED, **hparams: Any):
+    """Build a registered architecture: ``build_sae("prob_topk", d_in=384, d_sae=6144, k=8)``;
+    ``seed`` draws the initial weights."""
+    return get_class(name)(build_config(name, **hparams), d_in, d_sae, seed)
 
 
 def expected_state(name: str, cfg, d_in: int, d_sae: int) -> dict[str, tuple[tuple[int, ...], Any]]:
@@ -122,6 +119,7 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     from ..io import json_field, read_json
     from ..tensorfile import check_entries, load_tensors, read_header
     from .base import CONFIG_CHECKSUM_KEY, CONFIG_FILE, FORMAT_NAME, WEIGHTS_CHECKSUM_KEY, WEIGHTS_FILE, config_checksum
+    from .config import check_seed
     from .metadata import SAEMetadata
 
     path = Path(path)
@@ -138,8 +136,10 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     fields_ = dict(json_field(meta, "config", dict, cfg_path, SAEFileError))
     try:
         sizes = {k: fields_.pop(k, None) for k in ("d_in", "d_sae")}
+        seed = fields_.pop("seed", SEED)
         cfg = build_config(arch, **fields_)
         cfg.check_sizes(**sizes)
+        check_seed(seed)
     except (TypeError, ConfigError) as e:
         raise SAEFileError(f"invalid SAE config {cfg_path}: {e}") from None
     try:
@@ -155,7 +155,7 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     weights_crc = meta.get(WEIGHTS_CHECKSUM_KEY)  # absent in SAEs saved before probsae recorded it
     state, _ = load_tensors(w_path, header=header, checksum=weights_crc if isinstance(weights_crc, str) else None,
                             finite=True, cls=SAEFileError)
-    sae = get_class(arch)(cfg, **sizes)
+    sae = get_class(arch)(cfg, **sizes, seed=seed)
     sae.load_state_dict(state)
     sae.metadata = metadata
     return sae.to(device) if device else sae

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..kernels import sparse_decode
 from .base import SAE
-from .config import TopKConfig, positive
+from .config import SEED, TopKConfig, positive
 from .declarations import Export, Presentation
 from .output import Codes, Forward
 from .registry import register
@@ -45,8 +45,8 @@ class VSAETopKSAE(SAE):
     presentation = Presentation("vSAE TopK", "#8C564B", "<")
     sparsity = ("k", "K")
 
-    def __init__(self, cfg: VSAETopKConfig, d_in: int, d_sae: int):
-        super().__init__(cfg, d_in, d_sae)
+    def __init__(self, cfg: VSAETopKConfig, d_in: int, d_sae: int, seed: int = SEED):
+        super().__init__(cfg, d_in, d_sae, seed)
         log_var = 2 * math.log(cfg.init_std)
         if cfg.learn_var:
             self.W_var = nn.Parameter(torch.zeros(d_in, d_sae))
