@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data.prepare import DataSpec
 from ..errors import ConfigError, ProbSAEError, SAEFileError
 from ..training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from ..saes.config import SAEConfig
 
 RUN_FILE = "run.json"
 PLOT_FILE = "training.png"
@@ -21,7 +24,7 @@ class RunSpec:
 
     architecture: str = "prob_topk"
     """Registered architecture name (probsae.ARCHITECTURES)."""
-    hparams: Any = None
+    hparams: SAEConfig | Mapping[str, Any] | None = None
     """The architecture's hyperparameters (k, lambda_mag, l1_coeff, …): an instance of its config
     class (``get_class(architecture).config_class``), validated when parsed. A mapping (the CLI's,
     a preset's, run.json's ``hparams``) is parsed into one; its ``seed`` (run.json written before
@@ -68,7 +71,7 @@ class RunSpec:
         given = self.hparams.given() if isinstance(self.hparams, SAEConfig) else dict(self.hparams)
         return given if self.train.seed == SEED or "seed" in given else {**given, "seed": self.train.seed}
 
-    def sae_config(self):
+    def sae_config(self) -> SAEConfig:
         """The SAE's hyperparameters: the typed, validated config ``build_sae`` builds the SAE from."""
         return self.hparams
 
