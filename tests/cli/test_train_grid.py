@@ -19,8 +19,8 @@ def test_architectures_and_k_expand_to_sweep_members_with_the_sweeps_names():
     runs = named("--arch", "topk,prob_topk", "--k", "8,16", "--seed", "3")
     assert [n for n, _ in runs] == ["topk-k=8", "topk-k=16", "prob_topk-k=8", "prob_topk-k=16"]
     for name, spec in runs:
-        assert name == member_name(spec.architecture, {"k": spec.hparams["k"]})
-        assert spec.hparams == {"k": spec.hparams["k"], "seed": 3}  # as given: run.json compares it on resume
+        assert name == member_name(spec.architecture, {"k": spec.hparams_dict()["k"]})
+        assert spec.hparams_dict() == {"k": spec.hparams_dict()["k"], "seed": 3}  # as given: run.json compares it on resume
 
 
 def test_a_fixed_hyperparameter_is_in_the_names_as_in_a_sweep_and_hooks_lead():

@@ -56,8 +56,8 @@ def test_a_sweep_member_is_a_run_spec_and_d_sae_has_one_home():
     assert topk.train.steps == 10 and topk.train.lr == 1e-3
     assert topk.d_sae_for(8) == 24 and RunSpec(d_sae=7).d_sae_for(8) == 7
     sae = topk.build_sae(8)
-    assert (sae.d_sae, sae.cfg.k, sae.cfg.normalize, sae.cfg.seed) == (24, 2, "scalar", 4)
-    assert relu.build_sae(8).cfg.seed == 5, "the grid's hyperparameters override the shared [sae] settings"
+    assert (sae.d_sae, sae.cfg.k, sae.cfg.normalize, sae.seed) == (24, 2, "scalar", 4)
+    assert relu.build_sae(8).seed == 5, "the grid's hyperparameters override the shared [sae] settings"
     assert topk.summary() == {"name": "topk-k=2", "architecture": "topk", "hparams": {"k": 2},
                               "studies": ["pareto"], "group": 0}
 

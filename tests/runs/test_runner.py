@@ -37,8 +37,8 @@ def test_the_session_locks_every_run_directory_until_it_ends(tmp_path):
 def test_saes_are_built_for_the_sources_width_and_trained_together(tmp_path):
     ss = specs(2, 3)
     x = torch.randn(64, 8)
-    saes = build_saes(ss, source(x), lambda s: data_metadata(s.data, k=s.hparams["k"]))
-    assert [(s.cfg.d_in, s.cfg.d_sae, s.cfg.k, s.metadata.extra) for s in saes] == [(8, 16, 2, {"k": 2}),
+    saes = build_saes(ss, source(x), lambda s: data_metadata(s.data, k=s.hparams.k))
+    assert [(s.d_in, s.d_sae, s.cfg.k, s.metadata.extra) for s in saes] == [(8, 16, 2, {"k": 2}),
                                                                                     (8, 16, 3, {"k": 3})]
     dirs = [tmp_path / "k2", tmp_path / "k3"]
     trained = train_group(ss, saes, dirs, source(x), ss[0].train)

@@ -61,9 +61,9 @@ def test_selection_threshold_and_inference_are_batchtopks(device):
 
 
 def test_prefix_configuration():
-    cfg = probsae.build_sae(ARCH, d_in=8, d_sae=100, k=4, prefix_fractions=[0.1, 0.333, 1]).cfg
-    assert cfg.prefix_fractions == (0.1, 0.333, 1) and cfg.prefix_ends() == [10, 33, 100]
-    assert probsae.build_sae(ARCH, d_in=8, d_sae=64, k=4).cfg.prefix_ends() == [4, 16, 64]  # the default
+    sae = probsae.build_sae(ARCH, d_in=8, d_sae=100, k=4, prefix_fractions=[0.1, 0.333, 1])
+    assert sae.cfg.prefix_fractions == (0.1, 0.333, 1) and sae.prefix_ends() == [10, 33, 100]
+    assert probsae.build_sae(ARCH, d_in=8, d_sae=64, k=4).prefix_ends() == [4, 16, 64]  # the default
     for bad in ([], [0.5, 0.5, 1.0], [0.5, 0.9], [0.0, 1.0], [1.5], ["a", 1.0], [0.7, 0.2, 1.0]):
         with pytest.raises(ConfigError, match="prefix_fractions"):
             probsae.build_sae(ARCH, d_in=8, d_sae=64, k=4, prefix_fractions=bad)

@@ -177,8 +177,6 @@ def _hparams(args, archs: list[str]) -> dict:
             raise ConfigError(f"option(s) {', '.join('--' + f.replace('_', '-') for f in foreign)} do not apply to "
                               f"--arch {arch}")
     hparams = {k: v for k, v in given.items() if k in ("normalize", "seed") or all(k in f for f in valid)}
-    if args.train_seed is not None:
-        hparams["seed"] = args.train_seed
     hparams.update(parse_assignments(args.hparam))
     return hparams
 
@@ -211,9 +209,9 @@ def _check_names(named: list) -> None:
         if name in seen:
             from ..errors import ConfigError
 
-            raise ConfigError(f"runs {seen[name]!r} and {spec.data.hook!r} {spec.hparams} would share the run "
+            raise ConfigError(f"runs {seen[name]!r} and {spec.data.hook!r} {spec.hparams_dict()} would share the run "
                               f"directory name {name!r}; give hook points that differ in letters or digits")
-        seen[name] = f"{spec.data.hook} {spec.hparams}"
+        seen[name] = f"{spec.data.hook} {spec.hparams_dict()}"
 
 
 def run_dir_name(parts: list[str]) -> str:
@@ -242,10 +240,10 @@ def resumable_names(out, named: list) -> list:
     if len({s.architecture for s in specs}) > 1:  # lists of architectures came with the sweep names
         return named
     hooks = len({s.data.hook for s in specs}) > 1
-    varying = [k for k in specs[0].hparams if len({repr(s.hparams.get(k)) for s in specs}) > 1]
+    varying = [k for k in specs[0].hparams_dict() if len({repr(s.hparams_dict().get(k)) for s in specs}) > 1]
     out_named = []
     for name, s in named:
-        old = run_dir_name(([s.data.hook] if hooks else []) + [f"{k}{s.hparams[k]}" for k in varying])
+        old = run_dir_name(([s.data.hook] if hooks else []) + [f"{k}{s.hparams_dict()[k]}" for k in varying])
         if old != name and (Path(out) / old / RUN_FILE).is_file() and not (Path(out) / name).exists():
             note(f"{Path(out) / old} holds this run under the name an earlier probsae gave it: resuming it there "
                  f"(a new grid names it {name})")
@@ -325,7 +323,7 @@ def _train(args, named, command: str) -> int:
         result = train_run(spec, args.out, command=command, force=args.force)
         if not result:  # a non-zero rank under torchrun: rank 0 reports
             return 0
-        print(f"\n{spec.architecture} {spec.hparams} on {spec.data.model} {spec.data.hook} ({spec.data.corpus}), "
+        print(f"\n{spec.architecture} {spec.hparams_dict()} on {spec.data.model} {spec.data.hook} ({spec.data.corpus}), "
               f"trained on {result['train_final'].get('tokens', 0):,} tokens")
         print_metrics(result)
         print_downstream(result)

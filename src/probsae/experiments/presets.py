@@ -33,6 +33,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..runs.spec import RunSpec
+from ..saes.config import SEED
 from ..saes.registry import architectures, get_class, hyperparameters
 
 #: Where preset names resolve: <repo>/configs/NAME.toml (also $PROBSAE_CONFIGS).
@@ -95,8 +96,16 @@ class SweepMember(RunSpec):
         """Run directory name, from the architecture and its non-default grid hyperparameters."""
         return member_name(self.architecture, self.hparams)
 
+    def __post_init__(self) -> None:
+        """``hparams`` stays the grid's mapping (name, sweep.json, metrics.json); ``sae_config`` parses it."""
+
     def sae_hparams(self) -> dict[str, Any]:
         return {**self.shared, **self.hparams}
+
+    def sae_config(self):
+        from ..saes.registry import build_config
+
+        return build_config(self.architecture, **{k: v for k, v in self.sae_hparams().items() if k != "seed"})
 
     def summary(self) -> dict[str, Any]:
         """The member as ``sweep.json`` lists it."""
@@ -127,7 +136,8 @@ class SweepConfig:
                  "train": TrainConfig(**train_config_kwargs(self.train)), "cache_dir": self.data.get("cache_dir", "cache")}
         if "cache" not in self.data:
             sized["data"] = self.data_spec()
-        return [replace(m, **sized) for m in expand_grid(self.grid)]
+        members = [replace(m, **sized) for m in expand_grid(self.grid)]
+        return [replace(m, train=replace(m.train, seed=m.sae_hparams().get("seed", SEED))) for m in members]  # its seed
 
     def data_spec(self):
         """The [data] section (less cache/eval_cache/cache_dir) as the data pipeline's ``DataSpec``."""
@@ -272,10 +282,10 @@ def expand_block(block: dict[str, Any]) -> list[SweepMember]:
                 if unknown:
                     raise ConfigError(f"unknown hyperparameter(s) {unknown} for architecture {arch!r}; "
                                       f"valid: {', '.join(sorted(defaults))}")
-                # validate values now (d_in/d_sae are placeholders; k ≤ d_sae is checked at build time)
+                # validate values now (k ≤ d_sae is checked at build time)
                 cfg_cls = get_class(arch).config_class
                 try:
-                    cfg_cls(d_in=1, d_sae=10**9, **hp).validate()
+                    cfg_cls(**{k: v for k, v in hp.items() if k != "seed"})  # validates
                 except TypeError as e:
                     raise ConfigError(f"bad hyperparameters {hp} for {arch!r}: {e}") from None
                 out.append(SweepMember(architecture=arch, hparams=canonical_hparams(arch, hp), studies=list(studies),

@@ -202,7 +202,7 @@ def build_imported(arch: str, d_in: int, d_sae: int, normalize: str, hparams: di
     is type-checked first (:func:`checked_hparams`)."""
     from ..saes import build_sae, get_class
 
-    cfg_fields = set(get_class(arch).config_class.field_names()) - {"d_in", "d_sae", "normalize"}
+    cfg_fields = set(get_class(arch).config_class.field_names()) - {"normalize"} | {"seed"}  # seed: the constructor's
     hp: dict[str, Any] = {}
     if block and block.get("architecture") == arch:
         hp.update({k: v for k, v in (block.get("config") or {}).items() if k in cfg_fields})
@@ -225,7 +225,7 @@ def checked_hparams(arch: str, hp: dict[str, Any], where: str) -> dict[str, Any]
     from ..saes import get_class
     from ..saes.declarations import finite_float
 
-    types = {f.name: str(f.type) for f in fields(get_class(arch).config_class)}
+    types = {f.name: str(f.type) for f in fields(get_class(arch).config_class)} | {"seed": "int"}
     wanted = {"bool": "true or false", "int": "a 64-bit integer", "str": "a string",
               "tuple[float, ...]": "a list of at most 1024 numbers"}
     out: dict[str, Any] = {}

@@ -74,7 +74,7 @@ def record_group(specs: list[RunSpec], names: list[str], dirs: list[Path], saes:
     out = []
     for i, (s, name, d, sae) in enumerate(zip(specs, names, dirs, saes)):
         kw = {k: v(i) if callable(v) else v for k, v in record.items()}
-        out.append(record_run(d, name, s.architecture, s.hparams, sae, source.held(s.data.hook), cfg, **kw))
+        out.append(record_run(d, name, s.architecture, s.hparams_dict(), sae, source.held(s.data.hook), cfg, **kw))
     return out
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data.prepare import DataSpec
 from ..errors import ConfigError, ProbSAEError, SAEFileError
 from ..training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from ..saes.config import SAEConfig
 
 RUN_FILE = "run.json"
 PLOT_FILE = "training.png"
@@ -20,8 +24,11 @@ class RunSpec:
 
     architecture: str = "prob_topk"
     """Registered architecture name (probsae.ARCHITECTURES)."""
-    hparams: dict[str, Any] = field(default_factory=dict)
-    """The architecture's hyperparameters (k, lambda_mag, l1_coeff, …)."""
+    hparams: SAEConfig | Mapping[str, Any] | None = None
+    """The architecture's hyperparameters (k, lambda_mag, l1_coeff, …): an instance of its config
+    class (``get_class(architecture).config_class``), validated when parsed. A mapping (the CLI's,
+    a preset's, run.json's ``hparams``) is parsed into one; its ``seed`` (run.json written before
+    the run had one seed) is the run's seed, ``train.seed``."""
     expansion: int = 16
     """d_sae = expansion × d_in unless d_sae is given (the paper: 16)."""
     d_sae: int | None = None
@@ -42,9 +49,31 @@ class RunSpec:
     data: DataSpec = field(default_factory=DataSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def sae_hparams(self) -> dict[str, Any]:
-        """The keyword arguments of ``build_sae`` besides d_in and d_sae."""
-        return dict(self.hparams)
+    def __post_init__(self) -> None:
+        from ..saes.config import SAEConfig
+        from ..saes.registry import build_config, get_class
+
+        if self.hparams is None or isinstance(self.hparams, Mapping):
+            hp = dict(self.hparams or {})
+            if "seed" in hp:  # the SAE's seed before it was the run's one seed (TrainConfig.seed)
+                self.train = replace(self.train, seed=hp.pop("seed"))
+            self.hparams = build_config(self.architecture, **hp)
+        elif not isinstance(self.hparams, get_class(self.architecture).config_class):
+            got = type(self.hparams).__name__ if isinstance(self.hparams, SAEConfig) else repr(self.hparams)
+            raise ConfigError(f"hparams must be a mapping or a {get_class(self.architecture).config_class.__name__} "
+                              f"(architecture {self.architecture!r}), got {got}")
+
+    def hparams_dict(self) -> dict[str, Any]:
+        """The hyperparameters as run.json, metrics.json and the run's header line show them: those
+        given, and the run's seed (``train.seed``) unless it is the default."""
+        from ..saes.config import SEED, SAEConfig
+
+        given = self.hparams.given() if isinstance(self.hparams, SAEConfig) else dict(self.hparams)
+        return given if self.train.seed == SEED or "seed" in given else {**given, "seed": self.train.seed}
+
+    def sae_config(self) -> SAEConfig:
+        """The SAE's hyperparameters: the typed, validated config ``build_sae`` builds the SAE from."""
+        return self.hparams
 
     def d_sae_for(self, d_in: int) -> int:
         """The number of latents for activations of width ``d_in``: d_sae, else expansion × d_in."""
@@ -53,21 +82,20 @@ class RunSpec:
     def build_sae(self, width: int):
         """The untrained SAE of this run for data rows of ``width``: the activation width, or for a
         transcoder (``data.target_hook``) the width of its [input | target] pairs, twice d_in."""
-        from ..saes import build_sae
+        from ..saes import get_class
 
         d_in = width // 2 if self.data.target_hook else width
-        return build_sae(self.architecture, d_in=d_in, d_sae=self.d_sae_for(d_in), **self.sae_hparams())
+        return get_class(self.architecture)(self.sae_config(), d_in, self.d_sae_for(d_in), self.train.seed)
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON has it (tuples such as adam_betas or prefix_fractions become lists), so a spec
         compares equal to itself read back from run.json."""
         from ..io import strict_json
 
-        return strict_json(asdict(self))
+        return strict_json({**asdict(self), "hparams": self.hparams_dict()})
 
     def validate(self) -> None:
         """Check every option before any data is extracted (``ConfigError``/``DataError``)."""
-        from ..saes.registry import build_config
         from ..validators import number, whole
 
         whole("expansion", self.expansion, 1)
@@ -77,10 +105,7 @@ class RunSpec:
         whole("stream_buffer", self.stream_buffer, 1)
         if self.downstream_tokens is not None:
             whole("downstream_tokens", self.downstream_tokens, 0, "a non-negative integer (0: skip) or None")
-        if not isinstance(self.hparams, dict):
-            raise ConfigError(f"hparams must be a mapping, got {self.hparams!r}")
-        # d_in is known only after extraction: check the hyperparameters with placeholder sizes
-        build_config(self.architecture, d_in=1 << 20, d_sae=self.d_sae or 1 << 30, **self.hparams)
+        # hparams were validated when parsed; the checks that need the sizes wait for the SAE's constructor
         self._check_target()
         self.data.validate()
         self.train.validate()

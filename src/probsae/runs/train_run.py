@@ -188,7 +188,7 @@ def _announce(specs: list[RunSpec], source, device) -> None:
     """The line that says what trains, where, for how long."""
     first, steps, n_train = specs[0], source.steps, source.n_train
     batch = first.train.batch_size
-    what = ", ".join(f"{s.architecture} {s.hparams} at {s.data.hook}" for s in specs)
+    what = ", ".join(f"{s.architecture} {s.hparams_dict()} at {s.data.hook}" for s in specs)
     _say(f"training {len(specs)} SAE(s) on {device} ({what}) for {steps} steps × {batch} tokens" +
          (f" ({steps * batch / n_train:.1f} passes over {n_train:,} cached tokens)" if n_train else
           f", straight from the model ({first.data.model}, {first.data.model_dtype} dtype)"))
@@ -226,7 +226,7 @@ def _report_speed(source, tokens: int, seconds: float, ctx) -> dict[str, Any]:
 
 # ---- plots ---------------------------------------------------------------------------------------
 def _title(spec: RunSpec) -> str:
-    return f"{spec.architecture} {spec.hparams} — {spec.data.model} {spec.data.hook}"
+    return f"{spec.architecture} {spec.hparams_dict()} — {spec.data.model} {spec.data.hook}"
 
 
 def _redraw(specs: list[RunSpec], dirs: list[Path], saes: list):

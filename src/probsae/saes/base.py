@@ -1,7 +1,8 @@
 """The SAE interface every architecture implements, and its save/load.
 
 An architecture subclasses ``SAE``, declares ``architecture`` (its registry name) and
-``config_class``, and implements ``forward_normalized`` (training/eval forward on normalised
+``config_class`` (its hyperparameters; the constructor takes the config, the sizes and the
+seed: ``SAE(cfg, d_in, d_sae, seed=0)``), and implements ``forward_normalized`` (training/eval forward on normalised
 inputs, returning a ``Forward``: reconstruction, codes, extra loss terms) and
 ``encode_normalized`` (deterministic inference codes, dense or sparse). The base class owns the
 rest: input checks, normalisation and its inverse, the MSE, the total loss, the ``SAEOutput``,
@@ -12,6 +13,7 @@ dense/sparse conversions and save/load. The trainer only talks to this interface
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import zlib
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError, SAEFileError
 from ..io import atomic_write_text
-from .config import SAEConfig
+from .config import SEED, SAEConfig, check_seed
 from .declarations import Export, Imported, NotExpressible, Presentation
 from .metadata import SAEMetadata
 from .normalization import InputNormalizer, NormStats
@@ -64,24 +66,30 @@ class SAE(nn.Module):
     #: The initialisation ``init = 'auto'`` resolves to (``SAEConfig.init``).
     default_init: ClassVar[str] = "unit"
 
-    def __init__(self, cfg: SAEConfig):
+    def __init__(self, cfg: SAEConfig, d_in: int, d_sae: int, seed: int = SEED):
+        """An untrained SAE of hyperparameters ``cfg`` (left as given: ``self.cfg`` is a copy with
+        ``init = 'auto'`` resolved) reading ``d_in``-wide activations into ``d_sae`` latents, its
+        weights drawn from ``seed`` (a run's seed, ``TrainConfig.seed``; the same seed gives the
+        same initial weights). The checks that need the sizes (``cfg.check_sizes``, e.g. k ≤ d_sae)
+        are made here."""
         super().__init__()
-        cfg.validate()
-        self.cfg = cfg
-        self.d_in, self.d_sae = cfg.d_in, cfg.d_sae
-        self.normalizer = InputNormalizer(cfg.normalize, cfg.d_in)
+        cfg.check_sizes(d_in, d_sae)  # cfg itself was validated when it was constructed
+        check_seed(seed)
+        self.cfg = copy.copy(cfg)  # the SAE's own (validated) config: the one given is left as it is
         if cfg.init == "auto":
-            cfg.init = self.default_init
-        w_dec = init_decoder(cfg.init, cfg.d_sae, cfg.d_in, torch.Generator().manual_seed(cfg.seed))
+            self.cfg.init = self.default_init
+        self.d_in, self.d_sae, self.seed = d_in, d_sae, seed
+        self.normalizer = InputNormalizer(cfg.normalize, d_in)
+        w_dec = init_decoder(self.cfg.init, d_sae, d_in, torch.Generator().manual_seed(seed))
         self.W_dec = nn.Parameter(w_dec)
         # W_enc is stored latent-major: its memory is a (d_sae, d_in) matrix and the (d_in, d_sae)
         # parameter is that matrix's transpose view. The GPU path reads encoder columns as rows (the
         # exact fp32 recompute of the selected codes) and writes grad W_enc row by row with no
         # transpose copy per step; files and state dicts keep the SAELens layout (save copies).
         self.W_enc = nn.Parameter(w_dec.clone().t())
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
         if self.has_encoder_bias:
-            self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+            self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self._last_stats: NormStats | None = None
         self.metadata = SAEMetadata()  # model, hook point, windows, corpus: saved next to the config
 
@@ -310,11 +318,17 @@ class SAE(nn.Module):
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "architecture": self.architecture,
-            "config": asdict(self.cfg),
+            "config": self._config_record(),
         }
         if not self.metadata.empty:
             out["metadata"] = self.metadata.to_dict()
         return out
+
+    def _config_record(self) -> dict[str, Any]:
+        """config.json's ``"config"``: the sizes, the hyperparameters and the seed, in the order
+        probsae has always written them (d_in, d_sae, normalize, seed, init, the architecture's)."""
+        hp = asdict(self.cfg)
+        return {"d_in": self.d_in, "d_sae": self.d_sae, "normalize": hp.pop("normalize"), "seed": self.seed, **hp}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``sae.safetensors`` and ``config.json`` (hyperparameters and ``metadata``) into the

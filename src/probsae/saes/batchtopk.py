@@ -12,7 +12,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from .base import SAE
 from ..validators import positive
-from .config import TopKConfig
+from .config import SEED, TopKConfig
 from .declarations import Export, Imported, NotExpressible, Presentation, positive_int, saelens_k, standard_encoder, state_tensors
 from .output import Forward
 from .registry import register
@@ -37,8 +37,8 @@ class BatchTopKSAE(SAE):
     # SAELens saves trained BatchTopK SAEs as JumpReLU ones; their BatchTopK training checkpoints too
     reads = {"saelens": ("batchtopk", "jumprelu")}
 
-    def __init__(self, cfg: BatchTopKConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: BatchTopKConfig, d_in: int, d_sae: int, seed: int = SEED):
+        super().__init__(cfg, d_in, d_sae, seed)
         self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not estimated yet
         self._pending_min: Tensor | None = None
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .base import SAE
 from ..validators import positive
-from .config import SAEConfig
+from .config import SEED, SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, state_tensors
 from .output import Forward
 from .registry import register
@@ -42,11 +42,11 @@ class GatedSAE(SAE):
     sparsity = ("l1_coeff", "λ")
     reads = {"saelens": ("gated",)}
 
-    def __init__(self, cfg: GatedConfig):
-        super().__init__(cfg)
-        self.b_gate = nn.Parameter(torch.zeros(cfg.d_sae))
-        self.b_mag = nn.Parameter(torch.zeros(cfg.d_sae))
-        self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae))
+    def __init__(self, cfg: GatedConfig, d_in: int, d_sae: int, seed: int = SEED):
+        super().__init__(cfg, d_in, d_sae, seed)
+        self.b_gate = nn.Parameter(torch.zeros(d_sae))
+        self.b_mag = nn.Parameter(torch.zeros(d_sae))
+        self.r_mag = nn.Parameter(torch.zeros(d_sae))
         self.after_optimizer_step()  # unit-norm decoder rows from the start
 
     def _pis(self, x_n: Tensor) -> tuple[Tensor, Tensor]:

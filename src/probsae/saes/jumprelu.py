@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .base import SAE
 from ..validators import positive
-from .config import SAEConfig
+from .config import SEED, SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation, standard_encoder, state_tensors
 from .output import Forward
 from .registry import register
@@ -96,9 +96,9 @@ class JumpReLUSAE(SAE):
     sparsity = ("l0_coeff", "λ")
     reads = {"saelens": ("jumprelu",)}
 
-    def __init__(self, cfg: JumpReLUConfig):
-        super().__init__(cfg)
-        self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.threshold_init)))
+    def __init__(self, cfg: JumpReLUConfig, d_in: int, d_sae: int, seed: int = SEED):
+        super().__init__(cfg, d_in, d_sae, seed)
+        self.log_threshold = nn.Parameter(torch.full((d_sae,), math.log(cfg.threshold_init)))
 
     def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         pre = self.pre_acts(x_n)

@@ -36,6 +36,7 @@ class MatryoshkaBatchTopKConfig(BatchTopKConfig):
     def __post_init__(self) -> None:
         if isinstance(self.prefix_fractions, list):  # JSON and TOML give lists
             self.prefix_fractions = tuple(self.prefix_fractions)
+        super().__post_init__()
 
     def validate(self) -> None:
         super().validate()
@@ -44,14 +45,17 @@ class MatryoshkaBatchTopKConfig(BatchTopKConfig):
             isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in fr)
         if not ok or any(a >= b for a, b in zip(fr, fr[1:])) or not math.isclose(fr[-1], 1.0):
             raise ConfigError(f"prefix_fractions must be increasing fractions in (0, 1] ending with 1, got {fr!r}")
-        ends = self.prefix_ends()
-        if any(a >= b for a, b in zip(ends, ends[1:])):
-            raise ConfigError(f"prefix_fractions {fr} give prefixes of {ends} latents at d_sae={self.d_sae}: "
-                              "two prefixes coincide; use fewer or wider prefixes")
 
-    def prefix_ends(self) -> list[int]:
-        """The number of latents in each prefix (the last is d_sae)."""
-        return [max(1, round(f * self.d_sae)) for f in self.prefix_fractions[:-1]] + [self.d_sae]
+    def check_sizes(self, d_in: int, d_sae: int) -> None:
+        super().check_sizes(d_in, d_sae)
+        ends = self.prefix_ends(d_sae)
+        if any(a >= b for a, b in zip(ends, ends[1:])):
+            raise ConfigError(f"prefix_fractions {self.prefix_fractions} give prefixes of {ends} latents at "
+                              f"d_sae={d_sae}: two prefixes coincide; use fewer or wider prefixes")
+
+    def prefix_ends(self, d_sae: int) -> list[int]:
+        """The number of latents in each prefix of a dictionary of ``d_sae`` latents (the last is d_sae)."""
+        return [max(1, round(f * d_sae)) for f in self.prefix_fractions[:-1]] + [d_sae]
 
 
 @register
@@ -65,11 +69,15 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
         fwd = super().forward_normalized(x_n, target_n, dead_mask)
         codes, start, partial = fwd.codes, 0, self.b_dec
-        for end in self.cfg.prefix_ends()[:-1]:  # the whole dictionary's term is the base class's MSE
+        for end in self.prefix_ends()[:-1]:  # the whole dictionary's term is the base class's MSE
             partial = partial + codes[:, start:end] @ self.W_dec[start:end]
             fwd.losses[f"mse_prefix_{end}"] = self.mse(partial, target_n)
             start = end
         return fwd
+
+    def prefix_ends(self) -> list[int]:
+        """The number of latents in each nested prefix (the last is d_sae)."""
+        return self.cfg.prefix_ends(self.d_sae)
 
     # Inference is BatchTopK's, so are the exports (SAELens: identical JumpReLU; sparsify: lossy
     # TopK); the nested prefixes only shape training.

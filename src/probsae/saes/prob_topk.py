@@ -51,7 +51,7 @@ from ..kernels import GATE_SCORES, gate_of_score, sparse_decode
 from ..schedules import exp_anneal
 from .base import SAE
 from ..validators import choice, positive
-from .config import TopKConfig
+from .config import SEED, TopKConfig
 from .declarations import Export, Presentation
 from .output import Codes, Forward
 from .registry import register
@@ -98,11 +98,11 @@ class ProbTopKSAE(SAE):
     sparsity = ("k", "K")
     default_init = "orthogonal"  # the paper's App. A; measured better than 'unit' for this model
 
-    def __init__(self, cfg: ProbTopKConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: ProbTopKConfig, d_in: int, d_sae: int, seed: int = SEED):
+        super().__init__(cfg, d_in, d_sae, seed)
         if cfg.layernorm:
-            self.ln_weight = nn.Parameter(torch.ones(cfg.d_sae))
-            self.ln_bias = nn.Parameter(torch.zeros(cfg.d_sae))
+            self.ln_weight = nn.Parameter(torch.ones(d_sae))
+            self.ln_bias = nn.Parameter(torch.zeros(d_sae))
         self.register_buffer("beta", torch.tensor(float(cfg.beta_start)))
         # The training step keys the Triton path's Philox gate noise (set by on_train_step; on the
         # device so that no step needs a host sync or a recompiled graph). Not saved.
@@ -117,7 +117,7 @@ class ProbTopKSAE(SAE):
         cfg = self.cfg
         noise = None
         if noisy:
-            noise = kernels.GateNoise(self.noise_generator, cfg.seed & 0xFFFFFFFF, self.noise_step, self.noise_row0)
+            noise = kernels.GateNoise(self.noise_generator, self.seed & 0xFFFFFFFF, self.noise_step, self.noise_row0)
         return kernels.Selection("gate", beta=self.beta, lambda_mag=cfg.lambda_mag,
                                  ln_weight=self.ln_weight if cfg.layernorm else None,
                                  ln_bias=self.ln_bias if cfg.layernorm else None,

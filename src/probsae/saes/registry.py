@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError, SAEFileError
+from .config import SEED
 
 _REGISTRY: dict[str, type] = {}
 T = TypeVar("T")
@@ -78,35 +79,31 @@ def get_class(name: str):
 
 
 def hyperparameters(name: str) -> dict[str, Any]:
-    """The hyperparameters of an architecture with their defaults (d_in and d_sae excluded)."""
-    cfg_cls = get_class(name).config_class
-    return {f.name: f.default for f in fields(cfg_cls) if f.name not in ("d_in", "d_sae")}
+    """What a run's or a sweep grid's hyperparameters may name, with the defaults: the fields of
+    the architecture's config and ``seed`` (not the config's: the run's seed, ``TrainConfig.seed``,
+    which a sweep grid may vary)."""
+    return {**{f.name: f.default for f in fields(get_class(name).config_class)}, "seed": SEED}
 
 
-def build_config(name: str, d_in: int, d_sae: int, **hparams: Any):
-    cls = get_class(name)
-    known = set(cls.config_class.field_names())
-    unknown = sorted(set(hparams) - known)
-    if unknown:
-        valid = ", ".join(sorted(known - {"d_in", "d_sae"}))
-        raise ConfigError(f"unknown hyperparameter(s) {unknown} for architecture {name!r}; valid: {valid}")
-    cfg = cls.config_class(d_in=d_in, d_sae=d_sae, **hparams)
-    cfg.validate()
-    return cfg
+def build_config(name: str, **hparams: Any):
+    """The validated config of architecture ``name`` holding ``hparams`` (the others at their
+    defaults; ``SAEConfig.parse``)."""
+    return get_class(name).config_class.parse(hparams, name)
 
 
-def build_sae(name: str, d_in: int, d_sae: int, **hparams: Any):
-    """Build a registered architecture: ``build_sae("prob_topk", d_in=384, d_sae=6144, k=8)``."""
-    return get_class(name)(build_config(name, d_in, d_sae, **hparams))
+def build_sae(name: str, d_in: int, d_sae: int, seed: int = SEED, **hparams: Any):
+    """Build a registered architecture: ``build_sae("prob_topk", d_in=384, d_sae=6144, k=8)``;
+    ``seed`` draws the initial weights."""
+    return get_class(name)(build_config(name, **hparams), d_in, d_sae, seed)
 
 
-def expected_state(name: str, cfg) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """{tensor name: (shape, dtype)} of the state dict an SAE of this config has, computed on
-    torch's meta device: nothing is allocated, however large the config claims to be."""
+def expected_state(name: str, cfg, d_in: int, d_sae: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """{tensor name: (shape, dtype)} of the state dict an SAE of this config and these sizes has,
+    computed on torch's meta device: nothing is allocated, however large the sizes claim to be."""
     import torch
 
     with torch.device("meta"):
-        sae = get_class(name)(cfg)
+        sae = get_class(name)(cfg, d_in, d_sae)
     return {k: (tuple(v.shape), v.dtype) for k, v in sae.state_dict().items()}
 
 
@@ -122,6 +119,7 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     from ..io import json_field, read_json
     from ..tensorfile import check_entries, load_tensors, read_header
     from .base import CONFIG_CHECKSUM_KEY, CONFIG_FILE, FORMAT_NAME, WEIGHTS_CHECKSUM_KEY, WEIGHTS_FILE, config_checksum
+    from .config import check_seed
     from .metadata import SAEMetadata
 
     path = Path(path)
@@ -135,9 +133,13 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     if meta.get("format") != FORMAT_NAME:
         raise SAEFileError(f"{cfg_path} is not a probsae SAE config (format={meta.get('format')!r})")
     arch = json_field(meta, "architecture", str, cfg_path, SAEFileError)
-    fields_ = json_field(meta, "config", dict, cfg_path, SAEFileError)
+    fields_ = dict(json_field(meta, "config", dict, cfg_path, SAEFileError))
     try:
+        sizes = {k: fields_.pop(k, None) for k in ("d_in", "d_sae")}
+        seed = fields_.pop("seed", SEED)
         cfg = build_config(arch, **fields_)
+        cfg.check_sizes(**sizes)
+        check_seed(seed)
     except (TypeError, ConfigError) as e:
         raise SAEFileError(f"invalid SAE config {cfg_path}: {e}") from None
     try:
@@ -145,7 +147,7 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     except (TypeError, SAEFileError) as e:
         raise SAEFileError(f"invalid SAE metadata in {cfg_path}: {e}") from None
     header = read_header(w_path, SAEFileError)
-    check_entries(header, w_path, expected_state(arch, cfg), SAEFileError)
+    check_entries(header, w_path, expected_state(arch, cfg, **sizes), SAEFileError)
     recorded = header.metadata.get(CONFIG_CHECKSUM_KEY)
     if recorded is not None and recorded != config_checksum(meta):
         raise SAEFileError(f"{cfg_path} differs from the config {w_path.name} was saved with (its checksum is "
@@ -153,7 +155,7 @@ def load_sae(path: str | os.PathLike, device: str | None = None):
     weights_crc = meta.get(WEIGHTS_CHECKSUM_KEY)  # absent in SAEs saved before probsae recorded it
     state, _ = load_tensors(w_path, header=header, checksum=weights_crc if isinstance(weights_crc, str) else None,
                             finite=True, cls=SAEFileError)
-    sae = get_class(arch)(cfg)
+    sae = get_class(arch)(cfg, **sizes, seed=seed)
     sae.load_state_dict(state)
     sae.metadata = metadata
     return sae.to(device) if device else sae

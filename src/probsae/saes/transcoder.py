@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
+from .config import SEED
 from .declarations import Export, Imported, NotExpressible, Presentation, positive_int, state_tensors
 from .normalization import NormStats
 from .output import Forward
@@ -49,11 +50,11 @@ class Transcoder(TopKSAE):
     predicts_target = True
     reads = {"sparsify": ("topk transcoder",)}  # sparsify's transcode=true TopK coders, not its autoencoders
 
-    def __init__(self, cfg: TranscoderConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: TranscoderConfig, d_in: int, d_sae: int, seed: int = SEED):
+        super().__init__(cfg, d_in, d_sae, seed)
         self.register_buffer("target_scale", torch.ones(()))
         if cfg.skip:
-            self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_in))
+            self.W_skip = nn.Parameter(torch.zeros(d_in, d_in))
 
     # ---- the pair and its scales ------------------------------------------------------------
     def split_pair(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..kernels import sparse_decode
 from .base import SAE
 from ..validators import positive
-from .config import TopKConfig
+from .config import SEED, TopKConfig
 from .declarations import Export, Presentation
 from .output import Codes, Forward
 from .registry import register
@@ -46,14 +46,14 @@ class VSAETopKSAE(SAE):
     presentation = Presentation("vSAE TopK", "#8C564B", "<")
     sparsity = ("k", "K")
 
-    def __init__(self, cfg: VSAETopKConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: VSAETopKConfig, d_in: int, d_sae: int, seed: int = SEED):
+        super().__init__(cfg, d_in, d_sae, seed)
         log_var = 2 * math.log(cfg.init_std)
         if cfg.learn_var:
-            self.W_var = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae))
-            self.b_var = nn.Parameter(torch.full((cfg.d_sae,), log_var))
+            self.W_var = nn.Parameter(torch.zeros(d_in, d_sae))
+            self.b_var = nn.Parameter(torch.full((d_sae,), log_var))
         else:
-            self.register_buffer("b_var", torch.full((cfg.d_sae,), log_var))
+            self.register_buffer("b_var", torch.full((d_sae,), log_var))
         self.noise_generator: torch.Generator | None = None
 
     def log_var(self, x_n: Tensor) -> Tensor:
