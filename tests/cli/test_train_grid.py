@@ -32,7 +32,7 @@ def test_a_fixed_hyperparameter_is_in_the_names_as_in_a_sweep_and_hooks_lead():
 
 
 def test_one_run_has_no_name_and_keeps_its_hyperparameters_as_given():
-    assert [(n, s.hparams) for n, s in named("--arch", "prob_topk", "--k", "32", "--lambda-mag", "0.0001")] == \
+    assert [(n, s.hparams_dict()) for n, s in named("--arch", "prob_topk", "--k", "32", "--lambda-mag", "0.0001")] == \
         [("", {"k": 32, "lambda_mag": 0.0001})]
 
 
