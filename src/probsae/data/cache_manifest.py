@@ -68,7 +68,7 @@ class ShardEntry:
     """CRC-32 of the shard's tensor data (``probsae.tensorfile``), verified when it is read."""
     windows_end: int | None = None
     """Token windows of the stream consumed when the shard closed (where a resume restarts)."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
     """Keys of the JSON object this version does not know, kept as they are."""
 
     @classmethod
@@ -114,7 +114,7 @@ class CacheManifest:
     """When the last shard was written (null before the first)."""
     target_hook: str | None = None
     """A transcoder's cache: the hook point of the target half of each row."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
     """Keys of the JSON object this version does not know, kept as they are."""
 
     @classmethod
