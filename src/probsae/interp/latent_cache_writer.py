@@ -156,10 +156,7 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
         meta: extra metadata recorded in the manifest (model name, corpus spec, run dir...).
     An existing complete cache with the same settings is reused unless ``overwrite``.
     """
-    from ..data.corpus import token_windows
     from ..data.hooks import HookPoint
-    from ..progress import bar as progress_bar
-    from .encode import encode_windows
 
     out = Path(out_dir)
     hp = HookPoint.parse(hook)
@@ -168,21 +165,55 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
         cache = LatentCache(out)
         if {k: cache.manifest.get(k) for k in settings} == settings and cache.manifest.get("complete"):
             return cache
+    _check_inputs(sae, handle, hp, window_len)
+    _clear(out)
+    sae = sae.eval()
+    t0 = time.time()
+    totals, writer = _encode_into(out, sae, handle, hp, docs, n_windows, window_len, batch_size, chunk_windows,
+                                  group_size, exclude_special, progress)
+    totals.save(out / STATS)
+    effects, logit_note = _side_files(out, sae, handle, n_logits)
+    manifest = {**settings, "n_windows": writer.done, "n_tokens": totals.n_tokens, "group_size": group_size,
+                "chunk_windows": chunk_windows, "token_outputs": list(writer.outputs), "model": handle.name,
+                "is_causal": bool(getattr(handle, "is_causal", False)), "logit_effects": effects is not None,
+                "logit_note": logit_note, "gate_beta_end": gate_beta_end(sae), "chunks": writer.chunks,
+                "seconds": round(time.time() - t0, 2), "meta": meta or {},
+                "special_ids": sorted(int(i) for i in handle.special_ids), "complete": False}
+    atomic_write_json(out / MANIFEST, manifest)
+    write_nonactivating(LatentCache(out), n_nonactivating, seed)
+    manifest["complete"] = True
+    atomic_write_json(out / MANIFEST, manifest)
+    return LatentCache(out)
+
+
+def _check_inputs(sae, handle, hp, window_len: int) -> None:
     if window_len < 2:
         raise InputError(f"window_len must be ≥ 2, got {window_len}")
     if sae.d_in != handle.d_model and hp.kind != "module":
         raise InputError(f"SAE d_in={sae.d_in} does not match model {handle.name!r} width {handle.d_model}")
     hp.validate(handle)
+
+
+def _clear(out: Path) -> None:
+    """Create ``out`` and remove the chunks and manifest of an earlier cache there."""
     out.mkdir(parents=True, exist_ok=True)
     for p in out.glob("chunk_*.safetensors"):
         p.unlink()
     if (out / MANIFEST).exists():
         (out / MANIFEST).unlink()
-    sae = sae.eval()
-    outputs = token_outputs(sae)
+
+
+def _encode_into(out: Path, sae, handle, hp, docs: Iterable[str], n_windows: int, window_len: int, batch_size: int,
+                 chunk_windows: int, group_size: int, exclude_special: bool, progress: bool
+                 ) -> tuple[_Totals, _ChunkWriter]:
+    """Encode up to ``n_windows`` windows of ``docs`` into chunk files in ``out``; the per-latent
+    totals and the chunk writer (its chunks listed). No window at all is an InputError."""
+    from ..data.corpus import token_windows
+    from ..progress import bar as progress_bar
+    from .encode import encode_windows
+
     totals = _Totals(sae.d_sae)
-    writer = _ChunkWriter(out, sae.d_sae, window_len, group_size, chunk_windows, outputs)
-    t0 = time.time()
+    writer = _ChunkWriter(out, sae.d_sae, window_len, group_size, chunk_windows, token_outputs(sae))
     windows = token_windows(docs, handle.tokenizer, window_len, batch_size=batch_size,
                             max_length=handle.max_length, exclude_special=exclude_special, drop_last=False)
     with progress_bar(total=n_windows, unit="win", desc="latent cache", requested=progress) as bar:
@@ -193,7 +224,12 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
     writer.flush()
     if writer.done == 0:
         raise InputError("the corpus produced no token windows")
-    totals.save(out / STATS)
+    return totals, writer
+
+
+def _side_files(out: Path, sae, handle, n_logits: int) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The tokenizer (so examples decode without the model) and the logit effects (causal LMs);
+    returns ``logit_effects``'s (effects or None, note)."""
     try:
         handle.tokenizer.save_pretrained(str(out / "tokenizer"))
     except Exception:  # noqa: BLE001 - decoding then needs the model name
@@ -201,18 +237,7 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
     effects, logit_note = logit_effects(sae, handle, n_logits)
     if effects is not None:
         _save(effects, out / LOGITS)
-    manifest = {**settings, "n_windows": writer.done, "n_tokens": totals.n_tokens, "group_size": group_size,
-                "chunk_windows": chunk_windows, "token_outputs": list(outputs), "model": handle.name,
-                "is_causal": bool(getattr(handle, "is_causal", False)), "logit_effects": effects is not None,
-                "logit_note": logit_note, "gate_beta_end": gate_beta_end(sae), "chunks": writer.chunks,
-                "seconds": round(time.time() - t0, 2), "meta": meta or {},
-                "special_ids": sorted(int(i) for i in handle.special_ids), "complete": False}
-    atomic_write_json(out / MANIFEST, manifest)
-    cache = LatentCache(out)
-    write_nonactivating(cache, n_nonactivating, seed)
-    manifest["complete"] = True
-    atomic_write_json(out / MANIFEST, manifest)
-    return LatentCache(out)
+    return effects, logit_note
 
 
 def write_nonactivating(cache: LatentCache, n: int, seed: int) -> None:
