@@ -11,14 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..reconstruction import ReconstructionStats
+
 
 class DistributedError(RuntimeError):
     """A collective failed: another rank most likely raised, was killed or timed out."""
-
-
-def mse_and_explained_variance(sse: Tensor, n: Tensor, tot: Tensor) -> tuple[float, float]:
-    """(MSE per token, explained variance) from Σ‖r−x‖², the token count and Σ‖x−x̄‖²."""
-    return float(sse / n), 1.0 - float(sse / tot.clamp_min(1e-12))
 
 
 class DistContext:
@@ -99,12 +96,9 @@ class DistContext:
         """The accumulated log values averaged over ranks."""
         return sums
 
-    @torch.no_grad()
     def batch_metrics(self, x: Tensor, r: Tensor) -> tuple[float, float]:
         """(MSE per token, explained variance) of the batch."""
-        x, r = x.double(), r.double()
-        n = torch.tensor(float(x.shape[0]))
-        return mse_and_explained_variance((r - x).pow(2).sum(), n, (x - x.mean(0)).pow(2).sum())
+        return ReconstructionStats.of(x, r).batch_metrics()
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def checkpoint_extra(self) -> dict | None:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, InputError
-from .dist_context import mse_and_explained_variance
+from ..reconstruction import ReconstructionStats
 from .dist_group import ProcessGroupContext
 
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # per-rank RNG seed offset (rank 0 keeps cfg.seed)
@@ -141,18 +141,12 @@ class DataParallel(ProcessGroupContext):
         vals = (vals / self.world_size).cpu()
         return {k: vals[i] for i, k in enumerate(keys)}
 
-    @torch.no_grad()
     def batch_metrics(self, x: Tensor, r: Tensor) -> tuple[float, float]:
         """(MSE per token, explained variance) of the GLOBAL batch from local rows: the
         sufficient statistics Σ‖r−x‖², Σ‖x‖², Σx and n are summed over ranks (float64)."""
-        x, r = x.double(), r.double()
-        sse = (r - x).pow(2).sum()
-        stats = torch.cat([torch.stack([sse, x.pow(2).sum(), torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)]),
-                           x.sum(0)]).to(self._comm_device())
-        self._all_reduce(stats, "sum")
-        stats = stats.cpu()
-        sse, sxx, n, sx = stats[0], stats[1], stats[2], stats[3:]
-        return mse_and_explained_variance(sse, n, sxx - sx.pow(2).sum() / n)
+        sums = ReconstructionStats.of(x, r).to_vector().to(self._comm_device())
+        self._all_reduce(sums, "sum")
+        return ReconstructionStats.from_vector(sums.cpu()).batch_metrics()
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def checkpoint_extra(self) -> dict | None:
