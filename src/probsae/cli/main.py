@@ -53,12 +53,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(f"probsae.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"probsae.cli.{name}":
-                continue  # not built yet
-            raise
+        mod = importlib.import_module(f"probsae.cli.{name}")
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP,
                            formatter_class=_HelpFormatter)
         if only is not None and mod.NAME != only:

@@ -24,26 +24,19 @@ import hashlib
 import json
 import math
 import re
-import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from probsae.data.cache_manifest import MANIFEST, CacheManifest, ShardEntry, now, read_manifest
 from probsae.data.errors import CacheError
-from probsae.io import atomic_write_json, clean_stale_tmp, ensure_dir, json_field, read_json
+from probsae.io import clean_stale_tmp, ensure_dir
 from probsae.data.extract import ActivationStream
 from probsae.tensorfile import load_tensors, read_header, save_tensors
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 TENSOR_KEY = "activations"
-NORMALISATION_NOTE = ("raw activations at the hook point; no normalisation applied "
-                      "(input normalisation belongs to the SAE)")
-PAIR_NOTE = ("; each row is the pair [input | target] of the activations at hook and at target_hook "
-             "(d_model = both widths; equal halves for a transcoder)")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -127,34 +120,131 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-_MANIFEST_FIELDS = {"format_version": int, "d_model": (int, type(None)), "dtype": str, "shards": list,
-                    "n_tokens": int, "model": str, "hook": str}
-_SHARD_FIELDS = {"file": str, "n_tokens": int, "bytes": int}
+class CacheWriter:
+    """Appends shards to the cache at ``root`` and keeps its manifest current: rows are buffered
+    (on the model's device) until ``shard_tokens`` are reached, then written as one shard to a
+    temporary file renamed into place, and the manifest is rewritten atomically after every
+    shard, so a killed run loses at most one shard of work."""
+
+    def __init__(self, root: Path, manifest: CacheManifest, shard_tokens: int):
+        self.root, self.manifest, self.shard_tokens = root, manifest, shard_tokens
+        self.windows_end = manifest.n_windows or 0
+        """Token windows of the stream consumed so far (shards record it; a resume restarts there)."""
+        self._buf: list[torch.Tensor] = []
+        self._n_buf = 0
+
+    @classmethod
+    def open(cls, root: Path, meta: dict[str, Any], dtype: str, shard_tokens: int, resume: bool,
+             overwrite: bool) -> CacheWriter:
+        """A writer for a new cache at ``root``, or for the partial (or complete) cache there."""
+        ensure_dir(root, "activation cache directory")
+        if (root / MANIFEST).exists() and overwrite:
+            for f in root.glob("shard_*.safetensors*"):
+                f.unlink()
+            (root / MANIFEST).unlink()
+        if (root / MANIFEST).exists():
+            man = _resumed_manifest(root, meta, dtype, resume)
+        else:
+            man = CacheManifest.new(meta, dtype, _version())
+        return cls(root, man, shard_tokens)
+
+    @property
+    def d_model(self) -> int | None:
+        """The row width: the manifest's, else the first buffered batch's, else None."""
+        if self.manifest.d_model is not None:
+            return self.manifest.d_model
+        return self._buf[0].shape[1] if self._buf else None
+
+    def add(self, acts: torch.Tensor, windows_end: int) -> None:
+        """Buffer one (N, d) batch that ends the stream's window ``windows_end``; write a shard
+        once the buffer holds ``shard_tokens`` rows."""
+        self.windows_end = windows_end
+        if acts.dim() != 2:
+            raise CacheError(f"build_cache: activations must be (N, d), got {tuple(acts.shape)}")
+        d = self.d_model
+        if d is not None and acts.shape[1] != d:
+            raise CacheError(f"build_cache: activation width {acts.shape[1]} != d_model {d}")
+        if acts.shape[0]:
+            self._buf.append(acts.detach())  # stays on the model's device until the shard is written
+            self._n_buf += acts.shape[0]
+        if self._n_buf >= self.shard_tokens:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows as the next shard (nothing if the buffer is empty)."""
+        if not self._n_buf:
+            return
+        man = self.manifest
+        x = torch.cat(self._buf).to(_DTYPES[man.dtype]).cpu().contiguous()  # one device->host copy per shard
+        if man.d_model is None:
+            man.d_model = int(x.shape[1])
+        name = f"shard_{len(man.shards):05d}.safetensors"
+        crc = save_tensors(self.root / name, {TENSOR_KEY: x})
+        man.shards.append(ShardEntry(file=name, n_tokens=int(x.shape[0]), bytes=(self.root / name).stat().st_size,
+                                     crc32=crc, windows_end=self.windows_end))
+        man.n_tokens += int(x.shape[0])
+        man.n_windows = self.windows_end
+        man.updated = now()
+        man.write(self.root)
+        self._buf, self._n_buf = [], 0
+
+    def finish(self, meta: dict[str, Any]) -> None:
+        """Write the last shard and mark the cache complete (an empty cache is a CacheError)."""
+        self.flush()
+        if not self.manifest.n_tokens:
+            raise CacheError(_empty_reason(self.root, meta, self.windows_end))
+        self.manifest.complete = True
+        self.manifest.write(self.root)
 
 
-def _read_manifest(root: Path) -> dict[str, Any]:
-    if not root.is_dir():
-        raise CacheError(f"activation cache {root} does not exist (or is not a directory)")
-    mp = root / MANIFEST
-    if not mp.is_file():
-        raise CacheError(f"activation cache {root} has no {MANIFEST}: not a cache, or extraction "
-                         "never finished a shard")
-    man = read_json(mp, dict, CacheError)
-    missing = [k for k in _MANIFEST_FIELDS if k not in man]
-    if missing:
-        raise CacheError(f"{mp} is corrupt: missing fields {missing}")
-    for k, t in _MANIFEST_FIELDS.items():
-        json_field(man, k, t, mp, CacheError)
-    if not isinstance(man.get("meta", {}), dict):
-        raise CacheError(f"{mp}: field 'meta' is not an object")
-    for i, sh in enumerate(man["shards"]):
-        if not isinstance(sh, dict):
-            raise CacheError(f"{mp}: shards[{i}] is not an object")
-        for k, t in _SHARD_FIELDS.items():
-            json_field(sh, k, t, f"{mp} shards[{i}]", CacheError)
-        if "/" in sh["file"] or "\\" in sh["file"] or sh["file"].startswith("."):
-            raise CacheError(f"{mp}: shards[{i}] names the file {sh['file']!r}, which is not a shard file name")
+def _resumed_manifest(root: Path, meta: dict[str, Any], dtype: str, resume: bool) -> CacheManifest:
+    """The manifest of the cache already at ``root``, if it may be continued with ``meta``/``dtype``."""
+    if not resume:
+        raise CacheError(f"{root} already holds a cache; pass resume=True to continue it or "
+                         "overwrite=True to replace it")
+    man = CacheManifest.read(root)
+    stored = man.meta or {}
+    for k, v in meta.items():
+        if k in stored and json.loads(json.dumps(v)) != stored[k]:
+            raise CacheError(f"cannot resume {root}: meta {k!r} is {stored[k]!r} on disk "
+                             f"but {v!r} now")
+    if man.dtype != dtype:
+        raise CacheError(f"cannot resume {root}: stored dtype {man.dtype}, requested {dtype}")
     return man
+
+
+def _check_build_args(meta: dict[str, Any], shard_tokens: int) -> None:
+    for k in ("model", "hook"):
+        if k not in meta:
+            raise CacheError(f"build_cache: meta must contain {k!r}")
+    if shard_tokens < 1:
+        raise CacheError(f"shard_tokens must be >= 1, got {shard_tokens}")
+
+
+def _check_stream(stream: ActivationStream | Iterable[torch.Tensor], man: CacheManifest, root: Path) -> None:
+    """A partial cache can be continued only from a resumable stream."""
+    if man.shards and not (isinstance(stream, ActivationStream) and stream.resumable):
+        raise CacheError(f"cannot resume {root}: the stream is not resumable (build it with "
+                         "ActivationStream.from_corpus), or pass overwrite=True")
+
+
+def _batches(stream: ActivationStream | Iterable[torch.Tensor], start: CacheWriter) -> Iterator[tuple[torch.Tensor, int]]:
+    """(activations, windows consumed so far) of each batch still to write: an ActivationStream
+    restarts after the windows of the finished shards; a plain tensor counts as one window."""
+    if isinstance(stream, ActivationStream) and len(stream.hooks) > 1:
+        raise CacheError(f"build_cache: the stream has {len(stream.hooks)} hook points; a cache holds one "
+                         "(build one cache per hook point)")
+    batches: Iterable[Any] = stream
+    if isinstance(stream, ActivationStream):
+        batches = stream.batches(skip_windows=start.windows_end, tokens_done=start.manifest.n_tokens)
+    windows_end = start.windows_end
+    for b in batches:
+        if torch.is_tensor(b):
+            windows_end += 1
+            yield b, windows_end
+        else:
+            windows_end = b.windows_end
+            yield b.acts, windows_end
 
 
 def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str | Path,
@@ -175,99 +265,20 @@ def build_cache(stream: ActivationStream | Iterable[torch.Tensor], out_dir: str 
         overwrite: delete an existing cache in ``out_dir`` first.
 
     Each shard is written to a temporary file and renamed into place, and the manifest is
-    rewritten (atomically) after every shard, so a killed run loses at most one shard of work.
+    rewritten (atomically) after every shard, so a killed run loses at most one shard of work
+    (``CacheWriter``).
     """
     root = Path(out_dir)
     dname = _dtype_name(dtype)
-    for k in ("model", "hook"):
-        if k not in meta:
-            raise CacheError(f"build_cache: meta must contain {k!r}")
-    if shard_tokens < 1:
-        raise CacheError(f"shard_tokens must be >= 1, got {shard_tokens}")
-    ensure_dir(root, "activation cache directory")
-    mp = root / MANIFEST
-    if mp.exists() and overwrite:
-        for f in root.glob("shard_*.safetensors*"):
-            f.unlink()
-        mp.unlink()
-    man: dict[str, Any]
-    if mp.exists():
-        if not resume:
-            raise CacheError(f"{root} already holds a cache; pass resume=True to continue it or "
-                             "overwrite=True to replace it")
-        man = _read_manifest(root)
-        for k, v in meta.items():
-            if k in man["meta"] and json.loads(json.dumps(v)) != man["meta"][k]:
-                raise CacheError(f"cannot resume {root}: meta {k!r} is {man['meta'][k]!r} on disk "
-                                 f"but {v!r} now")
-        if man["dtype"] != dname:
-            raise CacheError(f"cannot resume {root}: stored dtype {man['dtype']}, requested {dname}")
-        if man.get("complete"):
-            return ActivationCache(root)
-        if man["shards"] and not (isinstance(stream, ActivationStream) and stream.resumable):
-            raise CacheError(f"cannot resume {root}: the stream is not resumable (build it with "
-                             "ActivationStream.from_corpus), or pass overwrite=True")
-    else:
-        man = {"format_version": FORMAT_VERSION, "model": str(meta["model"]),
-               "hook": str(meta["hook"]), "d_model": None, "dtype": dname, "n_tokens": 0,
-               "n_windows": 0, "shards": [], "complete": False, "meta": json.loads(json.dumps(meta)),
-               "normalisation": NORMALISATION_NOTE, "probsae_version": _version(),
-               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated": None}
-        if meta.get("target_hook"):  # a transcoder's cache: each row is [input | target], d_model wide in all
-            man.update(target_hook=str(meta["target_hook"]), normalisation=NORMALISATION_NOTE + PAIR_NOTE)
-    # Stray temporaries of a killed run are garbage.
-    clean_stale_tmp(root)
-
-    if isinstance(stream, ActivationStream) and len(stream.hooks) > 1:
-        raise CacheError(f"build_cache: the stream has {len(stream.hooks)} hook points; a cache holds one "
-                         "(build one cache per hook point)")
-    if isinstance(stream, ActivationStream):
-        batches: Iterable[Any] = stream.batches(skip_windows=man["n_windows"],
-                                                tokens_done=man["n_tokens"])
-    else:
-        batches = stream
-
-    buf: list[torch.Tensor] = []
-    n_buf = 0
-    windows_end = man["n_windows"]
-
-    def flush() -> None:
-        nonlocal buf, n_buf
-        x = torch.cat(buf).to(_DTYPES[dname]).cpu().contiguous()  # one device->host copy per shard
-        if man["d_model"] is None:
-            man["d_model"] = int(x.shape[1])
-        name = f"shard_{len(man['shards']):05d}.safetensors"
-        crc = save_tensors(root / name, {TENSOR_KEY: x})
-        man["shards"].append({"file": name, "n_tokens": int(x.shape[0]),
-                              "bytes": (root / name).stat().st_size, "crc32": crc, "windows_end": windows_end})
-        man["n_tokens"] += int(x.shape[0])
-        man["n_windows"] = windows_end
-        man["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        atomic_write_json(mp, man)
-        buf, n_buf = [], 0
-
-    for b in batches:
-        acts = b.acts if not torch.is_tensor(b) else b
-        if torch.is_tensor(b):
-            windows_end += 1
-        else:
-            windows_end = b.windows_end
-        if acts.dim() != 2:
-            raise CacheError(f"build_cache: activations must be (N, d), got {tuple(acts.shape)}")
-        d = man["d_model"] if man["d_model"] is not None else (buf[0].shape[1] if buf else None)
-        if d is not None and acts.shape[1] != d:
-            raise CacheError(f"build_cache: activation width {acts.shape[1]} != d_model {d}")
-        if acts.shape[0]:
-            buf.append(acts.detach())  # stays on the model's device until the shard is written
-            n_buf += acts.shape[0]
-        if n_buf >= shard_tokens:
-            flush()
-    if n_buf:
-        flush()
-    if not man["n_tokens"]:
-        raise CacheError(_empty_reason(root, meta, windows_end))
-    man["complete"] = True
-    atomic_write_json(mp, man)
+    _check_build_args(meta, shard_tokens)
+    writer = CacheWriter.open(root, meta, dname, shard_tokens, resume, overwrite)
+    if writer.manifest.complete:
+        return ActivationCache(root)
+    _check_stream(stream, writer.manifest, root)
+    clean_stale_tmp(root)  # stray temporaries of a killed run are garbage
+    for acts, windows_end in _batches(stream, writer):
+        writer.add(acts, windows_end)
+    writer.finish(meta)
     return ActivationCache(root)
 
 
@@ -282,15 +293,6 @@ def _empty_reason(root: Path, meta: dict[str, Any], n_windows: int) -> str:
     else:
         why = f"{what} holds no documents with text tokens"
     return f"no activations to cache in {root}: {why}"
-
-
-@dataclass(frozen=True)
-class _Shard:
-    file: str
-    n_tokens: int
-    bytes: int
-    sha256: str | None
-    crc32: str | None
 
 
 _VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of shards whose checksum passed
@@ -312,7 +314,7 @@ class ActivationCache:
                  d_model: int | None = None, allow_incomplete: bool = False, verify: bool = True,
                  shards: list[int] | None = None) -> None:
         self.path = Path(path)
-        self.manifest = _read_manifest(self.path)
+        self.manifest = read_manifest(self.path)
         m = self.manifest
         for key, want in (("model", model), ("hook", hook), ("d_model", d_model)):
             if want is not None and str(m[key]) != str(want):
@@ -323,8 +325,7 @@ class ActivationCache:
                              "resume the extraction, or pass allow_incomplete=True")
         if m["dtype"] not in _DTYPES:
             raise CacheError(f"cache {self.path}: unknown dtype {m['dtype']!r} in manifest")
-        all_shards = [_Shard(s["file"], int(s["n_tokens"]), int(s["bytes"]), s.get("sha256"), s.get("crc32"))
-                      for s in m["shards"]]
+        all_shards = [ShardEntry.from_dict(s) for s in m["shards"]]
         idx = list(range(len(all_shards))) if shards is None else list(shards)
         self._index = idx
         self.verify = verify

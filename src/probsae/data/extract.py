@@ -75,7 +75,7 @@ def prepare_host(wb: WindowBatch, exclude_special: bool = True, pin: bool = Fals
     return HostBatch(wb, ids, att, keep, rows)
 
 
-class Forward:
+class ModelForward:
     """Runs one prepared window batch through the model up to the deepest hook point and returns
     the kept tokens' activations per hook point, ``float32`` on the model's device.
 
@@ -166,7 +166,7 @@ def activations_of(handle: ModelHandle, hook: str | HookPoint | list, batch: Win
     Keeps tokens with ``batch.token_mask`` if ``exclude_special``, else every non-pad token.
     """
     hooks = [HookPoint.parse(h) for h in (hook if isinstance(hook, list) else [hook])]
-    out = Forward(handle, hooks, overlap=False)(prepare_host(batch.to_cpu(), exclude_special))
+    out = ModelForward(handle, hooks, overlap=False)(prepare_host(batch.to_cpu(), exclude_special))
     return out if isinstance(hook, list) else out[str(hooks[0])]
 
 
@@ -185,7 +185,7 @@ class ActivationStream:
         prefetch: window batches prepared ahead on a background thread; None (default): 4 when
             the model is on CUDA (the host is idle while the device works), 0 on the CPU (the
             forward already uses every core; tokenisation then runs inline).
-        overlap: run forwards on a side CUDA stream (see :class:`Forward`); ignored on the CPU.
+        overlap: run forwards on a side CUDA stream (see :class:`ModelForward`); ignored on the CPU.
         target_hook: a second hook point read in the same forward (a transcoder's target, e.g.
             the MLP's output): each row is then the pair ``[x | y]`` of the input ``hook`` and the
             target, of width d_hook + d_target, under the input hook's key. One input hook only.
@@ -213,7 +213,7 @@ class ActivationStream:
         self.exclude_special = exclude_special
         self.progress = progress
         self.prefetch = prefetch if prefetch is not None else (4 if handle.device.type == "cuda" else 0)
-        self.forward = Forward(handle, captured, overlap=overlap)
+        self.forward = ModelForward(handle, captured, overlap=overlap)
 
     @property
     def resumable(self) -> bool:

@@ -163,14 +163,36 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
     out = report_dir(Path(out_dir) if out_dir else sweep_dir / "report", force)
     info, results = load_sweep(sweep_dir)
     rows = [_row(r) for r in results]
-    by_name = {r["name"]: r for r in results}
+    run_dirs = {r["name"]: r["_dir"] for r in results}
     name = info.get("name", sweep_dir.name)
     title = title or f"Sweep report: {name}"
     data = info.get("data", {})
     setting = f"{data.get('model', '?')} {data.get('hook', '?')}" + (f" on {data['corpus']}" if data.get("corpus") else "")
     figs: dict[str, str] = {}
+    _pareto_figure(rows, out, setting, figs)
+    _alive_figure(rows, run_dirs, info, out, figs)
+    abl = _ablation_figure(rows, out, setting, figs)
+    tlines = _temperature_figure(rows, out, setting, figs)
+    _training_figure(rows, run_dirs, out, figs)
+    _write_csv(rows, out / "metrics.csv")
+    md = _with_notes(_markdown(info, rows, abl, tlines, figs, sweep_dir, out, command, title, setting), notes)
+    atomic_write_text(out / REPORT_FILE, md)
+    return out / REPORT_FILE
 
-    # Pareto: every architecture's default-variant runs.
+
+def _with_notes(md: str, notes: str | Path | None) -> str:
+    """``md`` with the Markdown file ``notes`` inlined as a "Notes" section before the Pareto frontier."""
+    if not notes:
+        return md
+    p = Path(notes)
+    if not p.is_file():
+        raise ConfigError(f"--notes {p}: no such file")
+    head, sep, tail = md.partition("\n## Pareto frontier")
+    return head + "\n## Notes\n\n" + p.read_text().strip() + "\n" + sep + tail
+
+
+def _pareto_figure(rows: list[dict], out: Path, setting: str, figs: dict[str, str]) -> None:
+    """pareto.png: every architecture's default-variant runs."""
     series: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: arch_order(r["architecture"])):
         if row["variant"] == "full":
@@ -179,15 +201,19 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
         plots.pareto(series, out / "pareto.png", f"Reconstruction vs sparsity — {setting}")
         figs["pareto"] = "pareto.png"
 
-    # Alive latents over training: baseline vs subject (full) per K. The logged 'alive_recent'
-    # (window a tenth of the run) when the logs have it: the training window (dead_window_tokens,
-    # 10M by default) can be longer than the whole run and then stays flat.
+
+def _alive_figure(rows: list[dict], run_dirs: dict[str, Path], info: dict[str, Any], out: Path,
+                  figs: dict[str, str]) -> None:
+    """alive.png: alive latents over training, baseline vs subject (full) per K; records the
+    windows used in ``figs`` (``dead_window``, ``alive_window``)."""
+    # The logged 'alive_recent' (window a tenth of the run) when the logs have it: the training
+    # window (dead_window_tokens, 10M by default) can be longer than the whole run and then stays flat.
     d_sae = next((r["d_sae"] for r in rows if r.get("d_sae")), None)
     panels: dict[int, dict[str, list]] = {}
     windows: set[int] = set()
     for row in rows:
         if row["variant"] == "full" and row["architecture"] in (BASELINE, SUBJECT) and row["k"]:
-            log = read_log(by_name[row["name"]]["_dir"])
+            log = read_log(run_dirs[row["name"]])
             key = "alive_recent" if any(rec.get("alive_recent") is not None for rec in log) else "alive"
             pts = [(rec["tokens"], rec[key]) for rec in log if rec.get(key) is not None]
             windows |= {rec["alive_window"] for rec in log if key == "alive_recent" and rec.get("alive_window")}
@@ -196,14 +222,17 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
     panels = {k: v for k, v in panels.items() if len(v) == 2} or panels
     # The windows the runs used (their logs), the one source of the figure title and the Setting
     # section: the logged alive_window, else (older logs) the training window, dead_window_tokens.
-    figs["dead_window"] = dead_window = used_dead_window([r["_dir"] for r in results], info)
+    figs["dead_window"] = dead_window = used_dead_window(list(run_dirs.values()), info)
     figs["alive_window"] = window = _window_text(windows) if windows else dead_window
     if panels:
         wtxt = f" (alive = fired in the last {window} tokens)" if window else ""
         plots.alive_curves(panels, d_sae, out / "alive.png", f"Alive latents during training{wtxt}")
         figs["alive"] = "alive.png"
 
-    # Ablations: per K with at least one ablation variant.
+
+def _ablation_figure(rows: list[dict], out: Path, setting: str, figs: dict[str, str]) -> dict[int, dict[str, dict]]:
+    """ablation.png: per K with at least one ablation variant, the subject's variants and the
+    baseline; returns K → variant → row."""
     ablation_order = ["full", *ABLATIONS, arch_label(BASELINE)]
     abl: dict[int, dict[str, dict]] = {}
     for row in rows:
@@ -218,8 +247,12 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
         plots.grouped_bars(abl, [("fvu", "FVU (held-out)"), ("mse", "MSE (held-out)"), ("alive", "alive latents (held-out)")],
                            out / "ablation.png", f"Ablations of {arch_label(SUBJECT)} — {setting}", subject=SUBJECT)
         figs["ablation"] = "ablation.png"
+    return abl
 
-    # Temperature: subject runs differing only in beta_start (full = the default β0).
+
+def _temperature_figure(rows: list[dict], out: Path, setting: str, figs: dict[str, str]) -> dict[str, list[dict]]:
+    """temperature.png: subject runs differing only in beta_start (full = the default β0);
+    returns 'β0=…' → rows."""
     temp_rows = [row for row in rows if row["architecture"] == SUBJECT
                  and (row["variant"].startswith("β0=") or row["variant"] == "full")]
     temp_ks = {row["k"] for row in temp_rows if row["variant"].startswith("β0=")}
@@ -230,12 +263,15 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
     if tlines:
         plots.temperature(tlines, out / "temperature.png", f"Gate temperature β0 (annealed) — {setting}")
         figs["temperature"] = "temperature.png"
+    return tlines
 
-    # Training curves of the baseline's and the subject's Pareto runs.
+
+def _training_figure(rows: list[dict], run_dirs: dict[str, Path], out: Path, figs: dict[str, str]) -> None:
+    """training.png: explained variance over training of the baseline's and the subject's Pareto runs."""
     curves = {}
     for row in rows:
         if row["variant"] == "full" and row["architecture"] in (BASELINE, SUBJECT):
-            log = read_log(by_name[row["name"]]["_dir"])
+            log = read_log(run_dirs[row["name"]])
             pts = [(rec["tokens"], rec["explained_variance"]) for rec in log if rec.get("explained_variance") is not None]
             if pts:
                 curves[(row["architecture"], row["tag"])] = pts
@@ -243,17 +279,6 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None, comman
         plots.training_curves(curves, out / "training.png", "Explained variance of the training batch",
                               "explained variance (batch)")
         figs["training"] = "training.png"
-
-    _write_csv(rows, out / "metrics.csv")
-    md = _markdown(info, rows, abl, tlines, figs, sweep_dir, out, command, title, setting)
-    if notes:
-        p = Path(notes)
-        if not p.is_file():
-            raise ConfigError(f"--notes {p}: no such file")
-        head, sep, tail = md.partition("\n## Pareto frontier")
-        md = head + "\n## Notes\n\n" + p.read_text().strip() + "\n" + sep + tail
-    atomic_write_text(out / REPORT_FILE, md)
-    return out / REPORT_FILE
 
 
 _CSV_COLS = ["name", "architecture", "variant", "tag", "l0", "mse", "fvu", "explained_variance", "alive", "dead",
@@ -304,38 +329,56 @@ def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
 
 
 def _markdown(info, rows, abl, tlines, figs, sweep_dir: Path, out: Path, command, title, setting) -> str:
-    tc = info.get("train_config", {})
-    data = info.get("data", {})
+    d_sae = next((r["d_sae"] for r in rows if r.get("d_sae")), None)
+    L = _md_header(info, sweep_dir, command, title) + _md_setting(info, rows, figs, setting, d_sae)
+    L += _md_head_to_head(rows, d_sae) + _md_pareto(rows, figs) + _md_alive(figs) + _md_ablations(abl)
+    L += _md_temperature(tlines) + _md_training(figs) + _md_every_run(rows)
+    return "\n".join(L)
+
+
+def _md_header(info, sweep_dir: Path, command, title) -> list[str]:
+    """Title, the command, the sweep's invocations, the time and the sweep's description."""
     L: list[str] = [f"# {title}", ""]
     L += [f"Made by: `{command or f'probsae report {sweep_dir}'}`", ""]
     if info.get("command"):
         L += [f"Sweep started by: `{info['command']}` (resumed or extended by the invocations below)", ""]
-        invs = [i for i in info.get("invocations", []) if isinstance(i.get("finished_at"), str)]
-        if invs:
-            import datetime as _dt
-
-            ends = [_dt.datetime.fromisoformat(i["finished_at"]) for i in invs]
-            starts = [e - _dt.timedelta(seconds=i.get("wall_seconds", 0)) for e, i in zip(ends, invs)]
-            span = (max(ends) - min(starts)).total_seconds()
-            L += [f"Completed sweep invocations ({len(invs)}; wall-clock span {span / 60:.1f} min from the first start "
-                  "to the last finish, activation extraction not included):", ""]
-            L += [f"- `{i['command']}` — finished {i['finished_at']}, {i.get('wall_seconds', 0) / 60:.1f} min, "
-                  f"{i.get('to_run', '?')} members trained" for i in invs]
-            L += [""]
-        older = [i for i in info.get("invocations", []) if not isinstance(i.get("finished_at"), str)]
-        if older:
-            L += ["Completed sweep invocations without a timestamp:", ""]
-            L += [f"- `{i['command']}` — {i.get('wall_seconds', 0) / 60:.1f} min, {i.get('to_run', '?')} members trained"
-                  for i in older]
-            L += [""]
+        L += _md_invocations(info.get("invocations", []))
     L += [f"Generated {time.strftime('%Y-%m-%d %H:%M')}.", ""]
     if info.get("description"):
         L += [info["description"], ""]
+    return L
 
-    d_sae = next((r["d_sae"] for r in rows if r.get("d_sae")), None)
+
+def _md_invocations(invocations: list[dict]) -> list[str]:
+    """The completed sweep invocations: timed ones with their wall-clock span, then older ones."""
+    L: list[str] = []
+    invs = [i for i in invocations if isinstance(i.get("finished_at"), str)]
+    if invs:
+        import datetime as _dt
+
+        ends = [_dt.datetime.fromisoformat(i["finished_at"]) for i in invs]
+        starts = [e - _dt.timedelta(seconds=i.get("wall_seconds", 0)) for e, i in zip(ends, invs)]
+        span = (max(ends) - min(starts)).total_seconds()
+        L += [f"Completed sweep invocations ({len(invs)}; wall-clock span {span / 60:.1f} min from the first start "
+              "to the last finish, activation extraction not included):", ""]
+        L += [f"- `{i['command']}` — finished {i['finished_at']}, {i.get('wall_seconds', 0) / 60:.1f} min, "
+              f"{i.get('to_run', '?')} members trained" for i in invs]
+        L += [""]
+    older = [i for i in invocations if not isinstance(i.get("finished_at"), str)]
+    if older:
+        L += ["Completed sweep invocations without a timestamp:", ""]
+        L += [f"- `{i['command']}` — {i.get('wall_seconds', 0) / 60:.1f} min, {i.get('to_run', '?')} members trained"
+              for i in older]
+        L += [""]
+    return L
+
+
+def _md_setting(info, rows, figs, setting: str, d_sae) -> list[str]:
+    tc = info.get("train_config", {})
+    data = info.get("data", {})
     toks = max((r["tokens_seen"] or 0) for r in rows)
     cache_toks = data.get("train_cache_tokens")
-    L += ["## Setting", ""]
+    L = ["## Setting", ""]
     L += [f"- activations: {setting}; d_in = {data.get('d_in', '?')}, d_sae = {d_sae}"]
     if cache_toks:
         L += [f"- training tokens seen per SAE: {toks:,} ({toks / cache_toks:.2f} passes over a "
@@ -355,62 +398,86 @@ def _markdown(info, rows, abl, tlines, figs, sweep_dir: Path, out: Path, command
              if figs.get("dead_window") else []))]
     L += [f"- runs: {len(rows)}; metrics are on normalised inputs (mean-centred, unit-norm tokens), "
           "deterministic inference path", ""]
+    return L
 
+
+def _md_head_to_head(rows, d_sae) -> list[str]:
+    """Baseline vs subject per K: a table and one line each, with no verdict (single seed)."""
     comps = comparisons(rows)
-    if comps:
-        L += ["## Probabilistic TopK vs TopK", "",
-              "| K | L0 TopK | L0 ProbTopK | FVU TopK | FVU ProbTopK | Δ FVU | MSE TopK | MSE ProbTopK | alive TopK | alive ProbTopK | alive at end of training TopK / ProbTopK |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for c in comps:
-            t, p = c["topk"], c["prob"]
-            L += [f"| {c['k']} | {_f(t['l0'], 2)} | {_f(p['l0'], 2)} | {_f(t['fvu'])} | {_f(p['fvu'])} | "
-                  f"{c['fvu_rel'] * 100:+.1f}% | {_f(t['mse'])} | {_f(p['mse'])} | {_f(t['alive'])} | {_f(p['alive'])} | "
-                  f"{_f(t['train_alive'])} / {_f(p['train_alive'])} |"]
-        L += [""]
-        # One run per (architecture, K): no confidence interval, so the report states the numbers and
-        # no verdict (a sweep over seeds gets the paired-CI verdicts of the when report).
-        for c in comps:
-            L += [f"- K = {c['k']}: held-out FVU Probabilistic TopK {_f(c['prob']['fvu'])} vs TopK "
-                  f"{_f(c['topk']['fvu'])} ({c['fvu_rel'] * 100:+.1f}%); MSE {_f(c['prob']['mse'])} vs "
-                  f"{_f(c['topk']['mse'])}; L0 {_f(c['prob']['l0'], 2)} vs {_f(c['topk']['l0'], 2)}; latents alive "
-                  f"{c['prob']['alive']:,} vs {c['topk']['alive']:,} of {d_sae} ({c['alive_diff']:+,})."]
-        L += ["", SINGLE_SEED_NOTE, ""]
+    if not comps:
+        return []
+    L = ["## Probabilistic TopK vs TopK", "",
+         "| K | L0 TopK | L0 ProbTopK | FVU TopK | FVU ProbTopK | Δ FVU | MSE TopK | MSE ProbTopK | alive TopK | alive ProbTopK | alive at end of training TopK / ProbTopK |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in comps:
+        t, p = c["topk"], c["prob"]
+        L += [f"| {c['k']} | {_f(t['l0'], 2)} | {_f(p['l0'], 2)} | {_f(t['fvu'])} | {_f(p['fvu'])} | "
+              f"{c['fvu_rel'] * 100:+.1f}% | {_f(t['mse'])} | {_f(p['mse'])} | {_f(t['alive'])} | {_f(p['alive'])} | "
+              f"{_f(t['train_alive'])} / {_f(p['train_alive'])} |"]
+    L += [""]
+    # One run per (architecture, K): no confidence interval, so the report states the numbers and
+    # no verdict (a sweep over seeds gets the paired-CI verdicts of the when report).
+    for c in comps:
+        L += [f"- K = {c['k']}: held-out FVU Probabilistic TopK {_f(c['prob']['fvu'])} vs TopK "
+              f"{_f(c['topk']['fvu'])} ({c['fvu_rel'] * 100:+.1f}%); MSE {_f(c['prob']['mse'])} vs "
+              f"{_f(c['topk']['mse'])}; L0 {_f(c['prob']['l0'], 2)} vs {_f(c['topk']['l0'], 2)}; latents alive "
+              f"{c['prob']['alive']:,} vs {c['topk']['alive']:,} of {d_sae} ({c['alive_diff']:+,})."]
+    return L + ["", SINGLE_SEED_NOTE, ""]
 
-    if "pareto" in figs:
-        L += ["## Pareto frontier", "", "![Pareto frontier](pareto.png)", "",
-              "FVU and MSE against L0 (log scale) for the default variant of each architecture; "
-              "each point is labelled by its sparsity setting (K, or λ for penalty-trained architectures).", ""]
-        above = sorted(r["name"] for r in rows if r["variant"] == "full" and r["fvu"] > 1)
-        if above:
-            L += [f"FVU > 1 (reconstruction worse than predicting the mean; ringed in the figure, above the dotted "
-                  f"line at 1): {', '.join(above)}.", ""]
-    if "alive" in figs:
-        L += ["## Alive latents during training", "", "![alive latents](alive.png)", "",
-              f"Alive = fired within the last {figs['alive_window']} training tokens (shared y-axis from 0 to d_sae)."
-              if figs.get("alive_window") else "Shared y-axis from 0 to d_sae.", ""]
-    if abl:
-        L += ["## Ablations", "", "![ablations](ablation.png)", "",
-              "| K | variant | L0 | FVU | MSE | alive (held-out) | alive (end of training) |", "|---|---|---|---|---|---|---|"]
-        for k, g in sorted(abl.items()):
-            for v, r in g.items():
-                L += [f"| {k} | {v} | {_f(r['l0'], 2)} | {_f(r['fvu'])} | {_f(r['mse'])} | {_f(r['alive'])} | {_f(r['train_alive'])} |"]
-        L += [""]
-    if tlines:
-        L += ["## Gate temperature", "", "![temperature](temperature.png)", "",
-              "| β0 | K | L0 | FVU | MSE | alive (held-out) |", "|---|---|---|---|---|---|"]
-        for label, rs in tlines.items():
-            for r in sorted(rs, key=lambda r: r["k"]):
-                L += [f"| {r['beta']:g} | {r['k']} | {_f(r['l0'], 2)} | {_f(r['fvu'])} | {_f(r['mse'])} | {_f(r['alive'])} |"]
-        L += [""]
-    if "training" in figs:
-        L += ["## Training curves", "", "![training](training.png)", ""]
 
-    L += ["## Every run", "", "(also in `metrics.csv`; held-out metrics unless marked)", "",
-          "| run | architecture | variant | L0 | MSE | FVU | EV | alive | dead | alive (train window) | tokens |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+def _md_pareto(rows, figs) -> list[str]:
+    if "pareto" not in figs:
+        return []
+    L = ["## Pareto frontier", "", "![Pareto frontier](pareto.png)", "",
+         "FVU and MSE against L0 (log scale) for the default variant of each architecture; "
+         "each point is labelled by its sparsity setting (K, or λ for penalty-trained architectures).", ""]
+    above = sorted(r["name"] for r in rows if r["variant"] == "full" and r["fvu"] > 1)
+    if above:
+        L += [f"FVU > 1 (reconstruction worse than predicting the mean; ringed in the figure, above the dotted "
+              f"line at 1): {', '.join(above)}.", ""]
+    return L
+
+
+def _md_alive(figs) -> list[str]:
+    if "alive" not in figs:
+        return []
+    return ["## Alive latents during training", "", "![alive latents](alive.png)", "",
+            f"Alive = fired within the last {figs['alive_window']} training tokens (shared y-axis from 0 to d_sae)."
+            if figs.get("alive_window") else "Shared y-axis from 0 to d_sae.", ""]
+
+
+def _md_ablations(abl) -> list[str]:
+    if not abl:
+        return []
+    L = ["## Ablations", "", "![ablations](ablation.png)", "",
+         "| K | variant | L0 | FVU | MSE | alive (held-out) | alive (end of training) |", "|---|---|---|---|---|---|---|"]
+    for k, g in sorted(abl.items()):
+        for v, r in g.items():
+            L += [f"| {k} | {v} | {_f(r['l0'], 2)} | {_f(r['fvu'])} | {_f(r['mse'])} | {_f(r['alive'])} | {_f(r['train_alive'])} |"]
+    return L + [""]
+
+
+def _md_temperature(tlines) -> list[str]:
+    if not tlines:
+        return []
+    L = ["## Gate temperature", "", "![temperature](temperature.png)", "",
+         "| β0 | K | L0 | FVU | MSE | alive (held-out) |", "|---|---|---|---|---|---|"]
+    for label, rs in tlines.items():
+        for r in sorted(rs, key=lambda r: r["k"]):
+            L += [f"| {r['beta']:g} | {r['k']} | {_f(r['l0'], 2)} | {_f(r['fvu'])} | {_f(r['mse'])} | {_f(r['alive'])} |"]
+    return L + [""]
+
+
+def _md_training(figs) -> list[str]:
+    return ["## Training curves", "", "![training](training.png)", ""] if "training" in figs else []
+
+
+def _md_every_run(rows) -> list[str]:
+    L = ["## Every run", "", "(also in `metrics.csv`; held-out metrics unless marked)", "",
+         "| run | architecture | variant | L0 | MSE | FVU | EV | alive | dead | alive (train window) | tokens |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=_sort_key):
         L += [f"| {r['name']} | {r['architecture']} | {r['variant']} | {_f(r['l0'], 2)} | {_f(r['mse'])} | "
               f"{_f(r['fvu'])} | {_f(r['explained_variance'])} | {_f(r['alive'])} | {_f(r['dead'])} | "
               f"{_f(r['train_alive'])} | {_f(r['tokens_seen'])} |"]
-    L += [""]
-    return "\n".join(L)
+    return L + [""]

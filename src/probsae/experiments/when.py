@@ -278,95 +278,126 @@ def _downstream_section(C, rows, budgets, ks, out: Path, prob_name: str, top_nam
     return L
 
 
-def make_when_report(root: str | Path, out_dir: str | Path | None = None, command: str | None = None,
-                     title: str | None = None, notes: str | Path | None = None, force: bool = False) -> Path:
-    """Write the multi-seed, multi-budget report of ``root`` (a sweep directory or a folder of
-    ``tokens=B`` sweeps) into ``out_dir`` (default ROOT/report); returns report.md. A non-empty
-    ``out_dir`` that holds no report is refused unless ``force`` (``report.report_dir``)."""
-    from . import plots
+class _WhenData:
+    """What the sections of the when report read: the runs of ``root``, their cells and axes."""
 
-    root = Path(root)
-    out = report_dir(Path(out_dir) if out_dir else root / "report", force)
-    infos, rows = load_runs(root)
-    C = cells(rows)
-    budgets = sorted({r["budget"] for r in rows})
-    ks = sorted({r["k"] for r in rows if r["k"] is not None})
-    seeds = sorted({r["seed"] for r in rows})
-    first = infos[0]
-    data = first.get("data", {})
-    tc = first.get("train_config", {})
-    d_sae = next((r["d_sae"] for r in rows if r.get("d_sae")), None)
-    TOP, PROB = (BASELINE, ""), (SUBJECT, "")
-    top_name, prob_name = family(BASELINE), family(SUBJECT)
-    name = first.get("name", root.name)
-    title = title or f"When does {prob_name} help? — {name}"
+    def __init__(self, root: Path, out: Path):
+        self.root, self.out = root, out
+        self.infos, self.rows = load_runs(root)
+        self.C = cells(self.rows)
+        self.budgets = sorted({r["budget"] for r in self.rows})
+        self.ks = sorted({r["k"] for r in self.rows if r["k"] is not None})
+        self.first = self.infos[0]
+        self.d_sae = next((r["d_sae"] for r in self.rows if r.get("d_sae")), None)
+        self.top_name, self.prob_name = family(BASELINE), family(SUBJECT)
 
-    L = [f"# {title}", "", f"Made by: `{command or f'probsae report {root}'}`", ""]
-    for info in infos:
+    def table(self, a_key, b_key, a_name, b_name, key, lower_is_better) -> list[str]:
+        """``_comparison_table`` over every budget and K."""
+        return _comparison_table(self.C, self.budgets, self.ks, a_key, b_key, a_name, b_name, key, lower_is_better)
+
+
+_TOP, _PROB = (BASELINE, ""), (SUBJECT, "")  # the cell keys (architecture, variant) of the two defaults
+
+
+def _header(w: _WhenData, title: str, command: str | None) -> list[str]:
+    """Title, the command, the sweeps' invocations, the time and the sweep's description."""
+    L = [f"# {title}", "", f"Made by: `{command or f'probsae report {w.root}'}`", ""]
+    for info in w.infos:
         invs = info.get("invocations", [])
         L += [f"Sweep `{info['_dir']}` started by `{info.get('command', '?')}`; completed invocations:"]
         L += [f"- `{i['command']}` — finished {i.get('finished_at', '?')}, {i.get('wall_seconds', 0) / 60:.1f} min, "
               f"{i.get('to_run', '?')} members trained" for i in invs] or ["- (none finished yet)"]
         L += [""]
     L += [f"Generated {time.strftime('%Y-%m-%d %H:%M')}.", ""]
-    if first.get("description"):
-        L += [first["description"], ""]
-    L += ["## Setting", "",
-          f"- activations: {data.get('model', '?')} {data.get('hook', '?')} on `{data.get('corpus', '?')}`; "
-          f"d_in = {data.get('d_in', '?')}, d_sae = {d_sae}",
-          f"- training budgets (tokens per SAE): {', '.join(f'{b:,}' for b in budgets)}; training cache "
-          f"{data.get('train_cache_tokens', 0):,} tokens; held-out evaluation on {rows[0]['eval_tokens'] or 0:,} tokens "
-          "of documents never trained on",
-          f"- optimiser: Adam lr {tc.get('lr')}, batch {tc.get('batch_size')}, warm-up {tc.get('warmup_steps')} of "
-          f"{tc.get('steps')} steps (at the first budget), cosine decay, grad clip {tc.get('grad_clip')}",
-          f"- seeds: {', '.join(map(str, seeds))} (a seed sets the initial weights and the gate noise; all members "
-          "read the same batches, so members with the same seed are compared as pairs)",
-          f"- {len(rows)} runs; metrics on normalised inputs (mean-centred, unit-norm tokens), deterministic "
-          "inference path. Cells: mean ± 95 % CI half-width over seeds (Student t, n − 1 df). Δ: mean paired "
-          "difference over seeds with its 95 % CI; 'relative' is the mean of Δ / baseline.", ""]
+    if w.first.get("description"):
+        L += [w.first["description"], ""]
+    return L
 
-    if notes:
-        p = Path(notes)
-        if not p.is_file():
-            raise ConfigError(f"--notes {p}: no such file")
-        L += ["## Notes", "", p.read_text().strip(), ""]
-    L += [f"## (a) Reconstruction: {prob_name} (the paper's model) vs {top_name}", "",
-          "Held-out FVU (lower is better), each architecture at its default initialisation "
-          f"({top_name} '{get_class(BASELINE).default_init}', {prob_name} '{get_class(SUBJECT).default_init}'; "
-          "see *Initialisation*).", ""]
-    L += _comparison_table(C, budgets, ks, PROB, TOP, prob_name, top_name, "fvu", True)
+
+def _setting(w: _WhenData) -> list[str]:
+    data, tc, rows = w.first.get("data", {}), w.first.get("train_config", {}), w.rows
+    seeds = sorted({r["seed"] for r in rows})
+    return ["## Setting", "",
+            f"- activations: {data.get('model', '?')} {data.get('hook', '?')} on `{data.get('corpus', '?')}`; "
+            f"d_in = {data.get('d_in', '?')}, d_sae = {w.d_sae}",
+            f"- training budgets (tokens per SAE): {', '.join(f'{b:,}' for b in w.budgets)}; training cache "
+            f"{data.get('train_cache_tokens', 0):,} tokens; held-out evaluation on {rows[0]['eval_tokens'] or 0:,} tokens "
+            "of documents never trained on",
+            f"- optimiser: Adam lr {tc.get('lr')}, batch {tc.get('batch_size')}, warm-up {tc.get('warmup_steps')} of "
+            f"{tc.get('steps')} steps (at the first budget), cosine decay, grad clip {tc.get('grad_clip')}",
+            f"- seeds: {', '.join(map(str, seeds))} (a seed sets the initial weights and the gate noise; all members "
+            "read the same batches, so members with the same seed are compared as pairs)",
+            f"- {len(rows)} runs; metrics on normalised inputs (mean-centred, unit-norm tokens), deterministic "
+            "inference path. Cells: mean ± 95 % CI half-width over seeds (Student t, n − 1 df). Δ: mean paired "
+            "difference over seeds with its 95 % CI; 'relative' is the mean of Δ / baseline.", ""]
+
+
+def _notes(notes: str | Path | None) -> list[str]:
+    if not notes:
+        return []
+    p = Path(notes)
+    if not p.is_file():
+        raise ConfigError(f"--notes {p}: no such file")
+    return ["## Notes", "", p.read_text().strip(), ""]
+
+
+def _reconstruction(w: _WhenData) -> list[str]:
+    """(a): held-out FVU of the paper's model against the baseline, and the FVU figures."""
+    L = [f"## (a) Reconstruction: {w.prob_name} (the paper's model) vs {w.top_name}", "",
+         "Held-out FVU (lower is better), each architecture at its default initialisation "
+         f"({w.top_name} '{get_class(BASELINE).default_init}', {w.prob_name} '{get_class(SUBJECT).default_init}'; "
+         "see *Initialisation*).", ""]
+    return L + w.table(_PROB, _TOP, w.prob_name, w.top_name, "fvu", True) + _fvu_figures(w)
+
+
+def _fvu_figures(w: _WhenData) -> list[str]:
+    """fvu_budget.png and gap_budget.png (more than one budget), fvu_k.png."""
+    from . import plots
+
+    budgets, out = w.budgets, w.out
     series: dict[str, list] = {}
     by_k: dict[str, list] = {}
-    for (b, arch, var, k), c in C.items():
+    for (b, arch, var, k), c in w.C.items():
         if arch in (BASELINE, SUBJECT) and (var == "" or var.startswith("score=")):
             s = summary(c, "fvu")
             series.setdefault(f"{_label(arch, var)} K={k}", []).append((b, s["mean"], s["min"], s["max"]))
             if b == budgets[-1]:
                 by_k.setdefault(_label(arch, var), []).append((k, s["mean"], s["min"], s["max"]))
-    if series:
-        if len(budgets) > 1:  # one budget would draw one column of dots: the K figure says it all
-            plots.fvu_lines({k: sorted(v) for k, v in series.items()}, out / "fvu_budget.png",
-                            f"Held-out FVU against training tokens (seed min–max) — d_sae {d_sae}")
-            L += ["![FVU against budget](fvu_budget.png)", ""]
-            if _gap_figure(C, budgets, ks, out / "gap_budget.png", prob_name, top_name):
-                L += [f"The verdicts above as a picture: the paired difference {prob_name} − {top_name} per K "
-                      "against budget, with its 95 % CI (a bar crossing the dashed zero line is not resolved).", "",
-                      "![paired differences against budget](gap_budget.png)", ""]
-        else:
-            for stale in ("fvu_budget.png", "gap_budget.png"):  # left by an earlier report of more budgets
-                (out / stale).unlink(missing_ok=True)
-            L += [f"One training budget ({_budget(budgets[0])} tokens): FVU against budget needs a sweep with "
-                  "`[sweep] budgets = [...]`.", ""]
-        plots.fvu_lines({k: sorted(v) for k, v in by_k.items()}, out / "fvu_k.png",
-                        f"Held-out FVU against K at {_budget(budgets[-1])} tokens (seed min–max)", xlabel="K")
-        L += ["![FVU against K](fvu_k.png)", ""]
+    if not series:
+        return []
+    L: list[str] = []
+    if len(budgets) > 1:  # one budget would draw one column of dots: the K figure says it all
+        plots.fvu_lines({k: sorted(v) for k, v in series.items()}, out / "fvu_budget.png",
+                        f"Held-out FVU against training tokens (seed min–max) — d_sae {w.d_sae}")
+        L += ["![FVU against budget](fvu_budget.png)", ""]
+        if _gap_figure(w.C, budgets, w.ks, out / "gap_budget.png", w.prob_name, w.top_name):
+            L += [f"The verdicts above as a picture: the paired difference {w.prob_name} − {w.top_name} per K "
+                  "against budget, with its 95 % CI (a bar crossing the dashed zero line is not resolved).", "",
+                  "![paired differences against budget](gap_budget.png)", ""]
+    else:
+        for stale in ("fvu_budget.png", "gap_budget.png"):  # left by an earlier report of more budgets
+            (out / stale).unlink(missing_ok=True)
+        L += [f"One training budget ({_budget(budgets[0])} tokens): FVU against budget needs a sweep with "
+              "`[sweep] budgets = [...]`.", ""]
+    plots.fvu_lines({k: sorted(v) for k, v in by_k.items()}, out / "fvu_k.png",
+                    f"Held-out FVU against K at {_budget(budgets[-1])} tokens (seed min–max)", xlabel="K")
+    return L + ["![FVU against K](fvu_k.png)", ""]
 
-    L += ["## (b) Alive latents", "", f"Latents that fire at least once on the held-out tokens (of {d_sae}; higher "
-          "means more of the dictionary is used).", ""]
-    L += _comparison_table(C, budgets, ks, PROB, TOP, prob_name, top_name, "alive", False)
+
+def _alive(w: _WhenData) -> list[str]:
+    """(b): held-out alive latents, and the alive-during-training figure."""
+    L = ["## (b) Alive latents", "", f"Latents that fire at least once on the held-out tokens (of {w.d_sae}; higher "
+         "means more of the dictionary is used).", ""]
+    return L + w.table(_PROB, _TOP, w.prob_name, w.top_name, "alive", False) + _alive_figure(w)
+
+
+def _alive_figure(w: _WhenData) -> list[str]:
+    """alive.png: alive latents during training at the largest budget (mean, min–max over seeds)."""
+    from . import plots
+
     panels: dict[int, dict[str, list]] = {}
-    b_last = budgets[-1]
-    for (b, arch, var, k), c in C.items():
+    b_last = w.budgets[-1]
+    for (b, arch, var, k), c in w.C.items():
         if b != b_last or arch not in (BASELINE, SUBJECT) or not (var == "" or var.startswith("score=")):
             continue
         curves = [[(rec["tokens"], rec["alive"]) for rec in read_log(Path(r["dir"])) if rec.get("alive") is not None]
@@ -376,99 +407,148 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
             n = min(len(cv) for cv in curves)
             pts = [(curves[0][i][0], [cv[i][1] for cv in curves]) for i in range(n)]
             panels.setdefault(k, {})[_label(arch, var)] = pts
-    if panels:
-        window = used_dead_window([r["dir"] for c in C.values() for r in c.values()], first)  # what training used
-        plots.alive_curves({k: dict(sorted(v.items())) for k, v in panels.items()}, d_sae, out / "alive.png",
-                           f"Alive latents during training, budget {_budget(b_last)} (mean, min–max over seeds)")
-        if window:
-            L += [f"During training a latent is alive if it fired in the last {window} tokens (`dead_window_tokens`).", ""]
-        L += ["![alive latents during training](alive.png)", ""]
+    if not panels:
+        return []
+    window = used_dead_window([r["dir"] for c in w.C.values() for r in c.values()], w.first)  # what training used
+    plots.alive_curves({k: dict(sorted(v.items())) for k, v in panels.items()}, w.d_sae, w.out / "alive.png",
+                       f"Alive latents during training, budget {_budget(b_last)} (mean, min–max over seeds)")
+    L = [f"During training a latent is alive if it fired in the last {window} tokens (`dead_window_tokens`).", ""] \
+        if window else []
+    return L + ["![alive latents during training](alive.png)", ""]
 
-    L += _baseline_variants_section(C, budgets, ks, prob_name)
-    L += _downstream_section(C, rows, budgets, ks, out, prob_name, top_name)
 
-    fixes = sorted({var for (_, arch, var, _) in C if arch == SUBJECT and var.startswith("score=")})
-    if fixes:
-        L += ["## The gate-saturation fixes", "",
-              f"Opt-in selection scores of `{SUBJECT}` (`score`, see saes/prob_topk.py): `stable` ranks on "
-              "λ|a| − σ(−g) (the paper's order without float32 saturation), `logit` ranks on ℓ + (β/β0)·L + λ|a| "
-              "(the gate's logit, with the noise annealed instead of the temperature). Held-out FVU:", ""]
-        for fx in fixes:
-            L += [f"### `{fx}` against {top_name}", ""]
-            L += _comparison_table(C, budgets, ks, (SUBJECT, fx), TOP, f"{prob_name} {fx}", top_name, "fvu", True)
-            L += [f"### `{fx}` against the paper's {prob_name}", ""]
-            L += _comparison_table(C, budgets, ks, (SUBJECT, fx), PROB, f"{prob_name} {fx}", prob_name, "fvu", True)
-            L += [f"Alive latents, `{fx}` against {top_name}:", ""]
-            L += _comparison_table(C, budgets, ks, (SUBJECT, fx), TOP, f"{prob_name} {fx}", top_name, "alive", False)
+def _gate_fixes(w: _WhenData) -> list[str]:
+    """The opt-in selection scores of the subject against the baseline and the paper's model."""
+    fixes = sorted({var for (_, arch, var, _) in w.C if arch == SUBJECT and var.startswith("score=")})
+    if not fixes:
+        return []
+    prob_name, top_name = w.prob_name, w.top_name
+    L = ["## The gate-saturation fixes", "",
+         f"Opt-in selection scores of `{SUBJECT}` (`score`, see saes/prob_topk.py): `stable` ranks on "
+         "λ|a| − σ(−g) (the paper's order without float32 saturation), `logit` ranks on ℓ + (β/β0)·L + λ|a| "
+         "(the gate's logit, with the noise annealed instead of the temperature). Held-out FVU:", ""]
+    for fx in fixes:
+        L += [f"### `{fx}` against {top_name}", ""]
+        L += w.table((SUBJECT, fx), _TOP, f"{prob_name} {fx}", top_name, "fvu", True)
+        L += [f"### `{fx}` against the paper's {prob_name}", ""]
+        L += w.table((SUBJECT, fx), _PROB, f"{prob_name} {fx}", prob_name, "fvu", True)
+        L += [f"Alive latents, `{fx}` against {top_name}:", ""]
+        L += w.table((SUBJECT, fx), _TOP, f"{prob_name} {fx}", top_name, "alive", False)
+    return L
 
-    inits = {(arch, var) for (_, arch, var, _) in C if var.startswith("init=")}
-    if inits:
-        L += ["## Initialisation", "",
-              "`init = 'unit'`: decoder rows are random unit-norm directions, encoder = decoder transpose (Gao et "
-              "al. 2025). `init = 'orthogonal'`: the paper's App. A literally (orthonormal columns, so at 16× the rows "
-              "have norm 0.25). Each architecture against its other initialisation (held-out FVU):", ""]
-        for arch, var in sorted(inits):
-            L += [f"### {family(arch)}: `{var}` against its default", ""]
-            L += _comparison_table(C, budgets, ks, (arch, var), (arch, ""), f"{family(arch)} {var}",
-                                   f"{family(arch)} default", "fvu", True)
-        if (BASELINE, "init=orthogonal") in inits:
-            L += ["### The paper's literal setting (both architectures 'orthogonal') beside the defaults", ""]
-            L += _comparison_table(C, budgets, ks, PROB, (BASELINE, "init=orthogonal"), prob_name,
-                                   f"{top_name} init=orthogonal", "fvu", True)
 
-    betas = sorted({var for (_, arch, var, _) in C if arch == SUBJECT and var.startswith("beta_start=")},
+def _initialisation(w: _WhenData) -> list[str]:
+    """Each architecture against its other initialisation."""
+    inits = {(arch, var) for (_, arch, var, _) in w.C if var.startswith("init=")}
+    if not inits:
+        return []
+    L = ["## Initialisation", "",
+         "`init = 'unit'`: decoder rows are random unit-norm directions, encoder = decoder transpose (Gao et "
+         "al. 2025). `init = 'orthogonal'`: the paper's App. A literally (orthonormal columns, so at 16× the rows "
+         "have norm 0.25). Each architecture against its other initialisation (held-out FVU):", ""]
+    for arch, var in sorted(inits):
+        L += [f"### {family(arch)}: `{var}` against its default", ""]
+        L += w.table((arch, var), (arch, ""), f"{family(arch)} {var}", f"{family(arch)} default", "fvu", True)
+    if (BASELINE, "init=orthogonal") in inits:
+        L += ["### The paper's literal setting (both architectures 'orthogonal') beside the defaults", ""]
+        L += w.table(_PROB, (BASELINE, "init=orthogonal"), w.prob_name, f"{w.top_name} init=orthogonal", "fvu", True)
+    return L
+
+
+def _temperature(w: _WhenData) -> list[str]:
+    """FVU against the initial gate temperature β0, with temperature.png, when the β0 study ran."""
+    from . import plots
+
+    betas = sorted({var for (_, arch, var, _) in w.C if arch == SUBJECT and var.startswith("beta_start=")},
                    key=lambda v: float(v.split("=")[1]))
-    if betas:
-        beta0 = hparam_defaults(SUBJECT)["beta_start"]
-        L += ["## Gate temperature β0 (annealed to β_T)", "",
-              f"Held-out FVU; Δ against the default β0 = {beta0:g} and against {top_name} (default init), with the "
-              "same seed.", "",
-              f"| budget | K | β0 | FVU | Δ vs β0 = {beta0:g} [95 % CI] | Δ vs {top_name} [95 % CI] | alive |",
-              "|---|---|---|---|---|---|---|"]
-        lines: dict[str, list] = {}
-        refs: dict[str, tuple[str, float]] = {}
-        for b in budgets:
-            for k in ks:
-                base = C.get((b, SUBJECT, "", k))
-                if not base or not any(C.get((b, SUBJECT, v, k)) for v in betas):
-                    continue
-                label = f"K={k}, {_budget(b)}"
-                top = C.get((b, BASELINE, "", k))
-                if top:
-                    refs[label] = (f"{top_name}, {label}", summary(top, "fvu")["mean"])
-                for v in [*betas, ""]:
-                    c = C.get((b, SUBJECT, v, k))
-                    if not c:
-                        continue
-                    beta = float(v.split("=")[1]) if v else beta0
-                    s = summary(c, "fvu")
-                    lines.setdefault(label, []).append((beta, s["mean"], s["lo"], s["hi"]))
-                    p = paired(c, base, "fvu") if v else None
-                    L += [f"| {_budget(b)} | {k} | {beta:g} | {_ms(s)} | {_diff(p) if p else '(reference)'} | "
-                          f"{_diff(paired(c, top, 'fvu')) if top else '–'} | {_ms(summary(c, 'alive'), 0)} |"]
-        L += [""]
-        if lines:
-            plots.beta_lines({k: sorted(v) for k, v in lines.items()}, out / "temperature.png",
-                             "Held-out FVU against the initial gate temperature β0 (mean ± 95 % CI over seeds;\n"
-                             f"dashed: {top_name} at the same K and budget)", references=refs)
-            L += ["![temperature](temperature.png)", ""]
+    if not betas:
+        return []
+    beta0 = hparam_defaults(SUBJECT)["beta_start"]
+    L = ["## Gate temperature β0 (annealed to β_T)", "",
+         f"Held-out FVU; Δ against the default β0 = {beta0:g} and against {w.top_name} (default init), with the "
+         "same seed.", "",
+         f"| budget | K | β0 | FVU | Δ vs β0 = {beta0:g} [95 % CI] | Δ vs {w.top_name} [95 % CI] | alive |",
+         "|---|---|---|---|---|---|---|"]
+    lines: dict[str, list] = {}
+    refs: dict[str, tuple[str, float]] = {}
+    for b in w.budgets:
+        for k in w.ks:
+            L += _temperature_rows(w, b, k, betas, beta0, lines, refs)
+    L += [""]
+    if lines:
+        plots.beta_lines({k: sorted(v) for k, v in lines.items()}, w.out / "temperature.png",
+                         "Held-out FVU against the initial gate temperature β0 (mean ± 95 % CI over seeds;\n"
+                         f"dashed: {w.top_name} at the same K and budget)", references=refs)
+        L += ["![temperature](temperature.png)", ""]
+    return L
 
-    L += ["## Every run", "", "(also in `runs.csv`)", "",
-          "| budget | architecture | variant | K | seed | L0 | FVU | alive | alive (end of training) | CE recovered | KL |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(rows, key=lambda r: (r["budget"], arch_order(r["architecture"]), r["variant"],
-                                        r["k"] or 0, r["seed"]))
+
+def _temperature_rows(w: _WhenData, b: int, k: int, betas: list[str], beta0: float, lines: dict[str, list],
+                      refs: dict[str, tuple[str, float]]) -> list[str]:
+    """The table rows of one (budget, K); adds its figure points to ``lines`` and its TopK
+    reference to ``refs``."""
+    C = w.C
+    base = C.get((b, SUBJECT, "", k))
+    if not base or not any(C.get((b, SUBJECT, v, k)) for v in betas):
+        return []
+    label = f"K={k}, {_budget(b)}"
+    top = C.get((b, BASELINE, "", k))
+    if top:
+        refs[label] = (f"{w.top_name}, {label}", summary(top, "fvu")["mean"])
+    L: list[str] = []
+    for v in [*betas, ""]:
+        c = C.get((b, SUBJECT, v, k))
+        if not c:
+            continue
+        beta = float(v.split("=")[1]) if v else beta0
+        s = summary(c, "fvu")
+        lines.setdefault(label, []).append((beta, s["mean"], s["lo"], s["hi"]))
+        p = paired(c, base, "fvu") if v else None
+        L += [f"| {_budget(b)} | {k} | {beta:g} | {_ms(s)} | {_diff(p) if p else '(reference)'} | "
+              f"{_diff(paired(c, top, 'fvu')) if top else '–'} | {_ms(summary(c, 'alive'), 0)} |"]
+    return L
+
+
+def _every_run(order: list[dict]) -> list[str]:
+    L = ["## Every run", "", "(also in `runs.csv`)", "",
+         "| budget | architecture | variant | K | seed | L0 | FVU | alive | alive (end of training) | CE recovered | KL |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
     L += [f"| {_budget(r['budget'])} | {r['architecture']} | {r['variant'] or 'default'} | {r['k']} | {r['seed']} | "
           f"{_fmt(r['l0'], 2)} | {_fmt(r['fvu'])} | {_fmt(r['alive'])} | {_fmt(r['train_alive'])} | "
           f"{_fmt(r['ce_recovered'])} | {_fmt(r['kl'])} |" for r in order]
-    L += [""]
-    cols = ["budget", "architecture", "variant", "k", "seed", "name", "l0", "mse", "fvu", "alive", "dead",
-            "train_alive", "eval_tokens", "ce_recovered", "kl", "ce_delta", "ce_clean", "ce_tokens",
-            "pass_train_seconds", "pass_members"]
+    return L + [""]
+
+
+RUNS_CSV_COLUMNS = ["budget", "architecture", "variant", "k", "seed", "name", "l0", "mse", "fvu", "alive", "dead",
+                    "train_alive", "eval_tokens", "ce_recovered", "kl", "ce_delta", "ce_clean", "ce_tokens",
+                    "pass_train_seconds", "pass_members"]
+"""The columns of runs.csv."""
+
+
+def _write_runs_csv(path: Path, order: list[dict]) -> None:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=RUNS_CSV_COLUMNS, extrasaction="ignore")
     w.writeheader()
     w.writerows(order)
-    atomic_write_text(out / "runs.csv", buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
+
+
+def make_when_report(root: str | Path, out_dir: str | Path | None = None, command: str | None = None,
+                     title: str | None = None, notes: str | Path | None = None, force: bool = False) -> Path:
+    """Write the multi-seed, multi-budget report of ``root`` (a sweep directory or a folder of
+    ``tokens=B`` sweeps) into ``out_dir`` (default ROOT/report); returns report.md. A non-empty
+    ``out_dir`` that holds no report is refused unless ``force`` (``report.report_dir``)."""
+    root = Path(root)
+    out = report_dir(Path(out_dir) if out_dir else root / "report", force)
+    w = _WhenData(root, out)
+    title = title or f"When does {w.prob_name} help? — {w.first.get('name', root.name)}"
+    L = _header(w, title, command) + _setting(w) + _notes(notes) + _reconstruction(w) + _alive(w)
+    L += _baseline_variants_section(w.C, w.budgets, w.ks, w.prob_name)
+    L += _downstream_section(w.C, w.rows, w.budgets, w.ks, out, w.prob_name, w.top_name)
+    L += _gate_fixes(w) + _initialisation(w) + _temperature(w)
+    order = sorted(w.rows, key=lambda r: (r["budget"], arch_order(r["architecture"]), r["variant"],
+                                          r["k"] or 0, r["seed"]))
+    L += _every_run(order)
+    _write_runs_csv(out / "runs.csv", order)
     atomic_write_text(out / REPORT_FILE, "\n".join(L))
     return out / REPORT_FILE

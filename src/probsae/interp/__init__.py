@@ -14,7 +14,8 @@ from .calibration import mean_ci, pearson, plot_calibration, summarize_run, tabl
 from .dashboard import dashboard_data, write_dashboard
 from .encode import EncodedBatch, encode_windows, sparse_codes, token_outputs
 from .explainer import Explanation, LLMExplainer, TextFormatter, TopTokensExplainer, parse_explanation
-from .latent_cache import LatentCache, LatentRecord, LatentStats, build_latent_cache
+from .latent_cache import LatentCache, LatentRecord, LatentStats
+from .latent_cache_writer import build_latent_cache
 from .llm_client import ChatClient, ChatResult, LLMConfig
 from .pipeline import AutoInterpConfig, RunInfo, autointerp_runs, ensure_cache, resolve_run, run_autointerp
 from .sampling import BucketSample, Example, LatentSample, assign_buckets, choose_latents, sample_latent

@@ -21,7 +21,8 @@ from ..errors import ConfigError
 from ..io import atomic_write_json, atomic_write_jsonl, check_output_dir
 from .calibration import plot_calibration, summarize_run, write_table
 from .explainer import LLMExplainer, TextFormatter, TopTokensExplainer
-from .latent_cache import LatentCache, build_latent_cache
+from .latent_cache import LatentCache
+from .latent_cache_writer import build_latent_cache
 from .llm_client import ChatClient, LLMConfig
 from .sampling import choose_latents, sample_latent
 from .scorers import DetectionScorer, EmbeddingScorer

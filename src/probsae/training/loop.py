@@ -77,12 +77,11 @@ def _train(saes, data, cfg: TrainConfig, run_dirs, hooks, on_checkpoint):
 
     owned = [i for i in range(len(sae_list)) if dist.owns(i)]
     members = [
-        Member(sae_list[i], cfg, device, Path(run_dirs[i]) if run_dirs else None, cfg.log_path if single else None)
+        Member(sae_list[i], cfg, device, Path(run_dirs[i]) if run_dirs else None, cfg.log_path if single else None,
+               dist=dist.member_sync(), writer=dist.writes(i))
         for i in owned
     ]
     mkeys = [keys[i] for i in owned]
-    for i, m in zip(owned, members):
-        dist.attach(m, i)
     fresh = [m for m in members if not m.try_resume()]
     dist.check_resume(members)
     if fresh:

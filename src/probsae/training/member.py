@@ -46,7 +46,11 @@ class StepResult:
 
 
 class Member:
-    def __init__(self, sae, cfg: TrainConfig, device: torch.device, run_dir: Path | None, log_path: str | None):
+    def __init__(self, sae, cfg: TrainConfig, device: torch.device, run_dir: Path | None, log_path: str | None,
+                 dist=None, writer: bool = True):
+        """``dist``: the DistContext that syncs gradients and metrics (data-parallel mode, see
+        distributed.py), else None. ``writer``: False on ranks that must not write this run
+        directory (their log is silent)."""
         self.sae = sae.to(device)
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir else None
@@ -69,7 +73,7 @@ class Member:
         self._batches_finite = (torch.ones((), dtype=torch.bool, device=device)
                                 if device_checks_batches(cfg, device) else None)
         self.liveness = Liveness(sae.d_sae, cfg.dead_window_tokens, device)
-        self.logger = JsonlLogger(self.run_dir / LOG_FILE if self.run_dir else log_path)
+        self.logger = JsonlLogger((self.run_dir / LOG_FILE if self.run_dir else log_path) if writer else None)
         self.start_step = 0
         self.resume_extra: dict = {}  # the ``extra`` dict of the checkpoint resumed from
         self._sums: dict[str, Tensor] = {}
@@ -78,8 +82,8 @@ class Member:
         self.records: list[dict] = []
         self.last_checkpoint: int | None = None  # step of the last checkpoint written or resumed from
         self.last_logged = 0  # step of the last log record
-        self.dist = None  # a DistContext in data-parallel mode (set by train(); see distributed.py)
-        self.writer = True  # False on ranks that must not write this run directory
+        self.dist = dist
+        self.writer = writer
         self.alive_window: int | None = None  # window of the logged 'alive_recent' count (set by train())
 
     # ---- resume ---------------------------------------------------------------------------

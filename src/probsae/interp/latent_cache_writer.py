@@ -1,0 +1,289 @@
+"""Writing a latent cache: ``build_latent_cache`` encodes token windows with an SAE and writes the
+files that ``LatentCache`` (latent_cache.py, where the format is described) reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io import atomic_write, atomic_write_json
+from .encode import EncodedBatch, token_outputs
+from .latent_cache import FORMAT, LOGITS, MANIFEST, NONACT, STATS, VERSION, LatentCache, gate_beta_end
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata))
+
+
+def _settings(sae, hp, n_windows: int, window_len: int, n_nonactivating: int, seed: int,
+              exclude_special: bool) -> dict[str, Any]:
+    return {"format": FORMAT, "version": VERSION, "n_windows_requested": int(n_windows),
+            "window_len": int(window_len), "exclude_special": bool(exclude_special), "hook": str(hp), "d_sae": int(sae.d_sae),
+            "architecture": sae.architecture, "n_nonactivating": int(n_nonactivating), "seed": int(seed),
+            "sae_fingerprint": sae_fingerprint(sae)}
+
+
+class _Totals:
+    """Per-latent totals over every encoded token: firing tokens and windows, max and sum of |act|."""
+
+    def __init__(self, d_sae: int):
+        self.d_sae = d_sae
+        self.token_counts = torch.zeros(d_sae, dtype=torch.long)
+        self.window_counts = torch.zeros(d_sae, dtype=torch.long)
+        self.max_act = torch.zeros(d_sae)
+        self.sum_act = torch.zeros(d_sae, dtype=torch.float64)
+        self.n_tokens = 0
+
+    def add(self, b: EncodedBatch) -> None:
+        d = self.d_sae
+        av = b.act.abs()
+        self.n_tokens += b.n_tokens
+        self.token_counts += torch.bincount(b.latent, minlength=d)
+        self.sum_act += torch.bincount(b.latent, weights=av.double(), minlength=d)
+        self.max_act = torch.maximum(self.max_act, torch.zeros(d).scatter_reduce(0, b.latent, av, "amax"))
+        pairs = torch.unique(b.window * d + b.latent)
+        self.window_counts += torch.bincount(pairs % d, minlength=d)
+
+    def save(self, path: Path) -> None:
+        _save({"token_counts": self.token_counts, "window_counts": self.window_counts,
+               "max_act": self.max_act, "sum_act": self.sum_act}, path)
+
+
+class _ChunkWriter:
+    """Buffers encoded batches and writes one chunk file per ``chunk_windows`` windows, its
+    triplets partitioned by latent group (see the module docstring)."""
+
+    def __init__(self, out: Path, d_sae: int, window_len: int, group_size: int, chunk_windows: int,
+                 outputs: tuple[str, ...]):
+        self.out, self.d_sae, self.W = out, d_sae, window_len
+        self.group_size, self.chunk_windows, self.outputs = group_size, chunk_windows, outputs
+        self.n_groups = (d_sae + group_size - 1) // group_size
+        self.chunks: list[dict[str, Any]] = []
+        self.done = 0
+        self._buf: list[EncodedBatch] = []
+        self._first = 0
+
+    def add(self, b: EncodedBatch) -> None:
+        self._buf.append(b)
+        self.done += len(b)
+        if self.done - self._first >= self.chunk_windows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        tokens, keep = [], []
+        for b in self._buf:
+            T = b.input_ids.shape[1]
+            tok = torch.full((len(b), self.W), -1, dtype=torch.int32)
+            tok[:, :T] = torch.where(b.attention_mask.bool(), b.input_ids, torch.full_like(b.input_ids, -1)).to(torch.int32)
+            kp = torch.zeros((len(b), self.W), dtype=torch.bool)
+            kp[:, :T] = b.keep
+            tokens.append(tok)
+            keep.append(kp)
+        cols = {"window": (torch.int64, [b.window for b in self._buf]), "pos": (torch.int16, [b.pos for b in self._buf]),
+                "latent": (torch.int32, [b.latent for b in self._buf]), "act": (torch.float32, [b.act for b in self._buf])}
+        cols.update({name: (torch.float16, [b.extras[name] for b in self._buf]) for name in self.outputs})
+        cat = {k: torch.cat(ts) for k, (_, ts) in cols.items()}
+        # stable sort by group keeps (window, pos) order inside each group
+        order = torch.argsort(cat["latent"] // self.group_size, stable=True)
+        sizes = torch.bincount(cat["latent"] // self.group_size, minlength=self.n_groups).tolist()
+        tensors: dict[str, torch.Tensor] = {"tokens": torch.cat(tokens), "keep": torch.cat(keep)}
+        for k, (dtype, _) in cols.items():
+            for gi, part in enumerate(cat[k][order].split(sizes)):
+                tensors[f"g{gi:04d}/{k}"] = part.to(dtype)
+        name = f"chunk_{len(self.chunks):05d}.safetensors"
+        _save(tensors, self.out / name)
+        self.chunks.append({"file": name, "first_window": self._first, "n_windows": self.done - self._first})
+        self._buf, self._first = [], self.done
+
+
+def logit_effects(sae, handle, n: int = 10) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """Top ``n`` positive and negative entries of each latent's direct logit effect W_dec · W_U
+    (decoder row times the model's unembedding), or (None, why not)."""
+    if not getattr(handle, "is_causal", False):
+        return None, f"{handle.name} is not a causal LM (no unembedding): no logit effects"
+    head = handle.model.get_output_embeddings() if hasattr(handle.model, "get_output_embeddings") else None
+    if head is None or getattr(head, "weight", None) is None:
+        return None, f"{handle.name} has no output embedding: no logit effects"
+    W_U = head.weight.detach().float()                      # (vocab, d_model)
+    if W_U.shape[1] != sae.d_in:
+        return None, f"SAE width {sae.d_in} ≠ unembedding width {W_U.shape[1]}: no logit effects"
+    W_dec = sae.W_dec.detach().float().to(W_U.device)
+    n = min(n, W_U.shape[0])
+    rows = max(1, (1 << 26) // max(1, W_U.shape[0]))       # ≤ 64M floats per block
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("pos_ids", "pos_vals", "neg_ids", "neg_vals")}
+    with torch.no_grad():
+        for s in range(0, W_dec.shape[0], rows):
+            eff = W_dec[s:s + rows] @ W_U.T
+            top, bot = eff.topk(n, dim=-1), (-eff).topk(n, dim=-1)
+            out["pos_ids"].append(top.indices.int().cpu())
+            out["pos_vals"].append(top.values.cpu())
+            out["neg_ids"].append(bot.indices.int().cpu())
+            out["neg_vals"].append((-bot.values).cpu())
+    return {k: torch.cat(v) for k, v in out.items()}, "W_dec · W_U (direct effect on the logits, no final norm)"
+
+
+def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os.PathLike, *,
+                       n_windows: int = 4096, window_len: int = 32, batch_size: int = 16,
+                       chunk_windows: int = 1024, group_size: int = 1024, n_nonactivating: int = 64,
+                       seed: int = 0, meta: dict[str, Any] | None = None, progress: bool = False,
+                       overwrite: bool = False, n_logits: int = 10, exclude_special: bool = True) -> "LatentCache":
+    """Encode ``n_windows`` windows of ``window_len`` tokens and write a latent cache to ``out_dir``.
+
+    Three stages: :func:`~probsae.interp.encode.encode_windows` (model → hook → sparse codes and
+    the architecture's declared extra outputs), per-latent totals, and a chunk writer. Then the stats, the tokenizer, the
+    logit effects (causal LMs) and the non-activating samples.
+
+    Args:
+        sae: a trained :class:`~probsae.SAE` (its ``d_in`` must match the hook's width).
+        handle: a :class:`~probsae.data.ModelHandle`; ``hook`` a hook point (``resid_post.3``...).
+        docs: documents (e.g. ``load_corpus("pydoc")``), packed into windows by
+            :func:`probsae.data.token_windows` (special tokens are kept in the window but never encoded).
+        window_len: tokens per window; the dashboard uses the run's training context length.
+        n_nonactivating: per latent, how many windows where it never fires to sample and store.
+        exclude_special: never encode BOS/CLS/SEP/EOS/PAD positions (as training did by default).
+        meta: extra metadata recorded in the manifest (model name, corpus spec, run dir...).
+    An existing complete cache with the same settings is reused unless ``overwrite``.
+    """
+    from ..data.hooks import HookPoint
+
+    out = Path(out_dir)
+    hp = HookPoint.parse(hook)
+    settings = _settings(sae, hp, n_windows, window_len, n_nonactivating, seed, exclude_special)
+    if (out / MANIFEST).is_file() and not overwrite:
+        cache = LatentCache(out)
+        if {k: cache.manifest.get(k) for k in settings} == settings and cache.manifest.get("complete"):
+            return cache
+    _check_inputs(sae, handle, hp, window_len)
+    _clear(out)
+    sae = sae.eval()
+    t0 = time.time()
+    totals, writer = _encode_into(out, sae, handle, hp, docs, n_windows, window_len, batch_size, chunk_windows,
+                                  group_size, exclude_special, progress)
+    totals.save(out / STATS)
+    effects, logit_note = _side_files(out, sae, handle, n_logits)
+    manifest = {**settings, "n_windows": writer.done, "n_tokens": totals.n_tokens, "group_size": group_size,
+                "chunk_windows": chunk_windows, "token_outputs": list(writer.outputs), "model": handle.name,
+                "is_causal": bool(getattr(handle, "is_causal", False)), "logit_effects": effects is not None,
+                "logit_note": logit_note, "gate_beta_end": gate_beta_end(sae), "chunks": writer.chunks,
+                "seconds": round(time.time() - t0, 2), "meta": meta or {},
+                "special_ids": sorted(int(i) for i in handle.special_ids), "complete": False}
+    atomic_write_json(out / MANIFEST, manifest)
+    write_nonactivating(LatentCache(out), n_nonactivating, seed)
+    manifest["complete"] = True
+    atomic_write_json(out / MANIFEST, manifest)
+    return LatentCache(out)
+
+
+def _check_inputs(sae, handle, hp, window_len: int) -> None:
+    if window_len < 2:
+        raise InputError(f"window_len must be ≥ 2, got {window_len}")
+    if sae.d_in != handle.d_model and hp.kind != "module":
+        raise InputError(f"SAE d_in={sae.d_in} does not match model {handle.name!r} width {handle.d_model}")
+    hp.validate(handle)
+
+
+def _clear(out: Path) -> None:
+    """Create ``out`` and remove the chunks and manifest of an earlier cache there."""
+    out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob("chunk_*.safetensors"):
+        p.unlink()
+    if (out / MANIFEST).exists():
+        (out / MANIFEST).unlink()
+
+
+def _encode_into(out: Path, sae, handle, hp, docs: Iterable[str], n_windows: int, window_len: int, batch_size: int,
+                 chunk_windows: int, group_size: int, exclude_special: bool, progress: bool
+                 ) -> tuple[_Totals, _ChunkWriter]:
+    """Encode up to ``n_windows`` windows of ``docs`` into chunk files in ``out``; the per-latent
+    totals and the chunk writer (its chunks listed). No window at all is an InputError."""
+    from ..data.corpus import token_windows
+    from ..progress import bar as progress_bar
+    from .encode import encode_windows
+
+    totals = _Totals(sae.d_sae)
+    writer = _ChunkWriter(out, sae.d_sae, window_len, group_size, chunk_windows, token_outputs(sae))
+    windows = token_windows(docs, handle.tokenizer, window_len, batch_size=batch_size,
+                            max_length=handle.max_length, exclude_special=exclude_special, drop_last=False)
+    with progress_bar(total=n_windows, unit="win", desc="latent cache", requested=progress) as bar:
+        for eb in encode_windows(sae, handle, hp, windows, max_windows=n_windows):
+            totals.add(eb)
+            writer.add(eb)
+            bar.update(len(eb))
+    writer.flush()
+    if writer.done == 0:
+        raise InputError("the corpus produced no token windows")
+    return totals, writer
+
+
+def _side_files(out: Path, sae, handle, n_logits: int) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The tokenizer (so examples decode without the model) and the logit effects (causal LMs);
+    returns ``logit_effects``'s (effects or None, note)."""
+    try:
+        handle.tokenizer.save_pretrained(str(out / "tokenizer"))
+    except Exception:  # noqa: BLE001 - decoding then needs the model name
+        pass
+    effects, logit_note = logit_effects(sae, handle, n_logits)
+    if effects is not None:
+        _save(effects, out / LOGITS)
+    return effects, logit_note
+
+
+def write_nonactivating(cache: LatentCache, n: int, seed: int) -> None:
+    """Store, per latent, a seeded sample of ``n`` window ids where it never fires."""
+    n_win = cache.n_windows
+    table = np.full((cache.d_sae, max(n, 1)), -1, dtype=np.int64)
+    n_groups = (cache.d_sae + cache.group_size - 1) // cache.group_size
+    for g in range(n_groups):
+        t = cache.group_triplets(g)
+        lo = g * cache.group_size
+        hi = min(lo + cache.group_size, cache.d_sae)
+        order = np.argsort(t["latent"], kind="stable")
+        lat, win = t["latent"][order], t["window"][order]
+        bounds = np.searchsorted(lat, np.arange(lo, hi + 1))
+        for l in range(lo, hi):
+            fired = np.unique(win[bounds[l - lo]:bounds[l - lo + 1]])
+            rng = np.random.default_rng([seed, l])
+            if len(fired) >= n_win:
+                continue
+            if len(fired) > n_win // 2:
+                pool = np.setdiff1d(np.arange(n_win), fired)
+                pick = rng.permutation(pool)[:n]
+            else:
+                pick_set: list[int] = []
+                seen = set(fired.tolist())
+                cand = rng.permutation(n_win)
+                for c in cand:
+                    if int(c) not in seen:
+                        pick_set.append(int(c))
+                        if len(pick_set) == n:
+                            break
+                pick = np.asarray(pick_set, dtype=np.int64)
+            table[l, :len(pick)] = pick
+    _save({"windows": torch.from_numpy(table)}, cache.path / NONACT)
+
+
+def sae_fingerprint(sae) -> str:
+    """Short hash of an SAE's config and weights (a cache is reused only for the same SAE)."""
+    import hashlib
+
+    d = sae.config_dict()
+    h = hashlib.sha256(json.dumps({"architecture": d["architecture"], "config": d["config"]}, sort_keys=True,
+                                  default=str).encode())
+    with torch.no_grad():
+        for k, v in sorted(sae.state_dict().items()):
+            h.update(k.encode())
+            h.update(np.float64(v.double().sum().item()).tobytes())
+            h.update(np.float64(v.double().abs().sum().item()).tobytes())
+    return h.hexdigest()[:16]
