@@ -27,13 +27,10 @@ from ..errors import ConfigError
 from ..io import atomic_write_json, atomic_write_jsonl, read_json
 from ..runs.lock import locked_run_dirs
 from ..runs.results import METRICS_FILE, read_metrics, read_runs, record_run
-from .presets import SweepConfig, SweepMember, train_config_kwargs
+from .presets import SweepConfig, SweepMember
 
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.jsonl"
-
-#: Default checkpoint interval (steps) for sweep members, so a killed sweep loses little work.
-DEFAULT_CHECKPOINT_EVERY = 200
 
 
 def _log(msg: str) -> None:
@@ -51,17 +48,17 @@ def prepare_data(cfg: SweepConfig, out_dir: Path, progress: bool = False):
     from ..data import ActivationCache
     from ..data.prepare import prepare_caches
 
-    d = cfg.data
-    if "cache" in d:
-        train = ActivationCache(d["cache"])
-        if "eval_cache" in d:
-            return train, ActivationCache(d["eval_cache"])
+    d = cfg.caches
+    if cfg.data is None:
+        train = ActivationCache(d.cache)
+        if d.eval_cache is not None:
+            return train, ActivationCache(d.eval_cache)
         if len(train.shards) < 2:
-            raise ConfigError(f"[data] cache {d['cache']} has one shard; give eval_cache too")
-        _log(f"no eval_cache given: holding out the last 10% of the shards of {d['cache']}")
+            raise ConfigError(f"[data] cache {d.cache} has one shard; give eval_cache too")
+        _log(f"no eval_cache given: holding out the last 10% of the shards of {d.cache}")
         return train.split(0.1)
     t0 = time.perf_counter()
-    train, evalc = prepare_caches(cfg.data_spec(), d.get("cache_dir", "cache"), progress=progress)
+    train, evalc = prepare_caches(cfg.data, d.cache_dir, progress=progress)
     _log(f"activation caches ready ({time.perf_counter() - t0:.0f}s): train {train.n_tokens:,} tokens "
          f"({train.path}), held-out {evalc.n_tokens:,} tokens ({evalc.path})")
     return train, evalc
@@ -72,8 +69,8 @@ def sweep_metadata(cfg: SweepConfig, train_data):
     """The SAEMetadata of the sweep's members: the [data] spec, or what an existing cache records."""
     from ..runs.spec import data_metadata
 
-    if "cache" not in cfg.data:
-        return data_metadata(cfg.data_spec(), sweep=cfg.name)
+    if cfg.data is not None:
+        return data_metadata(cfg.data, sweep=cfg.name)
     from ..saes.metadata import SAEMetadata
 
     m = train_data.manifest
@@ -127,13 +124,11 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
         members = [m for m in members if m.name in only or any(s in only for s in m.studies)]
     runs_root = out_dir / "runs"
     dirs = {m.name: runs_root / m.name for m in members}
-    tkw = train_config_kwargs(cfg.train)
-    tkw.setdefault("checkpoint_every", int(cfg.sweep.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)))
-    tkw.setdefault("log_every", 25)
+    tkw = cfg.train.to_dict()
     if device:
         tkw["device"] = device
     tkw["progress"] = progress
-    group = max_members_per_pass or cfg.sweep.get("max_members_per_pass") or len(members) or 1
+    group = max_members_per_pass or cfg.sweep.max_members_per_pass or len(members) or 1
     command = command or "probsae sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if dry_run:
         todo, plan = _plan(members, dirs, group)
@@ -170,17 +165,17 @@ def _run_locked(cfg: SweepConfig, out_dir: Path, members: list[SweepMember], dir
     train_data, eval_data = distributed.main_first(ctx, lambda: prepare_data(cfg, out_dir, progress=progress and main))
     d_in = train_data.d_in
     tkw["extra"] = {**tkw.get("extra", {}), "sweep": cfg.name, "model": train_data.manifest.get("model"),
-                    "hook": train_data.manifest.get("hook"), "corpus": cfg.data.get("corpus")}
+                    "hook": train_data.manifest.get("hook"), "corpus": cfg.corpus}
     tcfg = TrainConfig(**tkw)
     if tcfg.steps is None:
         tcfg.steps = max(1, train_data.n_tokens // tcfg.batch_size)
     data_info = {"model": train_data.manifest.get("model"), "hook": train_data.manifest.get("hook"),
-                 "corpus": cfg.data.get("corpus"), "train_cache": str(train_data.path),
+                 "corpus": cfg.corpus, "train_cache": str(train_data.path),
                  "eval_cache": str(eval_data.path), "train_cache_tokens": train_data.n_tokens,
                  "eval_tokens": eval_data.n_tokens, "d_in": d_in}
     if main:
         _write_sweep_json(out_dir, cfg, members, command, data_info, tcfg)
-    eval_bs = int(cfg.sweep.get("eval_batch_size", 4096))
+    eval_bs = cfg.sweep.eval_batch_size
     data = {k: data_info[k] for k in ("model", "hook", "corpus")}
     extra = {"train_cache_tokens": train_data.n_tokens}
 
@@ -230,22 +225,22 @@ def _run_locked(cfg: SweepConfig, out_dir: Path, members: list[SweepMember], dir
 def measure_downstream(cfg: SweepConfig, members: list[SweepMember], dirs: dict[str, Path], device: str) -> int:
     """CE/KL with each finished member spliced in (causal LMs only), for members whose metrics.json
     has none yet: ``[sweep] downstream_tokens`` held-out positions (default: ``probsae eval``'s;
-    0: skip), ``downstream_members_per_pass`` SAEs (default 12) sharing each clean and zero-ablation
+    0: skip), ``downstream_members_per_pass`` SAEs (``SweepSettings``) sharing each clean and zero-ablation
     forward. Resumable: each pass writes its members' metrics.json. Returns how many were measured."""
     from ..data.models import is_causal_model
     from ..runs.eval_run import downstream_of
     from ..runs.results import add_downstream
     from ..saes import load_sae
 
-    tokens = cfg.sweep.get("downstream_tokens")
-    if tokens == 0 or "cache" in cfg.data:
+    tokens = cfg.sweep.downstream_tokens
+    if tokens == 0 or cfg.data is None:
         return 0
-    spec = cfg.data_spec()
+    spec = cfg.data
     todo = [m for m in members if is_finished(dirs[m.name])
             and read_metrics(dirs[m.name] / METRICS_FILE).get("downstream") is None]
     if not todo or not is_causal_model(spec.model):
         return 0
-    per_pass = int(cfg.sweep.get("downstream_members_per_pass", 12))
+    per_pass = cfg.sweep.downstream_members_per_pass
     handle = spec.load(device)
     for i in range(0, len(todo), per_pass):
         chunk = todo[i:i + per_pass]
