@@ -166,3 +166,38 @@ def test_every_preset_loads_to_the_members_and_settings_recorded_from_the_dict_l
             assert spec.pop("data") == exp["data"] and spec.pop("train") == exp["train_config"], (key, m.name)
             assert {k: v for k, v in spec.items() if k not in ("architecture", "hparams", "studies", "group")} \
                 == exp["member_common"], (key, m.name)
+
+
+def test_presets_are_package_data_found_through_importlib_resources():
+    """Issue 25: the presets ship inside the package (probsae/presets/*.toml, pyproject package-data),
+    so a wheel install finds them; they have no second copy in the repository."""
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+
+    from probsae.experiments import presets
+
+    root = Path(__file__).resolve().parents[2]
+    shipped = resources.files("probsae") / "presets"
+    assert presets.CONFIG_DIR == shipped
+    names = {p.name[:-len(".toml")] for p in shipped.iterdir() if p.name.endswith(".toml")}
+    assert {"minilm-cpu", "paper-gpt2", "smollm2-cpu"} <= names <= set(list_presets())
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "presets/*.toml" in package_data["probsae"]
+    assert not list(root.glob("configs/*.toml"))
+
+
+def test_presets_resolve_from_a_zipped_install(tmp_path, monkeypatch):
+    """Package data need not be files on disk (a zip import): names resolve through Traversable."""
+    import zipfile
+
+    from probsae.experiments import presets
+
+    text = (presets.CONFIG_DIR / "minilm-cpu.toml").read_text()
+    with zipfile.ZipFile(tmp_path / "site.zip", "w") as z:
+        z.writestr("probsae/presets/zipped.toml", text.replace('name = "minilm-cpu"', 'name = "zipped"'))
+    monkeypatch.setattr(presets, "CONFIG_DIR", zipfile.Path(tmp_path / "site.zip", "probsae/presets/"))
+    monkeypatch.delenv("PROBSAE_CONFIGS", raising=False)
+    assert list_presets() == ["zipped"]
+    cfg = load_config("zipped")
+    assert cfg.name == "zipped" and len(cfg.members()) == 24

@@ -1,12 +1,14 @@
-"""Sweep configs: TOML files (``configs/NAME.toml``) and their expansion into grid members.
+"""Sweep configs: TOML files (the presets shipped in ``probsae/presets/NAME.toml``, or any path)
+and their expansion into grid members.
 
-A sweep config has four parts (see ``configs/minilm-cpu.toml`` and docs/EXPERIMENTS.md)::
+A sweep config has four parts (see ``src/probsae/presets/minilm-cpu.toml`` and docs/EXPERIMENTS.md)::
 
     name = "minilm-cpu"
     [data]     where the activations come from: model, hook, corpus, context_length, max_tokens,
                holdout_every, ... or ``cache`` / ``eval_cache`` (paths of existing activation caches)
-    [sae]      settings shared by every member: d_sae (or expansion), normalize, seed
+    [sae]      settings shared by every member: d_sae (or expansion), normalize, seed (``SharedSAE``)
     [train]    ``probsae.TrainConfig`` fields (plus ``tokens`` = steps × batch_size)
+    [sweep]    how the members run: checkpoint_every, max_members_per_pass, ... (``SweepSettings``)
     [[grid]]   one or more grid blocks; each expands to members (see ``expand_block``)
 
 A grid block::
@@ -29,6 +31,8 @@ import itertools
 import math
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +43,10 @@ from ..saes.registry import architectures, get_class, hyperparameters
 from ..training.config import TrainConfig
 from .sections import SharedSAE, SweepCaches, SweepSettings, keys, section
 
-#: Where preset names resolve: <repo>/configs/NAME.toml (also $PROBSAE_CONFIGS).
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+#: The presets shipped with probsae: package data ``probsae/presets/NAME.toml``, found through
+#: importlib.resources from a source checkout and an installed wheel alike ($PROBSAE_CONFIGS
+#: folders are searched first).
+CONFIG_DIR = resources.files("probsae") / "presets"
 
 _TOP_KEYS = {"name", "description", "data", "sae", "train", "grid", "sweep"}
 #: [data] keys of the sweep itself; every other [data] key is a ``probsae.data.prepare.DataSpec`` field.
@@ -49,7 +55,8 @@ SWEEP_DATA_KEYS = keys(SweepCaches)
 _TRAIN_EXTRA = {"tokens", "warmup_fraction"}
 
 
-def config_dirs() -> list[Path]:
+def config_dirs() -> list[Path | Traversable]:
+    """Where preset names resolve, in order: the $PROBSAE_CONFIGS folders, then ``CONFIG_DIR``."""
     import os
 
     dirs = [Path(p) for p in os.environ.get("PROBSAE_CONFIGS", "").split(os.pathsep) if p]
@@ -57,22 +64,24 @@ def config_dirs() -> list[Path]:
 
 
 def list_presets() -> list[str]:
+    """The preset names (``minilm-cpu``, ...) of every folder of ``config_dirs``."""
     names: set[str] = set()
     for d in config_dirs():
         if d.is_dir():
-            names.update(p.stem for p in d.glob("*.toml"))
+            names.update(p.name[:-len(".toml")] for p in d.iterdir() if p.name.endswith(".toml"))
     return sorted(names)
 
 
 def resolve_config_path(spec: str | Path) -> Path:
-    """A TOML path, or a preset name looked up in ``configs/`` (``minilm-cpu`` → configs/minilm-cpu.toml)."""
+    """A TOML path, or a preset name looked up in ``config_dirs`` (``minilm-cpu`` →
+    probsae/presets/minilm-cpu.toml)."""
     p = Path(spec)
     if p.suffix == ".toml" or p.is_file():
         if not p.is_file():
             raise ConfigError(f"sweep config {spec} does not exist")
         return p
     for d in config_dirs():
-        cand = d / f"{spec}.toml"
+        cand = d.joinpath(f"{spec}.toml")
         if cand.is_file():
             return cand
     raise ConfigError(f"unknown sweep preset {str(spec)!r}: not a .toml file and not one of "
