@@ -50,10 +50,12 @@ def _is_tuple(tp: Any) -> bool:
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser | Any, cls: type, *, skip: set[str] = frozenset(),
-                          dest_prefix: str = "", comma_lists: bool = False,
-                          whole: set[str] = frozenset()) -> list[str]:
+                          dest_prefix: str = "", comma_lists: bool = False, whole: set[str] = frozenset(),
+                          carry_default: set[str] = frozenset()) -> list[str]:
     """Add ``--field-name`` for each settable field of ``cls``, with default None ("not given":
-    the dataclass's own default applies, the one home of every default; --help shows it).
+    the dataclass's own default applies, the one home of every default; --help shows it). The
+    fields in ``carry_default`` take the dataclass default itself as their argparse default, for a
+    command that reads it before it builds the config (train's Ctrl-C message names checkpoint_every).
     ``comma_lists``: each flag also takes a comma list (then parses to a list: one run per value),
     except the fields in ``whole``, whose comma list is their one value (``list_valued``). Returns
     the field names added."""
@@ -67,15 +69,16 @@ def add_dataclass_options(parser: argparse.ArgumentParser | Any, cls: type, *, s
         if cast is None:
             continue
         shown = f.default if f.default is not dataclasses.MISSING else None
+        default = shown if f.name in carry_default else None
         help_text = docs.get(f.name, "")
-        if shown is not None:
+        if shown is not None and default is None:
             help_text += f" [library default: {shown}]"
         metavar = f.name.upper() if cast is not _parse_bool else "BOOL"
         if comma_lists and f.name in whole:
             help_text += " (a comma list is the one value, not a sweep)"
         elif comma_lists:
             cast = comma_list(cast)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=dest_prefix + f.name, type=cast, default=None,
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=dest_prefix + f.name, type=cast, default=default,
                             metavar=metavar, help=help_text)
         added.append(f.name)
     return added

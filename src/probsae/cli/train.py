@@ -86,7 +86,8 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
     g.add_argument("--epochs", type=float, default=RunSpec.epochs, help="passes over the cached training tokens when --steps is not given")
-    add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_")
+    add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_",
+                          carry_default={"checkpoint_every"})
 
 
 def _list_valued() -> set[str]:
@@ -215,9 +216,7 @@ def run(args) -> int:
 
 def interrupted(args) -> str:
     """What Ctrl-C or SIGTERM leaves behind (cli.main prints it)."""
-    from ..training.config import TrainConfig
-
-    every = TrainConfig.checkpoint_every if args.train_checkpoint_every is None else args.train_checkpoint_every
+    every = args.train_checkpoint_every
     kept = (f"{args.out} resumes from its last checkpoint (one every {every} steps)" if every else
             f"no checkpoint is written before the end (--checkpoint-every 0), so {args.out} trains from step 0")
     return f"{kept}: run the same command again to continue"
