@@ -37,6 +37,7 @@ def test_every_setting_has_one_default():
     cfg = parse_config({"data": DATA, "grid": GRID})
     assert cfg.train == TrainConfig() and cfg.caches.cache_dir == RunSpec.cache_dir
     assert cfg.sae.expansion == RunSpec.expansion and cfg.sweep == SweepSettings()
+    assert parse_config({"data": DATA, "sae": {"expansion": 4.0}, "grid": GRID}).members()[0].expansion == 4
     (m,) = cfg.members()
     assert m.train.checkpoint_every == TrainConfig.checkpoint_every and m.train.log_every == TrainConfig.log_every
 

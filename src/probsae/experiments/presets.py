@@ -72,7 +72,7 @@ def list_presets() -> list[str]:
     return sorted(names)
 
 
-def resolve_config_path(spec: str | Path) -> Path:
+def resolve_config_path(spec: str | Path) -> Path | Traversable:
     """A TOML path, or a preset name looked up in ``config_dirs`` (``minilm-cpu`` →
     probsae/presets/minilm-cpu.toml)."""
     p = Path(spec)

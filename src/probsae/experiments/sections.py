@@ -46,6 +46,10 @@ class SharedSAE:
     seed: int | None = None
     """Initialisation seed of every member (an SAE config field); None: each architecture's default."""
 
+    def __post_init__(self) -> None:
+        if isinstance(self.expansion, float) and self.expansion.is_integer():
+            self.expansion = int(self.expansion)  # as the dict-based loader read it (int(expansion))
+
     def shared(self) -> dict[str, Any]:
         """The members' shared hyperparameters (only those the config sets)."""
         return {k: getattr(self, k) for k in ("normalize", "seed") if getattr(self, k) is not None}
