@@ -101,17 +101,17 @@ def test_presets_load_with_the_papers_grids():
     assert {f"gated-l1_coeff={v:g}" for v in (0.05, 0.06, 0.09, 0.1)} <= names
     assert {"prob_topk-k=8-lambda_mag=0", "prob_topk-k=16-layernorm=false", "prob_topk-k=32-gate=sigmoid",
             "prob_topk-k=8-beta_start=0.5", "prob_topk-k=32-beta_start=10"} <= names
-    assert g.data["model"] == "gpt2" and g.data["hook"] == "resid_pre.8" and g.data["corpus"] == "hf:openwebtext"
-    kw = train_config_kwargs(g.train)
+    assert g.data.model == "gpt2" and g.data.hook == "resid_pre.8" and g.data.corpus == "hf:openwebtext"
+    kw = g.train.to_dict()
     assert kw["batch_size"] == 8192 and kw["lr"] == 5e-4 and kw["warmup_steps"] == 20_000
-    assert kw["steps"] * 8192 >= 307_000_000 and g.sae["expansion"] == 16
+    assert kw["steps"] * 8192 >= 307_000_000 and g.sae.expansion == 16
 
     q = load_config("paper-qwen3")
-    assert q.data["model"] == "Qwen/Qwen3-0.6B" and q.data["hook"] == "resid_pre.26"
+    assert q.data.model == "Qwen/Qwen3-0.6B" and q.data.hook == "resid_pre.26"
     assert {m.hparams.get("k") for m in q.members() if m.architecture == "topk"} == {8, 16, 32, 64}
 
     m = load_config("minilm-cpu")
-    assert m.data["model"] == "minilm" and m.data["corpus"] == "pydoc"
+    assert m.data.model == "minilm" and m.data.corpus == "pydoc"
     mem = m.members()
     assert {4, 8, 16, 32} <= {x.hparams["k"] for x in mem if x.architecture == "topk"}
     assert {4, 8, 16, 32} <= {x.hparams["k"] for x in mem if x.architecture == "prob_topk"}
@@ -130,9 +130,77 @@ def test_cpu_budget_preset_at_3m_is_the_cpu_grid_member_for_member():
     assert list(subs) == ["tokens=300000", "tokens=1000000", "tokens=3000000"]
     at3m = subs["tokens=3000000"]
     assert at3m.data == cpu.data and at3m.sae == cpu.sae
-    assert train_config_kwargs(at3m.train) == train_config_kwargs(cpu.train)
+    assert at3m.train.to_dict() == cpu.train.to_dict()
     assert at3m.sweep == cpu.sweep
     core = [m for m in cpu.members() if "when" in m.studies]
     assert at3m.members() == core and len(core) == 24
-    small = train_config_kwargs(subs["tokens=300000"].train)
+    small = subs["tokens=300000"].train.to_dict()
     assert small["steps"] == 74 and small["warmup_steps"] == 37
+
+
+def test_every_preset_loads_to_the_members_and_settings_recorded_from_the_dict_loader():
+    """Issue 25: typed sections change no preset. Every preset (each budget of one with budgets)
+    has the members, member specs, sweep.json ``config`` and training config that the dict-based
+    loader gave (recorded from it in preset_members.json). The one difference: a member's
+    ``train.checkpoint_every`` is now the interval it trains with ([sweep] checkpoint_every), where
+    the dict loader left the library's default in the member and applied the sweep's at run time; and
+    a member's ``train.seed`` is its grid seed (one seed per run, issue 25), where the dict loader left
+    the [train] seed there and tied the SAE's seed to the grid's by hand."""
+    import json
+    from pathlib import Path
+
+    from probsae.experiments.presets import budget_configs
+    from probsae.io import strict_json
+
+    expected = json.loads((Path(__file__).parent / "preset_members.json").read_text())
+    got = {f"{name} {sub}".strip(): c for name in list_presets() for sub, c in budget_configs(load_config(name))}
+    assert sorted(got) == sorted(expected)
+    for key, cfg in got.items():
+        exp = expected[key]
+        config = strict_json(cfg.to_dict())
+        assert Path(config.pop("source")).name == Path(exp["config"].pop("source")).name
+        assert config == exp["config"], key
+        assert strict_json(cfg.train.to_dict()) == exp["train_config"], key
+        members = cfg.members()
+        assert [[m.name, m.architecture, strict_json(m.hparams), m.studies, m.group] for m in members] == exp["members"]
+        for m in members:
+            spec = m.to_dict()
+            seed = {"seed": m.sae_hparams().get("seed", 0)}  # the run's one seed: the member's (its SAE's init seed too)
+            assert spec.pop("data") == exp["data"] and spec.pop("train") == {**exp["train_config"], **seed}, (key, m.name)
+            assert {k: v for k, v in spec.items() if k not in ("architecture", "hparams", "studies", "group")} \
+                == exp["member_common"], (key, m.name)
+
+
+def test_presets_are_package_data_found_through_importlib_resources():
+    """Issue 25: the presets ship inside the package (probsae/presets/*.toml, pyproject package-data),
+    so a wheel install finds them; they have no second copy in the repository."""
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+
+    from probsae.experiments import presets
+
+    root = Path(__file__).resolve().parents[2]
+    shipped = resources.files("probsae") / "presets"
+    assert presets.CONFIG_DIR == shipped
+    names = {p.name[:-len(".toml")] for p in shipped.iterdir() if p.name.endswith(".toml")}
+    assert {"minilm-cpu", "paper-gpt2", "smollm2-cpu"} <= names <= set(list_presets())
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "presets/*.toml" in package_data["probsae"]
+    assert not list(root.glob("configs/*.toml"))
+
+
+def test_presets_resolve_from_a_zipped_install(tmp_path, monkeypatch):
+    """Package data need not be files on disk (a zip import): names resolve through Traversable."""
+    import zipfile
+
+    from probsae.experiments import presets
+
+    text = (presets.CONFIG_DIR / "minilm-cpu.toml").read_text()
+    with zipfile.ZipFile(tmp_path / "site.zip", "w") as z:
+        z.writestr("probsae/presets/zipped.toml", text.replace('name = "minilm-cpu"', 'name = "zipped"'))
+    monkeypatch.setattr(presets, "CONFIG_DIR", zipfile.Path(tmp_path / "site.zip", "probsae/presets/"))
+    monkeypatch.delenv("PROBSAE_CONFIGS", raising=False)
+    assert list_presets() == ["zipped"]
+    cfg = load_config("zipped")
+    assert cfg.name == "zipped" and len(cfg.members()) == 24

@@ -11,7 +11,7 @@ import math
 import pytest
 
 from probsae.cli.main import main
-from probsae.experiments.presets import budget_configs, parse_config, train_config_kwargs
+from probsae.experiments.presets import budget_configs, parse_config
 from probsae.experiments.when import paired, variant_label, verdict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,7 +49,7 @@ def test_budgets_and_warmup_fraction():
     cfg = parse_config(raw)
     subs = budget_configs(cfg)
     assert [s for s, _ in subs] == ["tokens=1000", "tokens=4000"]
-    kws = [train_config_kwargs(c.train) for _, c in subs]
+    kws = [c.train.to_dict() for _, c in subs]
     assert [(k["steps"], k["warmup_steps"]) for k in kws] == [(10, 5), (40, 20)]
     from probsae.errors import ConfigError
 

@@ -11,9 +11,10 @@ HELP = ("Extract activations at a hook point over a corpus into sharded caches (
 
 def add_arguments(p) -> None:
     from ..data.prepare import DataSpec
+    from ..runs.spec import RunSpec
 
     add_dataclass_options(p, DataSpec, dest_prefix="data_")
-    p.add_argument("--cache-dir", default="cache", help="root folder of activation caches")
+    p.add_argument("--cache-dir", default=RunSpec.cache_dir, help="root folder of activation caches")
     p.add_argument("--split", choices=["train", "holdout", "both"], default="both", help="which split(s) to extract")
 
 

@@ -50,9 +50,15 @@ def _is_tuple(tp: Any) -> bool:
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser | Any, cls: type, *, skip: set[str] = frozenset(),
-                          defaults: dict[str, Any] | None = None, dest_prefix: str = "") -> list[str]:
-    """Add ``--field-name`` for each settable field of ``cls``; default None means "not given"
-    unless ``defaults`` names one. Returns the field names added."""
+                          dest_prefix: str = "", comma_lists: bool = False, whole: set[str] = frozenset(),
+                          carry_default: set[str] = frozenset()) -> list[str]:
+    """Add ``--field-name`` for each settable field of ``cls``, with default None ("not given":
+    the dataclass's own default applies, the one home of every default; --help shows it). The
+    fields in ``carry_default`` take the dataclass default itself as their argparse default, for a
+    command that reads it before it builds the config (train's Ctrl-C message names checkpoint_every).
+    ``comma_lists``: each flag also takes a comma list (then parses to a list: one run per value),
+    except the fields in ``whole``, whose comma list is their one value (``list_valued``). Returns
+    the field names added."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     added = []
@@ -62,15 +68,30 @@ def add_dataclass_options(parser: argparse.ArgumentParser | Any, cls: type, *, s
         cast = _caster(hints[f.name])
         if cast is None:
             continue
-        default = (defaults or {}).get(f.name)
         shown = f.default if f.default is not dataclasses.MISSING else None
+        default = shown if f.name in carry_default else None
         help_text = docs.get(f.name, "")
         if shown is not None and default is None:
             help_text += f" [library default: {shown}]"
+        metavar = f.name.upper() if cast is not _parse_bool else "BOOL"
+        if comma_lists and f.name in whole:
+            help_text += " (a comma list is the one value, not a sweep)"
+        elif comma_lists:
+            cast = comma_list(cast)
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=dest_prefix + f.name, type=cast, default=default,
-                            metavar=f.name.upper() if cast is not _parse_bool else "BOOL", help=help_text)
+                            metavar=metavar, help=help_text)
         added.append(f.name)
     return added
+
+
+def comma_list(cast):
+    """An argparse type that also takes a comma list (then returns a list of ``cast`` values)."""
+    def parse(text: str):
+        parts = [t.strip() for t in text.split(",")]
+        return [cast(t) for t in parts] if len(parts) > 1 else cast(text)
+
+    parse.__name__ = getattr(cast, "__name__", "value")
+    return parse
 
 
 def collect(args: argparse.Namespace, names: list[str], dest_prefix: str = "") -> dict[str, Any]:

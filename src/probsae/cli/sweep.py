@@ -13,7 +13,7 @@ HELP = ("Train a grid of SAEs (architectures × K/λ × hyperparameters) on one 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="CONFIG",
-                   help="a sweep TOML file, or a preset name from configs/ (minilm-cpu, offline-en-cpu, offline-en-gpu, paper-gpt2, ...)")
+                   help="a sweep TOML file, or the name of a preset shipped with probsae (minilm-cpu, offline-en-cpu, offline-en-gpu, paper-gpt2, ...)")
     p.add_argument("--out", default=None, help="sweep directory (default: runs/<config name>)")
     p.add_argument("--only", default=None,
                    help="comma-separated member names or study labels (pareto, ablation, temperature) to run")

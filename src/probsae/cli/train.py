@@ -44,33 +44,35 @@ def _group_title(archs: tuple[str, ...]) -> str:
 
 def add_arguments(p) -> None:
     from ..data.prepare import DataSpec
+    from ..runs.spec import RunSpec  # the one home of the defaults below
     from ..saes.registry import architectures
     from ..training.config import TrainConfig
 
-    p.add_argument("--arch", default="prob_topk", type=_arch_list, metavar="{" + ",".join(architectures()) + "}",
+    p.add_argument("--arch", default=RunSpec.architecture, type=_arch_list, metavar="{" + ",".join(architectures()) + "}",
                    help="SAE architecture (a comma list: one SAE per architecture)")
     p.add_argument("--out", default="runs/default", help="run directory (resumed if it holds a checkpoint)")
     p.add_argument("--force", action="store_true",
                    help="write into --out (with comma lists: each run directory under it) even when it is "
                         "a non-empty directory that is not a probsae run")
     g = p.add_argument_group("SAE size")
-    g.add_argument("--expansion", type=int, default=16, help="d_sae = expansion × d_in (the paper: 16)")
+    g.add_argument("--expansion", type=int, default=RunSpec.expansion, help="d_sae = expansion × d_in (the paper: 16)")
     g.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
     _add_hyperparameters(p)
     g = p.add_argument_group("data")
     add_dataclass_options(g, DataSpec, dest_prefix="data_", skip={"device"})  # extraction uses --device
-    g.add_argument("--cache-dir", default="cache", help="root folder of activation caches (shared across runs)")
+    g.add_argument("--cache-dir", default=RunSpec.cache_dir, help="root folder of activation caches (shared across runs)")
     g.add_argument("--stream", action="store_true",
                    help="train straight from the model without a cache (the GPU path; several --hook points need it)")
-    g.add_argument("--stream-buffer", type=int, default=16,
+    g.add_argument("--stream-buffer", type=int, default=RunSpec.stream_buffer,
                    help="streaming: shuffle-buffer size on the device, in training batches")
     g.add_argument("--downstream-tokens", type=int, default=None,
                    help="causal LMs: held-out next-token positions for the CE/KL measured at the end of "
                         "training with the SAE spliced in (default: as probsae eval, 32,768; 0: skip)")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
-    g.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training tokens when --steps is not given")
-    add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_", defaults={"checkpoint_every": 100})
+    g.add_argument("--epochs", type=float, default=RunSpec.epochs, help="passes over the cached training tokens when --steps is not given")
+    add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_",
+                          carry_default={"checkpoint_every"})
 
 
 def _add_hyperparameters(p) -> None:
@@ -91,16 +93,10 @@ def _add_hyperparameters(p) -> None:
             if archs not in groups:
                 groups[archs] = p.add_argument_group(_group_title(archs))
             part = {f for f in names if owners[f] == archs}
-            add_dataclass_options(groups[archs], cls, skip=set(cls.__dataclass_fields__) - part, dest_prefix="hp_")
+            add_dataclass_options(groups[archs], cls, skip=set(cls.__dataclass_fields__) - part, dest_prefix="hp_",
+                                  comma_lists=True, whole=whole)  # a scalar's comma list: one SAE per value
     g = groups.get(tuple(architectures())) or p.add_argument_group("SAE options (every architecture)")
     g.add_argument("--hparam", action="append", metavar="KEY=VALUE", help="any other hyperparameter (repeatable)")
-    for action in p._actions:
-        if not action.dest.startswith("hp_") or action.type is None:
-            continue
-        if action.dest[3:] in whole:  # a list-valued hyperparameter: the comma list is its one value
-            action.help += " (a comma list is the one value, not a sweep)"
-        else:  # a scalar hyperparameter takes a comma list: one SAE per value
-            action.type = _listable(action.type)
 
 
 def _list_valued() -> set[str]:
@@ -123,15 +119,6 @@ def _arch_list(text: str):
                                              f"{', '.join(repr(a) for a in architectures())})")
     return names if len(names) > 1 else names[0]
 
-
-def _listable(cast):
-    """A type for argparse that also takes a comma list (then returns a list)."""
-    def parse(text: str):
-        parts = [t.strip() for t in text.split(",")]
-        return [cast(t) for t in parts] if len(parts) > 1 else cast(text)
-
-    parse.__name__ = getattr(cast, "__name__", "value")
-    return parse
 
 
 def specs_from_args(args) -> list[tuple[str, "object"]]:

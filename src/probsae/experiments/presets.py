@@ -1,12 +1,14 @@
-"""Sweep configs: TOML files (``configs/NAME.toml``) and their expansion into grid members.
+"""Sweep configs: TOML files (the presets shipped in ``probsae/presets/NAME.toml``, or any path)
+and their expansion into grid members.
 
-A sweep config has four parts (see ``configs/minilm-cpu.toml`` and docs/EXPERIMENTS.md)::
+A sweep config has four parts (see ``src/probsae/presets/minilm-cpu.toml`` and docs/EXPERIMENTS.md)::
 
     name = "minilm-cpu"
     [data]     where the activations come from: model, hook, corpus, context_length, max_tokens,
                holdout_every, ... or ``cache`` / ``eval_cache`` (paths of existing activation caches)
-    [sae]      settings shared by every member: d_sae (or expansion), normalize, seed
+    [sae]      settings shared by every member: d_sae (or expansion), normalize, seed (``SharedSAE``)
     [train]    ``probsae.TrainConfig`` fields (plus ``tokens`` = steps × batch_size)
+    [sweep]    how the members run: checkpoint_every, max_members_per_pass, ... (``SweepSettings``)
     [[grid]]   one or more grid blocks; each expands to members (see ``expand_block``)
 
 A grid block::
@@ -24,32 +26,38 @@ effective hyperparameters are one member (trained once, listed under every study
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from ..data.prepare import DataSpec
 from ..errors import ConfigError
 from ..runs.spec import RunSpec
 from ..saes.config import SEED
 from ..saes.registry import architectures, get_class, hyperparameters
+from ..training.config import TrainConfig
+from .sections import SharedSAE, SweepCaches, SweepSettings, keys, section
 
-#: Where preset names resolve: <repo>/configs/NAME.toml (also $PROBSAE_CONFIGS).
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+#: The presets shipped with probsae: package data ``probsae/presets/NAME.toml``, found through
+#: importlib.resources from a source checkout and an installed wheel alike ($PROBSAE_CONFIGS
+#: folders are searched first).
+CONFIG_DIR = resources.files("probsae") / "presets"
 
 _TOP_KEYS = {"name", "description", "data", "sae", "train", "grid", "sweep"}
 #: [data] keys of the sweep itself; every other [data] key is a ``probsae.data.prepare.DataSpec`` field.
-SWEEP_DATA_KEYS = {"cache", "eval_cache", "cache_dir"}
-_SAE_KEYS = {"d_sae", "expansion", "normalize", "seed"}
-_SWEEP_KEYS = {"max_members_per_pass", "eval_batch_size", "checkpoint_every", "budgets", "downstream_tokens",
-               "downstream_members_per_pass"}
+SWEEP_DATA_KEYS = keys(SweepCaches)
 #: [train] keys of the sweep itself (not TrainConfig fields).
 _TRAIN_EXTRA = {"tokens", "warmup_fraction"}
 
 
-def config_dirs() -> list[Path]:
+def config_dirs() -> list[Path | Traversable]:
+    """Where preset names resolve, in order: the $PROBSAE_CONFIGS folders, then ``CONFIG_DIR``."""
     import os
 
     dirs = [Path(p) for p in os.environ.get("PROBSAE_CONFIGS", "").split(os.pathsep) if p]
@@ -57,22 +65,24 @@ def config_dirs() -> list[Path]:
 
 
 def list_presets() -> list[str]:
+    """The preset names (``minilm-cpu``, ...) of every folder of ``config_dirs``."""
     names: set[str] = set()
     for d in config_dirs():
         if d.is_dir():
-            names.update(p.stem for p in d.glob("*.toml"))
+            names.update(p.name[:-len(".toml")] for p in d.iterdir() if p.name.endswith(".toml"))
     return sorted(names)
 
 
-def resolve_config_path(spec: str | Path) -> Path:
-    """A TOML path, or a preset name looked up in ``configs/`` (``minilm-cpu`` → configs/minilm-cpu.toml)."""
+def resolve_config_path(spec: str | Path) -> Path | Traversable:
+    """A TOML path, or a preset name looked up in ``config_dirs`` (``minilm-cpu`` →
+    probsae/presets/minilm-cpu.toml)."""
     p = Path(spec)
     if p.suffix == ".toml" or p.is_file():
         if not p.is_file():
             raise ConfigError(f"sweep config {spec} does not exist")
         return p
     for d in config_dirs():
-        cand = d / f"{spec}.toml"
+        cand = d.joinpath(f"{spec}.toml")
         if cand.is_file():
             return cand
     raise ConfigError(f"unknown sweep preset {str(spec)!r}: not a .toml file and not one of "
@@ -115,39 +125,52 @@ class SweepMember(RunSpec):
 
 @dataclass
 class SweepConfig:
+    """A loaded sweep config: its sections typed (``parse_config`` builds and validates them)."""
+
     name: str
+    """The sweep's name (``runs/<name>`` by default): the TOML's ``name``, else its file name."""
     description: str
-    data: dict[str, Any]
-    sae: dict[str, Any]
-    train: dict[str, Any]
-    sweep: dict[str, Any]
+    """Free text (the report's subtitle)."""
+    data: DataSpec | None
+    """[data]: what the sweep extracts activations from; None when it reads existing caches."""
+    caches: SweepCaches
+    """[data] cache / eval_cache / cache_dir."""
+    sae: SharedSAE
+    """[sae]: size and shared settings."""
+    train: TrainConfig
+    """[train] resolved (``tokens`` → steps, ``warmup_fraction`` → warmup_steps, [sweep]
+    checkpoint_every when [train] has none)."""
+    sweep: SweepSettings
+    """[sweep]."""
     grid: list[dict[str, Any]]
+    """The [[grid]] blocks as written (``expand_grid`` makes the members)."""
     source: str | None = None
+    """The TOML file it was read from."""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The config as written (with --set overrides): what ``to_dict`` records in sweep.json."""
+
+    @property
+    def corpus(self) -> str | None:
+        """The [data] corpus (as written when the sweep reads existing caches; None if not given)."""
+        return self.data.corpus if self.data is not None else self.raw.get("data", {}).get("corpus")
 
     def members(self) -> list[SweepMember]:
         """The grid's members as complete run specs: the [sae] size and shared settings, the [data]
         spec (when the sweep extracts its own activations) and the [train] settings."""
         from dataclasses import replace
 
-        from ..training.config import TrainConfig
-
-        sized = {"expansion": int(self.sae.get("expansion", RunSpec.expansion)), "d_sae": self.sae.get("d_sae"),
-                 "shared": {k: self.sae[k] for k in ("normalize", "seed") if k in self.sae},
-                 "train": TrainConfig(**train_config_kwargs(self.train)), "cache_dir": self.data.get("cache_dir", "cache")}
-        if "cache" not in self.data:
-            sized["data"] = self.data_spec()
+        sized = {"expansion": self.sae.expansion, "d_sae": self.sae.d_sae, "shared": self.sae.shared(),
+                 "train": replace(self.train), "cache_dir": self.caches.cache_dir}
+        if self.data is not None:
+            sized["data"] = replace(self.data)
         members = [replace(m, **sized) for m in expand_grid(self.grid)]
         return [replace(m, train=replace(m.train, seed=m.sae_hparams().get("seed", SEED))) for m in members]  # its seed
 
-    def data_spec(self):
-        """The [data] section (less cache/eval_cache/cache_dir) as the data pipeline's ``DataSpec``."""
-        from ..data.prepare import DataSpec
-
-        return DataSpec.from_dict({k: v for k, v in self.data.items() if k not in SWEEP_DATA_KEYS})
-
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "data": self.data, "sae": self.sae,
-                "train": self.train, "sweep": self.sweep, "grid": self.grid, "source": self.source}
+        """The config as written (sweep.json's ``config``)."""
+        sections = {k: dict(self.raw.get(k, {})) for k in ("data", "sae", "train", "sweep")}
+        return {"name": self.name, "description": self.description, **sections, "grid": self.grid,
+                "source": self.source}
 
 
 def load_config(spec: str | Path) -> SweepConfig:
@@ -162,17 +185,16 @@ def load_config(spec: str | Path) -> SweepConfig:
 
 
 def parse_config(raw: dict[str, Any], source: str | None = None) -> SweepConfig:
+    """The typed, validated config of ``raw`` (a TOML's contents); errors name ``source`` and the key."""
     where = source or "sweep config"
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; valid: {sorted(_TOP_KEYS)}")
-    from ..data.prepare import DataSpec
-
-    data_keys = set(DataSpec.__dataclass_fields__) | SWEEP_DATA_KEYS
-    for section, keys in (("data", data_keys), ("sae", _SAE_KEYS), ("sweep", _SWEEP_KEYS)):
-        bad = sorted(set(raw.get(section, {})) - keys)
+    data_keys = keys(DataSpec) | SWEEP_DATA_KEYS
+    for name, valid in (("data", data_keys), ("sae", keys(SharedSAE)), ("sweep", keys(SweepSettings))):
+        bad = sorted(set(raw.get(name, {})) - valid)
         if bad:
-            raise ConfigError(f"{where}: unknown [{section}] key(s) {bad}; valid: {sorted(keys)}")
+            raise ConfigError(f"{where}: unknown [{name}] key(s) {bad}; valid: {sorted(valid)}")
     data = dict(raw.get("data", {}))
     if "cache" not in data:
         for k in ("model", "hook", "corpus"):
@@ -183,18 +205,23 @@ def parse_config(raw: dict[str, Any], source: str | None = None) -> SweepConfig:
     grid = raw.get("grid")
     if not isinstance(grid, list) or not grid:
         raise ConfigError(f"{where}: needs at least one [[grid]] block")
+    sweep = section(SweepSettings, dict(raw.get("sweep", {})), where, "sweep")
+    if sweep.checkpoint_every is not None:
+        train.setdefault("checkpoint_every", sweep.checkpoint_every)
+    caches = section(SweepCaches, {k: v for k, v in data.items() if k in SWEEP_DATA_KEYS}, where, "data")
+    # DataSpec and TrainConfig values are checked when the sweep runs (their device may be another machine's)
+    spec = None if "cache" in data else DataSpec(**{k: v for k, v in data.items() if k not in SWEEP_DATA_KEYS})
     cfg = SweepConfig(name=str(raw.get("name") or Path(source or "sweep").stem),
-                      description=str(raw.get("description", "")), data=data,
-                      sae=dict(raw.get("sae", {})), train=train, sweep=dict(raw.get("sweep", {})),
-                      grid=[dict(b) for b in grid], source=source)
+                      description=str(raw.get("description", "")), data=spec, caches=caches,
+                      sae=section(SharedSAE, dict(raw.get("sae", {})), where, "sae"),
+                      train=TrainConfig(**train_config_kwargs(train)), sweep=sweep,
+                      grid=[dict(b) for b in grid], source=source, raw=copy.deepcopy(raw))
     cfg.members()  # validates the grid
     return cfg
 
 
 def _check_train(train: dict[str, Any], where: str) -> None:
-    from ..training.config import TrainConfig
-
-    valid = set(TrainConfig.__dataclass_fields__) | _TRAIN_EXTRA
+    valid = keys(TrainConfig) | _TRAIN_EXTRA
     bad = sorted(set(train) - valid)
     if bad:
         raise ConfigError(f"{where}: unknown [train] key(s) {bad}; valid: {sorted(valid)}")
@@ -212,17 +239,15 @@ def budget_configs(cfg: SweepConfig) -> list[tuple[str, SweepConfig]]:
     """The sweeps of a config with ``[sweep] budgets = [tokens, ...]``: one per budget, each with
     ``train.tokens`` set to it, named ``tokens=<budget>`` (the sub-directory it runs in). A config
     without budgets is one sweep, named ''."""
-    budgets = cfg.sweep.get("budgets")
-    if not budgets:
+    if not cfg.sweep.budgets:
         return [("", cfg)]
-    if not isinstance(budgets, list) or not all(isinstance(b, int) and b > 0 for b in budgets):
-        raise ConfigError(f"[sweep] budgets must be a list of positive token counts, got {budgets!r}")
     out = []
-    for b in budgets:
-        sweep = {k: v for k, v in cfg.sweep.items() if k != "budgets"}
-        train = {**{k: v for k, v in cfg.train.items() if k != "steps"}, "tokens": b}
-        out.append((f"tokens={b}", SweepConfig(cfg.name, cfg.description, dict(cfg.data), dict(cfg.sae), train,
-                                               sweep, [dict(g) for g in cfg.grid], cfg.source)))
+    for b in cfg.sweep.budgets:
+        raw = copy.deepcopy(cfg.raw)
+        raw["sweep"] = {k: v for k, v in raw.get("sweep", {}).items() if k != "budgets"}
+        raw["train"] = {**{k: v for k, v in raw.get("train", {}).items() if k != "steps"}, "tokens": b}
+        out.append((f"tokens={b}", parse_config({**raw, "name": cfg.name, "description": cfg.description},
+                                                cfg.source)))
     return out
 
 
@@ -231,7 +256,7 @@ def train_config_kwargs(train: dict[str, Any]) -> dict[str, Any]:
     kw = dict(train)
     tokens = kw.pop("tokens", None)
     if tokens is not None:
-        bs = int(kw.get("batch_size", 4096))
+        bs = int(kw.get("batch_size", TrainConfig.batch_size))
         kw["steps"] = max(1, math.ceil(int(tokens) / bs))
     frac = kw.pop("warmup_fraction", None)
     if frac is not None and "steps" in kw:

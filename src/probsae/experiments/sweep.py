@@ -29,13 +29,10 @@ import torch
 from ..errors import ConfigError
 from ..io import atomic_write_json, atomic_write_jsonl, read_json
 from ..runs.results import METRICS_FILE, read_metrics, read_runs
-from .presets import SweepConfig, SweepMember, train_config_kwargs
+from .presets import SweepConfig, SweepMember
 
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.jsonl"
-
-#: Default checkpoint interval (steps) for sweep members, so a killed sweep loses little work.
-DEFAULT_CHECKPOINT_EVERY = 200
 
 
 def _log(msg: str) -> None:
@@ -53,17 +50,17 @@ def prepare_data(cfg: SweepConfig, out_dir: Path, progress: bool = False):
     from ..data import ActivationCache
     from ..data.prepare import prepare_caches
 
-    d = cfg.data
-    if "cache" in d:
-        train = ActivationCache(d["cache"])
-        if "eval_cache" in d:
-            return train, ActivationCache(d["eval_cache"])
+    d = cfg.caches
+    if cfg.data is None:
+        train = ActivationCache(d.cache)
+        if d.eval_cache is not None:
+            return train, ActivationCache(d.eval_cache)
         if len(train.shards) < 2:
-            raise ConfigError(f"[data] cache {d['cache']} has one shard; give eval_cache too")
-        _log(f"no eval_cache given: holding out the last 10% of the shards of {d['cache']}")
+            raise ConfigError(f"[data] cache {d.cache} has one shard; give eval_cache too")
+        _log(f"no eval_cache given: holding out the last 10% of the shards of {d.cache}")
         return train.split(0.1)
     t0 = time.perf_counter()
-    train, evalc = prepare_caches(cfg.data_spec(), d.get("cache_dir", "cache"), progress=progress)
+    train, evalc = prepare_caches(cfg.data, d.cache_dir, progress=progress)
     _log(f"activation caches ready ({time.perf_counter() - t0:.0f}s): train {train.n_tokens:,} tokens "
          f"({train.path}), held-out {evalc.n_tokens:,} tokens ({evalc.path})")
     return train, evalc
@@ -74,8 +71,8 @@ def sweep_metadata(cfg: SweepConfig, train_data):
     """The SAEMetadata of the sweep's members: the [data] spec, or what an existing cache records."""
     from ..runs.spec import data_metadata
 
-    if "cache" not in cfg.data:
-        return data_metadata(cfg.data_spec(), sweep=cfg.name)
+    if cfg.data is not None:
+        return data_metadata(cfg.data, sweep=cfg.name)
     from ..saes.metadata import SAEMetadata
 
     m = train_data.manifest
@@ -118,7 +115,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
     members = _selected(cfg.members(), only)
     dirs = {m.name: out_dir / "runs" / m.name for m in members}
     tkw = _train_kwargs(cfg, device, progress)
-    group = max_members_per_pass or cfg.sweep.get("max_members_per_pass") or len(members) or 1
+    group = max_members_per_pass or cfg.sweep.max_members_per_pass or len(members) or 1
     command = command or "probsae sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if dry_run:
         todo, plan = _plan(members, dirs, group)
@@ -142,11 +139,9 @@ def _selected(members: list[SweepMember], only: list[str] | None) -> list[SweepM
 
 
 def _train_kwargs(cfg: SweepConfig, device: str | None, progress: bool) -> dict[str, Any]:
-    """The TrainConfig keyword arguments of the sweep's members ([train], with the sweep's
-    checkpoint and log intervals unless set)."""
-    tkw = train_config_kwargs(cfg.train)
-    tkw.setdefault("checkpoint_every", int(cfg.sweep.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)))
-    tkw.setdefault("log_every", 25)
+    """The TrainConfig keyword arguments of the sweep's members ([train], its checkpoint interval
+    resolved by the preset loader), with --device and the progress switch."""
+    tkw = cfg.train.to_dict()
     if device:
         tkw["device"] = device
     tkw["progress"] = progress
@@ -186,7 +181,7 @@ class _Sweep:
             record_group(chunk, [m.name for m in chunk], [self.dirs[m.name] for m in chunk], saes, self.source,
                          self.tcfg, data=self.data, seconds=seconds, studies=lambda i: chunk[i].studies,
                          extra={"train_cache_tokens": self.source.n_train, **extra},
-                         batch_size=int(self.cfg.sweep.get("eval_batch_size", 4096)))
+                         batch_size=self.cfg.sweep.eval_batch_size)
 
 
 def _run_locked(cfg: SweepConfig, out_dir: Path, members: list[SweepMember], dirs: dict[str, Path],
@@ -224,12 +219,12 @@ def _open(cfg: SweepConfig, out_dir: Path, members: list[SweepMember], dirs: dic
 
     train_data, eval_data = distributed.main_first(ctx, lambda: prepare_data(cfg, out_dir, progress=progress and ctx.is_main))
     tkw["extra"] = {**tkw.get("extra", {}), "sweep": cfg.name, "model": train_data.manifest.get("model"),
-                    "hook": train_data.manifest.get("hook"), "corpus": cfg.data.get("corpus")}
+                    "hook": train_data.manifest.get("hook"), "corpus": cfg.corpus}
     tcfg = TrainConfig(**tkw)
     source = cached_source(replace(members[0], train=tcfg, epochs=1.0), train_data, eval_data)
     tcfg.steps = source.steps
     data_info = {"model": train_data.manifest.get("model"), "hook": train_data.manifest.get("hook"),
-                 "corpus": cfg.data.get("corpus"), "train_cache": str(train_data.path),
+                 "corpus": cfg.corpus, "train_cache": str(train_data.path),
                  "eval_cache": str(eval_data.path), "train_cache_tokens": train_data.n_tokens,
                  "eval_tokens": eval_data.n_tokens, "d_in": train_data.d_in}
     if ctx.is_main:
@@ -282,22 +277,22 @@ def _close(out_dir: Path, command: str, plan: dict[str, Any], t_start: float) ->
 def measure_downstream(cfg: SweepConfig, members: list[SweepMember], dirs: dict[str, Path], device: str) -> int:
     """CE/KL with each finished member spliced in (causal LMs only), for members whose metrics.json
     has none yet: ``[sweep] downstream_tokens`` held-out positions (default: ``probsae eval``'s;
-    0: skip), ``downstream_members_per_pass`` SAEs (default 12) sharing each clean and zero-ablation
+    0: skip), ``downstream_members_per_pass`` SAEs (``SweepSettings``) sharing each clean and zero-ablation
     forward. Resumable: each pass writes its members' metrics.json. Returns how many were measured."""
     from ..data.models import is_causal_model
     from ..runs.eval_run import downstream_of
     from ..runs.results import add_downstream
     from ..saes import load_sae
 
-    tokens = cfg.sweep.get("downstream_tokens")
-    if tokens == 0 or "cache" in cfg.data:
+    tokens = cfg.sweep.downstream_tokens
+    if tokens == 0 or cfg.data is None:
         return 0
-    spec = cfg.data_spec()
+    spec = cfg.data
     todo = [m for m in members if is_finished(dirs[m.name])
             and read_metrics(dirs[m.name] / METRICS_FILE).get("downstream") is None]
     if not todo or not is_causal_model(spec.model):
         return 0
-    per_pass = int(cfg.sweep.get("downstream_members_per_pass", 12))
+    per_pass = cfg.sweep.downstream_members_per_pass
     handle = spec.load(device)
     for i in range(0, len(todo), per_pass):
         chunk = todo[i:i + per_pass]

@@ -46,8 +46,10 @@ class TrainConfig:
     """Write a log record every this many steps (and at the last step)."""
     log_path: str | None = None
     """JSONL log of a single-SAE run (``run_dirs`` of ``train`` overrides it)."""
-    checkpoint_every: int = 0
-    """Write a resumable checkpoint every this many steps into each run directory (0 = only at the end)."""
+    checkpoint_every: int = 100
+    """Write a resumable checkpoint every this many steps into each run directory (0 = only at the
+    end). On by default, so that a killed run or sweep member resumes losing at most this many
+    steps; a checkpoint (weights and Adam state) costs little next to 100 steps."""
     progress: bool = True
     """Show a progress bar with tokens/s."""
     device: str = "auto"
