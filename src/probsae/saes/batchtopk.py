@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from .base import SAE
 from .config import TopKConfig, positive
 from .declarations import Export, Imported, NotExpressible, Presentation, positive_int, saelens_k, standard_encoder, state_tensors
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 
@@ -52,7 +53,8 @@ class BatchTopKSAE(SAE):
             self._pending_min = positive_kept.min().detach()
         return codes
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         pre = self.pre_acts(x_n)
         codes = self.batch_select(pre) if self.training else self.threshold_select(pre)
         return Forward(self.decode_normalized(codes), codes)
@@ -63,7 +65,7 @@ class BatchTopKSAE(SAE):
             return self.batch_select(pre)
         return acts * (acts > self.threshold)
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Tensor:
         return self.threshold_select(self.pre_acts(x_n))
 
     @torch.no_grad()

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .base import SAE
 from .config import SAEConfig, positive
 from .declarations import Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, state_tensors
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 
@@ -54,7 +55,8 @@ class GatedSAE(SAE):
         pi_mag = x_c @ (self.W_enc * self.r_mag.exp()) + self.b_mag
         return pi_gate, pi_mag
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         pi_gate, pi_mag = self._pis(x_n)
         f = (pi_gate > 0).to(pi_mag.dtype) * pi_mag.relu()
         recon = self.decode_normalized(f)
@@ -66,7 +68,7 @@ class GatedSAE(SAE):
         }
         return Forward(recon, f, losses)
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Tensor:
         pi_gate, pi_mag = self._pis(x_n)
         return (pi_gate > 0).to(pi_mag.dtype) * pi_mag.relu()
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .base import SAE
 from .config import SAEConfig, positive
 from .declarations import Export, Imported, NotExpressible, Presentation, standard_encoder, state_tensors
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 
@@ -99,14 +100,15 @@ class JumpReLUSAE(SAE):
         super().__init__(cfg)
         self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.threshold_init)))
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         pre = self.pre_acts(x_n)
         f = _JumpReLU.apply(pre, self.log_threshold, self.cfg.bandwidth)
         recon = self.decode_normalized(f)
         l0 = _Step.apply(pre, self.log_threshold, self.cfg.bandwidth).sum(-1).mean()
         return Forward(recon, f, {"l0": self.cfg.l0_coeff * l0})
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Tensor:
         pre = self.pre_acts(x_n)
         return pre * (pre > self.log_threshold.exp())
 

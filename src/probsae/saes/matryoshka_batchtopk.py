@@ -23,6 +23,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from .batchtopk import BatchTopKConfig, BatchTopKSAE
 from .declarations import Export, Presentation
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 
@@ -62,8 +63,9 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     # SAELens saves trained Matryoshka SAEs as JumpReLU ones; read back only our own export of one
     reads = {"saelens": ("jumprelu",)}
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
-        fwd = super().forward_normalized(x_n, target_n, dead_mask)
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
+        fwd = super().forward_normalized(x_n, target_n, dead_mask, options)
         codes, start, partial = fwd.codes, 0, self.b_dec
         for end in self.cfg.prefix_ends()[:-1]:  # the whole dictionary's term is the base class's MSE
             partial = partial + codes[:, start:end] @ self.W_dec[start:end]

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from .declarations import Export, Imported, NotExpressible, Presentation, positive_int, state_tensors
 from .normalization import NormStats
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 from .topk import TopKSAE, TopKSAEConfig
@@ -47,6 +48,7 @@ class Transcoder(TopKSAE):
     config_class = TranscoderConfig
     presentation = Presentation("TopK Transcoder", "#117733", "h")
     predicts_target = True
+    graphable = False  # its [input | target] rows and skip term are not captured (TopKSAE's step is)
     reads = {"sparsify": ("topk transcoder",)}  # sparsify's transcode=true TopK coders, not its autoencoders
 
     def __init__(self, cfg: TranscoderConfig):
@@ -67,8 +69,9 @@ class Transcoder(TopKSAE):
         raise InputError(f"a transcoder with d_in={self.d_in} takes input rows (..., {self.d_in}) or [input | target] "
                          f"rows (..., {2 * self.d_in}), got shape {tuple(x.shape) if isinstance(x, Tensor) else type(x)}")
 
-    def normalize_target(self, target: Tensor, stats: NormStats | None) -> tuple[Tensor, NormStats | None]:
-        y = self._check(target).reshape(-1, self.d_in)
+    def normalize_target(self, target: Tensor, stats: NormStats | None,
+                         finite_check: str = "auto") -> tuple[Tensor, NormStats | None]:
+        y = self._check(target, finite_check).reshape(-1, self.d_in)
         if stats is not None and stats.norm.shape[0] != y.shape[0]:
             raise InputError(f"the target has {y.shape[0]} rows, the input {stats.norm.shape[0]}: give one target per input")
         return self.normalizer.apply(y, stats) * self.target_scale, stats
@@ -91,12 +94,13 @@ class Transcoder(TopKSAE):
         super().init_from_data(x, b_dec_init)
 
     # ---- forward ------------------------------------------------------------------------------
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         if not self.cfg.skip:
-            return super().forward_normalized(x_n, target_n, dead_mask)
+            return super().forward_normalized(x_n, target_n, dead_mask, options)
         skip = x_n @ self.W_skip
         # the latents (and AuxK's residual) account for what the skip term leaves of the target
-        fwd = super().forward_normalized(x_n, target_n - skip.detach(), dead_mask)
+        fwd = super().forward_normalized(x_n, target_n - skip.detach(), dead_mask, options)
         fwd.recon = fwd.recon + skip
         return fwd
 
