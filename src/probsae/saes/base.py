@@ -103,6 +103,9 @@ class SAE(nn.Module):
     #: its rows may be ``[input | target]`` pairs (``split_pair``), and a run of it needs a target
     #: hook point (``DataSpec.target_hook``). False: an autoencoder, whose target is its input.
     predicts_target: ClassVar[bool] = False
+    #: Hyperparameters of the synthetic recovery check (``evaluation.recovery``: 64 true features in
+    #: 32 dimensions, 3 active per token, 128 latents), on this library's loss scale: a sensible L0.
+    toy_hparams: ClassVar[dict[str, Any]] = {}
 
     # ---- to implement -------------------------------------------------------------------
     def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,

@@ -34,6 +34,7 @@ class BatchTopKSAE(SAE):
     config_class = BatchTopKConfig
     presentation = Presentation("BatchTopK", "#56B4E9", "v")
     sparsity = ("k", "K")
+    toy_hparams = {"k": 8}
     # SAELens saves trained BatchTopK SAEs as JumpReLU ones; their BatchTopK training checkpoints too
     reads = {"saelens": ("batchtopk", "jumprelu")}
 

@@ -40,6 +40,7 @@ class GatedSAE(SAE):
     has_encoder_bias = False
     presentation = Presentation("Gated", "#CC79A7", "D")
     sparsity = ("l1_coeff", "λ")
+    toy_hparams = {"l1_coeff": 0.3}
     reads = {"saelens": ("gated",)}
 
     def __init__(self, cfg: GatedConfig):

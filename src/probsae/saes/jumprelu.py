@@ -94,6 +94,7 @@ class JumpReLUSAE(SAE):
     config_class = JumpReLUConfig
     presentation = Presentation("JumpReLU", "#E69F00", "P")
     sparsity = ("l0_coeff", "λ")
+    toy_hparams = {"l0_coeff": 5e-3}
     reads = {"saelens": ("jumprelu",)}
 
     def __init__(self, cfg: JumpReLUConfig):

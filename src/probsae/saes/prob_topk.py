@@ -96,6 +96,7 @@ class ProbTopKSAE(SAE):
     has_encoder_bias = False
     presentation = Presentation("Probabilistic TopK", "#D55E00", "s")
     sparsity = ("k", "K")
+    toy_hparams = {"k": 8}
     graphable = True
     default_init = "orthogonal"  # the paper's App. A; measured better than 'unit' for this model
 

@@ -38,6 +38,7 @@ class ReLUSAE(SAE):
     config_class = ReLUConfig
     presentation = Presentation("ReLU", "#009E73", "^")
     sparsity = ("l1_coeff", "λ")
+    toy_hparams = {"l1_coeff": 0.1}
     reads = {"saelens": ("standard",)}
 
     def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,

@@ -41,6 +41,7 @@ class TopKSAE(SAE):
     config_class = TopKSAEConfig
     presentation = Presentation("TopK", "#0072B2", "o")
     sparsity = ("k", "K")
+    toy_hparams = {"k": 8}
     reads = {"saelens": ("topk",), "sparsify": ("topk",)}
     graphable = True
 

@@ -50,6 +50,7 @@ class Transcoder(TopKSAE):
     predicts_target = True
     graphable = False  # its [input | target] rows and skip term are not captured (TopKSAE's step is)
     reads = {"sparsify": ("topk transcoder",)}  # sparsify's transcode=true TopK coders, not its autoencoders
+    toy_hparams = {"k": 8}  # fed input rows alone, a transcoder reconstructs them: an SAE
 
     def __init__(self, cfg: TranscoderConfig):
         super().__init__(cfg)

@@ -45,6 +45,7 @@ class VSAETopKSAE(SAE):
     config_class = VSAETopKConfig
     presentation = Presentation("vSAE TopK", "#8C564B", "<")
     sparsity = ("k", "K")
+    toy_hparams = {"k": 8, "kl_coeff": 1e-5}
 
     def __init__(self, cfg: VSAETopKConfig):
         super().__init__(cfg)
