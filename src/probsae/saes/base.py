@@ -189,14 +189,16 @@ class SAE(nn.Module):
         """Called by the trainer after each optimiser step (constraints, running statistics)."""
 
     @torch.no_grad()
-    def init_from_data(self, x: Tensor, b_dec_init: str = "geometric_median") -> None:
+    def init_from_data(self, x: Tensor, b_dec_init: str = "geometric_median",
+                       finite_check: str = "auto") -> None:
         """Data-dependent initialisation from a raw sample (rows as ``forward`` takes them): fits
-        the normaliser and sets b_dec from the normalised reconstruction target."""
+        the normaliser and sets b_dec from the normalised reconstruction target. ``finite_check``
+        as in ``ForwardOptions`` (the trainer passes its own)."""
         x, target = self.split_pair(x)
-        x = self._check(x).reshape(-1, self.d_in)
+        x = self._check(x, finite_check).reshape(-1, self.d_in)
         self.normalizer.fit(x)
         x_n, stats = self.normalizer(x.to(self.W_dec.dtype))
-        t_n = x_n if target is None else self.normalize_target(target, stats)[0]
+        t_n = x_n if target is None else self.normalize_target(target, stats, finite_check)[0]
         if b_dec_init == "zeros":
             return
         if b_dec_init == "mean":

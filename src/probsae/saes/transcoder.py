@@ -81,18 +81,18 @@ class Transcoder(TopKSAE):
         return self.normalizer.inverse(recon_n / self.target_scale, stats)
 
     @torch.no_grad()
-    def init_from_data(self, x: Tensor, b_dec_init: str = "geometric_median") -> None:
+    def init_from_data(self, x: Tensor, b_dec_init: str = "geometric_median", finite_check: str = "auto") -> None:
         """Fits ``target_scale`` (see the module docstring), then the base class's initialisation
         (the input's normaliser, b_dec from the normalised target)."""
         inp, target = self.split_pair(x)
-        inp = self._check(inp).reshape(-1, self.d_in)
+        inp = self._check(inp, finite_check).reshape(-1, self.d_in)
         self.normalizer.fit(inp)
         x_n, stats = self.normalizer(inp)
         if self.cfg.normalize != "none":
-            y0 = self.normalizer.apply(self._check(target).reshape(-1, self.d_in), stats)
+            y0 = self.normalizer.apply(self._check(target, finite_check).reshape(-1, self.d_in), stats)
             ratio = x_n.pow(2).sum(-1).mean() / y0.pow(2).sum(-1).mean().clamp_min(1e-12)
             self.target_scale.fill_(float(ratio.sqrt()))
-        super().init_from_data(x, b_dec_init)
+        super().init_from_data(x, b_dec_init, finite_check)
 
     # ---- forward ------------------------------------------------------------------------------
     def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,

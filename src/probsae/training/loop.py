@@ -96,7 +96,7 @@ def _train(saes, data, cfg: TrainConfig, run_dirs, hooks, on_checkpoint, kernels
         for m, key in zip(members, mkeys):
             if m not in fresh:
                 continue
-            m.sae.init_from_data(pick(first, key), cfg.b_dec_init)
+            m.sae.init_from_data(pick(first, key), cfg.b_dec_init, m.options.finite_check)
             if m.writer:
                 m.logger.reset()  # a run killed before its first checkpoint restarts from step 0
             m.logger.write({"event": "start", "architecture": m.sae.architecture, "sae_config": m.sae.config_dict()["config"],
