@@ -22,19 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 import time
 from pathlib import Path
-
-
-def fisher_ci(r: float | None, n: int) -> tuple[float | None, float | None]:
-    """95 % CI of a Pearson r over n pairs (Fisher z; None when undefined)."""
-    if r is None or n < 4 or abs(r) >= 1:
-        return None, None
-    z, se = math.atanh(r), 1.0 / math.sqrt(n - 3)
-    return math.tanh(z - 1.959964 * se), math.tanh(z + 1.959964 * se)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     from probsae.data.corpus import load_corpus, split_documents
     from probsae.data.models import load_model
     from probsae.experiments.when import load_runs
-    from probsae.interp import AutoInterpConfig, SentenceEmbedder, mean_ci, resolve_run, run_autointerp, table_markdown
+    from probsae.interp import AutoInterpConfig, SentenceEmbedder, resolve_run, run_autointerp, table_markdown
     from probsae.interp.calibration import plot_calibration
     from probsae.io import atomic_write_json, atomic_write_text
+    from probsae.stats import fisher_ci, mean_ci
 
     t0 = time.time()
     out = Path(args.out)

@@ -169,3 +169,22 @@ def test_every_write_in_the_package_goes_through_probsae_io():
             if raw.search(line) and "tmp" not in line:
                 offenders.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_read_jsonl_drops_a_torn_last_line_and_names_any_other_bad_line(tmp_path):
+    from probsae.errors import SAEFileError
+    from probsae.io import read_jsonl
+
+    log = tmp_path / "log.jsonl"
+    assert read_jsonl(log) == []  # no file: no records
+    log.write_text('{"event": "start"}\n\n{"step": 1}\n{"step": 2, "lo')
+    assert read_jsonl(log) == [{"event": "start"}, {"step": 1}]
+    log.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
+    with pytest.raises(FileIOError, match="log.jsonl line 2 is not valid JSON"):
+        read_jsonl(log)
+    log.write_text('[1, 2]\n{"step": 3}\n')
+    with pytest.raises(SAEFileError, match="log.jsonl line 1 is not a JSON object: the log is corrupt"):
+        read_jsonl(log, SAEFileError)
+    log.write_text('{"step": 1}\n{"step": -3}\n')
+    with pytest.raises(FileIOError, match="log.jsonl line 2: negative: the log is corrupt"):
+        read_jsonl(log, check=lambda r: "negative" if r["step"] < 0 else None)

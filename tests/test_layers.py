@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "probsae"
 #: the public facade (``probsae/__init__.py``): nothing inside the package imports it.
 LAYERS: list[set[str]] = [
     {"errors", "io", "tensorfile", "version", "fielddocs", "schedules", "synthetic", "devices",  # foundations
-     "progress", "extras"},
+     "progress", "extras", "validators", "stats", "reconstruction"},
     {"kernels"},                                    # fast paths, tested against plain references
     {"saes"},                                       # architectures: the SAE interface and registry
-    {"training", "data", "corpora"},                # the trainer; activations (models, hooks, caches); built corpora
+    {"training", "data"},                           # the trainer; activations (models, hooks, caches, corpora)
     {"evaluation"},                                 # metrics, downstream CE/KL, synthetic recovery
     {"runs", "interp"},                             # a run as a directory (spec, train, eval, metrics.json,
                                                     # load_run); interpretability (encode, caches, dashboard)
@@ -105,3 +105,22 @@ def test_the_checker_sees_relative_and_nested_imports():
     assert "probsae.saes.topk" in GRAPH["probsae.saes"]                   # from . import topk, …
     assert "probsae.saes.base" in GRAPH["probsae.saes.registry"]          # inside load_sae()
     assert "probsae.saes.output" in GRAPH["probsae.training.member"]      # under TYPE_CHECKING
+
+
+DOC = ROOT.parents[1] / "docs" / "ARCHITECTURE.md"
+
+
+def test_the_layer_table_in_architecture_md_is_layers():
+    import re
+
+    rows = re.findall(r"^\| (\d) \| (.+) \|$", DOC.read_text(), re.M)
+    documented = [set(re.findall(r"`?([\w_]+)`?(?:,|$| the)", units.split(" (")[0].replace(" facade", ""))) for _, units in rows]
+    assert [int(i) for i, _ in rows] == list(range(len(LAYERS)))
+    assert documented == LAYERS, "docs/ARCHITECTURE.md's layer table differs from LAYERS"
+
+
+def test_the_package_list_in_architecture_md_names_every_module_and_package():
+    text = DOC.read_text()
+    listed = {u for u in LAYER if u not in ("probsae", "__main__")}
+    missing = sorted(u for u in listed if f"  {u}.py " not in text and f"  {u}/ " not in text)
+    assert not missing, f"docs/ARCHITECTURE.md's package list lacks {missing}"

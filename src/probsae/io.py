@@ -223,6 +223,35 @@ def read_json(path: str | os.PathLike, expect: type | tuple[type, ...] = dict,
     return obj
 
 
+def read_jsonl(path: str | os.PathLike, cls: type[ProbSAEError] = FileIOError,
+               check: Callable[[dict[str, Any]], str | None] | None = None) -> list[dict[str, Any]]:
+    """The records of a JSONL file written with ``append_line`` (a log); [] if it does not exist.
+    A last line that is not valid JSON (torn by a kill) is dropped; any other invalid line,
+    invalid UTF-8, a line that is not a JSON object, or a record for which ``check`` returns a
+    problem raises ``cls`` naming the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = read_text(path, cls).splitlines()
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):
+                continue  # the last line, torn by a kill
+            raise cls(f"{path} line {i} is not valid JSON ({e.msg}): the log is corrupt") from None
+        if not isinstance(rec, dict):
+            raise cls(f"{path} line {i} is not a JSON object: the log is corrupt")
+        problem = check(rec) if check is not None else None
+        if problem:
+            raise cls(f"{path} line {i}: {problem}: the log is corrupt")
+        out.append(rec)
+    return out
+
+
 def json_field(obj: dict, key: str, expect: type | tuple[type, ...], path: str | os.PathLike,
           cls: type[ProbSAEError] = FileIOError) -> Any:
     """``obj[key]`` checked to be ``expect`` (a bool is not accepted as a number)."""

@@ -68,11 +68,11 @@ def test_stream_trains_several_k_and_hooks_on_one_forward(assets, tmp_path, caps
     a[a.index("--steps") + 1] = "20"
     assert main(a) == 0
     printed = capsys.readouterr()
-    names = ["resid_pre.1-k2", "resid_pre.1-k4", "resid_pre.2-k2", "resid_pre.2-k4"]
+    names = ["resid_pre.1-topk-k=2", "resid_pre.1-topk-k=4", "resid_pre.2-topk-k=2", "resid_pre.2-topk-k=4"]
     assert sorted(p.name for p in out.iterdir()) == names
     for name in names:
         metrics = json.loads((out / name / "metrics.json").read_text())
-        hook, k = name.split("-k")
+        hook, k = name.split("-topk-k=")
         assert metrics["hook"] == hook and metrics["hparams"]["k"] == int(k)
         assert metrics["train_final"]["step"] == 20 and 0 < metrics["heldout"]["l0"] <= int(k)
         speed = metrics["throughput"]
@@ -90,14 +90,14 @@ def test_stream_trains_several_k_and_hooks_on_one_forward(assets, tmp_path, caps
 
 def test_a_foreign_directory_among_the_runs_of_a_grid_is_refused(assets, tmp_path, capsys):
     out = tmp_path / "grid"
-    (out / "k4").mkdir(parents=True)
-    (out / "k4" / "notes.txt").write_text("mine")
+    (out / "topk-k=4").mkdir(parents=True)
+    (out / "topk-k=4" / "notes.txt").write_text("mine")
     a = args(assets, out, "--stream", "--max-tokens", "1600")
     a[a.index("--k") + 1] = "2,4"
     assert main(a) == 2
     err = capsys.readouterr().err
-    assert "k4 is not empty (notes.txt)" in err and "--force" in err
-    assert sorted(p.name for p in out.iterdir()) == ["k4"], "nothing is written before the refusal"
+    assert "topk-k=4 is not empty (notes.txt)" in err and "--force" in err
+    assert sorted(p.name for p in out.iterdir()) == ["topk-k=4"], "nothing is written before the refusal"
 
 
 def test_several_hooks_without_stream_is_a_clear_error(assets, tmp_path, capsys):

@@ -28,7 +28,8 @@ def test_a_scalar_comma_list_beside_it_is_still_a_sweep(tmp_path, train_args):
     argv = _matryoshka(train_args(tmp_path / "m"), "--prefix-fractions", "0.25,1", "--k", "2,3")
     named = specs_from_args(build_parser().parse_args(argv))
     assert [(n, s.hparams["k"], s.hparams["prefix_fractions"]) for n, s in named] == \
-        [("k2", 2, (0.25, 1.0)), ("k3", 3, (0.25, 1.0))]
+        [("matryoshka_batchtopk-k=2-prefix_fractions=0.25,1", 2, (0.25, 1.0)),
+         ("matryoshka_batchtopk-k=3-prefix_fractions=0.25,1", 3, (0.25, 1.0))]
     argv = _matryoshka(train_args(tmp_path / "m"), "--hparam", "prefix_fractions=[0.5, 1]")
     assert [s.hparams["prefix_fractions"] for _, s in specs_from_args(build_parser().parse_args(argv))] == [[0.5, 1]]
 

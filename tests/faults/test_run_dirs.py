@@ -71,13 +71,13 @@ def test_a_second_process_is_refused_and_a_killed_holders_lock_is_taken_over(ref
 def test_a_grid_locks_every_member_and_leaves_nothing_when_one_is_busy(tmp_path, train_args, fails_cleanly):
     out = tmp_path / "grid"
     argv = without(train_args(out), "--k") + ["--k", "2,3"]
-    holder = hold_lock(out / "k3")
+    holder = hold_lock(out / "topk-k=3")
     try:
-        fails_cleanly(argv, f"{out / 'k3'} is in use", f"pid {holder.pid}")
+        fails_cleanly(argv, f"{out / 'topk-k=3'} is in use", f"pid {holder.pid}")
     finally:
         holder.kill()
         holder.wait()
-    assert not (out / "k2").exists()  # the member locked first was given back, its folder removed
+    assert not (out / "topk-k=2").exists()  # the member locked first was given back, its folder removed
 
 
 def test_eval_into_a_run_directory_being_trained_is_refused(run_copy, fails_cleanly):
@@ -194,7 +194,7 @@ def test_a_module_hook_with_dot_dot_writes_nothing_outside_out(tmp_path, train_a
 
 
 def test_grid_member_names_are_one_plain_path_component():
-    from probsae.cli.train import member_name
+    from probsae.cli.train import run_dir_name as member_name
 
     assert member_name(["resid_pre.6", "k4"]) == "resid_pre.6-k4"
     assert member_name(["module:../../../ESCAPED", "k4"]) == "module_.._.._.._ESCAPED-k4"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from probsae.interp import classification_metrics, pearson, roc_auc
-from probsae.interp.calibration import t_quantile_975
+from probsae.stats import t_quantile_975
 
 
 def test_t_quantile_matches_scipy():

@@ -1,5 +1,5 @@
 """``probsae corpus build offline-en [--out DIR]``: build an offline English corpus from Debian
-packages (see probsae.corpora.offline_en and docs/DATA.md)."""
+packages (see probsae.data.corpora.offline_en and docs/DATA.md)."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def run(args) -> int:
     import json
 
     from .. import progress
-    from ..corpora import corpus_dir
-    from ..corpora import offline_en
+    from ..data.corpora import corpus_dir
+    from ..data.corpora import offline_en
 
     out = args.out or str(corpus_dir(args.name))
     if args.action == "info":

@@ -13,8 +13,9 @@ from .options import add_dataclass_options, collect, list_valued, parse_assignme
 NAME = "train"
 HELP = ("Train an SAE on a model's activations: writes weights, config, run.json, log.jsonl, "
         "metrics.json and training.png into --out, and resumes if --out holds a checkpoint. "
-        "Comma lists (--k 4,8,16,24,32, --hook resid_pre.6,resid_pre.8) train one SAE per "
-        "combination on one activation stream, each in --out/<name>; a list-valued hyperparameter "
+        "Comma lists (--k 4,8,16,24,32, --arch topk,prob_topk, --hook resid_pre.6,resid_pre.8) train one "
+        "SAE per combination on one activation stream, each in --out/<name>, named as sweep members are "
+        "(topk-k=4; with several hooks resid_pre.6-topk-k=4); a list-valued hyperparameter "
         "(--prefix-fractions 0.0625,0.25,1) takes its whole list.")
 
 _TRAIN_SKIP = {"steps", "log_path", "extra", "progress"}  # progress: the --progress/--no-progress of every command
@@ -43,10 +44,11 @@ def _group_title(archs: tuple[str, ...]) -> str:
 
 def add_arguments(p) -> None:
     from ..data.prepare import DataSpec
-    from ..saes.registry import architectures, get_class
+    from ..saes.registry import architectures
     from ..training.config import TrainConfig
 
-    p.add_argument("--arch", default="prob_topk", choices=architectures(), help="SAE architecture")
+    p.add_argument("--arch", default="prob_topk", type=_arch_list, metavar="{" + ",".join(architectures()) + "}",
+                   help="SAE architecture (a comma list: one SAE per architecture)")
     p.add_argument("--out", default="runs/default", help="run directory (resumed if it holds a checkpoint)")
     p.add_argument("--force", action="store_true",
                    help="write into --out (with comma lists: each run directory under it) even when it is "
@@ -54,6 +56,27 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("SAE size")
     g.add_argument("--expansion", type=int, default=16, help="d_sae = expansion × d_in (the paper: 16)")
     g.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
+    _add_hyperparameters(p)
+    g = p.add_argument_group("data")
+    add_dataclass_options(g, DataSpec, dest_prefix="data_", skip={"device"})  # extraction uses --device
+    g.add_argument("--cache-dir", default="cache", help="root folder of activation caches (shared across runs)")
+    g.add_argument("--stream", action="store_true",
+                   help="train straight from the model without a cache (the GPU path; several --hook points need it)")
+    g.add_argument("--stream-buffer", type=int, default=16,
+                   help="streaming: shuffle-buffer size on the device, in training batches")
+    g.add_argument("--downstream-tokens", type=int, default=None,
+                   help="causal LMs: held-out next-token positions for the CE/KL measured at the end of "
+                        "training with the SAE spliced in (default: as probsae eval, 32,768; 0: skip)")
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
+    g.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training tokens when --steps is not given")
+    add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_", defaults={"checkpoint_every": 100})
+
+
+def _add_hyperparameters(p) -> None:
+    """The architectures' hyperparameter flags and --hparam; a scalar one takes a comma list."""
+    from ..saes.registry import architectures, get_class
+
     # One group per set of architectures a hyperparameter applies to (from the config classes), in
     # the registry's order: --arch refuses a flag of another architecture.
     owners = hparam_architectures()
@@ -78,20 +101,6 @@ def add_arguments(p) -> None:
             action.help += " (a comma list is the one value, not a sweep)"
         else:  # a scalar hyperparameter takes a comma list: one SAE per value
             action.type = _listable(action.type)
-    g = p.add_argument_group("data")
-    add_dataclass_options(g, DataSpec, dest_prefix="data_", skip={"device"})  # extraction uses --device
-    g.add_argument("--cache-dir", default="cache", help="root folder of activation caches (shared across runs)")
-    g.add_argument("--stream", action="store_true",
-                   help="train straight from the model without a cache (the GPU path; several --hook points need it)")
-    g.add_argument("--stream-buffer", type=int, default=16,
-                   help="streaming: shuffle-buffer size on the device, in training batches")
-    g.add_argument("--downstream-tokens", type=int, default=None,
-                   help="causal LMs: held-out next-token positions for the CE/KL measured at the end of "
-                        "training with the SAE spliced in (default: as probsae eval, 32,768; 0: skip)")
-    g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs passes over the cache)")
-    g.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training tokens when --steps is not given")
-    add_dataclass_options(g, TrainConfig, skip=_TRAIN_SKIP, dest_prefix="train_", defaults={"checkpoint_every": 100})
 
 
 def _list_valued() -> set[str]:
@@ -99,6 +108,20 @@ def _list_valued() -> set[str]:
     from ..saes.registry import architectures, get_class
 
     return set().union(*(list_valued(get_class(a).config_class) for a in architectures()))
+
+
+def _arch_list(text: str):
+    """--arch: a registered architecture name, or a comma list of them (then a list)."""
+    import argparse
+
+    from ..saes.registry import architectures
+
+    names = [t.strip() for t in text.split(",")]
+    for n in names:
+        if n not in architectures():
+            raise argparse.ArgumentTypeError(f"invalid choice: {n!r} (choose from "
+                                             f"{', '.join(repr(a) for a in architectures())})")
+    return names if len(names) > 1 else names[0]
 
 
 def _listable(cast):
@@ -112,65 +135,123 @@ def _listable(cast):
 
 
 def specs_from_args(args) -> list[tuple[str, "object"]]:
-    """One (name, RunSpec) per combination of the comma lists among the hyperparameters and
-    --hook; the name (e.g. ``k4`` or ``resid_pre.6-k4``) names the varying values ("" for one run)."""
-    import itertools
+    """One (name, RunSpec) per member of the grid the comma lists make (--arch, the scalar
+    hyperparameters, --hook), expanded as a sweep's [[grid]] block is
+    (``probsae.experiments.presets.expand_grid``) and named as a sweep names its members
+    (``topk-k=4``; with several hook points ``resid_pre.6-topk-k=4``); "" for one run."""
     from dataclasses import replace
 
     from ..data.prepare import DataSpec
     from ..runs.spec import RunSpec
-    from ..saes.registry import get_class
     from ..training.config import TrainConfig
 
-    hp_names = [a[3:] for a in vars(args) if a.startswith("hp_")]
-    given = collect(args, hp_names, "hp_")
-    valid = set(get_class(args.arch).config_class.__dataclass_fields__)
-    foreign = sorted(set(given) - valid)
-    if foreign:
-        from ..errors import ConfigError
+    archs = args.arch if isinstance(args.arch, list) else [args.arch]
+    hparams = _hparams(args, archs)
+    data = DataSpec(**collect(args, [a[5:] for a in vars(args) if a.startswith("data_")], "data_"))
+    train = TrainConfig(steps=args.steps, **collect(args, [a[6:] for a in vars(args) if a.startswith("train_")], "train_"))
+    hooks = [h.strip() for h in data.hook.split(",") if h.strip()]
+    grid = _grid(archs, hparams)
+    out = []
+    for hook in hooks:
+        for name, arch, hp in grid:
+            name = run_dir_name(([hook] if len(hooks) > 1 else []) + ([name] if len(grid) > 1 or len(hooks) > 1 else []))
+            out.append((name, RunSpec(architecture=arch, hparams=hp, expansion=args.expansion, d_sae=args.d_sae,
+                                      epochs=args.epochs, stream=args.stream, stream_buffer=args.stream_buffer,
+                                      cache_dir=args.cache_dir, downstream_tokens=args.downstream_tokens,
+                                      data=replace(data, hook=hook), train=train)))
+    _check_names(out)
+    return out
 
-        raise ConfigError(f"option(s) {', '.join('--' + f.replace('_', '-') for f in foreign)} do not apply to "
-                          f"--arch {args.arch}")
-    hparams = {k: v for k, v in given.items() if k in ("normalize", "seed") or k in valid}
+
+def _hparams(args, archs: list[str]) -> dict:
+    """The hyperparameters given (flags, --seed, --hparam), each flag checked to apply to every --arch."""
+    from ..saes.registry import get_class
+
+    given = collect(args, [a[3:] for a in vars(args) if a.startswith("hp_")], "hp_")
+    valid = [set(get_class(a).config_class.__dataclass_fields__) for a in archs]
+    for arch, fields in zip(archs, valid):
+        foreign = sorted(set(given) - fields)
+        if foreign:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"option(s) {', '.join('--' + f.replace('_', '-') for f in foreign)} do not apply to "
+                              f"--arch {arch}")
+    hparams = {k: v for k, v in given.items() if k in ("normalize", "seed") or all(k in f for f in valid)}
     if args.train_seed is not None:
         hparams["seed"] = args.train_seed
     hparams.update(parse_assignments(args.hparam))
-    data = DataSpec(**collect(args, [a[5:] for a in vars(args) if a.startswith("data_")], "data_"))
-    train_kw = collect(args, [a[6:] for a in vars(args) if a.startswith("train_")], "train_")
-    train = TrainConfig(steps=args.steps, **train_kw)
-    hooks = [h.strip() for h in data.hook.split(",") if h.strip()]
+    return hparams
+
+
+_SHARED = ("normalize", "seed")  # settings every member shares, as a sweep's [sae] (not in the names)
+
+
+def _grid(archs: list[str], hparams: dict) -> list[tuple[str, str, dict]]:
+    """(member name, architecture, hyperparameters) of every member: the sweep's grid expander on
+    one block, each member keeping the hyperparameters as given (run.json compares them on resume)
+    with its own value of every comma-list one."""
+    from ..experiments.presets import expand_grid
+    from ..saes.registry import hyperparameters
+
     whole = _list_valued()  # a list given to one of these (--hparam prefix_fractions=[…]) is its value
-    grid = {k: v for k, v in hparams.items() if isinstance(v, list) and k not in whole}
+    varying = [k for k, v in hparams.items() if isinstance(v, list) and k not in whole]
+    block = {"architecture": archs, **{k: list(v) if isinstance(v, tuple) else v  # TOML's form of a sequence
+                                       for k, v in hparams.items() if k not in _SHARED or k in varying}}
     out = []
-    for hook, values in itertools.product(hooks, itertools.product(*grid.values())):
-        hp = {**hparams, **dict(zip(grid, values))}
-        name = member_name(([hook] if len(hooks) > 1 else []) + [f"{k}{v}" for k, v in zip(grid, values)])
-        out.append((name, RunSpec(architecture=args.arch, hparams=hp, expansion=args.expansion, d_sae=args.d_sae,
-                                  epochs=args.epochs, stream=args.stream, stream_buffer=args.stream_buffer,
-                                  cache_dir=args.cache_dir, downstream_tokens=args.downstream_tokens,
-                                  data=replace(data, hook=hook), train=train)))
+    for m in expand_grid([block]):
+        defaults = hyperparameters(m.architecture)
+        out.append((m.name, m.architecture, {**hparams, **{k: m.hparams.get(k, defaults.get(k)) for k in varying}}))
+    return out
+
+
+def _check_names(named: list) -> None:
+    """Two members may not share a run directory (hook points that differ only in other characters)."""
     seen: dict[str, str] = {}
-    for (name, spec) in out:
+    for (name, spec) in named:
         if name in seen:
             from ..errors import ConfigError
 
             raise ConfigError(f"runs {seen[name]!r} and {spec.data.hook!r} {spec.hparams} would share the run "
                               f"directory name {name!r}; give hook points that differ in letters or digits")
         seen[name] = f"{spec.data.hook} {spec.hparams}"
-    return out
 
 
-def member_name(parts: list[str]) -> str:
-    """The directory name of one member of a comma-list grid: its varying values joined by '-',
-    with every character but letters, digits and ``._=+-`` made '_' and no leading dot, so the name
-    is one plain path component (a hook such as ``module:../../x`` cannot leave --out); "" for a
-    single run (no varying values)."""
+def run_dir_name(parts: list[str]) -> str:
+    """The directory name of one member of a comma-list grid: its parts (hook point, sweep member
+    name) joined by '-', with every character but letters, digits and ``._=+,-`` made '_' and no
+    leading dot, so the name is one plain path component (a hook such as ``module:../../x`` cannot
+    leave --out); "" for a single run (no parts)."""
     import re
 
     if not parts:
         return ""
-    name = re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
+    name = re.sub(r"[^A-Za-z0-9._=+,-]", "_", "-".join(parts))
     return re.sub(r"^\.+", lambda m: "_" * len(m.group()), name) or "_"
+
+
+def resumable_names(out, named: list) -> list:
+    """``named`` with the run directory name an earlier probsae gave a grid member (its varying
+    values only: ``k4``, ``resid_pre.6-k4``) kept where that directory holds a run and the sweep
+    name (``topk-k=4``) is free, so a grid started before the names changed resumes in place."""
+    from pathlib import Path
+
+    from ..progress import note
+    from ..runs.spec import RUN_FILE
+
+    specs = [s for _, s in named]
+    if len({s.architecture for s in specs}) > 1:  # lists of architectures came with the sweep names
+        return named
+    hooks = len({s.data.hook for s in specs}) > 1
+    varying = [k for k in specs[0].hparams if len({repr(s.hparams.get(k)) for s in specs}) > 1]
+    out_named = []
+    for name, s in named:
+        old = run_dir_name(([s.data.hook] if hooks else []) + [f"{k}{s.hparams[k]}" for k in varying])
+        if old != name and (Path(out) / old / RUN_FILE).is_file() and not (Path(out) / name).exists():
+            note(f"{Path(out) / old} holds this run under the name an earlier probsae gave it: resuming it there "
+                 f"(a new grid names it {name})")
+            name = old
+        out_named.append((name, s))
+    return out_named
 
 
 def _inside(out, names: list[str]):
@@ -251,6 +332,7 @@ def _train(args, named, command: str) -> int:
         print(f"run directory       {args.out}")
         print(f"training curves     {args.out}/training.png")
         return 0
+    named = resumable_names(args.out, named)
     dirs = _inside(args.out, [name for name, _ in named])
     results = train_run([s for _, s in named], dirs, command=command, force=args.force)
     if not results or not results[0]:

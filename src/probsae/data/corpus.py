@@ -8,7 +8,7 @@ Corpus specs accepted by :func:`load_corpus`:
   ``.parquet`` (a ``text`` column; needs pyarrow) file, or a directory of such files (sorted).
 * ``"hf:NAME[:split]"`` — a Hugging Face dataset streamed with ``datasets`` (optional dependency).
 * ``"offline-en"`` — the English corpus built offline by ``probsae corpus build offline-en``
-  (``probsae.corpora``; resolved to its ``documents.jsonl``).
+  (``probsae.data.corpora``; resolved to its ``documents.jsonl``).
 
 Hold-out: :func:`split_documents` keeps every ``holdout_every``-th document for evaluation.
 
@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from probsae.data.corpora import resolve_named_corpus
 from probsae.data.errors import CorpusError
 from probsae.io import decode_utf8, files_fingerprint, io_error, read_bytes
 
@@ -221,8 +222,6 @@ class Corpus:
     """A re-iterable sequence of documents (each iteration starts again from the beginning)."""
 
     def __init__(self, spec: str, text_field: str = "text") -> None:
-        from probsae.corpora import resolve_named_corpus
-
         self.spec = spec
         self.text_field = text_field
         self.path = resolve_named_corpus(spec) or spec  # 'offline-en' → its built documents.jsonl

@@ -75,7 +75,7 @@ class DataSpec:
     def validate(self) -> None:
         """Raise a ``DataError``/``ConfigError`` naming the first invalid field (no model is loaded)."""
         from ..devices import MODEL_DTYPES, resolve_device
-        from ..training.config import whole
+        from ..validators import whole
 
         for name in ("model", "hook", "corpus", "text_field"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):

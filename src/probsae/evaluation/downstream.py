@@ -25,6 +25,7 @@ from probsae.data.errors import DataError
 from probsae.data.hooks import HookPoint, splice
 from probsae.data.models import ModelHandle
 from probsae.progress import bar
+from probsae.stats import bootstrap_counts, percentile_interval
 
 
 def _logits(handle: ModelHandle, wb: WindowBatch) -> torch.Tensor:
@@ -182,11 +183,9 @@ def _summarise(base: np.ndarray, own: np.ndarray, n_spliced: int, seed: int) -> 
                            "n_spliced": float(n_spliced)}
     ci: dict[str, list[float] | None] = {k: None for k in ("ce_recovered", "ce_delta", "kl", "ce_sae")}
     if n_w >= 2:
-        rng = np.random.default_rng(seed)
-        counts = rng.multinomial(n_w, np.full(n_w, 1.0 / n_w), size=BOOTSTRAP_RESAMPLES).astype(np.float64)
+        counts = bootstrap_counts(n_w, BOOTSTRAP_RESAMPLES, seed)
         boot = _ratios(counts @ base, counts @ own)  # each resample: windows drawn with replacement
         for k in ci:
-            v = boot[k][np.isfinite(boot[k])]
-            ci[k] = [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] if len(v) else None
+            ci[k] = percentile_interval(boot[k])
     res["ci"] = ci
     return res

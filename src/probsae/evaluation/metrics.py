@@ -1,7 +1,8 @@
 """Reconstruction and sparsity metrics on the SAE's normalised scale (as the paper reports them).
 
     MSE  = mean over tokens of ‖x − x̂‖²
-    FVU  = Σ‖x − x̂‖² / Σ‖x − x̄‖²   (x̄: mean over the evaluation set; accumulated in float64)
+    FVU  = Σ‖x − x̂‖² / Σ‖x − x̄‖²   (x̄: mean over the evaluation set; accumulated in float64
+                                   by ``probsae.reconstruction.ReconstructionStats``)
     EV   = 1 − FVU
     L0   = mean count of codes ≠ 0 per token
     alive = latents with a non-zero code on at least one evaluation token; dead = d_sae − alive
@@ -13,42 +14,40 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..reconstruction import ReconstructionStats
+from ..data.sources import batch_source
 from ..saes.options import DEFAULT_OPTIONS, ForwardOptions
-from ..training.batches import BatchSource
 
 
 class MetricAccumulator:
-    """Streaming sums for ``evaluate``; usable on its own to score batches as they come."""
+    """Streaming sums for ``evaluate`` (the reconstruction sums of ``ReconstructionStats``, L0 and
+    the latents that fired); usable on its own to score batches as they come."""
 
     def __init__(self, d_in: int, d_sae: int, device: torch.device | str = "cpu"):
-        self.n = 0
-        self.sse = torch.zeros((), dtype=torch.float64, device=device)
-        self.sum_x = torch.zeros(d_in, dtype=torch.float64, device=device)
-        self.sum_sq = torch.zeros((), dtype=torch.float64, device=device)
+        self.recon = ReconstructionStats(d_in, device)
         self.l0_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
         self.d_sae = d_sae
 
+    @property
+    def n(self) -> int:
+        """Tokens added so far."""
+        return self.recon.n
+
     def update(self, x_n: Tensor, recon_n: Tensor, codes: Tensor) -> None:
         """Add a batch (tensors on any device; the sums stay on the accumulator's device)."""
-        dev = self.sse.device
-        x64, r64, codes = x_n.to(dev, torch.float64), recon_n.to(dev, torch.float64), codes.to(dev)
-        self.n += x_n.shape[0]
-        self.sse += (x64 - r64).pow(2).sum()
-        self.sum_x += x64.sum(0)
-        self.sum_sq += x64.pow(2).sum()
-        nz = codes != 0
+        self.recon.update(x_n, recon_n)
+        nz = codes.to(self.fired.device) != 0
         self.l0_sum += nz.sum()
         self.fired |= nz.any(0)
 
     def result(self) -> dict[str, float]:
         if self.n == 0:
             raise InputError("no tokens were evaluated: the evaluation data is empty")
-        total_var = self.sum_sq - self.sum_x.pow(2).sum() / self.n
-        fvu = float(self.sse / total_var) if total_var > 0 else float("nan")
+        fvu = self.recon.fvu()
         alive = int(self.fired.sum())
         return {
-            "mse": float(self.sse) / self.n,
+            "mse": self.recon.mse(),
             "fvu": fvu,
             "explained_variance": 1.0 - fvu,
             "l0": float(self.l0_sum) / self.n,
@@ -71,7 +70,7 @@ def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None,
     device = sae.W_dec.device
     acc = MetricAccumulator(sae.d_in, sae.d_sae, device)
     try:
-        for batch in _batches(data, batch_size):
+        for batch in batch_source(data).in_order(batch_size):
             if max_tokens is not None and acc.n >= max_tokens:
                 break
             if max_tokens is not None:
@@ -83,16 +82,3 @@ def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None,
     finally:
         sae.train(was_training)
     return acc.result()
-
-
-def _batches(data, batch_size: int):
-    if isinstance(data, Tensor):
-        if data.ndim == 1:
-            data = data.unsqueeze(0)
-        flat = data.reshape(-1, data.shape[-1])
-        for i in range(0, flat.shape[0], batch_size):
-            yield flat[i : i + batch_size]
-    elif hasattr(data, "iter_batches"):
-        yield from data.iter_batches(batch_size, shuffle=False)
-    else:
-        yield from BatchSource(data, batch_size, 0)._epoch(0)

@@ -26,7 +26,7 @@ from ..runs.results import read_runs
 from ..saes import get_class
 from ..saes.registry import hyperparameters
 from ..saes.style import arch_order, label as arch_label
-from ..training.logger import read_jsonl, step_records
+from ..training.logger import read_log_records, step_records
 from ..training.member import LOG_FILE
 from . import plots
 from .sweep import SWEEP_FILE
@@ -54,7 +54,7 @@ def variant(r: dict[str, Any]) -> str:
     'β0=0.5', …), or 'other: …'."""
     cls = _declared(r["architecture"])
     primary = cls.sparsity[0] if cls is not None else None
-    defaults = _defaults(r["architecture"])
+    defaults = hparam_defaults(r["architecture"])
     diff = {k: v for k, v in r["hparams"].items() if k != primary and defaults.get(k, object()) != v}
     if not diff:
         return "full"
@@ -66,7 +66,8 @@ def variant(r: dict[str, Any]) -> str:
     return "other: " + ", ".join(f"{k}={v}" for k, v in sorted(diff.items()))
 
 
-def _defaults(arch: str) -> dict[str, Any]:
+def hparam_defaults(arch: str) -> dict[str, Any]:
+    """The default hyperparameters of ``arch`` ({} for an architecture this version does not know)."""
     try:
         return hyperparameters(arch)
     except ConfigError:
@@ -105,7 +106,7 @@ def used_dead_window(run_dirs: list[Path], info: dict[str, Any]) -> str | None:
     train_config; None if neither records it."""
     used = set()
     for d in run_dirs:
-        for rec in read_jsonl(Path(d) / LOG_FILE):
+        for rec in read_log_records(Path(d) / LOG_FILE):
             w = rec.get("train_config", {}).get("dead_window_tokens") if rec.get("event") == "start" \
                 and isinstance(rec.get("train_config"), dict) else None
             if isinstance(w, int) and not isinstance(w, bool):
@@ -117,8 +118,8 @@ def used_dead_window(run_dirs: list[Path], info: dict[str, Any]) -> str | None:
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-step training records of a run directory's log (strict: see ``read_jsonl``)."""
-    return step_records(read_jsonl(Path(run_dir) / LOG_FILE))
+    """The per-step training records of a run directory's log (strict: see ``read_log_records``)."""
+    return step_records(read_log_records(Path(run_dir) / LOG_FILE))
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +130,7 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
             "explained_variance": e["explained_variance"], "alive": e["alive"], "dead": e["dead"],
             "d_sae": r.get("d_sae"), "train_alive": tf.get("alive"), "tokens_seen": r.get("tokens_seen"),
             "steps": r.get("steps"), "eval_tokens": e.get("n_tokens"), "studies": r.get("studies", []),
-            "beta_start": r["hparams"].get("beta_start", _defaults(r["architecture"]).get("beta_start"))}
+            "beta_start": r["hparams"].get("beta_start", hparam_defaults(r["architecture"]).get("beta_start"))}
 
 
 REPORT_FILE = "report.md"

@@ -8,6 +8,8 @@ Layout of a sweep directory::
                                schema of probsae.runs.results, shared with probsae train)
     results.jsonl              one line per finished member (its metrics.json), rewritten at the end
 
+Each pass trains its members the way ``probsae train`` trains a comma-list grid (``probsae.runs.runner``).
+
 Resume: members with a metrics.json are skipped; the others resume from their checkpoints
 (``probsae.train`` does that per run directory). Members are trained in passes of at most
 ``max_members_per_pass`` (all at once by default); each pass reads the training cache once per epoch.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,8 +28,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io import atomic_write_json, atomic_write_jsonl, read_json
-from ..runs.lock import locked_run_dirs
-from ..runs.results import METRICS_FILE, read_metrics, read_runs, record_run
+from ..runs.results import METRICS_FILE, read_metrics, read_runs
 from .presets import SweepConfig, SweepMember, train_config_kwargs
 
 SWEEP_FILE = "sweep.json"
@@ -98,14 +100,6 @@ def _trained(run_dir: Path, total_steps: int) -> bool:
     return state is not None and int(state.get("step", -1)) >= total_steps
 
 
-def evaluate_member(m: SweepMember, run_dir: Path, sae, eval_data, train_cfg, data: dict[str, Any],
-                    extra: dict[str, Any], seconds: dict[str, float] | None = None,
-                    batch_size: int = 4096) -> dict[str, Any]:
-    """Evaluate on held-out activations; write and return the member's metrics.json."""
-    return record_run(run_dir, m.name, m.architecture, m.hparams, sae, eval_data, train_cfg, data=data,
-                      seconds=seconds, studies=m.studies, extra=extra, batch_size=batch_size)
-
-
 # ---- the sweep -----------------------------------------------------------------------------------
 def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None = None,
               max_members_per_pass: int | None = None, progress: bool = True, dry_run: bool = False,
@@ -113,38 +107,50 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, only: list[str] | None =
               on_pass: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the sweep ``cfg`` into ``out_dir``. Returns the sweep summary.
 
-    The run directories of the selected members are locked for the whole call
-    (``probsae.runs.lock``): another sweep (or ``probsae train``/``eval``) writing one of them gets
-    ``RunInUseError`` before anything is extracted or written."""
-    from ..training import TrainConfig, distributed
+    Each pass goes the way of ``probsae train`` (``probsae.runs.runner``): the members' data
+    source, ``train_group``, ``record_group``. The run directories of the selected members are
+    locked for the whole call (``probsae.runs.lock``): another sweep (or ``probsae train``/``eval``)
+    writing one of them gets ``RunInUseError`` before anything is extracted or written."""
+    from ..runs.runner import session
+    from ..training import TrainConfig
 
     out_dir = Path(out_dir)
-    members = cfg.members()
-    if only:
-        unknown = [o for o in only if not any(o == m.name or o in m.studies for m in members)]
-        if unknown:
-            raise ConfigError(f"--only {unknown}: not a member name or study of this sweep")
-        members = [m for m in members if m.name in only or any(s in only for s in m.studies)]
-    runs_root = out_dir / "runs"
-    dirs = {m.name: runs_root / m.name for m in members}
+    members = _selected(cfg.members(), only)
+    dirs = {m.name: out_dir / "runs" / m.name for m in members}
+    tkw = _train_kwargs(cfg, device, progress)
+    group = max_members_per_pass or cfg.sweep.get("max_members_per_pass") or len(members) or 1
+    command = command or "probsae sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if dry_run:
+        todo, plan = _plan(members, dirs, group)
+        return {**plan, "names": [m.name for m in todo]}
+    # One writer per run directory: the invocation holds every selected member's lock until it ends
+    # (rank 0 under torchrun), so a second sweep on the same members stops at once while one with a
+    # disjoint --only may run beside it.
+    with session(TrainConfig(**{k: v for k, v in tkw.items() if k != "steps"}),
+                 [dirs[m.name] for m in members], command) as ctx:
+        return _run_locked(cfg, out_dir, members, dirs, tkw, group, ctx, command, progress, on_pass)
+
+
+def _selected(members: list[SweepMember], only: list[str] | None) -> list[SweepMember]:
+    """The members named by ``--only`` (member names or study labels); all without it."""
+    if not only:
+        return members
+    unknown = [o for o in only if not any(o == m.name or o in m.studies for m in members)]
+    if unknown:
+        raise ConfigError(f"--only {unknown}: not a member name or study of this sweep")
+    return [m for m in members if m.name in only or any(s in only for s in m.studies)]
+
+
+def _train_kwargs(cfg: SweepConfig, device: str | None, progress: bool) -> dict[str, Any]:
+    """The TrainConfig keyword arguments of the sweep's members ([train], with the sweep's
+    checkpoint and log intervals unless set)."""
     tkw = train_config_kwargs(cfg.train)
     tkw.setdefault("checkpoint_every", int(cfg.sweep.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)))
     tkw.setdefault("log_every", 25)
     if device:
         tkw["device"] = device
     tkw["progress"] = progress
-    group = max_members_per_pass or cfg.sweep.get("max_members_per_pass") or len(members) or 1
-    command = command or "probsae sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if dry_run:
-        todo, plan = _plan(members, dirs, group)
-        return {**plan, "names": [m.name for m in todo]}
-
-    ctx = distributed.setup(TrainConfig(**{k: v for k, v in tkw.items() if k != "steps"}))
-    # One writer per run directory: the invocation holds every selected member's lock until it ends
-    # (rank 0 under torchrun), so a second sweep on the same members stops at once while one with a
-    # disjoint --only may run beside it.
-    with locked_run_dirs([dirs[m.name] for m in members] if ctx.is_main else [], command):
-        return _run_locked(cfg, out_dir, members, dirs, tkw, group, ctx, command, progress, on_pass)
+    return tkw
 
 
 def _plan(members: list[SweepMember], dirs: dict[str, Path], group: int) -> tuple[list[SweepMember], dict[str, Any]]:
@@ -154,69 +160,115 @@ def _plan(members: list[SweepMember], dirs: dict[str, Path], group: int) -> tupl
                   "passes": len(_passes(todo, group)), "max_members_per_pass": group}
 
 
+@dataclass
+class _Sweep:
+    """What every pass of one invocation shares."""
+
+    cfg: SweepConfig
+    """The sweep's config."""
+    source: Any
+    """The members' ``DataSource`` (``probsae.runs.source``)."""
+    tcfg: Any
+    """The members' TrainConfig, with steps resolved."""
+    dirs: dict[str, Path]
+    """Each selected member's run directory, by member name."""
+    main: bool
+    """This process writes (rank 0 under torchrun)."""
+    data: dict[str, Any]
+    """model, hook and corpus, as each metrics.json records them."""
+
+    def evaluate(self, chunk: list[SweepMember], saes: list, seconds: dict[str, float] | None = None,
+                 **extra: Any) -> None:
+        """Each member's metrics.json (main rank only)."""
+        from ..runs.runner import record_group
+
+        if self.main:
+            record_group(chunk, [m.name for m in chunk], [self.dirs[m.name] for m in chunk], saes, self.source,
+                         self.tcfg, data=self.data, seconds=seconds, studies=lambda i: chunk[i].studies,
+                         extra={"train_cache_tokens": self.source.n_train, **extra},
+                         batch_size=int(self.cfg.sweep.get("eval_batch_size", 4096)))
+
+
 def _run_locked(cfg: SweepConfig, out_dir: Path, members: list[SweepMember], dirs: dict[str, Path],
                 tkw: dict[str, Any], group: int, ctx, command: str, progress: bool,
                 on_pass: Callable[[list[str]], None] | None) -> dict[str, Any]:
     """``run_sweep`` once the members' run directories are locked (what is finished is read only now)."""
     from ..devices import resolve_device
-    from ..saes import load_sae
-    from ..training import TrainConfig, distributed, train
 
     todo, plan = _plan(members, dirs, group)
     main = ctx.is_main  # under torchrun only rank 0 extracts, evaluates and writes sweep files
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    train_data, eval_data = distributed.main_first(ctx, lambda: prepare_data(cfg, out_dir, progress=progress and main))
-    d_in = train_data.d_in
-    tkw["extra"] = {**tkw.get("extra", {}), "sweep": cfg.name, "model": train_data.manifest.get("model"),
-                    "hook": train_data.manifest.get("hook"), "corpus": cfg.data.get("corpus")}
-    tcfg = TrainConfig(**tkw)
-    if tcfg.steps is None:
-        tcfg.steps = max(1, train_data.n_tokens // tcfg.batch_size)
-    data_info = {"model": train_data.manifest.get("model"), "hook": train_data.manifest.get("hook"),
-                 "corpus": cfg.data.get("corpus"), "train_cache": str(train_data.path),
-                 "eval_cache": str(eval_data.path), "train_cache_tokens": train_data.n_tokens,
-                 "eval_tokens": eval_data.n_tokens, "d_in": d_in}
-    if main:
-        _write_sweep_json(out_dir, cfg, members, command, data_info, tcfg)
-    eval_bs = int(cfg.sweep.get("eval_batch_size", 4096))
-    data = {k: data_info[k] for k in ("model", "hook", "corpus")}
-    extra = {"train_cache_tokens": train_data.n_tokens}
-
-    # Members already trained but not evaluated (a kill during evaluation): evaluate only, on the
-    # training device like the members evaluated right after training (load_sae alone gives the CPU,
-    # whose metrics differ from CUDA's in rounding and, at near-ties, in the selected latents).
-    train_device = str(ctx.device or resolve_device(tcfg.device))
-    for m in list(todo):
-        if _trained(dirs[m.name], tcfg.steps):
-            if main:
-                evaluate_member(m, dirs[m.name], load_sae(dirs[m.name], device=train_device), eval_data, tcfg, data,
-                                extra, batch_size=eval_bs)
-            todo.remove(m)
+    sw = _open(cfg, out_dir, members, dirs, tkw, ctx, command, progress)
+    # on the training device like the members evaluated right after training (load_sae alone gives
+    # the CPU, whose metrics differ from CUDA's in rounding and, at near-ties, in the selected latents)
+    train_device = str(ctx.device or resolve_device(sw.tcfg.device))
+    todo = _evaluate_trained(sw, todo, train_device)
     chunks = _passes(todo, group)
     for i, chunk in enumerate(chunks):
-        _log(f"pass {i + 1}/{len(chunks)}: training {len(chunk)} SAEs for "
-             f"{tcfg.steps} steps × {tcfg.batch_size} tokens "
-             f"({tcfg.steps * tcfg.batch_size / train_data.n_tokens:.2f} epochs of {train_data.n_tokens:,} tokens)")
-        if on_pass:
-            on_pass([m.name for m in chunk])
-        saes = [m.build_sae(d_in) for m in chunk]
-        for sae in saes:
-            sae.metadata = sweep_metadata(cfg, train_data)
-        t0 = time.perf_counter()
-        train(saes, train_data, tcfg, run_dirs=[dirs[m.name] for m in chunk])
-        dt = time.perf_counter() - t0
-        _log(f"pass trained in {dt:.0f}s; evaluating on {eval_data.n_tokens:,} held-out tokens")
-        for m, sae in zip(chunk, saes):
-            if not main:
-                continue
-            evaluate_member(m, dirs[m.name], sae, eval_data, tcfg, data, {**extra, "pass_members": len(chunk)},
-                            seconds={"train": round(dt, 1)}, batch_size=eval_bs)
-        del saes
+        _run_pass(sw, chunk, f"{i + 1}/{len(chunks)}", on_pass)
     if not main:
         return {**plan, "rank": ctx.rank}
     measure_downstream(cfg, members, dirs, train_device)
+    return _close(out_dir, command, plan, t_start)
+
+
+def _open(cfg: SweepConfig, out_dir: Path, members: list[SweepMember], dirs: dict[str, Path],
+          tkw: dict[str, Any], ctx, command: str, progress: bool) -> _Sweep:
+    """The sweep's data source and TrainConfig; writes sweep.json (main rank)."""
+    from dataclasses import replace
+
+    from ..runs.source import cached_source
+    from ..training import TrainConfig, distributed
+
+    train_data, eval_data = distributed.main_first(ctx, lambda: prepare_data(cfg, out_dir, progress=progress and ctx.is_main))
+    tkw["extra"] = {**tkw.get("extra", {}), "sweep": cfg.name, "model": train_data.manifest.get("model"),
+                    "hook": train_data.manifest.get("hook"), "corpus": cfg.data.get("corpus")}
+    tcfg = TrainConfig(**tkw)
+    source = cached_source(replace(members[0], train=tcfg, epochs=1.0), train_data, eval_data)
+    tcfg.steps = source.steps
+    data_info = {"model": train_data.manifest.get("model"), "hook": train_data.manifest.get("hook"),
+                 "corpus": cfg.data.get("corpus"), "train_cache": str(train_data.path),
+                 "eval_cache": str(eval_data.path), "train_cache_tokens": train_data.n_tokens,
+                 "eval_tokens": eval_data.n_tokens, "d_in": train_data.d_in}
+    if ctx.is_main:
+        _write_sweep_json(out_dir, cfg, members, command, data_info, tcfg)
+    return _Sweep(cfg, source, tcfg, dirs, ctx.is_main, {k: data_info[k] for k in ("model", "hook", "corpus")})
+
+
+def _evaluate_trained(sw: _Sweep, todo: list[SweepMember], device: str) -> list[SweepMember]:
+    """Evaluate the members already trained but not evaluated (a kill during evaluation); returns
+    the members still to train."""
+    from ..saes import load_sae
+
+    left = []
+    for m in todo:
+        if _trained(sw.dirs[m.name], sw.tcfg.steps):
+            sw.evaluate([m], [load_sae(sw.dirs[m.name], device=device)] if sw.main else [])
+        else:
+            left.append(m)
+    return left
+
+
+def _run_pass(sw: _Sweep, chunk: list[SweepMember], which: str, on_pass: Callable[[list[str]], None] | None) -> None:
+    """Train one pass of members together (``probsae.runs.runner``), then evaluate each."""
+    from ..runs.runner import build_saes, train_group
+
+    tcfg, n = sw.tcfg, sw.source.n_train
+    _log(f"pass {which}: training {len(chunk)} SAEs for {tcfg.steps} steps × {tcfg.batch_size} tokens "
+         f"({tcfg.steps * tcfg.batch_size / n:.2f} epochs of {n:,} tokens)")
+    if on_pass:
+        on_pass([m.name for m in chunk])
+    metadata = sweep_metadata(sw.cfg, sw.source.train)
+    saes = build_saes(chunk, sw.source, lambda m: metadata)
+    trained = train_group(chunk, saes, [sw.dirs[m.name] for m in chunk], sw.source, tcfg)
+    _log(f"pass trained in {trained.seconds:.0f}s; evaluating on {sw.source.held().n_tokens:,} held-out tokens")
+    sw.evaluate(chunk, saes, seconds={"train": round(trained.seconds, 1)}, pass_members=len(chunk))
+
+
+def _close(out_dir: Path, command: str, plan: dict[str, Any], t_start: float) -> dict[str, Any]:
+    """results.jsonl, this invocation's entry in sweep.json, the summary."""
     results = collect_results(out_dir)
     summary = {**plan, "wall_seconds": round(time.perf_counter() - t_start, 1), "results": len(results)}
     info = _read_json(out_dir / SWEEP_FILE)

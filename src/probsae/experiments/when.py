@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..interp.calibration import mean_ci
+from ..stats import mean_ci
 from ..io import atomic_write_text, read_json
 from ..runs.results import read_runs
 from ..saes import get_class
 from ..saes.style import arch_order, label as family
-from .report import BASELINE, REPORT_FILE, SUBJECT, _defaults, read_log, report_dir, used_dead_window
+from .report import BASELINE, REPORT_FILE, SUBJECT, hparam_defaults, read_log, report_dir, used_dead_window
 from .sweep import SWEEP_FILE
 
 #: Hyperparameters that identify a pair member rather than a variant.
@@ -63,7 +63,7 @@ def is_when_sweep(root: str | Path) -> bool:
 
 def variant_label(arch: str, hparams: dict[str, Any]) -> str:
     """'' for the architecture's defaults, else the non-default hyperparameters (k, seed excluded)."""
-    defaults = _defaults(arch)
+    defaults = hparam_defaults(arch)
     diff = {k: v for k, v in hparams.items() if k not in PAIR_KEYS and defaults.get(k, object()) != v}
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(diff.items()))
 
@@ -419,7 +419,7 @@ def make_when_report(root: str | Path, out_dir: str | Path | None = None, comman
     betas = sorted({var for (_, arch, var, _) in C if arch == SUBJECT and var.startswith("beta_start=")},
                    key=lambda v: float(v.split("=")[1]))
     if betas:
-        beta0 = _defaults(SUBJECT)["beta_start"]
+        beta0 = hparam_defaults(SUBJECT)["beta_start"]
         L += ["## Gate temperature β0 (annealed to β_T)", "",
               f"Held-out FVU; Δ against the default β0 = {beta0:g} and against {top_name} (default init), with the "
               "same seed.", "",

@@ -335,14 +335,14 @@ def run_metadata(run_dir: str | Path) -> dict[str, Any]:
     """Model/hook/dataset facts of a run directory: its ``run.json`` data spec, else its
     ``log.jsonl`` start event (``TrainConfig.extra``), e.g. ``{"model": "gpt2", "hook": "resid_post.8"}``;
     {} when it has neither. A corrupt file is an error, not silently missing metadata."""
+    from ..io import read_jsonl
     from ..runs.spec import RUN_FILE, read_spec
-    from ..training.logger import read_jsonl
 
     run_dir = Path(run_dir)
     if (run_dir / RUN_FILE).is_file():
         data = read_spec(run_dir).data
         return {"model": data.model, "hook": data.hook, "corpus": data.corpus}
-    for rec in read_jsonl(run_dir / "log.jsonl"):
+    for rec in read_jsonl(run_dir / "log.jsonl", SAEFileError):
         if rec.get("event") == "start":
             extra = (rec.get("train_config") or {}).get("extra") or {}
             return dict(extra) if isinstance(extra, dict) else {}

@@ -7,7 +7,6 @@ latents), and the Pearson correlation between bucket index and score over all sc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,40 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_savefig, atomic_write_json, atomic_write_text
-
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
-def t_quantile_975(df: int) -> float:
-    """Two-sided 95 % Student-t critical value (table up to 30 df, Cornish–Fisher beyond)."""
-    if df < 1:
-        return float("nan")
-    if df <= 30:
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
-    """(mean, ci_low, ci_high); CI is None for fewer than 2 values."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
-    if len(v) == 0:
-        return None, None, None
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, None, None
-    half = t_quantile_975(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
-    return m, m - half, m + half
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
+from ..stats import mean_ci, pearson
 
 
 def summarize_run(label: str, scores: Sequence[dict], n_buckets: int = 5,

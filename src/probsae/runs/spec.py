@@ -68,7 +68,7 @@ class RunSpec:
     def validate(self) -> None:
         """Check every option before any data is extracted (``ConfigError``/``DataError``)."""
         from ..saes.registry import build_config
-        from ..training.config import number, whole
+        from ..validators import number, whole
 
         whole("expansion", self.expansion, 1)
         if self.d_sae is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..progress import say as _say
-from .results import add_downstream, record_run
+from .results import add_downstream
 from .spec import PLOT_FILE, RUN_FILE, RunSpec, data_metadata, differences, read_spec, write_spec
 
 
@@ -80,15 +80,24 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
     Lists of specs and run directories train several SAEs on one activation stream (see the
     module docstring) and return one result per run; the checks above apply to every run
     directory. The model and the SAEs run on the training device (``spec.train.device``;
-    ``spec.data.device`` 'auto' follows it)."""
+    ``spec.data.device`` 'auto' follows it). The steps are those of ``probsae.runs.runner``."""
     from ..devices import resolve_device
-    from ..io import check_output_dir
-    from ..training import distributed
-    from .lock import locked_run_dirs
+    from .runner import session
 
     single = isinstance(spec, RunSpec)
     specs = [spec] if single else list(spec)
     dirs = [Path(run_dir)] if single else [Path(d) for d in run_dir]  # type: ignore[union-attr]
+    _validate(specs, dirs, force)
+    with session(specs[0].train, dirs, command) as ctx:  # one writer per run directory, for the whole run
+        results = _train_locked(specs, dirs, command, ctx, ctx.device or resolve_device(specs[0].train.device))
+    return results[0] if single else results
+
+
+# ---- validation ---------------------------------------------------------------------------------
+def _validate(specs: list[RunSpec], dirs: list[Path], force: bool) -> None:
+    """Every option of every spec, the specs against each other, and the run directories."""
+    from ..io import check_output_dir
+
     if not specs or len(specs) != len(dirs):
         raise ConfigError(f"got {len(specs)} run specs for {len(dirs)} run directories")
     for s in specs:
@@ -96,134 +105,155 @@ def train_run(spec: RunSpec | list[RunSpec], run_dir: str | Path | list[str | Pa
     _check_together(specs)
     for d in dirs:
         check_output_dir(d, _is_run_dir, force, "probsae run directory")
-    first = specs[0]
-    ctx = distributed.setup(first.train)  # under torchrun: only rank 0 extracts and writes
-    device = ctx.device or resolve_device(first.train.device)
-    # one writer per run directory, for the whole run (under torchrun the writing rank holds it)
-    with locked_run_dirs(dirs if ctx.is_main else [], command):
-        results = _train_locked(specs, dirs, command, ctx, device)
-    return results[0] if single else results
 
 
-def _train_locked(specs: list[RunSpec], dirs: list[Path], command: str | None, ctx, device) -> list[dict[str, Any]]:
-    from ..data.prepare import model_stream, prepare_caches
-    from ..extras import missing_extra_message, plots_available
-    from ..io import check_writable_dir
+def _prior_sources(spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
+    """The data sources recorded by the run already in ``run_dir`` when this is a resume of it
+    (None for a fresh start); refuses a directory that holds a different run."""
     from ..progress import note, warn
-    from ..training import distributed, train
-    from .plot import plot_training
-    from .results import heldout_warning
-    from .spec import changed_sources, data_sources, read_sources
+    from .spec import changed_sources, read_sources
 
-    first = specs[0]
-    sources, fingerprints = [], {}
+    if not (run_dir / RUN_FILE).is_file():
+        return None
+    diff = differences(read_spec(run_dir).comparable(), spec.comparable())
+    if diff and _only_a_failed_start(run_dir):
+        note(f"{run_dir} holds only the run.json of a start that failed before training (it differs in: "
+             f"{', '.join(diff)}); starting this run there instead")
+        return None
+    if diff:
+        raise ConfigError(f"{run_dir} holds a different run (differs in: {', '.join(diff)}); "
+                          "use another --out or delete that directory")
+    _say(f"resuming the run in {run_dir}")
+    recorded = read_sources(run_dir)
+    for w in changed_sources(recorded, spec.data):
+        warn(f"{w}: the resumed steps train on other activations than the earlier ones")
+    return recorded
+
+
+def _run_sources(specs: list[RunSpec], dirs: list[Path]) -> list[dict[str, Any]]:
+    """What run.json records as each run's sources: those the run started from when resumed (so
+    `probsae eval` compares with those), else today's fingerprints (computed once per data)."""
+    from .spec import data_sources
+
+    out, fingerprints = [], {}
     for s, d in zip(specs, dirs):
-        recorded = None
-        if (d / RUN_FILE).is_file():
-            diff = differences(read_spec(d).comparable(), s.comparable())
-            if diff and _only_a_failed_start(d):
-                note(f"{d} holds only the run.json of a start that failed before training (it differs in: "
-                     f"{', '.join(diff)}); starting this run there instead")
-            elif diff:
-                raise ConfigError(f"{d} holds a different run (differs in: {', '.join(diff)}); "
-                                  "use another --out or delete that directory")
-            else:
-                _say(f"resuming the run in {d}")
-                recorded = read_sources(d)
-                for w in changed_sources(recorded, s.data):
-                    warn(f"{w}: the resumed steps train on other activations than the earlier ones")
-        # the sources the run started from stay recorded, so `probsae eval` compares with those
+        recorded = _prior_sources(s, d)
         key = (s.data.corpus, s.data.text_field, s.data.model)
         if recorded is None and key not in fingerprints:
             fingerprints[key] = data_sources(s.data)
-        sources.append(recorded or fingerprints[key])
+        out.append(recorded or fingerprints[key])
+    return out
+
+
+# ---- the run -------------------------------------------------------------------------------------
+def _train_locked(specs: list[RunSpec], dirs: list[Path], command: str | None, ctx, device) -> list[dict[str, Any]]:
+    from ..io import check_writable_dir
+    from .runner import build_saes, train_group
+    from .source import open_source
+
+    first = specs[0]
+    sources = _run_sources(specs, dirs)
     if ctx.is_main:
         for d in dirs:
             check_writable_dir(d, "run directory")
-
-    hooks = list(dict.fromkeys(s.data.hook for s in specs))
-    batch = first.train.batch_size
-    t0 = time.perf_counter()
-    stream = None
-    if first.stream:
-        handle = first.data.load(device)
-        train_data = stream = model_stream(first.data, batch, handle, hooks, first.stream_buffer * batch, first.train.seed)
-        widths = _hook_widths(handle, hooks, first.data.target_hook)
-        # held-out tokens: the small held-out cache `probsae eval` reads too, so both report the same numbers
-        eval_data = {h: distributed.main_first(ctx, lambda h=h: prepare_caches(
-            replace(first.data, hook=h), first.cache_dir, progress=False, parts=("holdout",), handle=handle))[0]
-            for h in hooks}
-        steps = first.train.steps or max(1, first.data.max_tokens // batch)
-        n_train = None
-    else:
-        # A causal LM measures CE/KL at the end: load it once, for the extraction and for that.
-        handle = first.data.load(device) if ctx.is_main and _wants_downstream(first) else None
-        # rank 0 extracts, the others then open the caches (run `probsae cache` first for long extractions)
-        train_data, held = distributed.main_first(
-            ctx, lambda: prepare_caches(first.data, first.cache_dir, progress=ctx.is_main, device=device, handle=handle))
-        eval_data = {hooks[0]: held}
-        widths = {hooks[0]: train_data.d_in}
-        n_train = train_data.n_tokens
-        steps = first.train.steps or max(1, int(first.epochs * n_train) // batch)
-        if n_train < batch:
-            raise ConfigError(f"the training cache has {n_train} tokens, fewer than batch_size={batch}")
-    t_data = time.perf_counter() - t0
-
-    for h in hooks:
-        w = heldout_warning(eval_data[h].n_tokens, first.data.eval_tokens, first.data.holdout_every)
-        if w and ctx.is_main:
-            warn(w)
-    saes = [s.build_sae(widths[s.data.hook]) for s in specs]
-    for s, sae in zip(specs, saes):
-        sae.metadata = data_metadata(s.data)  # saved in config.json: model, hook point, windows, corpus
+    source = open_source(specs, ctx, device, keep_model=not first.stream and _wants_downstream(first))
+    _warn_small_heldout(first, source, ctx)
+    saes = build_saes(specs, source, lambda s: data_metadata(s.data))
     if ctx.is_main:  # the model, hook points and SAE shapes are good: now the run directories are written
         for s, d, src in zip(specs, dirs, sources):
             write_spec(d, s, command, src)
-    cfg = replace(first.train, steps=steps, extra={**first.train.extra, "model": first.data.model,
-                                                    "hooks": hooks, "corpus": first.data.corpus})
+    cfg = replace(first.train, steps=source.steps, extra={**first.train.extra, "model": first.data.model,
+                                                          "hooks": source.hooks, "corpus": first.data.corpus})
     if ctx.is_main:
-        what = ", ".join(f"{s.architecture} {s.hparams} at {s.data.hook}" for s in specs)
-        _say(f"training {len(specs)} SAE(s) on {device} ({what}) for {steps} steps × {batch} tokens" +
-             (f" ({steps * batch / n_train:.1f} passes over {n_train:,} cached tokens)" if n_train else
-              f", straight from the model ({first.data.model}, {first.data.model_dtype} dtype)"))
+        _announce(specs, source, device)
     done_before = min(_resumed_step(d) for d in dirs)
-    titles = [f"{s.architecture} {s.hparams} — {s.data.model} {s.data.hook}" for s in specs]
-
-    def redraw(i: int, hist) -> None:  # training.png at every checkpoint, not only at the end
-        plot_training(hist.records, dirs[i] / PLOT_FILE, titles[i], saes[i].d_sae, architecture=specs[i].architecture,
-                      final=False)
-
-    t1 = time.perf_counter()
-    histories = train(saes, train_data, cfg, run_dirs=dirs, hooks=[s.data.hook for s in specs] if stream else None,
-                      on_checkpoint=redraw if plots_available() else None)
-    t_train = time.perf_counter() - t1
-    speed = _throughput(stream, (steps - done_before) * batch, t_train)
-    if ctx.is_main:
-        _say(f"trained {speed['train_tokens']:,} tokens in {t_train:.1f}s: {speed['train_tokens_per_s']:,.0f} tokens/s"
-             + (f" end to end (model forward {speed['forward_seconds']:.1f}s, {speed['extract_tokens_per_s']:,.0f} "
-                "extracted tokens/s of forward time)" if stream else ""))
+    trained = train_group(specs, saes, dirs, source, cfg, on_checkpoint=_redraw(specs, dirs, saes))
+    speed = _report_speed(source, (source.steps - done_before) * first.train.batch_size, trained.seconds, ctx)
     if not ctx.is_main:
         return [{} for _ in specs]
+    return _finish(specs, dirs, trained, source, cfg, speed, device)
 
-    downstream = _downstream(specs, dirs, saes, handle)
-    results = []
-    for s, d, sae, history, title in zip(specs, dirs, saes, histories, titles):
-        res = record_run(
-            d, d.name, s.architecture, s.hparams, sae, eval_data[s.data.hook], cfg,
-            data={"model": s.data.model, "hook": s.data.hook, "corpus": s.data.corpus},
-            seconds={"data": round(t_data, 1), "train": round(t_train, 1)},
-            throughput={**speed, "saes_on_the_stream": len(specs), "device": str(device)})
+
+def _warn_small_heldout(first: RunSpec, source, ctx) -> None:
+    from ..progress import warn
+    from .results import heldout_warning
+
+    for cache in source.heldout.values():
+        w = heldout_warning(cache.n_tokens, first.data.eval_tokens, first.data.holdout_every)
+        if w and ctx.is_main:
+            warn(w)
+
+
+def _announce(specs: list[RunSpec], source, device) -> None:
+    """The line that says what trains, where, for how long."""
+    first, steps, n_train = specs[0], source.steps, source.n_train
+    batch = first.train.batch_size
+    what = ", ".join(f"{s.architecture} {s.hparams} at {s.data.hook}" for s in specs)
+    _say(f"training {len(specs)} SAE(s) on {device} ({what}) for {steps} steps × {batch} tokens" +
+         (f" ({steps * batch / n_train:.1f} passes over {n_train:,} cached tokens)" if n_train else
+          f", straight from the model ({first.data.model}, {first.data.model_dtype} dtype)"))
+
+
+def _finish(specs: list[RunSpec], dirs: list[Path], trained, source, cfg, speed, device) -> list[dict[str, Any]]:
+    """Held-out metrics, CE/KL (with the model loaded for training) and the final training.png."""
+    from .runner import record_group
+
+    downstream = _downstream(specs, dirs, trained.saes, source.handle)
+    results = record_group(
+        specs, [d.name for d in dirs], dirs, trained.saes, source, cfg,
+        data=lambda i: {"model": specs[i].data.model, "hook": specs[i].data.hook, "corpus": specs[i].data.corpus},
+        seconds={"data": round(source.seconds, 1), "train": round(trained.seconds, 1)},
+        throughput={**speed, "saes_on_the_stream": len(specs), "device": str(device)})
+    for i, d in enumerate(dirs):
         if downstream.get(str(d)) is not None:
-            res = add_downstream(d, downstream[str(d)])
-        results.append(res)
-        if plots_available():
-            plot_training(history.records, d / PLOT_FILE, title, sae.d_sae, architecture=s.architecture,
-                          heldout_alive=res["heldout"]["alive"])
-        else:
-            _say(f"{d / PLOT_FILE} not drawn: {missing_extra_message('plot')}")
+            results[i] = add_downstream(d, downstream[str(d)])
+    _plot_final(specs, dirs, trained, results)
     return results
 
 
+# ---- logging and throughput ---------------------------------------------------------------------
+def _report_speed(source, tokens: int, seconds: float, ctx) -> dict[str, Any]:
+    """The group's throughput (``runner.throughput``), printed by the main rank."""
+    from .runner import throughput
+
+    speed = throughput(source, tokens, seconds)
+    if ctx.is_main:
+        _say(f"trained {speed['train_tokens']:,} tokens in {seconds:.1f}s: {speed['train_tokens_per_s']:,.0f} tokens/s"
+             + (f" end to end (model forward {speed['forward_seconds']:.1f}s, {speed['extract_tokens_per_s']:,.0f} "
+                "extracted tokens/s of forward time)" if source.stream is not None else ""))
+    return speed
+
+
+# ---- plots ---------------------------------------------------------------------------------------
+def _title(spec: RunSpec) -> str:
+    return f"{spec.architecture} {spec.hparams} — {spec.data.model} {spec.data.hook}"
+
+
+def _redraw(specs: list[RunSpec], dirs: list[Path], saes: list):
+    """training.png at every checkpoint, not only at the end (None without the plot extra)."""
+    from ..extras import plots_available
+    from .plot import plot_training
+
+    def redraw(i: int, hist) -> None:
+        plot_training(hist.records, dirs[i] / PLOT_FILE, _title(specs[i]), saes[i].d_sae,
+                      architecture=specs[i].architecture, final=False)
+
+    return redraw if plots_available() else None
+
+
+def _plot_final(specs: list[RunSpec], dirs: list[Path], trained, results: list[dict[str, Any]]) -> None:
+    from ..extras import missing_extra_message, plots_available
+    from .plot import plot_training
+
+    for s, d, sae, history, res in zip(specs, dirs, trained.saes, trained.histories, results):
+        if plots_available():
+            plot_training(history.records, d / PLOT_FILE, _title(s), sae.d_sae, architecture=s.architecture,
+                          heldout_alive=res["heldout"]["alive"])
+        else:
+            _say(f"{d / PLOT_FILE} not drawn: {missing_extra_message('plot')}")
+
+
+# ---- CE/KL ---------------------------------------------------------------------------------------
 def _wants_downstream(spec: RunSpec) -> bool:
     """CE/KL at the end of training: asked for (not 0) and the model is a causal LM."""
     from ..data.models import is_causal_model
@@ -250,32 +280,4 @@ def _downstream(specs: list[RunSpec], dirs: list[Path], saes: list, handle) -> d
             _say(f"{Path(name).name or name}: {downstream_line(ds)}")
         _say(f"CE/KL took {time.perf_counter() - t0:.0f}s")
         out.update(res)
-    return out
-
-
-def _hook_widths(handle, hooks: list[str], target_hook: str | None = None) -> dict[str, int]:
-    """Width of the rows at each hook point (one 4-token forward): the activation's, or with a
-    ``target_hook`` the [input | target] pair's."""
-    import torch
-
-    from ..data.extract import pair_width
-    from ..data.hooks import HookPoint, capture_many
-
-    ids = torch.full((1, 4), int(handle.bos_id or handle.cls_id or 0), dtype=torch.long, device=handle.device)
-    with torch.inference_mode():
-        xs = capture_many(handle, hooks + ([target_hook] if target_hook else []), ids)
-    widths = {h: int(xs[str(HookPoint.parse(h))].shape[-1]) for h in hooks}
-    if target_hook:
-        d_target = int(xs[str(HookPoint.parse(target_hook))].shape[-1])
-        widths = {h: pair_width(h, w, target_hook, d_target) for h, w in widths.items()}
-    return widths
-
-
-def _throughput(stream, tokens: int, seconds: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"train_tokens": int(tokens), "train_seconds": round(seconds, 3),
-                           "train_tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
-    if stream is not None:
-        fwd = stream.forward_seconds
-        out.update({"extracted_tokens": stream.tokens_in, "forward_seconds": round(fwd, 3),
-                    "extract_tokens_per_s": round(stream.tokens_in / max(fwd, 1e-9), 1)})
     return out

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .base import SAE
-from .config import TopKConfig, positive
+from ..validators import positive
+from .config import TopKConfig
 from .declarations import Export, Imported, NotExpressible, Presentation, positive_int, saelens_k, standard_encoder, state_tensors
 from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward

@@ -64,17 +64,3 @@ class TopKConfig(SAEConfig):
             raise ConfigError(f"k must be a positive integer, got {self.k!r}")
         if self.k > self.d_sae:
             raise ConfigError(f"k={self.k} is larger than d_sae={self.d_sae}")
-
-
-def positive(name: str, value: float, allow_zero: bool = False) -> None:
-    """Raise ConfigError unless ``value`` is a positive (or non-negative) number."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        kind = "non-negative" if allow_zero else "positive"
-        raise ConfigError(f"{name} must be a {kind} number, got {value!r}")
-
-
-def choice(name: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ConfigError(f"{name} must be one of {options}, got {value!r}")

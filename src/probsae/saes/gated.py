@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from .base import SAE
-from .config import SAEConfig, positive
+from ..validators import positive
+from .config import SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, state_tensors
 from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward

@@ -50,7 +50,8 @@ from .. import kernels
 from ..kernels import GATE_SCORES, gate_of_score, sparse_decode
 from ..schedules import exp_anneal
 from .base import SAE
-from .config import TopKConfig, choice, positive
+from ..validators import choice, positive
+from .config import TopKConfig
 from .declarations import Export, Presentation
 from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Codes, Forward

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from .base import SAE
-from .config import SAEConfig, positive
+from ..validators import positive
+from .config import SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation, standard_encoder
 from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward

@@ -12,7 +12,8 @@ from .. import kernels
 from ..kernels import DEFAULT_POLICY, KernelPolicy, sparse_decode
 from .base import SAE
 from ..errors import ConfigError
-from .config import TopKConfig, positive
+from ..validators import positive
+from .config import TopKConfig
 from .declarations import (
     Export, Imported, Presentation, fold_decoder_norms, positive_int, saelens_k, standard_encoder, state_tensors,
 )

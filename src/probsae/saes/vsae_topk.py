@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from ..kernels import sparse_decode
 from .base import SAE
-from .config import TopKConfig, positive
+from ..validators import positive
+from .config import TopKConfig
 from .declarations import Export, Presentation
 from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Codes, Forward

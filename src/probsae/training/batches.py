@@ -1,19 +1,18 @@
-"""Turn what the user passes as ``data`` into a resumable stream of batches.
+"""Turn what the user passes as ``data`` into a resumable stream of training batches.
 
 A batch is a (B, d_in) tensor, or a dict ``{hook: (B, d_hook) tensor}`` when one model forward
-feeds several hook points; ``bind_hooks``/``pick`` give each SAE its tensor."""
+feeds several hook points (``probsae.data.sources``: where batches come from); ``bind_hooks``/``pick``
+give each SAE its tensor."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from ..data.sources import Batch, BatchSource, ResumableSource, batch_source
 from ..errors import ConfigError, InputError
-
-Batch = Tensor | dict[str, Tensor]
 
 
 def bind_hooks(hooks: Sequence[str | None] | str | None, n: int) -> list[str | None]:
@@ -56,54 +55,31 @@ def batch_rows(batch: Batch) -> int:
     return int(t.shape[0])
 
 
-def _is_batch(b: Any) -> bool:
-    if isinstance(b, Tensor):
-        return True
-    return isinstance(b, dict) and bool(b) and all(isinstance(v, Tensor) for v in b.values())
-
-
-class BatchSource:
-    """Batches from a tensor (shuffled each epoch, seeded), an object with ``iter_batches``
-    (an activation cache), or any iterable of batches (used as given, re-iterated per epoch).
+class TrainingBatches:
+    """The resumable stream of training batches from ``data`` (any ``data.sources.batch_source``:
+    a tensor, an activation cache, a model stream or an iterable of batches), pass after pass.
 
     ``batches(start_step)`` skips the first ``start_step`` batches deterministically (resume);
-    a streaming source (``stream_state()`` + ``iter_from(state)``) restarts at a recorded
-    position instead, without replaying the batches before it."""
+    a ``ResumableSource`` (a model stream) restarts at a recorded position instead, without
+    replaying the batches before it."""
 
     def __init__(self, data, batch_size: int, seed: int):
-        self.data, self.batch_size, self.seed = data, batch_size, seed
-        self._one_shot = isinstance(data, Iterator)  # a generator can be read only once
-        self._peeked: Batch | None = None
-        if isinstance(data, Tensor):
-            if data.ndim != 2:
-                raise InputError(f"training data must be a (N, d_in) tensor, got shape {tuple(data.shape)}")
-            if data.shape[0] < batch_size:
-                raise InputError(f"training data has {data.shape[0]} rows, fewer than batch_size={batch_size}")
-        elif not (hasattr(data, "iter_batches") or isinstance(data, Iterable)):
-            raise InputError(f"data must be a tensor, an activation cache or an iterable of batches, got {type(data).__name__}")
-        stream_batch = getattr(data, "batch_size", None)
-        if self.streaming and isinstance(stream_batch, int) and stream_batch != batch_size:
-            raise ConfigError(f"the data stream yields batches of {stream_batch} tokens but batch_size is "
-                              f"{batch_size}: make them equal")
+        self.source: BatchSource = batch_source(data)
+        self.batch_size, self.seed = batch_size, seed
+        self.source.check(batch_size)
 
     @property
     def streaming(self) -> bool:
         """True for a source that records and restarts at its own position (a model stream)."""
-        return hasattr(self.data, "stream_state") and hasattr(self.data, "iter_from")
+        return isinstance(self.source, ResumableSource)
 
     def default_steps(self) -> int:
-        if isinstance(self.data, Tensor):
-            return max(1, self.data.shape[0] // self.batch_size)
-        if hasattr(self.data, "n_tokens"):
-            return max(1, int(self.data.n_tokens) // self.batch_size)
-        if hasattr(self.data, "__len__"):
-            return len(self.data)
-        raise ConfigError("steps must be set when data is an iterable without a length")
+        return self.source.steps_per_pass(self.batch_size)
 
     def checkpoint_extra(self) -> dict:
         """What a checkpoint written now must hold to resume the data here (JSON-serialisable):
         a streaming source's position, else nothing (other sources resume by skipping batches)."""
-        return {"stream": self.data.stream_state()} if self.streaming else {}
+        return {"stream": self.source.position()} if self.streaming else {}
 
     def batches(self, start_step: int = 0, resume_state: dict | None = None) -> Iterator[Batch]:
         skipped = 0
@@ -113,7 +89,8 @@ class BatchSource:
             start_step = 0  # the stream restarts at its recorded position: nothing to skip
         while True:
             produced = False
-            first = self.data.iter_from(resume_state) if resumed and epoch == 0 else self._epoch(epoch)
+            first = (self.source.resume(resume_state) if resumed and epoch == 0
+                     else self.source.epoch(epoch, self.batch_size, self.seed))
             for batch in first:
                 produced = True
                 if skipped < start_step:
@@ -123,40 +100,12 @@ class BatchSource:
             if not produced:
                 if epoch == 0 and resumed:
                     pass  # resumed at the very end of a pass: the next pass starts from the beginning
-                elif epoch == 0 or not self._one_shot:
+                elif epoch == 0 or not self.source.one_shot:
                     raise InputError("training data yielded no batches (empty data)")
                 else:
                     raise InputError(f"training data ran out after {skipped} batches; set steps or pass re-iterable data")
             epoch += 1
 
-    def _epoch(self, epoch: int) -> Iterator[Batch]:
-        data = self.data
-        if isinstance(data, Tensor):
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            perm = torch.randperm(data.shape[0], generator=gen).to(data.device)
-            for i in range(0, data.shape[0] - self.batch_size + 1, self.batch_size):
-                yield data[perm[i : i + self.batch_size]]
-        elif hasattr(data, "iter_batches"):
-            # full batches only: a short batch at each pass boundary would change the step's statistics
-            yield from data.iter_batches(self.batch_size, shuffle=True, seed=self.seed + epoch, drop_last=True)
-        else:
-            if self._one_shot and epoch > 0:
-                return
-            if self._peeked is not None:
-                peeked, self._peeked = self._peeked, None
-                yield peeked
-            for batch in data:
-                if not _is_batch(batch):
-                    raise InputError(f"data yielded a {type(batch).__name__}, expected a tensor batch "
-                                     "or a {hook: tensor} dict")
-                yield batch
-
     def peek(self) -> Batch:
         """The first batch (for data-dependent initialisation); a one-shot iterator keeps it."""
-        try:
-            first = next(iter(self._epoch(0)))
-        except StopIteration:
-            raise InputError("training data yielded no batches (empty data)") from None
-        if self._one_shot:
-            self._peeked = first
-        return first
+        return self.source.first(self.batch_size, self.seed)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ..devices import resolve_device
 from ..errors import ConfigError
+from ..validators import is_number as _is_number, number, whole
 
 
 @dataclass
@@ -144,21 +143,3 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def number(name: str, value, positive: bool = False) -> None:
-    """Raise ConfigError unless ``value`` is a finite number (and > 0 if ``positive``)."""
-    if not _is_number(value) or (positive and not value > 0):
-        kind = "a finite number > 0" if positive else "a finite number"
-        raise ConfigError(f"{name} must be {kind}, got {value!r}")
-
-
-def whole(name: str, value, minimum: int | None, kind: str | None = None) -> None:
-    """Raise ConfigError unless ``value`` is an integer ≥ ``minimum``."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or (minimum is not None and value < minimum):
-        raise ConfigError(f"{name} must be {kind or f'an integer ≥ {minimum}'}, got {value!r}")
-

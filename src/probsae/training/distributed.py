@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
+from ..reconstruction import ReconstructionStats
 
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # per-rank RNG seed offset (rank 0 keeps cfg.seed)
 
@@ -244,19 +245,12 @@ class DistContext:
     def batch_metrics(self, x: Tensor, r: Tensor) -> tuple[float, float]:
         """(MSE per token, explained variance) of the GLOBAL batch from local rows: the
         sufficient statistics Σ‖r−x‖², Σ‖x‖², Σx and n are summed over ranks (float64)."""
-        x, r = x.double(), r.double()
-        sse = (r - x).pow(2).sum()
+        stats = ReconstructionStats.of(x, r)
         if self.data_parallel:
-            stats = torch.cat([torch.stack([sse, x.pow(2).sum(), torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)]),
-                               x.sum(0)]).to(self._comm_device())
-            self._all_reduce(stats, "sum")
-            stats = stats.cpu()
-            sse, sxx, n, sx = stats[0], stats[1], stats[2], stats[3:]
-            tot = sxx - sx.pow(2).sum() / n
-        else:
-            n = torch.tensor(float(x.shape[0]))
-            tot = (x - x.mean(0)).pow(2).sum()
-        return float(sse / n), 1.0 - float(sse / tot.clamp_min(1e-12))
+            sums = stats.to_vector().to(self._comm_device())
+            self._all_reduce(sums, "sum")
+            stats = ReconstructionStats.from_vector(sums.cpu())
+        return stats.batch_metrics()
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def checkpoint_extra(self) -> dict | None:

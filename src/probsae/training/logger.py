@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SAEFileError
-from ..io import append_line, atomic_write_jsonl, dumps_json, ensure_dir, io_error, json_type_name, read_text
+from ..io import append_line, atomic_write_jsonl, dumps_json, ensure_dir, io_error, json_type_name, read_jsonl
 
 
 class JsonlLogger:
@@ -36,7 +36,7 @@ class JsonlLogger:
     def read(self) -> list[dict[str, Any]]:
         """The records. A last line that is not valid JSON (torn by a kill) is dropped; any other
         invalid line, invalid UTF-8 or a line that is not a JSON object is a ``SAEFileError``."""
-        return read_jsonl(self.path) if self.path else []
+        return read_log_records(self.path) if self.path else []
 
     def truncate_after(self, step: int) -> None:
         """Drop step records beyond ``step`` (written after the checkpoint we resume from); the
@@ -47,30 +47,14 @@ class JsonlLogger:
         atomic_write_jsonl(self.path, kept)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSONL log (see ``JsonlLogger.read``); [] if the file does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = read_text(path, SAEFileError).splitlines()
-    out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == len(lines):
-                continue  # the last line, torn by a kill
-            raise SAEFileError(f"{path} line {i} is not valid JSON ({e.msg}): the log is corrupt") from None
-        if not isinstance(rec, dict):
-            raise SAEFileError(f"{path} line {i} is not a JSON object: the log is corrupt")
-        if "step" in rec and not rec.get("event"):
-            problem = step_record_problem(rec)
-            if problem:
-                raise SAEFileError(f"{path} line {i}: {problem}: the log is corrupt")
-        out.append(rec)
-    return out
+def read_log_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSONL log (``io.read_jsonl``: a torn last line is dropped), every step
+    record checked (``step_record_problem``); [] if the file does not exist."""
+    return read_jsonl(path, SAEFileError, check=_step_problem)
+
+
+def _step_problem(rec: dict[str, Any]) -> str | None:
+    return step_record_problem(rec) if "step" in rec and not rec.get("event") else None
 
 
 def step_record_problem(rec: dict[str, Any]) -> str | None:

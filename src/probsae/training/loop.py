@@ -11,7 +11,7 @@ import torch
 from ..devices import deterministic_mode, resolve_device
 from ..errors import ConfigError
 from ..kernels import KernelPolicy
-from .batches import BatchSource, batch_rows, bind_hooks, map_batch, pick
+from .batches import TrainingBatches, batch_rows, bind_hooks, map_batch, pick
 from . import distributed, wandb_logger
 from .config import TrainConfig
 from .display import TrainProgress
@@ -74,7 +74,7 @@ def _train(saes, data, cfg: TrainConfig, run_dirs, hooks, on_checkpoint, kernels
     wandb_logger.check_available(cfg)
     dist = distributed.setup(cfg)  # inert in a single process; torchrun: data/members parallel
     device = dist.device or resolve_device(cfg.device)
-    source = BatchSource(data, cfg.batch_size, cfg.seed)
+    source = TrainingBatches(data, cfg.batch_size, cfg.seed)
     total = cfg.steps or source.default_steps()
     torch.manual_seed(cfg.seed)
     dist.seed_rng(cfg.seed)

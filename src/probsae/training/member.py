@@ -15,6 +15,7 @@ from torch import Tensor
 from ..errors import InputError, SAEFileError, TrainingDivergedError
 from ..io import clean_stale_tmp
 from ..kernels import KernelPolicy, training_policy
+from ..reconstruction import ReconstructionStats
 from ..saes.options import ForwardOptions
 from ..schedules import lr_factor
 from ..tensorfile import nonfinite_names
@@ -218,11 +219,7 @@ class Member:
         if self.dist is not None:  # global-batch metrics from every rank's rows
             rec["mse"], rec["explained_variance"] = self.dist.batch_metrics(x, r)
         else:
-            with torch.no_grad():
-                sse = (r - x).pow(2).sum()
-                tot = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
-                rec["mse"] = float(sse) / x.shape[0]
-                rec["explained_variance"] = 1.0 - float(sse / tot)
+            rec["mse"], rec["explained_variance"] = ReconstructionStats.of(x, r).batch_metrics()
         rec["alive"] = self.liveness.alive()
         rec["dead"] = self.sae.d_sae - rec["alive"]
         if self.alive_window:  # read from the device at log steps only

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..data.errors import CorpusError
+from ..errors import CorpusError
 
 #: Names of the corpora probsae can build (``probsae corpus build NAME``).
 BUILDABLE = ("offline-en",)

@@ -43,7 +43,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from ..data.errors import CorpusError
+from ..errors import CorpusError
 from .debian import DebPackage, download_deb
 
 NAME = "offline-en"
@@ -252,7 +252,7 @@ def build(out_dir: str | Path, debs_dir: str | Path | None = None, sources: tupl
     """Build the corpus into ``out_dir`` from the sources' .deb files (taken from ``debs_dir`` when
     present there, else downloaded into it with ``apt-get download``). ``count_tokens`` maps a list
     of documents to their token counts (the CLI passes the MiniLM tokenizer). Returns the manifest."""
-    from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+    from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
     out = Path(out_dir)
     debs = Path(debs_dir) if debs_dir else out / "debs"

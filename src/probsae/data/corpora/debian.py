@@ -10,7 +10,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from ..data.errors import CorpusError
+from ..errors import CorpusError
 
 
 def _ar_members(blob: bytes, where: str) -> dict[str, bytes]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from probsae.cli.main import main
-from probsae.corpora import offline_en, resolve_named_corpus
-from probsae.corpora.debian import DebPackage, download_deb
+from probsae.data.corpora import offline_en, resolve_named_corpus
+from probsae.data.corpora.debian import DebPackage, download_deb
 from probsae.data.corpus import load_corpus, split_documents
 from probsae.data.errors import CorpusError
 
