@@ -39,20 +39,19 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
     return d, m, k, b
 
 
-def build(arch: str, d: int, m: int, k: int, graph: bool) -> Member:
+def build(arch: str, d: int, m: int, k: int, graph: bool, settings: dict | None = None) -> Member:
     sae = probsae.build_sae(arch, d_in=d, d_sae=m, k=k)
     cfg = TrainConfig(steps=10_000, batch_size=1, progress=False, device="cuda", cuda_graph=graph)
-    member = Member(sae, cfg, torch.device("cuda"), None, None)
+    member = Member(sae, cfg, torch.device("cuda"), None, None, kernels=kernels.KernelPolicy(**(settings or {})))
     sae.train()
     return member
 
 
-def timed(member: Member, batches: list[torch.Tensor], settings: dict, steps: int, rounds: int, warmup: int) -> float:
+def timed(member: Member, batches: list[torch.Tensor], steps: int, rounds: int, warmup: int) -> float:
     state = {"i": 0}
 
     def step():
-        with kernels.use(**settings):
-            member.step(batches[state["i"] % len(batches)], state["i"], 10_000)
+        member.step(batches[state["i"] % len(batches)], state["i"], 10_000)
         state["i"] += 1
 
     for _ in range(warmup):
@@ -78,8 +77,8 @@ def matrix(shapes, archs, args) -> None:
         for graph, group, scatter in itertools.product((False, True), (True, False), ("atomic", "sorted")):
             settings = {"group_topk": group, "scatter": scatter}
             try:
-                member = build(arch, d, m, k, graph)
-                tps = timed(member, batches, settings, args.steps, args.rounds, args.warmup)
+                member = build(arch, d, m, k, graph, settings)
+                tps = timed(member, batches, args.steps, args.rounds, args.warmup)
                 text = f"{tps:,.0f}"
             except Exception as e:  # report, keep going
                 text = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}"
@@ -118,7 +117,7 @@ def profile(shapes, archs, args) -> None:
     for (d, m, k, b), arch in itertools.product(shapes, archs):
         batches = [torch.randn(b, d, device="cuda") for _ in range(3)]
         member = build(arch, d, m, k, graph=False)
-        timed(member, batches, {}, 2, 1, args.warmup)
+        timed(member, batches, 2, 1, args.warmup)
         with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
             for i in range(args.steps):
                 member.step(batches[i % 3], i, 10_000)

@@ -2,7 +2,7 @@
 
 Trains each architecture twice on the same data, batches and seed: on the default path (on a GPU:
 bf16 tensor-core encoder, Triton kernels, Philox gate noise) and on the exact-fp32 plain path
-(``kernels.use(fast=False)``, ``precision='fp32'``: dense pre-activations and autograd). Prints
+(``KernelPolicy(fast=False)``, ``precision='fp32'``: dense pre-activations and autograd). Prints
 the held-out FVU of each (both evaluated with exact fp32 inference) and the relative difference;
 the criterion is |FVU_default − FVU_exact| / FVU_exact ≤ 1 %.
 
@@ -26,7 +26,11 @@ import torch
 import probsae
 from probsae import kernels
 from probsae.io import atomic_write_text
+from probsae.saes.options import ForwardOptions
 from probsae.synthetic import SyntheticActivations
+
+EXACT_INFERENCE = ForwardOptions(policy=kernels.KernelPolicy(encoder_precision="fp32"))
+"""Both SAEs are evaluated with exact fp32 inference."""
 
 
 def load_activations(args) -> torch.Tensor:
@@ -58,8 +62,7 @@ def train_one(arch: str, exact: bool, train_x: torch.Tensor, args) -> object:
     cfg = probsae.TrainConfig(steps=args.steps, batch_size=args.batch, seed=args.seed, progress=False,
                               device=args.device, precision="fp32" if exact else "auto",
                               log_every=max(1, args.steps))
-    with kernels.use(fast=not exact):
-        probsae.train(sae, train_x, cfg)
+    probsae.train(sae, train_x, cfg, kernels=kernels.KernelPolicy(fast=not exact))
     return sae
 
 
@@ -104,8 +107,7 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             sae = train_one(arch, exact, train_x, args)
             secs[exact] = time.perf_counter() - t0
-            with kernels.use(encoder_precision="fp32"):
-                fvu[exact] = probsae.evaluate(sae, hold_x.to(sae.W_dec.device))["fvu"]
+            fvu[exact] = probsae.evaluate(sae, hold_x.to(sae.W_dec.device), options=EXACT_INFERENCE)["fvu"]
         rel = abs(fvu[False] - fvu[True]) / max(fvu[True], 1e-12)
         ok = rel <= args.tolerance
         ok_all &= ok

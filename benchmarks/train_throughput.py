@@ -39,6 +39,7 @@ Install the baselines with benchmarks/requirements.txt into a separate venv (see
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -73,24 +74,23 @@ class Variant:
 def probsae_variant(arch: str, d_in: int, m: int, k: int, fast: bool = True, precision: str = "auto",
                     chunk=..., label: str | None = None, settings: dict | None = None,
                     fused_adam: bool = True, device: str = "cpu", train: dict | None = None) -> Variant:
-    """``Member.step`` of a probsae SAE; ``settings``: kernels.settings overrides during the step;
+    """``Member.step`` of a probsae SAE; ``settings``: the step's KernelPolicy fields besides the defaults;
     ``train``: extra TrainConfig fields (cuda_graph, compile, ...)."""
     def make():
         kwargs = {"k": k} if arch not in ("relu", "gated", "jumprelu") else {}
         sae = probsae.build_sae(arch, d_in=d_in, d_sae=m, **kwargs)
         cfg = TrainConfig(steps=1000, batch_size=1, progress=False, device=device, precision=precision, **(train or {}))
-        member = Member(sae, cfg, torch.device(device), None, None)
-        if not fused_adam:
-            member.optimizer = torch.optim.Adam(member.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
-        sae.train()
         overrides = dict(settings or {}, fast=fast)
         if chunk is not ...:
             overrides["chunk"] = chunk
+        member = Member(sae, cfg, torch.device(device), None, None, kernels=kernels.KernelPolicy(**overrides))
+        if not fused_adam:
+            member.optimizer = torch.optim.Adam(member.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+        sae.train()
         state = {"i": 0}
 
         def step(batch):
-            with kernels.use(**overrides):
-                member.step(batch, state["i"], 1000)
+            member.step(batch, state["i"], 1000)
             state["i"] += 1
         return step
     name = label or f"probsae {arch}" + ("" if fast else " (plain)") + ("" if precision == "auto" else f" {precision}")
@@ -448,6 +448,9 @@ def gpu_ablations(d_in: int, m: int, k: int, compile_too: bool) -> list[Variant]
 def decoder_variants(d_in: int, m: int, k: int, B: int) -> list[Variant]:
     """Decoder forward + backward alone on the same (values, indices, W_dec)."""
     def make_for(decode, settings=None):
+        if settings is not None:  # probsae's decoder under this kernel policy
+            decode = functools.partial(decode, policy=kernels.KernelPolicy(**settings))
+
         def make():
             g = torch.Generator(device="cuda").manual_seed(0)
             idx = torch.randint(0, m, (B, k), device="cuda", generator=g)
@@ -457,8 +460,7 @@ def decoder_variants(d_in: int, m: int, k: int, B: int) -> list[Variant]:
 
             def step(_batch):
                 values.grad = W.grad = None
-                with kernels.use(**(settings or {})):
-                    (decode(values, idx, W) * up).sum().backward()
+                (decode(values, idx, W) * up).sum().backward()
             return step
         return make
     vs = [Variant("probsae Triton decoder (atomic scatter)", make_for(kernels.sparse_decode, {"scatter": "atomic"})),
@@ -579,7 +581,7 @@ def main(argv=None) -> None:
     p.add_argument("--archs", default="topk,prob_topk", help=f"comma list of probsae architectures, or 'all' ({','.join(PROBSAE_ARCHS)})")
     p.add_argument("--plain", action="store_true", help="also time the plain (dense-backward) path of the TopK family")
     p.add_argument("--bf16", action="store_true", help="also time topk/prob_topk with precision='bf16'")
-    p.add_argument("--chunk", type=int, default=None, help="row chunk of the fast encoder (kernels.settings.chunk)")
+    p.add_argument("--chunk", type=int, default=None, help="row chunk of the fast encoder (KernelPolicy.chunk)")
     p.add_argument("--ablate", action="store_true", help="also time fast-path ablations (decoder backward, Adam, chunking)")
     p.add_argument("--no-baselines", action="store_true", help="skip sparsify and SAELens")
     p.add_argument("--encode", action="store_true", help="encode-only (inference) throughput instead of training")

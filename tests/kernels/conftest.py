@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import probsae
+from probsae.kernels import KernelPolicy
+from probsae.saes.options import ForwardOptions
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -17,13 +19,10 @@ def _warm_imports():
     torch.testing.assert_close(torch.ones(1), torch.ones(1))
 
 
-@pytest.fixture(autouse=True)
-def torch_noise_stream(monkeypatch):
-    """The path-equivalence tests here compare a chunked draw with one whole-batch draw, which
-    are the same stream only for torch.rand; the NumPy source is tested in test_noise_source.py."""
-    from probsae import kernels
-
-    monkeypatch.setattr(kernels.settings, "noise_source", "torch")
+TORCH_NOISE = KernelPolicy(noise_source="torch")
+"""The policy the path-equivalence tests here run under: they compare a chunked draw with one
+whole-batch draw, which are the same stream only for torch.rand; the NumPy source is tested in
+test_noise_source.py."""
 
 
 def _triton_interpreter_numpy_compat() -> None:
@@ -52,11 +51,11 @@ def _triton_interpreter_numpy_compat() -> None:
 _triton_interpreter_numpy_compat()
 
 
-def check_fast_equals_plain(arch: str, kw: dict, device: str = "cpu", fast_settings: dict | None = None) -> None:
-    """Whole SAE forward + backward with kernels.settings.fast on (``fast_settings``) and off,
+def check_fast_equals_plain(arch: str, kw: dict, device: str = "cpu", fast_settings: dict | None = None,
+                            base: KernelPolicy = TORCH_NOISE) -> None:
+    """Whole SAE forward + backward with ``base``'s policy, fast on (``fast_settings``) and off,
     the same noise (generator stream on CPU, Philox at the same step on the Triton path):
     loss, codes, every gradient and prob_topk's selected gate values must agree."""
-    from probsae import kernels
     from probsae.saes.output import densify
 
     x = torch.randn(40, 12, generator=torch.Generator().manual_seed(8)).to(device)
@@ -69,9 +68,9 @@ def check_fast_equals_plain(arch: str, kw: dict, device: str = "cpu", fast_setti
                 sae.b_enc.copy_(torch.linspace(-0.1, 0.1, 72))
         sae.noise_generator = torch.Generator().manual_seed(9)
         sae.on_train_step(4, 10, 0)
-        with kernels.use(fast=fast, **(fast_settings or {}) if fast else {}):
-            out = sae(x)
-            out.loss.backward()
+        policy = base.replace(fast=fast, **(fast_settings or {}) if fast else {})
+        out = sae(x, options=ForwardOptions(policy=policy))
+        out.loss.backward()
         gate = out.aux.get("gate_selected")  # prob_topk: in selection order, which may differ by path
         res[fast] = (out.loss.detach(), out.codes.detach(),
                      {n: p.grad for n, p in sae.named_parameters() if p.grad is not None},

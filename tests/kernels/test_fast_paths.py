@@ -7,11 +7,14 @@ import pytest
 import torch
 
 import probsae
-from probsae import kernels
+from probsae.saes.options import ForwardOptions
 from probsae.kernels import (concrete_gate_score, latent_bag_sum, logistic_noise,
                              logistic_noise_reference, sparse_decode, sparse_decode_reference,
                              sparse_encode, sparse_encode_reference)
+from probsae.kernels import KernelPolicy
 from probsae.kernels.topk import group_count, topk_groups
+
+TORCH_NOISE = KernelPolicy(noise_source="torch")  # the policy of tests/kernels (see conftest.py)
 
 
 def _sorted_pairs(values, indices):
@@ -99,8 +102,8 @@ def test_group_count_falls_back_for_narrow_rows():
 
 
 def test_logistic_noise_matches_reference_stream():
-    a = logistic_noise(torch.empty(50, 40), torch.Generator().manual_seed(5))
-    b = logistic_noise_reference(torch.empty(50, 40), torch.Generator().manual_seed(5))
+    a = logistic_noise(torch.empty(50, 40), torch.Generator().manual_seed(5), "torch")
+    b = logistic_noise_reference(torch.empty(50, 40), torch.Generator().manual_seed(5), "torch")
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert a.abs().max() <= 13.9  # clamp to [1e-6, 1 − 1e-6]
 
@@ -111,9 +114,9 @@ def test_concrete_gate_score_matches_module_gate(layernorm):
     a = torch.randn(10, 40, generator=torch.Generator().manual_seed(6))
     sae.noise_generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        expect = sae.gate(a, noisy=True) + 0.05 * a.abs()
+        expect = sae.gate(a, noisy=True, policy=TORCH_NOISE) + 0.05 * a.abs()
     got = concrete_gate_score(a, sae.beta, 0.05, getattr(sae, "ln_weight", None), getattr(sae, "ln_bias", None),
-                              True, torch.Generator().manual_seed(7), layernorm=layernorm)
+                              True, torch.Generator().manual_seed(7), layernorm=layernorm, noise_source="torch")
     torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-6)
 
 
@@ -123,7 +126,7 @@ SAE_CASES = [("topk", {}), ("abstopk", {}), ("prob_topk", {"beta_start": 0.7, "l
 
 @pytest.mark.parametrize("arch,kw", SAE_CASES)
 def test_sae_fast_path_equals_plain_path(arch, kw, fast_equals_plain):
-    """Whole SAE forward + backward with kernels.settings.fast on (row chunks of 16) and off."""
+    """Whole SAE forward + backward with the fast path on (row chunks of 16) and off."""
     fast_equals_plain(arch, kw, fast_settings={"chunk": 16})
 
 
@@ -132,8 +135,7 @@ def test_encode_paths_agree(arch):
     sae = probsae.build_sae(arch, d_in=12, d_sae=72, k=5).eval()
     x = torch.randn(3, 7, 12, generator=torch.Generator().manual_seed(10))
     dense = sae.encode(x)
-    with kernels.use_fast(False):
-        plain = sae.encode(x)
+    plain = sae.encode(x, ForwardOptions(policy=TORCH_NOISE.replace(fast=False)))
     torch.testing.assert_close(dense, plain)
     values, indices = sae.encode_sparse(x)
     assert values.shape == indices.shape == (3, 7, 5)

@@ -5,13 +5,14 @@ import math
 import pytest
 import torch
 
-from probsae import kernels
+from probsae.kernels import KernelPolicy
 from probsae.kernels.noise import logistic_noise, uniform
 
 
-@pytest.fixture(autouse=True)
-def numpy_source(monkeypatch):
-    monkeypatch.setattr(kernels.settings, "noise_source", "numpy")
+def test_numpy_is_the_default_source():
+    assert KernelPolicy().noise_source == "numpy"
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(uniform((300, 1000), torch.Generator().manual_seed(3)), uniform((300, 1000), g, source="numpy"))
 
 
 def test_reproducible_from_the_torch_generator():

@@ -16,6 +16,7 @@ import torch
 
 import probsae
 from probsae import kernels
+from probsae.saes.options import ForwardOptions
 
 triton = pytest.importorskip("triton")
 from probsae.kernels import _triton  # noqa: E402
@@ -23,10 +24,8 @@ from probsae.kernels import _triton  # noqa: E402
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.fixture(autouse=True)
-def triton_backend():
-    with kernels.use(backend="triton", chunk="auto"):
-        yield
+TRITON = kernels.KernelPolicy(backend="triton", chunk="auto", noise_source="torch")
+"""The policy of every test here: the Triton kernels (the torch noise source of tests/kernels)."""
 
 
 def gen(seed):
@@ -92,9 +91,8 @@ def test_sparse_decode_matches_dense_reference(scatter):
     out = []
     for fn in (kernels.sparse_decode, kernels.sparse_decode_reference):
         v, W = v0.clone().requires_grad_(), W0.clone().requires_grad_()
-        with kernels.use(scatter=scatter):
-            y = fn(v, idx, W)
-            (y * up).sum().backward()
+        y = fn(v, idx, W, TRITON.replace(scatter=scatter)) if fn is kernels.sparse_decode else fn(v, idx, W)
+        (y * up).sum().backward()
         out.append((y.detach(), v.grad, W.grad))
     for a, b in zip(*out):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -109,8 +107,7 @@ def test_deterministic_mode_picks_the_sorted_scatter():
         assert scatter_deterministic()
         torch.use_deterministic_algorithms(False)
         assert not scatter_deterministic()
-        with kernels.use(scatter="sorted"):
-            assert scatter_deterministic()
+        assert scatter_deterministic(TRITON.replace(scatter="sorted").scatter)
     finally:
         torch.use_deterministic_algorithms(before)
 
@@ -147,7 +144,7 @@ def test_score_select_matches_dense_scores(score, members):
         bias = None  # the gate has no encoder bias
     else:
         rule = kernels.Selection(score)
-    full = rule.dense_scores(pre + bias if bias is not None else pre)
+    full = rule.dense_scores(pre + bias if bias is not None else pre, TRITON)
     expect_top, expect_idx = full.topk(k, dim=1, sorted=False)
     top, idx = _triton.score_select(pre, bias, k, rule, 0, members)
     top, idx = sorted_pairs(top, idx)
@@ -163,7 +160,7 @@ def test_stable_score_keeps_the_order_the_saturated_paper_score_loses():
     M = 256
     pre = rand(10, M, g=g)
     stable = gate_rule(M, g, lam=0.0, beta=0.15, gate_score="stable")
-    top = replace(stable, gate_score="paper").dense_scores(pre).topk(8, dim=1).values
+    top = replace(stable, gate_score="paper").dense_scores(pre, TRITON).topk(8, dim=1).values
     assert (top == 1.0).all()  # the paper's top 8 are all tied
     s, _ = _triton.score_select(pre, None, 8, stable, 0, 1)
     assert (s.sort(dim=1).values.diff(dim=1) > 0).all()  # distinct scores: the order is the gate's
@@ -181,19 +178,18 @@ def test_logit_noise_scale_is_read_from_the_device():
     c.fill_(0.0)  # the same rule object, the scale changed in place: now no noise at all
     clean = _triton.score_select(pre, None, k, rule, 0, 4)[1]
     rule.noise = None
-    expect = rule.dense_scores(pre).topk(k, dim=1).indices
+    expect = rule.dense_scores(pre, TRITON).topk(k, dim=1).indices
     assert torch.equal(clean.sort(1).values, expect.sort(1).values)
     assert not torch.equal(noisy.sort(1).values, clean.sort(1).values)
 
 
 def encode_both(x, params, k, rule_fn, **settings):
-    """select_topk on the Triton path (settings) and the plain path: values, indices, grads."""
+    """select_topk on the Triton path (``TRITON`` with ``settings``) and the plain path: values, indices, grads."""
     upstream = torch.randn(x.shape[0], k, generator=gen(99)).to(DEVICE)
     res = []
     for fast in (True, False):
         leaves = [x.clone().requires_grad_()] + [None if p is None else p.clone().requires_grad_() for p in params]
-        with kernels.use(fast=fast, **settings):
-            v, i, s = kernels.select_topk(*leaves, k, rule_fn())
+        v, i, s = kernels.select_topk(*leaves, k, rule_fn(), TRITON.replace(fast=fast, **settings))
         order = i.argsort(dim=1)
         v, i, s = v.gather(1, order), i.gather(1, order), s.gather(1, order)
         (v * upstream).sum().backward()
@@ -244,8 +240,8 @@ def test_bf16_encoder_selects_the_same_latents_when_gaps_exceed_bf16_rounding():
     W = torch.stack([grid[torch.randperm(M, generator=g)] for _ in range(d)]).to(DEVICE)
     x = torch.eye(d).repeat(B // d, 1).to(DEVICE)
     for precision in ("bf16", "fp32"):
-        with kernels.use(encoder_precision=precision):
-            v, i, _ = kernels.select_topk(x, W, None, None, k, kernels.Selection("pre"))
+        v, i, _ = kernels.select_topk(x, W, None, None, k, kernels.Selection("pre"),
+                                      TRITON.replace(encoder_precision=precision))
         v, i = sorted_pairs(v, i)
         if precision == "bf16":
             v16, i16 = v, i
@@ -257,12 +253,11 @@ def test_bf16_encoder_values_are_exact_fp32_dot_products():
     g = gen(8)
     B, d, M, k = 16, 32, 256, 8
     x, W, b_enc = rand(B, d, g=g), rand(d, M, g=g), rand(M, g=g, scale=0.1)
-    with kernels.use(encoder_precision="bf16"):
-        v, i, _ = kernels.select_topk(x, W, b_enc, None, k, kernels.Selection("pre"))
+    v, i, _ = kernels.select_topk(x, W, b_enc, None, k, kernels.Selection("pre"), TRITON.replace(encoder_precision="bf16"))
     exact = (x @ W + b_enc).gather(1, i)
     torch.testing.assert_close(v, exact, rtol=1e-5, atol=1e-5)
-    with kernels.use(encoder_precision="fp32"):
-        _, i32, _ = kernels.select_topk(x, W, b_enc, None, k, kernels.Selection("pre"))
+    _, i32, _ = kernels.select_topk(x, W, b_enc, None, k, kernels.Selection("pre"),
+                                    TRITON.replace(encoder_precision="fp32"))
     overlap = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(i.cpu(), i32.cpu())) / i.numel()
     assert overlap > 0.9
 
@@ -302,14 +297,12 @@ def test_fused_gate_selection_is_independent_of_chunking():
     rule = gate_rule(M, g, beta=2.0)
     out = []
     for chunk in ("auto", 8):
-        with kernels.use(chunk=chunk, encoder_precision="fp32"):
-            v, i, _ = kernels.select_topk(x, W, None, None, k, rule)
+        v, i, _ = kernels.select_topk(x, W, None, None, k, rule, TRITON.replace(chunk=chunk, encoder_precision="fp32"))
         out.append(sorted_pairs(v, i))
     assert torch.equal(out[0][1], out[1][1])
     # ... and a batch split in two (second half at its global row offset) selects the same.
     rule.noise.row0 = 12
-    with kernels.use(encoder_precision="fp32"):
-        v2, i2, _ = kernels.select_topk(x[12:], W, None, None, k, rule)
+    v2, i2, _ = kernels.select_topk(x[12:], W, None, None, k, rule, TRITON.replace(encoder_precision="fp32"))
     assert torch.equal(sorted_pairs(v2, i2)[1], out[0][1][12:])
 
 
@@ -325,17 +318,18 @@ SAE_CASES = [("topk", {}), ("abstopk", {}), ("prob_topk", {"beta_start": 0.7, "l
 
 @pytest.mark.parametrize("arch,kw", SAE_CASES)
 def test_sae_triton_path_equals_plain_path(arch, kw, fast_equals_plain):
-    fast_equals_plain(arch, kw, device=DEVICE, fast_settings={"encoder_precision": "fp32"})
+    fast_equals_plain(arch, kw, device=DEVICE, fast_settings={"encoder_precision": "fp32"}, base=TRITON)
 
 
 def test_prob_topk_noise_follows_the_training_step():
     sae = probsae.build_sae("prob_topk", d_in=8, d_sae=64, k=4, beta_start=5.0).to(DEVICE).train()
     x = torch.randn(32, 8, generator=gen(11)).to(DEVICE)
+    triton_path = ForwardOptions(policy=TRITON)
     sae.on_train_step(7, 10, 0)
-    a = sae(x).codes
+    a = sae(x, options=triton_path).codes
     sae.on_train_step(7, 10, 0)  # same step again (e.g. after a resume): same noise
-    assert torch.equal(sae(x).codes, a)
-    b = sae(x).codes             # a forward outside the trainer advances the step: fresh noise
+    assert torch.equal(sae(x, options=triton_path).codes, a)
+    b = sae(x, options=triton_path).codes  # a forward outside the trainer advances the step: fresh noise
     assert not torch.equal(b != 0, a != 0)
 
 
@@ -344,7 +338,7 @@ def test_member_step_on_the_triton_path():
     from probsae.training.member import Member
 
     sae = probsae.build_sae("prob_topk", d_in=16, d_sae=128, k=4)
-    m = Member(sae, TrainConfig(progress=False, device=DEVICE), torch.device(DEVICE), None, None)
+    m = Member(sae, TrainConfig(progress=False, device=DEVICE), torch.device(DEVICE), None, None, kernels=TRITON)
     before = sae.W_enc.detach().clone()
     x = torch.randn(32, 16, generator=gen(12)).to(DEVICE)
     for step in range(2):

@@ -9,6 +9,7 @@ import probsae
 from probsae import kernels
 from probsae.errors import ConfigError
 from probsae.kernels import gate_score_
+from probsae.saes.options import ForwardOptions
 
 
 def test_paper_score_saturates_in_float32_and_stable_does_not():
@@ -70,18 +71,17 @@ def test_paper_selection_still_drops_at_tiny_beta():
 
 
 @pytest.mark.parametrize("score", ["stable", "logit"])
-def test_fast_path_equals_plain_path(score, monkeypatch):
+def test_fast_path_equals_plain_path(score):
     # a chunked draw equals one whole-batch draw only for torch.rand (see tests/kernels/conftest.py)
-    monkeypatch.setattr(kernels.settings, "noise_source", "torch")
+    torch_noise = kernels.KernelPolicy(noise_source="torch")
     x = torch.randn(40, 12, generator=torch.Generator().manual_seed(8))
     res = {}
     for fast in (True, False):
         sae = probsae.build_sae("prob_topk", d_in=12, d_sae=72, k=5, beta_start=0.7, lambda_mag=0.05,
                                 score=score).train()
         sae.noise_generator = torch.Generator().manual_seed(9)
-        with kernels.use_fast(fast, chunk=16 if fast else None):
-            out = sae(x)
-            out.loss.backward()
+        out = sae(x, options=ForwardOptions(policy=torch_noise.replace(fast=fast, chunk=16 if fast else None)))
+        out.loss.backward()
         res[fast] = (out.codes.detach(), out.aux["gate_selected"], sae.W_enc.grad.clone())
     for f, p in zip(res[True], res[False]):
         torch.testing.assert_close(f, p, rtol=1e-4, atol=1e-5)

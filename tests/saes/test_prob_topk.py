@@ -62,15 +62,16 @@ def test_inference_matches_hand_computation(kw):
     assert torch.equal(sae.encode(X), sae.encode(X)), "inference must be deterministic"
 
 
-def test_training_noise_matches_hand_computation(monkeypatch):
-    from probsae import kernels
+def test_training_noise_matches_hand_computation():
+    from probsae.kernels import KernelPolicy
+    from probsae.saes.options import ForwardOptions
 
-    monkeypatch.setattr(kernels.settings, "noise_source", "torch")  # so the test can redraw the stream
+    torch_noise = ForwardOptions(policy=KernelPolicy(noise_source="torch"))  # so the test can redraw the stream
     sae = tiny(lambda_mag=0.01).train()
     sae.beta.fill_(0.7)
     sae.noise_generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        out = sae(X)
+        out = sae(X, options=torch_noise)
     u = torch.rand((2, 5), generator=torch.Generator().manual_seed(7)).clamp(1e-6, 1 - 1e-6)
     noise = torch.log(u) - torch.log1p(-u)
     with torch.no_grad():

@@ -8,6 +8,8 @@ import torch
 
 import probsae
 from probsae.errors import ConfigError, InputError
+from probsae.kernels import KernelPolicy
+from probsae.saes.options import ForwardOptions
 from probsae.saes.topk import auxk_loss
 from probsae.training.config import TrainConfig
 from probsae.training.member import Member, StepGraph
@@ -19,15 +21,13 @@ def test_finite_check_policy():
     x[1, 2] = float("nan")
     with pytest.raises(InputError, match="NaN/inf"):
         sae(x)  # 'auto' on CPU: checked (free of host syncs here)
-    sae.finite_check = "never"
-    sae(x)
-    sae.finite_check = "always"
+    sae(x, options=ForwardOptions(finite_check="never"))
     with pytest.raises(InputError, match="NaN/inf"):
-        sae(x)
+        sae(x, options=ForwardOptions(finite_check="always"))
     with pytest.raises(ConfigError, match="check_finite"):
         TrainConfig(check_finite="sometimes").validate()
     m = Member(sae, TrainConfig(check_finite="never", progress=False, device="cpu"), torch.device("cpu"), None, None)
-    assert m.sae.finite_check == "never"
+    assert m.options.finite_check == "never"
 
 
 def test_auxk_loss_without_host_sync_matches_the_formula():
@@ -69,9 +69,9 @@ def test_precision_options():
         TrainConfig(precision="fp16").validate()
     sae = probsae.build_sae("topk", d_in=8, d_sae=32, k=4)
     exact = Member(sae, TrainConfig(precision="fp32", progress=False, device="cpu"), torch.device("cpu"), None, None)
-    assert exact._kernel_settings == {"encoder_precision": "fp32"}
+    assert exact.options.policy == KernelPolicy(encoder_precision="fp32")
     auto = Member(sae, TrainConfig(progress=False, device="cpu"), torch.device("cpu"), None, None)
-    assert auto._kernel_settings == {}
+    assert auto.options.policy == KernelPolicy()
 
 
 def test_cuda_graph_only_where_it_can_be_captured():
@@ -93,16 +93,13 @@ def test_cuda_graph_replays_the_eager_step(arch, kw):
     runs sum in the same order; the graph replays the very kernels the eager step launches, so the
     tolerance is float rounding only. With score 'logit' the noise scale β/β₀ changes every step:
     the graph must read it from the device, as it reads β."""
-    from probsae import kernels
-
     data = torch.randn(12 * 64, 16, generator=torch.Generator().manual_seed(0)).cuda()
     trained = []
     for graph in (False, True):
         sae = probsae.build_sae(arch, d_in=16, d_sae=128, k=4, seed=3, **kw)
         cfg = TrainConfig(steps=10, batch_size=64, lr=1e-3, warmup_steps=2, progress=False, device="cuda",
                           cuda_graph=graph)
-        with kernels.use(scatter="sorted"):
-            probsae.train(sae, data, cfg)
+        probsae.train(sae, data, cfg, kernels=KernelPolicy(scatter="sorted"))
         trained.append(sae)
     for name in ("W_enc", "W_dec", "b_dec"):
         torch.testing.assert_close(getattr(trained[1], name), getattr(trained[0], name), rtol=1e-5, atol=1e-6)
@@ -112,8 +109,6 @@ def test_cuda_graph_replays_the_eager_step(arch, kw):
 def test_failed_cuda_graph_capture_continues_eagerly(monkeypatch):
     """A capture that CUDA invalidates (e.g. another thread's unsafe CUDA call in global capture
     mode) warns and leaves the SAE training eagerly, ending where eager training ends."""
-    from probsae import kernels
-
     def invalidated(self, member, stream):  # a failed capture has run none of the step's kernels
         raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
 
@@ -123,13 +118,13 @@ def test_failed_cuda_graph_capture_continues_eagerly(monkeypatch):
         sae = probsae.build_sae("topk", d_in=16, d_sae=128, k=4, seed=3)
         cfg = TrainConfig(steps=10, batch_size=64, lr=1e-3, warmup_steps=2, progress=False, device="cuda",
                           cuda_graph=graph)
-        with kernels.use(scatter="sorted"):
-            if graph:
-                monkeypatch.setattr(StepGraph, "_capture", invalidated)
-                with pytest.warns(RuntimeWarning, match="capture of the training step failed"):
-                    probsae.train(sae, data, cfg)
-            else:
-                probsae.train(sae, data, cfg)
+        sorted_scatter = KernelPolicy(scatter="sorted")
+        if graph:
+            monkeypatch.setattr(StepGraph, "_capture", invalidated)
+            with pytest.warns(RuntimeWarning, match="capture of the training step failed"):
+                probsae.train(sae, data, cfg, kernels=sorted_scatter)
+        else:
+            probsae.train(sae, data, cfg, kernels=sorted_scatter)
         trained.append(sae)
     for name in ("W_enc", "W_dec", "b_dec"):
         torch.testing.assert_close(getattr(trained[1], name), getattr(trained[0], name), rtol=1e-5, atol=1e-6)

@@ -16,6 +16,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..reconstruction import ReconstructionStats
 from ..data.sources import batch_source
+from ..saes.options import DEFAULT_OPTIONS, ForwardOptions
 
 
 class MetricAccumulator:
@@ -57,11 +58,13 @@ class MetricAccumulator:
 
 
 @torch.no_grad()
-def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None) -> dict[str, float]:
+def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None,
+             options: ForwardOptions = DEFAULT_OPTIONS) -> dict[str, float]:
     """MSE, FVU, explained variance, L0, alive and dead latents of ``sae`` on ``data`` (raw
     activations: a (N, d_in) tensor, an activation cache or an iterable of batches), using the
     deterministic inference path. Runs on the SAE's device (batches on any device are moved
-    there) and returns Python numbers; the same SAE, data and device give the same numbers."""
+    there) and returns Python numbers; the same SAE, data and device give the same numbers.
+    ``options``: how the SAE runs (e.g. an exact-fp32 ``KernelPolicy``)."""
     was_training = sae.training
     sae.eval()
     device = sae.W_dec.device
@@ -72,7 +75,7 @@ def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None) -
                 break
             if max_tokens is not None:
                 batch = batch[: max_tokens - acc.n]
-            out = sae(batch.to(device))
+            out = sae(batch.to(device), options=options)
             d_in = out.x_normalized.shape[-1]
             acc.update(out.x_normalized.reshape(-1, d_in), out.recon_normalized.reshape(-1, d_in),
                        out.codes.reshape(-1, sae.d_sae))

@@ -7,10 +7,12 @@ outcome for every registered architecture; scripts/synthetic_recovery.py prints 
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import torch
 
+from ..saes import ARCHITECTURES, get_class
 from ..synthetic import SyntheticActivations, feature_recovery
 
 #: The toy data: dimension, number of true features, mean active features per token, seed (≠ the SAE init seed).
@@ -18,16 +20,9 @@ DATA = {"d_in": 32, "n_features": 64, "avg_active": 3.0, "seed": 11}
 D_SAE = 128
 #: Training of every architecture on it.
 TRAIN = {"steps": 1000, "batch_size": 256, "lr": 5e-3, "warmup_steps": 50, "log_every": 500}
-#: Each architecture's hyperparameters on this library's loss scale (a sensible L0 for 3 true features).
-HPARAMS: dict[str, dict[str, Any]] = {
-    "topk": {"k": 8}, "prob_topk": {"k": 8}, "abstopk": {"k": 8}, "batchtopk": {"k": 8},
-    "vsae_topk": {"k": 8, "kl_coeff": 1e-5},
-    "relu": {"l1_coeff": 0.1}, "gated": {"l1_coeff": 0.3}, "jumprelu": {"l0_coeff": 5e-3},
-    # two levels (64 | 128 latents): the default three (8 | 32 | 128) make the first latents learn
-    # mixtures of this flat toy's features (recovery 0.73 measured, vs 0.84; EV 0.94 vs 0.95)
-    "matryoshka_batchtopk": {"k": 8, "prefix_fractions": (0.5, 1.0)},
-    "transcoder": {"k": 8},  # fed input rows alone, a transcoder reconstructs them: an SAE
-}
+#: Each architecture's hyperparameters on this library's loss scale (a sensible L0 for 3 true
+#: features), as its module declares them (``SAE.toy_hparams``); registry order.
+HPARAMS: Mapping[str, dict[str, Any]] = MappingProxyType({name: get_class(name).toy_hparams for name in ARCHITECTURES})
 
 
 def toy_data(n_train: int = 30_000, n_test: int = 4_000):

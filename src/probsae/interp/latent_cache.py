@@ -99,11 +99,11 @@ class LatentStats:
 
 
 def gate_beta_end(sae) -> float | None:
-    """The gate temperature β an SAE with gate logits (prob_topk) ends training with (its inference
-    β, the ``beta`` buffer it saves); None for architectures that declare no ``gate_logits``."""
+    """The gate temperature β an SAE with gate logits ends training with (its inference β, the
+    ``gate_temperature`` it declares); None for architectures that declare no ``gate_logits``."""
     if "gate_logits" not in token_outputs(sae):
         return None
-    return float(sae.beta)
+    return sae.gate_temperature
 
 
 class LatentCache:

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._settings import settings
 from .topk import topk_groups
 
 ScoreFn = Callable[[Tensor], Tensor]
@@ -37,7 +36,7 @@ It must not modify its input; it may return a fresh tensor it owns."""
 
 
 def _select(xc: Tensor, W_enc: Tensor, b_enc: Tensor | None, k: int, score_fn: ScoreFn | None,
-            chunk: int | None, mm_dtype: torch.dtype | None, want_scores: bool):
+            chunk: int | None, mm_dtype: torch.dtype | None, want_scores: bool, group_topk: bool = True):
     B = xc.shape[0]
     values = xc.new_empty(B, k)
     indices = torch.empty(B, k, dtype=torch.long, device=xc.device)
@@ -46,7 +45,7 @@ def _select(xc: Tensor, W_enc: Tensor, b_enc: Tensor | None, k: int, score_fn: S
     lowp = mm_dtype is not None and mm_dtype != W.dtype
     if lowp:
         W, xc = W.to(mm_dtype), xc.to(mm_dtype)
-    topk = topk_groups if settings.group_topk else _torch_topk
+    topk = topk_groups if group_topk else _torch_topk
     step = chunk_rows(B, W.shape[1], chunk)
     for s in range(0, B, step):
         e = min(B, s + step)
@@ -150,17 +149,18 @@ def latent_bag_sum(indices: Tensor, rows: Tensor, weights: Tensor, n_latents: in
 
 def sparse_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor | None, b_dec: Tensor | None, k: int,
                   score_fn: ScoreFn | None = None, chunk: int | None = None,
-                  mm_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                  mm_dtype: torch.dtype | None = None, group_topk: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Select K latents per row of ``x`` (B, d_in); returns (values, indices, scores), each (B, K).
 
     ``values`` are the pre-activations at the selected latents (differentiable w.r.t. x, W_enc,
     b_enc, b_dec with a sparse backward); ``indices`` the latents; ``scores`` the selection scores
     there (= values when ``score_fn`` is None). Order within a row is unspecified. Under CPU/CUDA
-    autocast the encoder matmul runs in the autocast dtype unless ``mm_dtype`` says otherwise."""
+    autocast the encoder matmul runs in the autocast dtype unless ``mm_dtype`` says otherwise.
+    ``group_topk``: rank through strided group maxima (``topk_groups``; ``KernelPolicy.group_topk``)."""
     if mm_dtype is None and torch.is_autocast_enabled(x.device.type):
         mm_dtype = torch.get_autocast_dtype(x.device.type)
     select_fn = partial(_select, W_enc=W_enc, b_enc=b_enc, k=k, score_fn=score_fn, chunk=chunk, mm_dtype=mm_dtype,
-                        want_scores=True)
+                        want_scores=True, group_topk=group_topk)
     return SparseEncode.apply(x, W_enc, b_enc, b_dec, select_fn, _cpu_grads)
 
 

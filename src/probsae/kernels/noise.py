@@ -2,7 +2,7 @@
 selection score computed in place without an autograd graph.
 
 ``logistic_noise`` draws u with ``uniform`` (the same stream as the reference: NumPy PCG64 streams
-seeded from the torch generator by default, or ``torch.rand``; ``settings.noise_source``) and maps it with
+seeded from the torch generator by default, or ``torch.rand``; ``KernelPolicy.noise_source``) and maps it with
 one ``logit`` (log(u / (1 − u)): one log instead of log + log1p and no temporaries); it agrees
 with ``logistic_noise_reference`` to float rounding. The uniform draw itself (PyTorch's CPU
 generator is serial) is the part that cannot be made cheaper without changing the random stream;
@@ -12,6 +12,7 @@ see docs/results/speed-cpu.md for the measured split.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 import numpy as np
 import torch
@@ -21,19 +22,17 @@ from torch import Tensor
 _EPS = 1e-6
 
 
-_POOL: ThreadPoolExecutor | None = None
 _PARTS = 2  # fixed, so the numbers never depend on the machine's core count
 _PARALLEL_MIN = 1 << 18
 
 
-def uniform(shape, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
-    """U(0, 1) float32 samples. On CPU with ``settings.noise_source == 'numpy'``: one 62-bit seed
+def uniform(shape, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+            source: str = "numpy") -> Tensor:
+    """U(0, 1) float32 samples. On CPU with ``source == 'numpy'`` (``KernelPolicy.noise_source``): one 62-bit seed
     is drawn from the torch generator (so torch's RNG state still determines everything and
     checkpoints stay exact), and two PCG64 streams seeded (seed, 0) and (seed, 1) fill the two
     halves of the output, on two threads for large outputs (NumPy releases the GIL)."""
-    from ._settings import settings
-
-    if torch.device(device).type != "cpu" or settings.noise_source == "torch":
+    if torch.device(device).type != "cpu" or source == "torch":
         return torch.rand(shape, device=device, dtype=torch.float32, generator=generator)
     seed = int(torch.randint(0, 1 << 62, (1,), generator=generator))
     out = torch.empty(shape, dtype=torch.float32)
@@ -45,25 +44,29 @@ def uniform(shape, generator: torch.Generator | None = None, device: torch.devic
         rng.random(out=flat[bounds[i]:bounds[i + 1]], dtype=np.float32)
 
     if flat.size >= _PARALLEL_MIN:
-        global _POOL
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=_PARTS, thread_name_prefix="probsae-noise")
-        list(_POOL.map(fill, range(_PARTS)))
+        list(_pool().map(fill, range(_PARTS)))
     else:
         for i in range(_PARTS):
             fill(i)
     return out
 
 
-def logistic_noise(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard logistic samples with the shape of ``like`` (fp32 math, u clamped to [ε, 1−ε])."""
-    u = uniform(like.shape, generator, like.device)
+@cache
+def _pool() -> ThreadPoolExecutor:
+    """The two noise-filling threads, started on first use."""
+    return ThreadPoolExecutor(max_workers=_PARTS, thread_name_prefix="probsae-noise")
+
+
+def logistic_noise(like: Tensor, generator: torch.Generator | None = None, source: str = "numpy") -> Tensor:
+    """Standard logistic samples with the shape of ``like`` (fp32 math, u clamped to [ε, 1−ε]);
+    ``source``: where the uniforms come from (``uniform``)."""
+    u = uniform(like.shape, generator, like.device, source)
     return u.logit_(_EPS).to(like.dtype)
 
 
-def logistic_noise_reference(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def logistic_noise_reference(like: Tensor, generator: torch.Generator | None = None, source: str = "numpy") -> Tensor:
     """The straightforward formula (two logs and temporaries), kept for the tests."""
-    u = uniform(like.shape, generator, like.device)
+    u = uniform(like.shape, generator, like.device, source)
     u = u.clamp_(_EPS, 1.0 - _EPS)
     return (torch.log(u) - torch.log1p(-u)).to(like.dtype)
 
@@ -114,10 +117,10 @@ def gate_of_score(s: Tensor, a: Tensor, beta: Tensor | float, lambda_mag: float,
 def concrete_gate_score(a: Tensor, beta: Tensor | float, lambda_mag: float, ln_weight: Tensor | None,
                         ln_bias: Tensor | None, noisy: bool, generator: torch.Generator | None = None,
                         layernorm: bool = True, score: str = "paper",
-                        noise_scale: Tensor | float | None = None) -> Tensor:
+                        noise_scale: Tensor | float | None = None, noise_source: str = "numpy") -> Tensor:
     """Selection score (``gate_score_``; the paper's s = σ((LN(a) + L)/β) + λ|a| by default) of a
     chunk of pre-activations (C, d_sae), with L logistic noise (times ``noise_scale`` when given)
-    when ``noisy``; computed in one buffer, in place, without autograd.
+    when ``noisy`` (uniforms from ``noise_source``); computed in one buffer, in place, without autograd.
 
     Same operations in the same order as ``Selection.dense_scores`` (so the same generator state
     gives the same noise), except that the noise uses ``logit``."""
@@ -126,6 +129,6 @@ def concrete_gate_score(a: Tensor, beta: Tensor | float, lambda_mag: float, ln_w
     else:
         s = a.clone()
     if noisy:
-        noise = logistic_noise(s, generator)
+        noise = logistic_noise(s, generator, noise_source)
         s.add_(noise if noise_scale is None else noise.mul_(noise_scale))
     return gate_score_(s, a, beta, lambda_mag, score)

@@ -24,6 +24,7 @@ class AbsTopKSAE(TopKSAE):
     config_class = AbsTopKConfig
     presentation = Presentation("AbsTopK", "#7F7F7F", "X")
     reads = {"saelens": ("abstopk",)}
+    toy_hparams = {"k": 8}
 
     selection = kernels.Selection("abs")
 

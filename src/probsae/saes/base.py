@@ -6,9 +6,11 @@ seed: ``SAE(cfg, d_in, d_sae, seed=0)``), and implements ``forward_normalized`` 
 inputs, returning a ``Forward``: reconstruction, codes, extra loss terms) and
 ``encode_normalized`` (deterministic inference codes, dense or sparse). The base class owns the
 rest: input checks, normalisation and its inverse, the MSE, the total loss, the ``SAEOutput``,
-dense/sparse conversions and save/load. The trainer only talks to this interface: ``forward``,
-``on_train_step`` (per-step schedules such as the gate temperature), ``after_optimizer_step``
-(constraints such as unit-norm decoder rows) and ``init_from_data``.
+dense/sparse conversions and save/load. The trainer only talks to this interface: ``forward``
+(with ``ForwardOptions``: kernel policy, noise row offset, finiteness check, passed per call,
+never set on the SAE), ``on_train_step`` (per-step schedules such as the gate temperature),
+``after_optimizer_step`` (constraints such as unit-norm decoder rows), ``init_from_data`` and the
+declarations ``graphable`` and ``uses_dead_mask``; interpretation reads ``gate_temperature``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .config import SEED, SAEConfig, check_seed
 from .declarations import Export, Imported, NotExpressible, Presentation
 from .metadata import SAEMetadata
 from .normalization import InputNormalizer, NormStats
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Codes, Forward, SAEOutput, densify
 
 WEIGHTS_FILE = "sae.safetensors"
@@ -59,10 +62,9 @@ class SAE(nn.Module):
     architecture: ClassVar[str] = ""
     config_class: ClassVar[type[SAEConfig]] = SAEConfig
     has_encoder_bias: ClassVar[bool] = True
-    finite_check: str = "auto"
-    """NaN/inf check of the inputs: 'auto' (always, except a training forward on a GPU, where it
-    would cost a host sync every step), 'always' or 'never'. The trainer sets it from
-    ``TrainConfig.check_finite``."""
+    #: The training step of this architecture can be captured in a CUDA graph (``TrainConfig.cuda_graph``):
+    #: no host sync and no data-dependent shapes in its forward/backward (unless ``uses_dead_mask``).
+    graphable: ClassVar[bool] = False
     #: The initialisation ``init = 'auto'`` resolves to (``SAEConfig.init``).
     default_init: ClassVar[str] = "unit"
 
@@ -109,18 +111,36 @@ class SAE(nn.Module):
     #: its rows may be ``[input | target]`` pairs (``split_pair``), and a run of it needs a target
     #: hook point (``DataSpec.target_hook``). False: an autoencoder, whose target is its input.
     predicts_target: ClassVar[bool] = False
+    #: Hyperparameters of the synthetic recovery check (``evaluation.recovery``: 64 true features in
+    #: 32 dimensions, 3 active per token, 128 latents), on this library's loss scale: a sensible L0.
+    toy_hparams: ClassVar[dict[str, Any]] = {}
 
     # ---- to implement -------------------------------------------------------------------
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         """Training/eval forward on normalised inputs ``x_n`` (B, d_in): the reconstruction of
         ``target_n`` (``x_n`` itself for an autoencoder, another activation for a transcoder), the
         codes and the loss terms besides the MSE, which the base class adds. ``dead_mask`` (d_sae,)
-        marks the latents that have not fired recently (for auxiliary losses)."""
+        marks the latents that have not fired recently (for auxiliary losses; see
+        ``uses_dead_mask``). ``options``: the kernel policy and noise row offset of this call."""
         raise NotImplementedError
 
-    def encode_normalized(self, x_n: Tensor) -> Codes:
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Codes:
         """Deterministic inference codes of normalised inputs: dense (B, d_sae) or (values, indices)."""
         raise NotImplementedError
+
+    # ---- to declare: what the trainer and interpretation need (defaults here) ---------------
+    @property
+    def uses_dead_mask(self) -> bool:
+        """Whether this SAE's training forward reads ``dead_mask`` (an auxiliary loss on dead
+        latents): such a step is not captured in a CUDA graph. False unless the architecture says so."""
+        return False
+
+    @property
+    def gate_temperature(self) -> float | None:
+        """The current temperature β of a gated selection (what inference uses, saved with the
+        SAE); None for an architecture without a gate temperature."""
+        return None
 
     def extra_outputs_normalized(self, x_n: Tensor) -> dict[str, Tensor]:
         """The ``extra_outputs`` of normalised inputs (B, d_in), each (B, ·)."""
@@ -177,14 +197,16 @@ class SAE(nn.Module):
         """Called by the trainer after each optimiser step (constraints, running statistics)."""
 
     @torch.no_grad()
-    def init_from_data(self, x: Tensor, b_dec_init: str = "geometric_median") -> None:
+    def init_from_data(self, x: Tensor, b_dec_init: str = "geometric_median",
+                       finite_check: str = "auto") -> None:
         """Data-dependent initialisation from a raw sample (rows as ``forward`` takes them): fits
-        the normaliser and sets b_dec from the normalised reconstruction target."""
+        the normaliser and sets b_dec from the normalised reconstruction target. ``finite_check``
+        as in ``ForwardOptions`` (the trainer passes its own)."""
         x, target = self.split_pair(x)
-        x = self._check(x).reshape(-1, self.d_in)
+        x = self._check(x, finite_check).reshape(-1, self.d_in)
         self.normalizer.fit(x)
         x_n, stats = self.normalizer(x.to(self.W_dec.dtype))
-        t_n = x_n if target is None else self.normalize_target(target, stats)[0]
+        t_n = x_n if target is None else self.normalize_target(target, stats, finite_check)[0]
         if b_dec_init == "zeros":
             return
         if b_dec_init == "mean":
@@ -195,20 +217,22 @@ class SAE(nn.Module):
             raise InputError(f"unknown b_dec init {b_dec_init!r}; choose geometric_median, mean or zeros")
 
     # ---- public API ---------------------------------------------------------------------------
-    def forward(self, x: Tensor, dead_mask: Tensor | None = None, target: Tensor | None = None) -> SAEOutput:
+    def forward(self, x: Tensor, dead_mask: Tensor | None = None, target: Tensor | None = None,
+                options: ForwardOptions = DEFAULT_OPTIONS) -> SAEOutput:
         """Codes, reconstruction and losses of raw activations ``x`` (..., d_in).
 
         ``target`` (same shape as ``x``, optional): what to reconstruct instead of ``x`` (the output
         side of a transcoder); it is normalised by ``normalize_target`` and the reconstruction is
         returned in its scale by ``denormalize``. Without it, ``split_pair`` says what the target
         is (an architecture that ``predicts_target`` takes ``[input | target]`` rows). The loss is
-        the MSE to the target plus the architecture's terms."""
+        the MSE to the target plus the architecture's terms. ``options``: how this call runs
+        (kernel policy, noise row offset, finiteness check of the inputs)."""
         if target is None:
             x, target = self.split_pair(x)
         lead = x.shape[:-1]
-        x_n, stats = self._normalized(x)
-        t_n, t_stats = (x_n, stats) if target is None else self.normalize_target(target, stats)
-        fwd = self.forward_normalized(x_n, t_n, dead_mask=dead_mask)
+        x_n, stats = self._normalized(x, options.finite_check)
+        t_n, t_stats = (x_n, stats) if target is None else self.normalize_target(target, stats, options.finite_check)
+        fwd = self.forward_normalized(x_n, t_n, dead_mask=dead_mask, options=options)
         losses = {"mse": self.mse(fwd.recon, t_n), **fwd.losses}
         values, indices = fwd.codes if isinstance(fwd.codes, tuple) else (None, None)
         out = SAEOutput(
@@ -224,36 +248,37 @@ class SAE(nn.Module):
         for an autoencoder (it reconstructs ``x``). A transcoder splits ``[input | target]`` rows."""
         return x, None
 
-    def normalize_target(self, target: Tensor, stats: NormStats | None) -> tuple[Tensor, NormStats | None]:
+    def normalize_target(self, target: Tensor, stats: NormStats | None,
+                         finite_check: str = "auto") -> tuple[Tensor, NormStats | None]:
         """A reconstruction target (..., d_in) on the working scale, flattened, with the statistics
         that ``denormalize`` maps the reconstruction back with; ``stats``: the input's. Here the
         input's normaliser applied to the target alone; a transcoder overrides it (at inference
-        only the input's statistics are known)."""
-        return self._normalized(target)
+        only the input's statistics are known). ``finite_check`` as in ``ForwardOptions``."""
+        return self._normalized(target, finite_check)
 
     def denormalize(self, recon_n: Tensor, stats: NormStats | None) -> Tensor:
         """A reconstruction on the working scale back in the target's raw scale (``stats``: what
         ``normalize_target`` returned, or the input's for ``decode``)."""
         return self.normalizer.inverse(recon_n, stats)
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Tensor:
         """Inference codes (..., d_sae) of raw activations (deterministic; no gate noise).
 
         Remembers the inputs' normalisation statistics so that ``decode`` of these codes returns
         the reconstruction in the input's scale (as SAELens does for its layer-norm mode)."""
-        x_n, lead = self._inference_input(x)
-        codes = self.encode_normalized(x_n)
+        x_n, lead = self._inference_input(x, options)
+        codes = self.encode_normalized(x_n, options)
         dense = densify(*codes, self.d_sae) if isinstance(codes, tuple) else codes
         return dense.reshape(*lead, self.d_sae)
 
     @torch.no_grad()
-    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_sparse(self, x: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> tuple[Tensor, Tensor]:
         """Inference codes of raw activations as (values, indices), each (..., K), without the dense
         (..., d_sae) matrix for architectures whose codes are sparse. For dense architectures K is
         the largest number of active latents of any token in the batch (shorter rows are padded
         with zero codes at distinct latents), so ``densify(values, indices)`` equals ``encode(x)``."""
-        x_n, lead = self._inference_input(x)
-        codes = self.encode_normalized(x_n)
+        x_n, lead = self._inference_input(x, options)
+        codes = self.encode_normalized(x_n, options)
         if isinstance(codes, tuple):
             values, indices = codes
         else:
@@ -270,14 +295,14 @@ class SAE(nn.Module):
         x_n, _ = self._normalized(x)
         return {name: t.reshape(*lead, -1) for name, t in self.extra_outputs_normalized(x_n).items()}
 
-    def _normalized(self, x: Tensor) -> tuple[Tensor, NormStats | None]:
+    def _normalized(self, x: Tensor, finite_check: str = "auto") -> tuple[Tensor, NormStats | None]:
         """Checked, flattened (B, d_in) raw activations on the working scale, and their statistics."""
-        return self.normalizer(self._check(x).reshape(-1, self.d_in))
+        return self.normalizer(self._check(x, finite_check).reshape(-1, self.d_in))
 
-    def _inference_input(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    def _inference_input(self, x: Tensor, options: ForwardOptions) -> tuple[Tensor, tuple[int, ...]]:
         """Normalised raw activations for inference and their leading shape; remembers the
         normalisation statistics for ``decode``."""
-        x_n, self._last_stats = self._normalized(x)
+        x_n, self._last_stats = self._normalized(x, options.finite_check)
         return x_n, x.shape[:-1]
 
     def decode(self, codes: Tensor, stats: NormStats | None = None) -> Tensor:
@@ -297,7 +322,9 @@ class SAE(nn.Module):
                 )
         return self.denormalize(recon_n, stats).reshape(*lead, self.d_in)
 
-    def _check(self, x: Tensor) -> Tensor:
+    def _check(self, x: Tensor, finite_check: str = "auto") -> Tensor:
+        """``x`` checked (type, shape, dtype; NaN/inf per ``finite_check``, see ``ForwardOptions``)
+        and moved to the SAE's device and dtype."""
         if not isinstance(x, Tensor):
             raise InputError(f"expected a torch.Tensor of activations, got {type(x).__name__}")
         if x.ndim < 1 or x.shape[-1] != self.d_in:
@@ -306,7 +333,7 @@ class SAE(nn.Module):
             )
         if not x.is_floating_point():
             raise InputError(f"expected floating-point activations, got dtype {x.dtype}")
-        check = self.finite_check == "always" or (self.finite_check == "auto" and not (self.training and x.is_cuda))
+        check = finite_check == "always" or (finite_check == "auto" and not (self.training and x.is_cuda))
         if check and not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise InputError(f"activations contain {bad} NaN/inf value(s); refusing to encode them")

@@ -14,6 +14,7 @@ from .base import SAE
 from ..validators import positive
 from .config import SEED, TopKConfig
 from .declarations import Export, Imported, NotExpressible, Presentation, positive_int, saelens_k, standard_encoder, state_tensors
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 
@@ -34,6 +35,7 @@ class BatchTopKSAE(SAE):
     config_class = BatchTopKConfig
     presentation = Presentation("BatchTopK", "#56B4E9", "v")
     sparsity = ("k", "K")
+    toy_hparams = {"k": 8}
     # SAELens saves trained BatchTopK SAEs as JumpReLU ones; their BatchTopK training checkpoints too
     reads = {"saelens": ("batchtopk", "jumprelu")}
 
@@ -53,7 +55,8 @@ class BatchTopKSAE(SAE):
             self._pending_min = positive_kept.min().detach()
         return codes
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         pre = self.pre_acts(x_n)
         codes = self.batch_select(pre) if self.training else self.threshold_select(pre)
         return Forward(self.decode_normalized(codes), codes)
@@ -64,7 +67,7 @@ class BatchTopKSAE(SAE):
             return self.batch_select(pre)
         return acts * (acts > self.threshold)
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Tensor:
         return self.threshold_select(self.pre_acts(x_n))
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ from .base import SAE
 from ..validators import positive
 from .config import SEED, SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation, fold_b_dec_into_biases, state_tensors
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 
@@ -40,6 +41,7 @@ class GatedSAE(SAE):
     has_encoder_bias = False
     presentation = Presentation("Gated", "#CC79A7", "D")
     sparsity = ("l1_coeff", "λ")
+    toy_hparams = {"l1_coeff": 0.3}
     reads = {"saelens": ("gated",)}
 
     def __init__(self, cfg: GatedConfig, d_in: int, d_sae: int, seed: int = SEED):
@@ -55,7 +57,8 @@ class GatedSAE(SAE):
         pi_mag = x_c @ (self.W_enc * self.r_mag.exp()) + self.b_mag
         return pi_gate, pi_mag
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         pi_gate, pi_mag = self._pis(x_n)
         f = (pi_gate > 0).to(pi_mag.dtype) * pi_mag.relu()
         recon = self.decode_normalized(f)
@@ -67,7 +70,7 @@ class GatedSAE(SAE):
         }
         return Forward(recon, f, losses)
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Tensor:
         pi_gate, pi_mag = self._pis(x_n)
         return (pi_gate > 0).to(pi_mag.dtype) * pi_mag.relu()
 

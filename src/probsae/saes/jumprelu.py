@@ -19,6 +19,7 @@ from .base import SAE
 from ..validators import positive
 from .config import SEED, SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation, standard_encoder, state_tensors
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 
@@ -94,20 +95,22 @@ class JumpReLUSAE(SAE):
     config_class = JumpReLUConfig
     presentation = Presentation("JumpReLU", "#E69F00", "P")
     sparsity = ("l0_coeff", "λ")
+    toy_hparams = {"l0_coeff": 5e-3}
     reads = {"saelens": ("jumprelu",)}
 
     def __init__(self, cfg: JumpReLUConfig, d_in: int, d_sae: int, seed: int = SEED):
         super().__init__(cfg, d_in, d_sae, seed)
         self.log_threshold = nn.Parameter(torch.full((d_sae,), math.log(cfg.threshold_init)))
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         pre = self.pre_acts(x_n)
         f = _JumpReLU.apply(pre, self.log_threshold, self.cfg.bandwidth)
         recon = self.decode_normalized(f)
         l0 = _Step.apply(pre, self.log_threshold, self.cfg.bandwidth).sum(-1).mean()
         return Forward(recon, f, {"l0": self.cfg.l0_coeff * l0})
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Tensor:
         pre = self.pre_acts(x_n)
         return pre * (pre > self.log_threshold.exp())
 

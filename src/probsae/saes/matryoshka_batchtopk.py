@@ -23,6 +23,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from .batchtopk import BatchTopKConfig, BatchTopKSAE
 from .declarations import Export, Presentation
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 
@@ -65,9 +66,13 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     presentation = Presentation("Matryoshka BatchTopK", "#882255", "*")
     # SAELens saves trained Matryoshka SAEs as JumpReLU ones; read back only our own export of one
     reads = {"saelens": ("jumprelu",)}
+    # two levels (64 | 128 latents): the default three (8 | 32 | 128) make the first latents learn
+    # mixtures of the recovery toy's flat features (recovery 0.73 measured, vs 0.84; EV 0.94 vs 0.95)
+    toy_hparams = {"k": 8, "prefix_fractions": (0.5, 1.0)}
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
-        fwd = super().forward_normalized(x_n, target_n, dead_mask)
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
+        fwd = super().forward_normalized(x_n, target_n, dead_mask, options)
         codes, start, partial = fwd.codes, 0, self.b_dec
         for end in self.prefix_ends()[:-1]:  # the whole dictionary's term is the base class's MSE
             partial = partial + codes[:, start:end] @ self.W_dec[start:end]

@@ -53,6 +53,7 @@ from .base import SAE
 from ..validators import choice, positive
 from .config import SEED, TopKConfig
 from .declarations import Export, Presentation
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Codes, Forward
 from .registry import register
 
@@ -96,6 +97,8 @@ class ProbTopKSAE(SAE):
     has_encoder_bias = False
     presentation = Presentation("Probabilistic TopK", "#D55E00", "s")
     sparsity = ("k", "K")
+    toy_hparams = {"k": 8}
+    graphable = True
     default_init = "orthogonal"  # the paper's App. A; measured better than 'unit' for this model
 
     def __init__(self, cfg: ProbTopKConfig, d_in: int, d_sae: int, seed: int = SEED):
@@ -107,17 +110,21 @@ class ProbTopKSAE(SAE):
         # The training step keys the Triton path's Philox gate noise (set by on_train_step; on the
         # device so that no step needs a host sync or a recompiled graph). Not saved.
         self.register_buffer("noise_step", torch.zeros((), dtype=torch.int64), persistent=False)
-        self.noise_row0 = 0
-        """Global row of this process's first token (data-parallel ranks: rank × local batch)."""
         self.noise_generator: torch.Generator | None = None
 
-    def selection(self, noisy: bool) -> kernels.Selection:
+    @property
+    def gate_temperature(self) -> float:
+        """The gate temperature β now (after training: the final β, what inference uses)."""
+        return float(self.beta)
+
+    def selection(self, noisy: bool, row0: int = 0) -> kernels.Selection:
         """The selection rule (``score``: the paper's s = σ((LN(a) + L)/β) + λ|a|, L logistic noise
-        when ``noisy``), stated once for every path (kernels.select_topk)."""
+        when ``noisy``, keyed on the Triton path by the global row ``row0`` of the first token:
+        ``ForwardOptions.noise_row0``), stated once for every path (kernels.select_topk)."""
         cfg = self.cfg
         noise = None
         if noisy:
-            noise = kernels.GateNoise(self.noise_generator, self.seed & 0xFFFFFFFF, self.noise_step, self.noise_row0)
+            noise = kernels.GateNoise(self.noise_generator, self.seed & 0xFFFFFFFF, self.noise_step, row0)
         return kernels.Selection("gate", beta=self.beta, lambda_mag=cfg.lambda_mag,
                                  ln_weight=self.ln_weight if cfg.layernorm else None,
                                  ln_bias=self.ln_bias if cfg.layernorm else None,
@@ -129,17 +136,19 @@ class ProbTopKSAE(SAE):
         'logit', None (1) otherwise."""
         return self.beta / self.cfg.beta_start if self.cfg.score == "logit" else None
 
-    def gate(self, a: Tensor, noisy: bool) -> Tensor:
+    def gate(self, a: Tensor, noisy: bool, policy: kernels.KernelPolicy = kernels.DEFAULT_POLICY) -> Tensor:
         """z = σ((LayerNorm(a) + c·L) / β), L logistic noise only when ``noisy`` (whatever ``score``)."""
-        return replace(self.selection(noisy), lambda_mag=0.0, gate_score="paper").dense_scores(a)
+        return replace(self.selection(noisy), lambda_mag=0.0, gate_score="paper").dense_scores(a, policy)
 
-    def select_codes(self, x_n: Tensor, noisy: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def select_codes(self, x_n: Tensor, noisy: bool,
+                     options: ForwardOptions = DEFAULT_OPTIONS) -> tuple[Tensor, Tensor, Tensor]:
         """(codes at the selected latents, their indices, the gate values there). With the hard
         mask no gradient reaches the gate (the fast path computes it without autograd); the gate
         value is recovered from the score (``kernels.gate_of_score``, float rounding).
         ``straight_through`` passes the gate's gradient through the codes (plain path)."""
         cfg = self.cfg
-        values, indices, s_sel = kernels.select_topk(x_n, self.W_enc, None, self.b_dec, cfg.k, self.selection(noisy))
+        values, indices, s_sel = kernels.select_topk(x_n, self.W_enc, None, self.b_dec, cfg.k,
+                                                     self.selection(noisy, options.noise_row0), options.policy)
         if noisy:
             self.noise_step.add_(1)  # a forward outside the trainer draws fresh noise next time
         z_sel = gate_of_score(s_sel, values, self.beta, cfg.lambda_mag, cfg.score)
@@ -147,20 +156,21 @@ class ProbTopKSAE(SAE):
             values = values * (1.0 + z_sel - z_sel.detach())
         return values, indices, z_sel
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         noisy = self.training and self.cfg.gate == "concrete"
-        values, indices, z_sel = self.select_codes(x_n, noisy)
-        recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
+        values, indices, z_sel = self.select_codes(x_n, noisy, options)
+        recon = sparse_decode(values, indices, self.W_dec, options.policy) + self.b_dec
         return Forward(recon, (values, indices), aux={"gate_selected": z_sel.detach()})
 
-    def sparse_codes_normalized(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
+    def sparse_codes_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> tuple[Tensor, Tensor]:
         """Deterministic inference codes of normalised inputs as (values, indices), each (B, K)."""
         with torch.no_grad():
-            values, indices, _ = self.select_codes(x_n, noisy=False)
+            values, indices, _ = self.select_codes(x_n, noisy=False, options=options)
         return values, indices
 
-    def encode_normalized(self, x_n: Tensor) -> Codes:
-        return self.sparse_codes_normalized(x_n)
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Codes:
+        return self.sparse_codes_normalized(x_n, options)
 
     extra_outputs = {"gate_probs": "deterministic gate probability σ(LayerNorm(a)/β) of every latent, "
                                    "the per-latent confidence the paper studies (..., d_sae)",

@@ -39,7 +39,7 @@ def missing_declarations(name: str) -> list[str]:
     cls = get_class(name)
     own = vars(cls)
     problems = [f"{name}: class attribute {a!r} must be set by the architecture's own class"
-                for a in ("architecture", "config_class", "presentation") if a not in own]
+                for a in ("architecture", "config_class", "presentation", "toy_hparams") if a not in own]
     cfg_fields = set(cls.config_class.field_names())
     docs = field_docs(cls.config_class)
     problems += [f"{name}: config field {f!r} of {cls.config_class.__name__} has no docstring (CLI --help)"
@@ -59,6 +59,8 @@ def missing_declarations(name: str) -> list[str]:
             if other != name and isinstance(p, Presentation):
                 if p.label == cls.presentation.label or p.color == cls.presentation.color:
                     problems.append(f"{name}: presentation label/colour {cls.presentation} is also {other!r}'s")
+    problems += [f"{name}: toy_hparams names {h!r}, not a field of {cls.config_class.__name__}"
+                 for h in sorted(set(cls.toy_hparams) - cfg_fields)]
     param, symbol = cls.sparsity
     if param not in cfg_fields or not symbol:
         problems.append(f"{name}: sparsity = (hyperparameter, symbol) must name a config field, got {cls.sparsity!r}")

@@ -18,6 +18,7 @@ from .base import SAE
 from ..validators import positive
 from .config import SAEConfig
 from .declarations import Export, Imported, NotExpressible, Presentation, standard_encoder
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 
@@ -38,15 +39,17 @@ class ReLUSAE(SAE):
     config_class = ReLUConfig
     presentation = Presentation("ReLU", "#009E73", "^")
     sparsity = ("l1_coeff", "λ")
+    toy_hparams = {"l1_coeff": 0.1}
     reads = {"saelens": ("standard",)}
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         f = self.pre_acts(x_n).relu()
         recon = self.decode_normalized(f)
         l1 = (f * self.W_dec.norm(dim=1)).sum(-1).mean()
         return Forward(recon, f, {"l1": self.cfg.l1_coeff * l1})
 
-    def encode_normalized(self, x_n: Tensor) -> Tensor:
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Tensor:
         return self.pre_acts(x_n).relu()
 
     def to_saelens(self, state):

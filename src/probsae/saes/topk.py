@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..kernels import sparse_decode
+from ..kernels import DEFAULT_POLICY, KernelPolicy, sparse_decode
 from .base import SAE
 from ..errors import ConfigError
 from ..validators import positive
@@ -17,6 +17,7 @@ from .config import TopKConfig
 from .declarations import (
     Export, Imported, Presentation, fold_decoder_norms, positive_int, saelens_k, standard_encoder, state_tensors,
 )
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Codes, Forward
 from .registry import register
 
@@ -41,7 +42,9 @@ class TopKSAE(SAE):
     config_class = TopKSAEConfig
     presentation = Presentation("TopK", "#0072B2", "o")
     sparsity = ("k", "K")
+    toy_hparams = {"k": 8}
     reads = {"saelens": ("topk",), "sparsify": ("topk",)}
+    graphable = True
 
     # The selection rule, stated once (kernels.select_topk picks the fast or plain path), and
     # the activation applied to the selected pre-activations.
@@ -50,28 +53,38 @@ class TopKSAE(SAE):
     def activate(self, values: Tensor) -> Tensor:
         return values.relu()
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
-        use_aux = self.cfg.aux_k > 0 and self.training and dead_mask is not None
+    @property
+    def uses_dead_mask(self) -> bool:
+        """AuxK (``aux_k > 0``) reads the dead latents' pre-activations."""
+        return self.cfg.aux_k > 0
+
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
+        use_aux = self.uses_dead_mask and self.training and dead_mask is not None
+        policy = options.policy
         if use_aux:  # AuxK needs the dense pre-activations of the dead latents
             pre = self.pre_acts(x_n)
-            values, indices, _ = kernels.select_dense(pre, self.cfg.k, self.selection)
+            values, indices, _ = kernels.select_dense(pre, self.cfg.k, self.selection, policy)
         else:
-            values, indices, _ = kernels.select_topk(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k, self.selection)
+            values, indices, _ = kernels.select_topk(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k, self.selection,
+                                                     policy)
         values = self.activate(values)
-        recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
+        recon = sparse_decode(values, indices, self.W_dec, policy) + self.b_dec
         losses = {}
         if use_aux:
-            losses["auxk"] = self.cfg.aux_coeff * auxk_loss(pre, target_n - recon.detach(), dead_mask, self.cfg.aux_k, self.W_dec)
+            losses["auxk"] = self.cfg.aux_coeff * auxk_loss(pre, target_n - recon.detach(), dead_mask, self.cfg.aux_k,
+                                                            self.W_dec, policy)
         return Forward(recon, (values, indices), losses)
 
-    def sparse_codes_normalized(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
+    def sparse_codes_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> tuple[Tensor, Tensor]:
         """Inference codes of normalised inputs as (values, indices), each (B, K)."""
         with torch.no_grad():
-            values, indices, _ = kernels.select_topk(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k, self.selection)
+            values, indices, _ = kernels.select_topk(x_n, self.W_enc, self.b_enc, self.b_dec, self.cfg.k, self.selection,
+                                                     options.policy)
         return self.activate(values), indices
 
-    def encode_normalized(self, x_n: Tensor) -> Codes:
-        return self.sparse_codes_normalized(x_n)
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Codes:
+        return self.sparse_codes_normalized(x_n, options)
 
     def _training_only(self) -> str:
         return f"aux_k={self.cfg.aux_k}, aux_coeff={self.cfg.aux_coeff} (training-only)"
@@ -95,7 +108,8 @@ class TopKSAE(SAE):
         return Imported({"k": positive_int(cfg, "k")}, state_tensors(tensors, "W_enc", "b_enc", "W_dec", "b_dec"))
 
 
-def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_dec: Tensor) -> Tensor:
+def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_dec: Tensor,
+              policy: KernelPolicy = DEFAULT_POLICY) -> Tensor:
     """Gao et al.'s AuxK: reconstruct the residual from the top ``aux_k`` dead latents,
     normalised by the residual's variance; 0 when no latent is dead. No host sync: with fewer
     than ``aux_k`` dead latents the rest of the top ``aux_k`` are alive latents masked to −inf,
@@ -103,7 +117,7 @@ def auxk_loss(pre: Tensor, residual: Tensor, dead_mask: Tensor, aux_k: int, W_de
     k = min(aux_k, dead_mask.shape[-1])
     masked = pre.masked_fill(~dead_mask, float("-inf"))
     values, indices = masked.topk(k, dim=-1, sorted=False)
-    recon = sparse_decode(values.relu(), indices, W_dec)
+    recon = sparse_decode(values.relu(), indices, W_dec, policy)
     err = (recon - residual).pow(2).sum(-1).mean()
     var = (residual - residual.mean(0)).pow(2).sum(-1).mean()
     loss = torch.nan_to_num(err / var.clamp_min(1e-12), nan=0.0, posinf=0.0)

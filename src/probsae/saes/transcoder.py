@@ -30,6 +30,7 @@ from ..errors import InputError
 from .config import SEED
 from .declarations import Export, Imported, NotExpressible, Presentation, positive_int, state_tensors
 from .normalization import NormStats
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Forward
 from .registry import register
 from .topk import TopKSAE, TopKSAEConfig
@@ -48,7 +49,9 @@ class Transcoder(TopKSAE):
     config_class = TranscoderConfig
     presentation = Presentation("TopK Transcoder", "#117733", "h")
     predicts_target = True
+    graphable = False  # its [input | target] rows and skip term are not captured (TopKSAE's step is)
     reads = {"sparsify": ("topk transcoder",)}  # sparsify's transcode=true TopK coders, not its autoencoders
+    toy_hparams = {"k": 8}  # fed input rows alone, a transcoder reconstructs them: an SAE
 
     def __init__(self, cfg: TranscoderConfig, d_in: int, d_sae: int, seed: int = SEED):
         super().__init__(cfg, d_in, d_sae, seed)
@@ -68,8 +71,9 @@ class Transcoder(TopKSAE):
         raise InputError(f"a transcoder with d_in={self.d_in} takes input rows (..., {self.d_in}) or [input | target] "
                          f"rows (..., {2 * self.d_in}), got shape {tuple(x.shape) if isinstance(x, Tensor) else type(x)}")
 
-    def normalize_target(self, target: Tensor, stats: NormStats | None) -> tuple[Tensor, NormStats | None]:
-        y = self._check(target).reshape(-1, self.d_in)
+    def normalize_target(self, target: Tensor, stats: NormStats | None,
+                         finite_check: str = "auto") -> tuple[Tensor, NormStats | None]:
+        y = self._check(target, finite_check).reshape(-1, self.d_in)
         if stats is not None and stats.norm.shape[0] != y.shape[0]:
             raise InputError(f"the target has {y.shape[0]} rows, the input {stats.norm.shape[0]}: give one target per input")
         return self.normalizer.apply(y, stats) * self.target_scale, stats
@@ -78,26 +82,27 @@ class Transcoder(TopKSAE):
         return self.normalizer.inverse(recon_n / self.target_scale, stats)
 
     @torch.no_grad()
-    def init_from_data(self, x: Tensor, b_dec_init: str = "geometric_median") -> None:
+    def init_from_data(self, x: Tensor, b_dec_init: str = "geometric_median", finite_check: str = "auto") -> None:
         """Fits ``target_scale`` (see the module docstring), then the base class's initialisation
         (the input's normaliser, b_dec from the normalised target)."""
         inp, target = self.split_pair(x)
-        inp = self._check(inp).reshape(-1, self.d_in)
+        inp = self._check(inp, finite_check).reshape(-1, self.d_in)
         self.normalizer.fit(inp)
         x_n, stats = self.normalizer(inp)
         if self.cfg.normalize != "none":
-            y0 = self.normalizer.apply(self._check(target).reshape(-1, self.d_in), stats)
+            y0 = self.normalizer.apply(self._check(target, finite_check).reshape(-1, self.d_in), stats)
             ratio = x_n.pow(2).sum(-1).mean() / y0.pow(2).sum(-1).mean().clamp_min(1e-12)
             self.target_scale.fill_(float(ratio.sqrt()))
-        super().init_from_data(x, b_dec_init)
+        super().init_from_data(x, b_dec_init, finite_check)
 
     # ---- forward ------------------------------------------------------------------------------
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         if not self.cfg.skip:
-            return super().forward_normalized(x_n, target_n, dead_mask)
+            return super().forward_normalized(x_n, target_n, dead_mask, options)
         skip = x_n @ self.W_skip
         # the latents (and AuxK's residual) account for what the skip term leaves of the target
-        fwd = super().forward_normalized(x_n, target_n - skip.detach(), dead_mask)
+        fwd = super().forward_normalized(x_n, target_n - skip.detach(), dead_mask, options)
         fwd.recon = fwd.recon + skip
         return fwd
 

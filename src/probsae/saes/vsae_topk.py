@@ -20,6 +20,7 @@ from .base import SAE
 from ..validators import positive
 from .config import SEED, TopKConfig
 from .declarations import Export, Presentation
+from .options import DEFAULT_OPTIONS, ForwardOptions
 from .output import Codes, Forward
 from .registry import register
 
@@ -45,6 +46,7 @@ class VSAETopKSAE(SAE):
     config_class = VSAETopKConfig
     presentation = Presentation("vSAE TopK", "#8C564B", "<")
     sparsity = ("k", "K")
+    toy_hparams = {"k": 8, "kl_coeff": 1e-5}
 
     def __init__(self, cfg: VSAETopKConfig, d_in: int, d_sae: int, seed: int = SEED):
         super().__init__(cfg, d_in, d_sae, seed)
@@ -61,7 +63,8 @@ class VSAETopKSAE(SAE):
             return (x_n - self.b_dec) @ self.W_var + self.b_var
         return self.b_var.expand(x_n.shape[0], -1)
 
-    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None) -> Forward:
+    def forward_normalized(self, x_n: Tensor, target_n: Tensor, dead_mask: Tensor | None = None,
+                           options: ForwardOptions = DEFAULT_OPTIONS) -> Forward:
         mu = self.pre_acts(x_n).relu()
         log_var = self.log_var(x_n)
         z = mu
@@ -70,11 +73,11 @@ class VSAETopKSAE(SAE):
             z = mu + (0.5 * log_var).exp() * eps
         values, indices = z.topk(self.cfg.k, dim=-1, sorted=False)
         values = values.relu()
-        recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
+        recon = sparse_decode(values, indices, self.W_dec, options.policy) + self.b_dec
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1).mean()
         return Forward(recon, (values, indices), {"kl": self.cfg.kl_coeff * kl})
 
-    def encode_normalized(self, x_n: Tensor) -> Codes:
+    def encode_normalized(self, x_n: Tensor, options: ForwardOptions = DEFAULT_OPTIONS) -> Codes:
         mu = self.pre_acts(x_n).relu()
         values, indices = mu.topk(self.cfg.k, dim=-1, sorted=False)
         return values.relu(), indices

@@ -10,6 +10,7 @@ import torch
 
 from ..devices import deterministic_mode, resolve_device
 from ..errors import ConfigError
+from ..kernels import KernelPolicy
 from .batches import TrainingBatches, batch_rows, bind_hooks, map_batch, pick
 from . import distributed, wandb_logger
 from .config import TrainConfig
@@ -20,7 +21,7 @@ from .member import Member
 
 def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str | os.PathLike] | None = None,
           hooks: Sequence[str | None] | str | None = None,
-          on_checkpoint: Callable[[int, TrainHistory], None] | None = None):
+          on_checkpoint: Callable[[int, TrainHistory], None] | None = None, kernels: KernelPolicy | None = None):
     """Train one SAE or a list of SAEs on ``data``.
 
     ``data``: a (N, d_in) tensor of raw activations (shuffled each epoch), an activation cache
@@ -52,14 +53,17 @@ def train(saes, data, cfg: TrainConfig | None = None, *, run_dirs: Sequence[str 
 
     ``on_checkpoint(i, history)`` is called on the writing rank after each periodic checkpoint of
     SAE ``i`` (``probsae train`` redraws ``training.png`` there).
+
+    ``kernels``: the kernel policy of the training steps (``probsae.kernels.KernelPolicy``; None:
+    the default), with ``cfg.precision='fp32'`` forcing its fp32 encoder (``training_policy``).
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
     with deterministic_mode(cfg.deterministic):
-        return _train(saes, data, cfg, run_dirs, hooks, on_checkpoint)
+        return _train(saes, data, cfg, run_dirs, hooks, on_checkpoint, kernels)
 
 
-def _train(saes, data, cfg: TrainConfig, run_dirs, hooks, on_checkpoint):
+def _train(saes, data, cfg: TrainConfig, run_dirs, hooks, on_checkpoint, kernels=None):
     single = not isinstance(saes, (list, tuple))
     sae_list = [saes] if single else list(saes)
     if not sae_list:
@@ -78,7 +82,7 @@ def _train(saes, data, cfg: TrainConfig, run_dirs, hooks, on_checkpoint):
     owned = [i for i in range(len(sae_list)) if dist.owns(i)]
     members = [
         Member(sae_list[i], cfg, device, Path(run_dirs[i]) if run_dirs else None, cfg.log_path if single else None,
-               dist=dist.member_sync(), writer=dist.writes(i))
+               dist=dist.member_sync(), writer=dist.writes(i), kernels=kernels)
         for i in owned
     ]
     mkeys = [keys[i] for i in owned]
@@ -90,7 +94,7 @@ def _train(saes, data, cfg: TrainConfig, run_dirs, hooks, on_checkpoint):
         for m, key in zip(members, mkeys):
             if m not in fresh:
                 continue
-            m.sae.init_from_data(pick(first, key), cfg.b_dec_init)
+            m.sae.init_from_data(pick(first, key), cfg.b_dec_init, m.options.finite_check)
             if m.writer:
                 m.logger.reset()  # a run killed before its first checkpoint restarts from step 0
             m.logger.write({"event": "start", "architecture": m.sae.architecture, "sae_config": m.sae.config_dict()["config"],

@@ -5,17 +5,18 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from .. import kernels
 from ..errors import InputError, SAEFileError, TrainingDivergedError
 from ..io import clean_stale_tmp
+from ..kernels import KernelPolicy, training_policy
 from ..reconstruction import ReconstructionStats
+from ..saes.options import ForwardOptions
 from ..schedules import lr_factor
 from ..tensorfile import nonfinite_names
 from .checkpoint import load_checkpoint, restore, save_checkpoint
@@ -47,10 +48,11 @@ class StepResult:
 
 class Member:
     def __init__(self, sae, cfg: TrainConfig, device: torch.device, run_dir: Path | None, log_path: str | None,
-                 dist=None, writer: bool = True):
+                 dist=None, writer: bool = True, *, kernels: KernelPolicy | None = None):
         """``dist``: the DistContext that syncs gradients and metrics (data-parallel mode, see
         distributed.py), else None. ``writer``: False on ranks that must not write this run
-        directory (their log is silent)."""
+        directory (their log is silent). ``kernels``: the kernel policy of the training steps
+        (default: the library's, with TrainConfig.precision applied)."""
         self.sae = sae.to(device)
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir else None
@@ -64,9 +66,11 @@ class Member:
                                           capturable=bool(self.graph))
         self._forward = torch.compile(self.sae) if cfg.compile else self.sae
         self._autocast = cfg.precision == "bf16"
-        # precision='fp32': the exact-fp32 opt-out of the GPU path's bf16 encoder matmul.
-        self._kernel_settings = {"encoder_precision": "fp32"} if cfg.precision == "fp32" else {}
-        self.sae.finite_check = cfg.check_finite
+        # How every training forward runs, passed to the SAE per call (never set on it): the kernel
+        # policy (``kernels``, else the default; precision='fp32': the exact-fp32 opt-out of the GPU
+        # path's bf16 encoder matmul) and the NaN/inf check of the batches.
+        self.options = ForwardOptions(policy=training_policy(cfg.precision, kernels or KernelPolicy()),
+                                      finite_check=cfg.check_finite)
         # Where the SAE skips its NaN/inf check of each training batch (a host sync per step), each
         # step ands the batch's finiteness into this device flag instead; it is read only once the
         # loss or the weights are found non-finite (where the host syncs anyway), to name the cause.
@@ -161,8 +165,6 @@ class Member:
                 group["lr"].fill_(lr)
             else:
                 group["lr"] = lr
-        if self.dist is not None and self.dist.data_parallel and hasattr(sae, "noise_row0"):
-            sae.noise_row0 = self.dist.rank * batch.shape[0]  # Philox gate noise at the global rows
         if self.graph is not None:
             out, gnorm = self.graph.run(self, batch)
         else:
@@ -180,11 +182,10 @@ class Member:
         cfg = self.cfg
         if self._batches_finite is not None:  # on the device, no sync (captured in the CUDA graph too)
             self._batches_finite.logical_and_(torch.isfinite(batch).all())
-        with kernels.use(**self._kernel_settings):
-            with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-                out = self._forward(batch, dead_mask=dead_mask)
-            self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+            out = self._forward(batch, dead_mask=dead_mask, options=self._step_options(batch))
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
         if self.dist is not None:
             self.dist.sync_gradients(self.params)  # average over ranks before clipping/Adam
         if cfg.grad_clip > 0:
@@ -194,6 +195,13 @@ class Member:
         self.optimizer.step()
         self.sae.after_optimizer_step()
         return out, gnorm
+
+    def _step_options(self, batch: Tensor) -> ForwardOptions:
+        """``options`` for this batch: data-parallel ranks key position-dependent gate noise at their
+        shard's global rows (rank × local batch); a single process at row 0."""
+        if self.dist is not None and self.dist.data_parallel:
+            return replace(self.options, noise_row0=self.dist.rank * batch.shape[0])
+        return self.options
 
     def _accumulate(self, out, gnorm: Tensor) -> None:
         vals = {"loss": out.loss.detach(), "l0": out.l0().detach(), "grad_norm": gnorm.detach()}
@@ -249,10 +257,10 @@ class StepGraph:
     from then on copies its batch and dead mask into static buffers and replays the graph. Inputs
     that change per step live on the device and are written before each replay: the batch, the
     dead mask, Adam's learning rate, and the SAE's buffers set by ``on_train_step`` (β, the noise
-    step)."""
+    step). Only architectures that declare ``graphable`` are captured, and not when their forward
+    ``uses_dead_mask`` (AuxK's dead-latent path)."""
 
     WARMUP = 3
-    GRAPHABLE = ("topk", "abstopk", "prob_topk")
 
     def __init__(self):
         self.graph = None
@@ -266,10 +274,10 @@ class StepGraph:
 
     @classmethod
     def wanted(cls, sae, cfg: TrainConfig, device: torch.device) -> "StepGraph | None":
-        if not cfg.cuda_graph or device.type != "cuda" or sae.architecture not in cls.GRAPHABLE:
+        if not cfg.cuda_graph or device.type != "cuda" or not sae.graphable:
             return None
-        if getattr(sae.cfg, "aux_k", 0) or cfg.compile:
-            return None  # AuxK's dead-latent path and torch.compile are not captured
+        if sae.uses_dead_mask or cfg.compile:
+            return None  # a dead-mask-dependent forward (AuxK) and torch.compile are not captured
         return cls()
 
     def run(self, member: Member, batch: Tensor):

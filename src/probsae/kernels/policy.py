@@ -1,16 +1,26 @@
-"""The switches of the fast paths (one global instance, ``probsae.kernels.settings``)."""
+"""The kernel policy: which path the fast kernels take, as an immutable value passed explicitly.
+
+There is no process-global switch: whoever runs an SAE owns its ``KernelPolicy`` and hands it to
+``select_topk``/``sparse_decode`` (through ``saes.ForwardOptions``). The trainer builds one from
+its ``TrainConfig`` (``training_policy``); inference and evaluation use ``DEFAULT_POLICY``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+
+from ..errors import ConfigError
 
 BACKENDS = ("auto", "triton", "torch")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCATTERS = ("auto", "sorted", "atomic")
+NOISE_SOURCES = ("numpy", "torch")
+
+_CHOICES = {"backend": BACKENDS, "encoder_precision": PRECISIONS, "scatter": SCATTERS, "noise_source": NOISE_SOURCES}
 
 
-@dataclass
-class Settings:
+@dataclass(frozen=True)
+class KernelPolicy:
     fast: bool = True
     """Route the TopK family (topk, abstopk, prob_topk) through the sparse-backward encoder
     (``select_topk``'s fast path); False: the plain autograd path."""
@@ -41,12 +51,32 @@ class Settings:
     that support bf16, else fp32), 'bf16', or 'fp32' (exact: the plain path's selection). With
     bf16 the K selected pre-activations are recomputed as exact fp32 dot products, so only the
     choice of latents can differ from fp32, where scores are within bf16 rounding of each other.
-    ``TrainConfig.precision='fp32'`` sets 'fp32' for training."""
+    ``TrainConfig.precision='fp32'`` sets 'fp32' for training (``training_policy``)."""
     scatter: str = "auto"
     """Triton path's sparse gradient accumulation (grad W_dec, grad W_enc): 'sorted'
     (deterministic: selections sorted by latent, each output row written once), 'atomic'
     (atomic adds: float summation order varies run to run), or 'auto' ('sorted' when
     ``torch.are_deterministic_algorithms_enabled()``, else 'atomic')."""
 
+    def __post_init__(self) -> None:
+        for key, allowed in _CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"kernel setting {key} must be one of {allowed}, got {getattr(self, key)!r}")
 
-settings = Settings()
+    def replace(self, **changes) -> "KernelPolicy":
+        """A copy with ``changes`` (field → value), e.g. ``policy.replace(fast=False)``."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(f"unknown kernel setting {unknown[0]!r}; choose from {sorted(names)}")
+        return replace(self, **changes)
+
+
+DEFAULT_POLICY = KernelPolicy()
+"""The policy of a call that names none (inference, evaluation, a bare ``sae(x)``)."""
+
+
+def training_policy(precision: str, base: KernelPolicy = DEFAULT_POLICY) -> KernelPolicy:
+    """The policy a training step runs under for ``TrainConfig.precision``: 'fp32' is the
+    exact-fp32 opt-out of the GPU path's bf16 encoder matmul; other precisions keep ``base``."""
+    return base.replace(encoder_precision="fp32") if precision == "fp32" else base
