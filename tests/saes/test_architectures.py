@@ -68,22 +68,15 @@ def test_a_missing_declaration_is_reported_by_name():
 INTERFACE_ONLY = ("training", "interp", "evaluation")
 
 
-def _docstring_nodes(tree: ast.AST) -> set[int]:
-    """ids of the string constants that are docstrings (a bare string statement: module, class and
-    function docstrings, and the docstrings under fields)."""
-    return {id(node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
-
-
 def architecture_mentions(path: Path, names: tuple[str, ...]) -> list[str]:
-    """Where the code of ``path`` names a registered architecture (an identifier, or a string other
-    than a docstring holding the name as a word) or probes an SAE (``hasattr(sae``, ``getattr(sae.cfg``).
-    Attribute names (``t.topk(...)``, ``x.relu()``: tensor methods) and comments do not count."""
+    """Where the code of ``path`` names a registered architecture (an identifier, or a string,
+    docstrings included, holding the name as a word) or probes an SAE (``hasattr(sae``,
+    ``getattr(sae.cfg``). Attribute names (``t.topk(...)``, ``x.relu()``: tensor methods) and
+    comments do not count."""
     text = path.read_text()
     found = [f"{path.name}:{text.count(chr(10), 0, m.start()) + 1}: {m.group()}"
              for m in re.finditer(r"hasattr\(sae\b|getattr\(sae\.cfg", text)]
     tree = ast.parse(text)
-    docstrings = _docstring_nodes(tree)
     words = re.compile(rf"\b({'|'.join(map(re.escape, names))})\b")
     for node in ast.walk(tree):
         idents = []
@@ -97,7 +90,7 @@ def architecture_mentions(path: Path, names: tuple[str, ...]) -> list[str]:
             idents = [node.asname or node.name.rpartition(".")[2]]
         elif isinstance(node, ast.keyword) and node.arg:
             idents = [node.arg]
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             idents = words.findall(node.value)
         found += [f"{path.name}:{node.lineno}: {i}" for i in idents if i in names]
     return found
@@ -112,9 +105,9 @@ def test_nothing_outside_saes_names_or_probes_an_architecture():
 
 def test_the_mention_check_finds_names_and_probes(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text('"""Docstring naming topk is fine."""\nGRAPHABLE = ("topk", "prob_topk")\n'
+    bad.write_text('"""A docstring naming topk counts too."""\nGRAPHABLE = ("topk", "prob_topk")\n'
                    'def f(sae, relu):\n    return hasattr(sae, "beta") or getattr(sae.cfg, "aux_k", 0) or x.topk(2)\n')
     found = "\n".join(architecture_mentions(bad, ("topk", "prob_topk", "relu")))
     assert "2: topk" in found and "2: prob_topk" in found and "3: relu" in found
     assert "hasattr(sae" in found and "getattr(sae.cfg" in found
-    assert "1:" not in found and found.count("topk") == 2  # the docstring and the tensor method do not count
+    assert "1: topk" in found and found.count("topk") == 3  # the docstring counts; the tensor method does not

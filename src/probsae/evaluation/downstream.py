@@ -1,7 +1,7 @@
 """Downstream metrics: next-token CE and KL of a causal LM with an SAE reconstruction spliced in.
 
 For each window batch three forward passes run: clean; with the activation ``x`` at the hook
-replaced by ``recon_fn(x)`` (a transcoder: the activation at the target hook replaced by
+replaced by ``recon_fn(x)`` (an SAE with a separate input hook: the activation at the target hook replaced by
 ``recon_fn`` of the activation at its input hook); with it replaced by zeros. Splicing touches only the positions the
 SAE was trained on (``token_mask``: non-pad, non-special tokens) unless ``splice_special``; BOS,
 EOS separators and padding pass through unchanged, in both the SAE and the zero-ablation pass.
@@ -78,7 +78,7 @@ def downstream_metrics(handle: ModelHandle, hook: str | HookPoint,
         windows: window batches (e.g. from ``token_windows`` over held-out documents).
         max_batches: stop after this many window batches.
         splice_special: also splice special-token positions (default: pass them through).
-        input_hook: where ``recon_fn`` reads its input when that is not ``hook`` (a transcoder
+        input_hook: where ``recon_fn`` reads its input when that is not ``hook`` (e.g. an SAE that
             reads an MLP's input and its output replaces the MLP's output at ``hook``); None: at ``hook``.
         max_tokens: stop once at least this many CE positions are scored (whole batches).
         seed: seed of the bootstrap.

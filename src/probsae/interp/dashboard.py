@@ -6,7 +6,7 @@ histogram of every latent), activation histogram, the top positive and negative 
 (W_dec·W_U, causal LMs), top-activating contexts centred on the strongest token with its left
 context, examples from each activation-percentile bucket, a warning when the latent fires mostly at
 the first token of a window (an artefact of how text is cut into windows), explanations and scores
-from ``probsae autointerp``, and for prob_topk the gate panel: the distribution of pre-gate scores
+from ``probsae autointerp``, and for an architecture that declares ``gate_logits`` the gate panel: the distribution of pre-gate scores
 LayerNorm(a) at the firing tokens. (Gate probabilities σ(score/β) carry no information there: with
 the trained β = 1e-4, and already at the schedule's midpoint β ≈ 0.02, every firing token's gate
 reads 1.00.) Search by latent id, context text or explanation.

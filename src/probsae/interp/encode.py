@@ -2,8 +2,8 @@
 cache (dashboards, autointerp) and ``Run.encode_text`` / ``Run.top_examples``.
 
 Codes stay sparse: ``(token, latent, value)`` triplets of the latents that fire (code ≠ 0), from
-the SAE's ``encode_sparse`` (every architecture has one; the ReLU family builds its dense codes
-one row chunk at a time). The architecture's declared extra outputs (``extra_outputs``, served by
+the SAE's ``encode_sparse`` (every architecture has one; those with dense codes build them one
+row chunk at a time). The architecture's declared extra outputs (``extra_outputs``, served by
 ``sae.extras``) are stored at the same triplets (:func:`token_outputs`).
 """
 
@@ -21,7 +21,7 @@ ROW_CHUNK = 2048
 
 def token_outputs(sae) -> tuple[str, ...]:
     """Extra per-token outputs stored next to each firing code: the per-latent ``extra_outputs``
-    the SAE's architecture declares (``sae.extras``), read at the firing latents. prob_topk:
+    the SAE's architecture declares (``sae.extras``), read at the firing latents, e.g.
     ``gate_probs`` σ(LayerNorm(a)/β) and ``gate_logits`` LayerNorm(a), the gate's score before the
     temperature (informative where the gate probabilities saturate at a small β). Others: none."""
     return tuple(type(sae).extra_outputs)
@@ -32,7 +32,7 @@ def sparse_codes(sae, x: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, Tens
     """Inference codes of raw activations ``x`` (N, d_in) as triplets ``(rows, latents, values)``
     of the firing latents (value ≠ 0, signed), plus each extra output of :func:`token_outputs`
     at the same triplets. Sparse codes from ``sae.encode_sparse`` (no dense (N, d_sae) code
-    matrix for the TopK family); the extras from ``sae.extras``, computed only for architectures
+    matrix where the architecture selects sparsely); the extras from ``sae.extras``, computed only for architectures
     that declare some."""
     rows, lats, vals = [], [], []
     names = token_outputs(sae)

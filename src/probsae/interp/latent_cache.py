@@ -14,14 +14,14 @@ A cache directory holds::
         g0003/latent    (m,) int32     sorted by window then position
         g0003/act       (m,) float32   the SAE code (signed; firing = code != 0)
         g0003/<output>  (m,) float16   the architecture's extra per-token outputs at the firing
-                                       token (prob_topk: ``gate_logits`` = LayerNorm(a), the gate's
+                                       token (e.g. ``gate_logits`` = LayerNorm(a), the gate's
                                        pre-temperature score; see ``interp.encode.token_outputs``)
     tokenizer/                    the tokenizer (so examples can be decoded without the model)
 
 Triplets are partitioned by latent group inside each chunk, so reading one latent touches only
 its group's tensors (safetensors reads them lazily), and nothing has to fit in memory at once.
-"Activation" of a window for a latent = max over its tokens of |code| (codes of prob_topk and
-abstopk can be negative; ReLU-family codes are ≥ 0, where |code| = code).
+"Activation" of a window for a latent = max over its tokens of |code| (codes of some architectures
+can be negative; for codes ≥ 0, |code| = code).
 
 This module is the format's reader (``LatentCache``); ``latent_cache_writer.build_latent_cache``
 writes it.
@@ -59,7 +59,7 @@ class LatentRecord:
         acts: (n, W) float32 |code| per token of each window (0 where the latent did not fire).
         signed_max: (n,) the signed code at each window's strongest token.
         extras: the architecture's extra per-token outputs, each (n, W) float32 at firing tokens
-            (NaN elsewhere); prob_topk: ``gate_logits``.
+            (NaN elsewhere), e.g. ``gate_logits``.
     """
 
     latent: int

@@ -26,7 +26,7 @@ class Example:
     activating: bool
     bucket: int | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
-    """The architecture's extra per-token outputs (prob_topk: ``gate_logits``), (W,) each."""
+    """The architecture's extra per-token outputs (e.g. ``gate_logits``), (W,) each."""
 
     def to_json(self) -> dict:
         return {"window": int(self.window), "max_act": float(self.max_act),

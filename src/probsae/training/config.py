@@ -8,6 +8,7 @@ import torch
 
 from ..devices import resolve_device
 from ..errors import ConfigError
+from ..saes.config import SEED
 from ..validators import is_number as _is_number, number, whole
 
 
@@ -31,9 +32,10 @@ class TrainConfig:
     """Adam ε."""
     grad_clip: float = 10.0
     """Clip the global gradient norm to this value (paper: 10); 0 disables."""
-    seed: int = 0
-    """Seed of data shuffling and of the stochastic gates' noise on CPU (on the Triton/CUDA path
-    prob_topk's noise is keyed by the SAE's own seed and the step instead: see kernels.GateNoise)."""
+    seed: int = SEED
+    """The run's one seed: the SAE's initial weights (``RunSpec.build_sae`` passes it to the SAE),
+    data shuffling and the stochastic gates' noise on CPU (on the Triton/CUDA path the gate noise is
+    keyed by the SAE's seed, the same value, and the step: see kernels.GateNoise)."""
     b_dec_init: str = "geometric_median"
     """Initial decoder bias from the first batch: 'geometric_median', 'mean' or 'zeros'."""
     dead_window_tokens: int = 10_000_000
@@ -63,19 +65,19 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
     """Free-form metadata copied into the log header (e.g. model, hook point, corpus)."""
     precision: str = "auto"
-    """'auto', 'fp32' or 'bf16'. 'auto': on CUDA GPUs with bf16 support the TopK family's encoder
-    matmul runs on bf16 tensor cores (fp32 master weights, fp32 accumulation; the K selected
+    """'auto', 'fp32' or 'bf16'. 'auto': on CUDA GPUs with bf16 support the encoder matmul of the
+    architectures that select latents through ``kernels.select_topk`` runs on bf16 tensor cores (fp32 master weights, fp32 accumulation; the K selected
     pre-activations are recomputed exactly in fp32, so only the choice of latents can differ from
     fp32, at near-ties); exact fp32 everywhere else (CPU: unchanged). 'fp32': the exact-fp32
     opt-out (GPU included). 'bf16': also runs the forward under ``torch.autocast(bfloat16)`` (all
-    architectures' matmuls; on CPU the TopK family's encoder matmul in bf16, which pays on CPUs
+    architectures' matmuls; on CPU that encoder matmul in bf16, which pays on CPUs
     with AMX/AVX512-BF16; see docs/results/speed-cpu.md)."""
     compile: bool = False
     """Run the SAE's forward through ``torch.compile`` (first steps pay the compile time; needs a
     C++ compiler on CPU). Off by default: see docs/results/speed-cpu.md for whether it pays."""
     cuda_graph: bool = True
-    """Capture the whole training step (forward, backward, clipping, Adam) of a TopK-family SAE
-    (topk without AuxK, abstopk, prob_topk) in a CUDA graph after 3 eager warm-up steps and
+    """Capture the whole training step (forward, backward, clipping, Adam) of an SAE whose
+    architecture declares it capturable (``SAE.graphable``, and no dead-mask use) in a CUDA graph after 3 eager warm-up steps and
     replay it: removes the per-kernel launch overhead (on an H100 it doubles the steps/s of a
     16× GPT-2-sized SAE; docs/results/speed-gpu.md). Only where the step can be captured: CUDA,
     single process, no torch.compile; other SAEs and devices run eagerly. Adam then runs with

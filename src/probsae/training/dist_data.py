@@ -113,7 +113,7 @@ class DataParallel(ProcessGroupContext):
 
     @torch.no_grad()
     def sync_buffers(self, module: torch.nn.Module) -> None:
-        """Floating-point buffers that differ across ranks (running statistics such as BatchTopK's
+        """Floating-point buffers that differ across ranks (running statistics such as a batch-level
         threshold) are replaced by their mean over ranks; equal ones are left bit-identical."""
         bufs = [b for b in module.buffers() if b.is_floating_point() and b.numel()]
         if not bufs:

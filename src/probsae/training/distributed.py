@@ -11,7 +11,7 @@ returns the context of one of two modes (both ``ProcessGroupContext``s, dist_gro
              the gradients are averaged over ranks (one flat all-reduce per dtype), *before*
              gradient clipping and Adam, so each rank applies the update a single process would
              have applied to the whole batch. Liveness (the fired mask), floating-point buffers
-             (e.g. BatchTopK's threshold) and the logged losses/metrics are reduced too, so every
+             (e.g. a running threshold) and the logged losses/metrics are reduced too, so every
              rank holds the same SAE. Rank 0 writes logs, checkpoints and saved SAEs.
 ``members``  ``MembersParallel`` (dist_members.py). The SAEs of a sweep are dealt round-robin to
              the ranks; every rank reads the same batches and trains only its own SAEs, with no
