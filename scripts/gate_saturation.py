@@ -29,15 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
 
-    from probsae import load_sae
-    from probsae.data import ActivationCache
-    from probsae.experiments.saturation import measure
+    from probsae.errors import ProbSAEError
+    from probsae.experiments.saturation import gated_sae_and_tokens, measure
 
-    sae = load_sae(args.run_dir).eval()
-    if sae.architecture != "prob_topk":
-        print(f"{args.run_dir} is a {sae.architecture} SAE, not prob_topk", file=sys.stderr)
+    try:
+        sae, x = gated_sae_and_tokens(args.run_dir, args.eval_cache, args.tokens, "prob_topk")
+    except ProbSAEError as e:
+        print(e, file=sys.stderr)
         return 2
-    x = next(iter(ActivationCache(args.eval_cache).iter_batches(args.tokens, shuffle=False)))
     rows = measure(sae, x)
     print(f"| β | σ(g) = 1.0 exactly | K-th and (K+1)-th paper scores tie | paper ≠ stable selection "
           f"| noisy ≠ inference selection |\n|---|---|---|---|---|")

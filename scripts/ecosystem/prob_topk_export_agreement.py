@@ -44,16 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=8192)
     args = p.parse_args(argv)
 
-    from probsae import load_sae
-    from probsae.data import ActivationCache
+    from probsae.errors import ProbSAEError
+    from probsae.experiments.saturation import gated_sae_and_tokens
     from probsae.formats import export_saelens, import_saelens
     from probsae.formats.agreement import inference_agreement
 
-    sae = load_sae(args.run_dir).eval()
-    if sae.architecture != "prob_topk":
-        print(f"{args.run_dir} is a {sae.architecture} SAE, not prob_topk", file=sys.stderr)
+    try:
+        sae, x = gated_sae_and_tokens(args.run_dir, args.eval_cache, args.tokens, "prob_topk")
+    except ProbSAEError as e:
+        print(e, file=sys.stderr)
         return 2
-    x = next(iter(ActivationCache(args.eval_cache).iter_batches(args.tokens, shuffle=False)))
     with tempfile.TemporaryDirectory() as tmp:
         report = export_saelens(sae, tmp, allow_lossy=True)
         topk = import_saelens(tmp).eval()

@@ -23,3 +23,20 @@ def test_saturation_grows_as_beta_falls_and_noise_keeps_dropping():
     assert rows[0]["differ"] == 0.0                     # nothing saturates at β = 5: same selection
     assert rows[2]["tied"] > 0.0 and rows[2]["differ"] > 0.0
     assert rows[2]["noisy_vs_clean"] > 0.0              # the Bernoulli draw persists at β → 0
+
+
+def test_the_scripts_inputs_are_the_run_sae_and_the_first_cached_tokens_or_a_clear_error(tmp_path):
+    import pytest
+
+    from probsae.data.cache import build_cache
+    from probsae.errors import ConfigError
+    from probsae.experiments.saturation import gated_sae_and_tokens
+
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(1))
+    build_cache([x], tmp_path / "cache", {"model": "synthetic", "hook": "x"}, shard_tokens=64)
+    probsae.build_sae("prob_topk", d_in=16, d_sae=64, k=4).save(tmp_path / "p")
+    probsae.build_sae("topk", d_in=16, d_sae=64, k=4).save(tmp_path / "t")
+    sae, rows = gated_sae_and_tokens(str(tmp_path / "p"), str(tmp_path / "cache"), 8, "prob_topk")
+    assert sae.architecture == "prob_topk" and not sae.training and torch.equal(rows, x[:8])
+    with pytest.raises(ConfigError, match="is a topk SAE, not prob_topk"):
+        gated_sae_and_tokens(str(tmp_path / "t"), str(tmp_path / "cache"), 8, "prob_topk")

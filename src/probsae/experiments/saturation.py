@@ -14,6 +14,19 @@ import torch
 BETAS = (5.0, 1.0, 0.5, 0.3, 0.2, 0.1, 0.03, 0.01, 1e-3, 1e-4)
 
 
+def gated_sae_and_tokens(run_dir: str, eval_cache: str, tokens: int, architecture: str):
+    """The scripts' inputs: the SAE of ``run_dir`` (in eval mode) and the first ``tokens`` held-out
+    activations of ``eval_cache``. ``ConfigError`` unless the SAE is of ``architecture``."""
+    from ..data import ActivationCache
+    from ..errors import ConfigError
+    from ..saes import load_sae
+
+    sae = load_sae(run_dir).eval()
+    if sae.architecture != architecture:
+        raise ConfigError(f"{run_dir} is a {sae.architecture} SAE, not {architecture}")
+    return sae, next(iter(ActivationCache(eval_cache).iter_batches(tokens, shuffle=False)))
+
+
 def overlap_loss(a: torch.Tensor, b: torch.Tensor) -> float:
     """Fraction of the K selected indices per row of ``a`` not selected in ``b``."""
     k = a.shape[1]
