@@ -38,11 +38,13 @@ def test_hparams_are_validated_once_when_parsed_and_sizes_at_build(monkeypatch):
     calls = []
     monkeypatch.setattr(cls, "validate", lambda self: calls.append(self))
     spec = RunSpec(architecture="topk", hparams={"k": 64}, d_sae=8)
-    spec.validate()
-    assert len(calls) == 1  # no second check with placeholder sizes
+    with pytest.raises(ConfigError, match="k=64 is larger than d_sae=8"):
+        spec.validate()  # a given d_sae is checked before any extraction, without placeholder sizes
+    assert len(calls) == 1  # no second validation of the hyperparameters
     with pytest.raises(ConfigError, match="k=64 is larger than d_sae=8"):
         spec.build_sae(4)
     assert len(calls) == 1
+    RunSpec(architecture="topk", hparams={"k": 64}, expansion=1).validate()  # d_sae = d_in: known at build only
 
 
 def test_the_run_seed_is_the_sae_seed():

@@ -105,7 +105,10 @@ class RunSpec:
         whole("stream_buffer", self.stream_buffer, 1)
         if self.downstream_tokens is not None:
             whole("downstream_tokens", self.downstream_tokens, 0, "a non-negative integer (0: skip) or None")
-        # hparams were validated when parsed; the checks that need the sizes wait for the SAE's constructor
+        # hparams were validated when parsed; a given d_sae is checked against them now (k ≤ d_sae),
+        # before any extraction; the checks that need d_in wait for the SAE's constructor
+        if self.d_sae is not None:
+            self.sae_config().check_sizes(None, self.d_sae)
         self._check_target()
         self.data.validate()
         self.train.validate()

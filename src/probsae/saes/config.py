@@ -74,10 +74,13 @@ class SAEConfig:
         if self.normalize not in NORMALIZATIONS:
             raise ConfigError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
 
-    def check_sizes(self, d_in: int, d_sae: int) -> None:
+    def check_sizes(self, d_in: int | None, d_sae: int) -> None:
         """Raise ``ConfigError`` unless the sizes are valid and these hyperparameters fit them
-        (called once, by the SAE constructor)."""
+        (by the SAE constructor; before any data is extracted, ``RunSpec.validate`` checks a given
+        ``d_sae`` with ``d_in=None``, the width not known yet)."""
         for name, value in (("d_in", d_in), ("d_sae", d_sae)):
+            if value is None and name == "d_in":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
@@ -98,7 +101,7 @@ class TopKConfig(SAEConfig):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
             raise ConfigError(f"k must be a positive integer, got {self.k!r}")
 
-    def check_sizes(self, d_in: int, d_sae: int) -> None:
+    def check_sizes(self, d_in: int | None, d_sae: int) -> None:
         super().check_sizes(d_in, d_sae)
         if self.k > d_sae:
             raise ConfigError(f"k={self.k} is larger than d_sae={d_sae}")

@@ -47,7 +47,7 @@ class MatryoshkaBatchTopKConfig(BatchTopKConfig):
         if not ok or any(a >= b for a, b in zip(fr, fr[1:])) or not math.isclose(fr[-1], 1.0):
             raise ConfigError(f"prefix_fractions must be increasing fractions in (0, 1] ending with 1, got {fr!r}")
 
-    def check_sizes(self, d_in: int, d_sae: int) -> None:
+    def check_sizes(self, d_in: int | None, d_sae: int) -> None:
         super().check_sizes(d_in, d_sae)
         ends = self.prefix_ends(d_sae)
         if any(a >= b for a, b in zip(ends, ends[1:])):
