@@ -27,3 +27,7 @@ class CorpusError(DataError):
 
 class CacheError(DataError):
     """An activation cache is missing, corrupt, incomplete or does not match what was asked."""
+
+
+class UnembeddingError(DataError):
+    """A causal LM's unembedding or final norm cannot be found or is not an elementwise norm."""

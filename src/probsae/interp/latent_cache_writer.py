@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..io import atomic_write, atomic_write_json
 from .encode import EncodedBatch, token_outputs
 from .latent_cache import FORMAT, LOGITS, MANIFEST, NONACT, STATS, VERSION, LatentCache, gate_beta_end
+from .logit_effects import logit_effects
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -106,32 +107,6 @@ class _ChunkWriter:
         _save(tensors, self.out / name)
         self.chunks.append({"file": name, "first_window": self._first, "n_windows": self.done - self._first})
         self._buf, self._first = [], self.done
-
-
-def logit_effects(sae, handle, n: int = 10) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """Top ``n`` positive and negative entries of each latent's direct logit effect W_dec · W_U
-    (decoder row times the model's unembedding), or (None, why not)."""
-    if not getattr(handle, "is_causal", False):
-        return None, f"{handle.name} is not a causal LM (no unembedding): no logit effects"
-    head = handle.model.get_output_embeddings() if hasattr(handle.model, "get_output_embeddings") else None
-    if head is None or getattr(head, "weight", None) is None:
-        return None, f"{handle.name} has no output embedding: no logit effects"
-    W_U = head.weight.detach().float()                      # (vocab, d_model)
-    if W_U.shape[1] != sae.d_in:
-        return None, f"SAE width {sae.d_in} ≠ unembedding width {W_U.shape[1]}: no logit effects"
-    W_dec = sae.W_dec.detach().float().to(W_U.device)
-    n = min(n, W_U.shape[0])
-    rows = max(1, (1 << 26) // max(1, W_U.shape[0]))       # ≤ 64M floats per block
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("pos_ids", "pos_vals", "neg_ids", "neg_vals")}
-    with torch.no_grad():
-        for s in range(0, W_dec.shape[0], rows):
-            eff = W_dec[s:s + rows] @ W_U.T
-            top, bot = eff.topk(n, dim=-1), (-eff).topk(n, dim=-1)
-            out["pos_ids"].append(top.indices.int().cpu())
-            out["pos_vals"].append(top.values.cpu())
-            out["neg_ids"].append(bot.indices.int().cpu())
-            out["neg_vals"].append((-bot.values).cpu())
-    return {k: torch.cat(v) for k, v in out.items()}, "W_dec · W_U (direct effect on the logits, no final norm)"
 
 
 def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os.PathLike, *,

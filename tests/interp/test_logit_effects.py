@@ -1,0 +1,50 @@
+"""Latent logit effects read through the folded unembedding (tests/data/test_unembed.py checks the
+fold itself against the model's own logits)."""
+
+import torch
+
+from probsae import build_sae
+from probsae.data.tiny import tiny_model
+from probsae.interp.logit_effects import logit_effects
+
+
+def qwen3_with_spread_gain():
+    h = tiny_model("qwen3")
+    with torch.no_grad():
+        h.model.model.norm.weight.copy_(torch.rand(h.d_model, generator=torch.Generator().manual_seed(1)) * 5 - 2)
+    return h
+
+
+def test_effects_rank_tokens_by_the_folded_unembedding():
+    h = qwen3_with_spread_gain()
+    sae = build_sae("topk", d_in=h.d_model, d_sae=8, k=2)
+    effects, note = logit_effects(sae, h, n=5)
+    W = h.model.lm_head.weight.detach() * h.model.model.norm.weight.detach()
+    eff = sae.W_dec.detach() @ W.T
+    assert effects["pos_ids"].tolist() == eff.topk(5).indices.tolist()
+    assert effects["neg_ids"].tolist() == eff.topk(5, largest=False).indices.tolist()
+    torch.testing.assert_close(effects["pos_vals"], eff.topk(5).values)
+    unfolded = sae.W_dec.detach() @ h.model.lm_head.weight.detach().T
+    assert effects["pos_ids"].tolist() != unfolded.topk(5).indices.tolist()
+    assert "RMSNorm" in note and "model.norm" in note
+
+
+def test_layernorm_effects_are_centred():
+    h = tiny_model("gpt2")
+    with torch.no_grad():
+        h.model.transformer.ln_f.weight.copy_(torch.linspace(-2, 3, h.d_model))
+    sae = build_sae("topk", d_in=h.d_model, d_sae=4, k=2)
+    effects, note = logit_effects(sae, h, n=3)
+    d = sae.W_dec.detach()
+    eff = (d - d.mean(1, keepdim=True)) @ (h.model.lm_head.weight.detach() * torch.linspace(-2, 3, h.d_model)).T
+    torch.testing.assert_close(effects["pos_vals"], eff.topk(3).values, atol=1e-5, rtol=1e-5)
+    assert "LayerNorm" in note and "centred" in note
+
+
+def test_encoders_and_other_widths_have_no_effects():
+    bert = tiny_model("bert")
+    effects, note = logit_effects(build_sae("topk", d_in=bert.d_model, d_sae=4, k=2), bert)
+    assert effects is None and "not a causal LM" in note
+    gpt2 = tiny_model("gpt2")
+    effects, note = logit_effects(build_sae("topk", d_in=2 * gpt2.d_model, d_sae=4, k=2), gpt2)
+    assert effects is None and "unembedding width" in note
