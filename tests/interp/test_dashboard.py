@@ -115,10 +115,12 @@ def test_causal_lm_dashboard_shows_logit_effects(gpt2_run, tmp_path, chromium, c
     assert "(6 latents, 60 windows × 48 tokens)" in capsys.readouterr().out   # the run's context length
     data = json.loads((out / "data.json").read_text())
     assert data["window_len"] == 48 and data["logits"]["available"]
-    # logit effects = the top entries of W_dec · W_U, recomputed here
+    # logit effects = the top entries of W_dec · W_U with ln_f folded in, recomputed here (the random
+    # model's ln_f gain is 1: the fold is the LayerNorm's centring of the direction)
     sae, handle = load_sae(gpt2_run), load_model(str(gpt2_run.parent / "model"))
     L = data["latents"][0]
-    eff = (sae.W_dec[L["id"]] @ handle.model.get_output_embeddings().weight.T).detach()
+    d = sae.W_dec[L["id"]] - sae.W_dec[L["id"]].mean()
+    eff = (d * handle.model.transformer.ln_f.weight @ handle.model.get_output_embeddings().weight.T).detach()
     want = [handle.tokenizer.decode([int(i)]) for i in eff.topk(10).indices]
     assert [t for t, _ in L["logits"]["pos"]] == want
     assert L["logits"]["neg"][0][1] == pytest.approx(float(eff.min()), abs=1e-4)

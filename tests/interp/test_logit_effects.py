@@ -48,3 +48,23 @@ def test_encoders_and_other_widths_have_no_effects():
     gpt2 = tiny_model("gpt2")
     effects, note = logit_effects(build_sae("topk", d_in=2 * gpt2.d_model, d_sae=4, k=2), gpt2)
     assert effects is None and "unembedding width" in note
+
+
+def test_a_cache_written_before_the_fold_is_reused_with_its_effects_rewritten(tiny_setup, tmp_path):
+    import json
+
+    from probsae.interp.latent_cache_writer import build_latent_cache
+
+    handle, docs, sae = tiny_setup
+    cache = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=8)
+    want = cache.logit_effects()
+    man = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    old_note = "W_dec · W_U (direct effect on the logits, no final norm)"   # as written before the fold
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps({**man, "logit_note": old_note}))
+    (tmp_path / "c" / "logits.safetensors").unlink()
+    chunks = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "c").glob("chunk_*")}
+    again = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=8)
+    assert "folded into the unembedding" in again.manifest["logit_note"]
+    assert all((again.logit_effects()[k] == want[k]).all() for k in want)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "c").glob("chunk_*")} == chunks   # not re-encoded
+    assert build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=8).manifest == again.manifest

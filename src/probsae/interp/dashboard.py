@@ -3,7 +3,7 @@
 ``write_dashboard`` writes one self-contained ``index.html`` (inline CSS and JavaScript, data
 embedded as JSON, no CDN) and ``data.json``. Per latent: firing density (marked on the density
 histogram of every latent), activation histogram, the top positive and negative logit effects
-(W_dec·W_U, causal LMs), top-activating contexts centred on the strongest token with its left
+(W_dec·W_U, final norm folded, causal LMs), top-activating contexts centred on the strongest token with its left
 context, examples from each activation-percentile bucket, a warning when the latent fires mostly at
 the first token of a window (an artefact of how text is cut into windows), explanations and scores
 from ``probsae autointerp``, and for an architecture that declares ``gate_logits`` the gate panel: the distribution of pre-gate scores

@@ -5,7 +5,7 @@ A cache directory holds::
     manifest.json                 metadata (model, hook, corpus, SAE, window length, chunk list)
     stats.safetensors             per-latent totals: token/window firing counts, max and sum of |act|
     nonactivating.safetensors     per latent, a seeded sample of window ids where it never fires
-    logits.safetensors            causal LMs: top positive/negative W_dec·W_U entries per latent
+    logits.safetensors            causal LMs: top positive/negative W_dec·W_U entries per latent (final norm folded)
     chunk_00000.safetensors       one chunk of ``chunk_windows`` consecutive windows:
         tokens          (n, W) int32   token ids of each window (-1 = padding)
         keep            (n, W) bool    tokens whose activations were encoded (not special, not pad)
@@ -225,7 +225,7 @@ class LatentCache:
         return self.records([latent])[int(latent)]
 
     def logit_effects(self) -> dict[str, np.ndarray] | None:
-        """Top positive/negative W_dec·W_U entries per latent (``pos_ids``, ``pos_vals``,
+        """Top positive/negative W_dec·W_U entries per latent (final norm folded; ``pos_ids``, ``pos_vals``,
         ``neg_ids``, ``neg_vals``, each (d_sae, n)), or None (not a causal LM: see
         ``manifest["logit_note"]``)."""
         if not self.manifest.get("logit_effects"):

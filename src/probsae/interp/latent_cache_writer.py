@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..io import atomic_write, atomic_write_json
 from .encode import EncodedBatch, token_outputs
 from .latent_cache import FORMAT, LOGITS, MANIFEST, NONACT, STATS, VERSION, LatentCache, gate_beta_end
-from .logit_effects import logit_effects
+from .logit_effects import logit_effects, stale_logit_note
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -139,7 +139,7 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
     if (out / MANIFEST).is_file() and not overwrite:
         cache = LatentCache(out)
         if {k: cache.manifest.get(k) for k in settings} == settings and cache.manifest.get("complete"):
-            return cache
+            return _refresh_logits(out, cache, sae, handle, n_logits) if stale_logit_note(cache.manifest) else cache
     _check_inputs(sae, handle, hp, window_len)
     _clear(out)
     sae = sae.eval()
@@ -213,6 +213,14 @@ def _side_files(out: Path, sae, handle, n_logits: int) -> tuple[dict[str, torch.
     if effects is not None:
         _save(effects, out / LOGITS)
     return effects, logit_note
+
+
+def _refresh_logits(out: Path, cache: LatentCache, sae, handle, n_logits: int) -> LatentCache:
+    """A cache written before the final norm was folded into the unembedding: its logit effects
+    (and their note) rewritten, the rest reused."""
+    effects, note = _side_files(out, sae, handle, n_logits)
+    atomic_write_json(out / MANIFEST, {**cache.manifest, "logit_effects": effects is not None, "logit_note": note})
+    return LatentCache(out)
 
 
 def write_nonactivating(cache: LatentCache, n: int, seed: int) -> None:

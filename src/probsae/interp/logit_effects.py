@@ -10,12 +10,22 @@ import torch
 from ..data.errors import UnembeddingError
 
 
+#: Marks a ``logit_note`` of effects read through the folded unembedding.
+FOLDED = "folded into the unembedding"
+
+
 def logit_note(norm) -> str:
     """The manifest's ``logit_note`` for effects read through ``norm`` (a ``FinalNorm``)."""
     centring = ", centred over d_model" if norm.centred else ""
-    return (f"W_dec · diag(g) · W_U, the final {norm.kind} gain g ({norm.path}{centring}) folded into the "
-            "unembedding (direct effect on the logits, up to a positive factor; the norm's bias is a "
+    return (f"W_dec · diag(g) · W_U, the final {norm.kind} gain g ({norm.path}{centring}) {FOLDED} "
+            "(direct effect on the logits, up to a positive factor; the norm's bias is a "
             "constant per token and is left out)")
+
+
+def stale_logit_note(manifest: dict) -> bool:
+    """True for a causal LM's latent cache whose logit effects were written before the fold (no
+    final norm: the ranking can be wrong); such a cache is reused with its effects rewritten."""
+    return bool(manifest.get("is_causal")) and FOLDED not in str(manifest.get("logit_note", ""))
 
 
 def top_effects(W_dec: torch.Tensor, W: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
