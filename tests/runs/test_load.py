@@ -80,6 +80,25 @@ def test_top_examples_over_held_out_text_and_given_texts(run_dir):
         run.top_examples(10_000)
 
 
+def test_top_examples_window_each_text_on_its_own_and_name_it(run_dir):
+    run = probsae.load_run(run_dir)
+    texts = ["the model is a test of the data", "import module then class object type error"]
+    # packed together both texts (8 + 7 tokens, with BOS) would share one 16-token window
+    latents = [l for l, _, _ in run.encode_text(texts[1]).top_latents(4)]
+    seen = set()
+    for latent in latents:
+        for ex in run.top_examples(latent, n=10, texts=texts):
+            assert ex.text in (0, 1) and ex.window == 0
+            assert "".join(t for t in ex.tokens if t).strip() == texts[ex.text]     # no neighbour's context
+            want = run.encode_text(texts[ex.text]).dense()[:, latent].abs().max().item()
+            assert abs(ex.max_act) == pytest.approx(want, abs=1e-6)
+            seen.add(ex.text)
+    assert 1 in seen
+    one = run.top_examples(latents[0], n=1, texts=texts[1])                          # a single text
+    assert one[0].text == 0 and "".join(t for t in one[0].tokens if t).strip() == texts[1]
+    assert all(ex.text is None for ex in run.top_examples(latents[0], n=2))          # held-out: packed
+
+
 def test_a_saved_sae_without_metadata_is_refused_with_a_clear_message(tmp_path):
     probsae.build_sae("topk", d_in=8, d_sae=16, k=2).save(tmp_path / "bare")
     with pytest.raises(probsae.ConfigError, match="records no model/hook point"):

@@ -4,6 +4,7 @@
     enc = run.encode_text("def parse(path): return open(path).read()")
     enc.top_latents(5)                 # [(latent, max |act|, token), …]
     run.top_examples(latent=123, n=5)  # its strongest contexts in the run's held-out text
+    run.top_examples(123, texts=["…", "…"])  # or in given texts, each windowed on its own (ex.text)
 
 The model, hook point, context length and special-token handling come from the SAE's own metadata
 (config.json, written by ``probsae train`` / ``probsae sweep``); the model is loaded on first use.
@@ -67,9 +68,13 @@ class LatentExample:
     does not fire) and the strongest position."""
 
     window: int
+    """The window's index: in its text when ``text`` is set, else in the packed held-out windows."""
     tokens: list[str]
     acts: np.ndarray
     max_pos: int
+    text: int | None = None
+    """Index of the text it came from in ``top_examples(texts=...)``; None for the run's held-out
+    documents, which are packed into windows as in training."""
 
     @property
     def max_act(self) -> float:
@@ -132,6 +137,12 @@ class Run:
 
         return encode_windows(self.sae, self.model, self.hook, self._windows(docs, batch_size))
 
+    def _encode_each(self, texts: list[str], batch_size: int = 8):
+        """(text index, encoded batch) of each text windowed on its own (no window spans two texts)."""
+        for i, text in enumerate(texts):
+            for eb in self._encode([text], batch_size):
+                yield i, eb
+
     def encode_text(self, texts: str | list[str], batch_size: int = 8) -> EncodedText | list[EncodedText]:
         """Tokens and sparse codes of one text (an :class:`EncodedText`) or of each text of a list.
         Each text is windowed on its own exactly as training windowed documents (a text longer than
@@ -167,34 +178,35 @@ class Run:
         return list(split_documents(load_corpus(m.corpus, text_field=m.text_field), "holdout",
                                     holdout_every=m.holdout_every))
 
-    def top_examples(self, latent: int, n: int = 10, texts: list[str] | None = None) -> list[LatentExample]:
+    def top_examples(self, latent: int, n: int = 10, texts: str | list[str] | None = None) -> list[LatentExample]:
         """The ``n`` windows where ``latent`` fires most strongly (by max |code|), over ``texts``
-        (default: the run's held-out documents), windowed as in training. Encoding of the held-out
-        text is done once per Run."""
+        or, by default, the run's held-out documents (packed into windows as in training; encoded
+        once per Run). Given texts are windowed each on its own, as ``encode_text`` does (no context
+        from a neighbouring text), and each example's ``text`` is the index of its text."""
         from ..interp.latent_cache import token_pieces
 
         if not 0 <= int(latent) < self.sae.d_sae:
             raise ConfigError(f"latent {latent} out of range 0..{self.sae.d_sae - 1}")
         if texts is None:
             if self._heldout is None:
-                self._heldout = list(self._encode(self.held_out_texts()))
+                self._heldout = [(None, eb) for eb in self._encode(self.held_out_texts())]
             batches = self._heldout
         else:
-            batches = list(self._encode(texts))
+            batches = list(self._encode_each([texts] if isinstance(texts, str) else list(texts)))
         found = []
-        for eb in batches:
+        for text, eb in batches:
             m = eb.latent == int(latent)
             for w in torch.unique(eb.window[m]).tolist():
                 sel = m & (eb.window == w)
                 acts = np.zeros(eb.input_ids.shape[1], np.float32)
                 acts[eb.pos[sel].numpy()] = eb.act[sel].numpy()
-                found.append((float(np.abs(acts).max()), eb, w, acts))
+                found.append((float(np.abs(acts).max()), text, eb, w, acts))
         found.sort(key=lambda f: -f[0])
         out = []
-        for _, eb, w, acts in found[:n]:
+        for _, text, eb, w, acts in found[:n]:
             row = w - eb.first_window
             pieces = token_pieces(self.model.tokenizer, eb.input_ids[row].numpy(), eb.keep[row].numpy())
-            out.append(LatentExample(w, pieces, acts, int(np.abs(acts).argmax())))
+            out.append(LatentExample(w, pieces, acts, int(np.abs(acts).argmax()), text))
         return out
 
 
