@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -69,3 +70,72 @@ def test_cache_is_reused_and_reopens(tiny_setup, tmp_path):
     c2 = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=20)
     assert (tmp_path / "c" / "chunk_00000.safetensors").stat().st_mtime_ns == mtime
     assert LatentCache(tmp_path / "c").manifest == c2.manifest == c1.manifest
+
+
+def planted_cache(path, n_windows: int = 20, W: int = 64) -> LatentCache:
+    """A hand-written cache (d_sae 4, windows of W tokens, all encoded): latent 0 fires only at
+    positions 40–45, latent 1 on every token, latent 2 once per window at spread positions (a
+    normal latent), latent 3 at each window's first token."""
+    import json
+
+    from probsae.interp.encode import EncodedBatch
+    from probsae.interp.latent_cache_writer import _ChunkWriter, _Totals
+
+    trip = []
+    for w in range(n_windows):
+        trip += [(w, p, 0, 1.0 + 0.1 * (p - 40)) for p in range(40, 46)]
+        trip += [(w, p, 1, 0.5) for p in range(W)]
+        trip += [(w, 1 + (w * 3) % (W - 1), 2, 2.0 + w)]
+        trip += [(w, 0, 3, 3.0)]
+    trip.sort()
+    win, pos, lat, act = (torch.tensor(c) for c in zip(*trip))
+    ids = torch.arange(n_windows * W).reshape(n_windows, W) % 50
+    eb = EncodedBatch(ids, torch.ones(n_windows, W, dtype=torch.long), torch.ones(n_windows, W, dtype=torch.bool),
+                      0, win, pos.to(torch.int16), lat, act.float())
+    path.mkdir()
+    totals, writer = _Totals(4), _ChunkWriter(path, 4, W, group_size=2, chunk_windows=8, outputs=())
+    totals.add(eb)
+    writer.add(eb)
+    writer.flush()
+    totals.save(path / "stats.safetensors")
+    (path / "manifest.json").write_text(json.dumps({
+        "format": "probsae-latent-cache", "version": 2, "d_sae": 4, "window_len": W, "group_size": 2,
+        "n_tokens": totals.n_tokens, "chunks": writer.chunks, "token_outputs": [], "complete": True}))
+    return LatentCache(path)
+
+
+def test_planted_positional_dense_and_start_latents_are_flagged(tmp_path):
+    p = planted_cache(tmp_path / "c").profile()
+    assert p.flags(0) == ["positional"] and p.flags(1) == ["dense"]
+    assert p.flags(2) == [] and p.flags(3) == ["window-start"]
+    lo, hi, share = p.band
+    # the narrowest band with ≥ 80 % of the mass: 41–45 holds (1.1+…+1.5)/(1.0+…+1.5) = 6.5/7.5
+    assert p.bin_positions(int(lo[0]))[0] == 41 and p.bin_positions(int(hi[0]))[1] == 45
+    assert share[0] == pytest.approx(6.5 / 7.5, rel=1e-5) and share[2] < 0.8
+    assert p.flagged.tolist() == [True, True, False, True]
+    assert p.pos_mass[0, 40:46].sum() == pytest.approx(p.pos_mass[0].sum())
+    assert p.density[1] == 1.0 and p.max_act[2] == 21.0 and p.top_tokens[2, 0] == (19 * 64 + 1 + 57 % 63) % 50
+
+
+def test_a_cache_without_positions_file_gets_them_from_the_triplets(tmp_path):
+    """Caches written before positions.safetensors: the profile is computed on first read and saved."""
+    cache = planted_cache(tmp_path / "c")
+    assert not (cache.path / "positions.safetensors").exists()   # as an old cache
+    first = cache.profile()
+    assert (cache.path / "positions.safetensors").is_file()
+    again = LatentCache(cache.path).profile()
+    assert np.array_equal(first.pos_mass, again.pos_mass) and again.flags(0) == ["positional"]
+
+
+def test_build_writes_the_profile_and_a_rebuild_replaces_it(tiny_setup, tmp_path):
+    handle, docs, sae = tiny_setup
+    cache = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=20, window_len=32,
+                               n_nonactivating=4)
+    assert (cache.path / "positions.safetensors").is_file()
+    p = cache.profile()
+    assert p.pos_mass.shape == (sae.d_sae, 32)
+    assert np.allclose(p.pos_mass.sum(axis=1), cache.stats().sum_act, rtol=1e-4)
+    (cache.path / "positions.safetensors").write_bytes(b"stale")
+    build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=20, window_len=32,
+                       n_nonactivating=4, overwrite=True)
+    assert np.array_equal(LatentCache(cache.path).profile().pos_mass, p.pos_mass)
