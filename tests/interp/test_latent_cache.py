@@ -72,39 +72,7 @@ def test_cache_is_reused_and_reopens(tiny_setup, tmp_path):
     assert LatentCache(tmp_path / "c").manifest == c2.manifest == c1.manifest
 
 
-def planted_cache(path, n_windows: int = 20, W: int = 64) -> LatentCache:
-    """A hand-written cache (d_sae 4, windows of W tokens, all encoded): latent 0 fires only at
-    positions 40–45, latent 1 on every token, latent 2 once per window at spread positions (a
-    normal latent), latent 3 at each window's first token."""
-    import json
-
-    from probsae.interp.encode import EncodedBatch
-    from probsae.interp.latent_cache_writer import _ChunkWriter, _Totals
-
-    trip = []
-    for w in range(n_windows):
-        trip += [(w, p, 0, 1.0 + 0.1 * (p - 40)) for p in range(40, 46)]
-        trip += [(w, p, 1, 0.5) for p in range(W)]
-        trip += [(w, 1 + (w * 3) % (W - 1), 2, 2.0 + w)]
-        trip += [(w, 0, 3, 3.0)]
-    trip.sort()
-    win, pos, lat, act = (torch.tensor(c) for c in zip(*trip))
-    ids = torch.arange(n_windows * W).reshape(n_windows, W) % 50
-    eb = EncodedBatch(ids, torch.ones(n_windows, W, dtype=torch.long), torch.ones(n_windows, W, dtype=torch.bool),
-                      0, win, pos.to(torch.int16), lat, act.float())
-    path.mkdir()
-    totals, writer = _Totals(4), _ChunkWriter(path, 4, W, group_size=2, chunk_windows=8, outputs=())
-    totals.add(eb)
-    writer.add(eb)
-    writer.flush()
-    totals.save(path / "stats.safetensors")
-    (path / "manifest.json").write_text(json.dumps({
-        "format": "probsae-latent-cache", "version": 2, "d_sae": 4, "window_len": W, "group_size": 2,
-        "n_tokens": totals.n_tokens, "chunks": writer.chunks, "token_outputs": [], "complete": True}))
-    return LatentCache(path)
-
-
-def test_planted_positional_dense_and_start_latents_are_flagged(tmp_path):
+def test_planted_positional_dense_and_start_latents_are_flagged(tmp_path, planted_cache):
     p = planted_cache(tmp_path / "c").profile()
     assert p.flags(0) == ["positional"] and p.flags(1) == ["dense"]
     assert p.flags(2) == [] and p.flags(3) == ["window-start"]
@@ -117,7 +85,7 @@ def test_planted_positional_dense_and_start_latents_are_flagged(tmp_path):
     assert p.density[1] == 1.0 and p.max_act[2] == 21.0 and p.top_tokens[2, 0] == (19 * 64 + 1 + 57 % 63) % 50
 
 
-def test_a_cache_without_positions_file_gets_them_from_the_triplets(tmp_path):
+def test_a_cache_without_positions_file_gets_them_from_the_triplets(tmp_path, planted_cache):
     """Caches written before positions.safetensors: the profile is computed on first read and saved."""
     cache = planted_cache(tmp_path / "c")
     assert not (cache.path / "positions.safetensors").exists()   # as an old cache
