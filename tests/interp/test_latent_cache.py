@@ -107,3 +107,15 @@ def test_build_writes_the_profile_and_a_rebuild_replaces_it(tiny_setup, tmp_path
     build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=20, window_len=32,
                        n_nonactivating=4, overwrite=True)
     assert np.array_equal(LatentCache(cache.path).profile().pos_mass, p.pos_mass)
+
+
+def test_a_read_only_old_cache_still_gets_its_profile(tmp_path, planted_cache, monkeypatch):
+    import probsae.io
+    from probsae.errors import FileIOError
+
+    def refuse(dest, write):
+        raise FileIOError(f"{dest}: read-only file system")
+
+    cache = planted_cache(tmp_path / "c")
+    monkeypatch.setattr(probsae.io, "atomic_write", refuse)
+    assert cache.profile().flags(1) == ["dense"] and not (cache.path / "positions.safetensors").exists()

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import FileIOError, InputError
 from .encode import token_outputs
 
 MANIFEST = "manifest.json"
@@ -249,10 +249,12 @@ class LatentCache:
             p = load_file(str(path))
         else:
             p = compute_positions(self)
+            from safetensors.numpy import save_file
+
+            from ..io import atomic_write
             try:
-                from safetensors.numpy import save_file
-                save_file(p, str(path))
-            except OSError:
+                atomic_write(path, lambda tmp: save_file(p, str(tmp)))
+            except FileIOError:
                 pass   # a read-only cache: recomputed on each open
         st = self.stats()
         ww = np.maximum(st.token_counts, 1)
