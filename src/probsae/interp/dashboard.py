@@ -176,7 +176,7 @@ def latent_index(cache: LatentCache, p: LatentProfile) -> list[list]:
     out = []
     for l in alive.tolist():
         ids = [int(t) for t in p.top_tokens[l] if t >= 0]
-        out.append([l, float(p.density[l]), round(float(p.max_act[l]), 4), p.flags(l),
+        out.append([l, float(f"{p.density[l]:.4g}"), round(float(p.max_act[l]), 4), p.flags(l),
                     " ".join(t.strip() or repr(t) for t in _decode(tok, ids))])
     return out
 
