@@ -115,6 +115,7 @@ class Run:
                               "with probsae train")
         self._model = None
         self._heldout = None
+        self._profile = None
 
     @property
     def hook(self) -> str:
@@ -176,7 +177,9 @@ class Run:
         cache of this SAE (``RUN/interp/latent_cache/*``, as ``probsae dashboard`` builds), or None."""
         from ..interp.latent_cache_writer import find_profile
 
-        return find_profile(self.path, self.sae)
+        if self._profile is None:   # looked up again until a cache exists
+            self._profile = find_profile(self.path, self.sae)
+        return self._profile
 
     def held_out_texts(self) -> list[str]:
         """The documents of the run's corpus that training never saw (every ``holdout_every``-th)."""
