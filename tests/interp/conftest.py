@@ -98,3 +98,43 @@ def tiny_setup():
     sae = probsae.build_sae("prob_topk", d_in=handle.d_model, d_sae=48, k=4)
     sae.init_from_data(torch.randn(64, handle.d_model))
     return handle, docs, sae
+
+
+def _planted_cache(path, n_windows: int = 20, W: int = 64, tokenizer=None):
+    """A hand-written cache (d_sae 4, windows of W tokens, all encoded): latent 0 fires only at
+    positions 40–45, latent 1 on every token, latent 2 once per window at spread positions (a
+    normal latent), latent 3 at each window's first token."""
+    from probsae.interp import LatentCache
+    from probsae.interp.encode import EncodedBatch
+    from probsae.interp.latent_cache_writer import _ChunkWriter, _Totals
+
+    trip = []
+    for w in range(n_windows):
+        trip += [(w, p, 0, 1.0 + 0.1 * (p - 40)) for p in range(40, 46)]
+        trip += [(w, p, 1, 0.5) for p in range(W)]
+        trip += [(w, 1 + (w * 3) % (W - 1), 2, 2.0 + w)]
+        trip += [(w, 0, 3, 3.0)]
+    trip.sort()
+    win, pos, lat, act = (torch.tensor(c) for c in zip(*trip))
+    ids = torch.arange(n_windows * W).reshape(n_windows, W) % 50
+    eb = EncodedBatch(ids, torch.ones(n_windows, W, dtype=torch.long), torch.ones(n_windows, W, dtype=torch.bool),
+                      0, win, pos.to(torch.int16), lat, act.float())
+    path.mkdir()
+    totals, writer = _Totals(4), _ChunkWriter(path, 4, W, group_size=2, chunk_windows=8, outputs=())
+    totals.add(eb)
+    writer.add(eb)
+    writer.flush()
+    totals.save(path / "stats.safetensors")
+    (path / "manifest.json").write_text(json.dumps({
+        "format": "probsae-latent-cache", "version": 2, "d_sae": 4, "window_len": W, "group_size": 2,
+        "n_tokens": totals.n_tokens, "chunks": writer.chunks, "token_outputs": [], "complete": True}))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(path / "tokenizer"))
+    return LatentCache(path)
+
+
+@pytest.fixture
+def planted_cache():
+    """``planted_cache(path, n_windows=20, W=64, tokenizer=None)``: a hand-written latent cache with
+    a positional (0), a dense (1), a normal (2) and a window-start (3) latent."""
+    return _planted_cache

@@ -172,6 +172,11 @@ def test_encoder_dashboard_renders_in_chromium(trained_run, tmp_path, chromium, 
     n_match = sum(word in l["search"] for l in data["latents"])
     r3 = dom(chromium, tmp_path / "profile", html.as_uri() + f"?q={word}")
     assert f"{n_match} / 12 latents match" in r3
+    # flags, position histogram; the search also finds alive latents that have no page here
+    assert "position-panel" in page and ">position in window<" in page and ">flags<" in page
+    off = next(r for r in data["index"] if r[0] not in {l["id"] for l in data["latents"]})
+    r4 = dom(chromium, tmp_path / "profile", html.as_uri() + f"?q={off[0]}")
+    assert f'data-off="{off[0]}"' in r4 and "more not on this page" in r4
 
 
 def test_order_interp_renders_exactly_the_scored_latents(trained_run, tmp_path, capsys):
@@ -339,3 +344,28 @@ def test_dashboard_out_of_user_files_is_refused_unless_force(trained_run, tmp_pa
     assert main([*argv, "--force"]) == 0
     assert json.loads((mine / "data.json").read_text())["format"] == "probsae-dashboard"
     assert main(argv) == 0
+
+
+def test_latent_pages_carry_flags_position_histogram_and_the_search_index(tmp_path, planted_cache, minilm):
+    from probsae.interp.dashboard import dashboard_data
+
+    cache = planted_cache(tmp_path / "c", tokenizer=minilm.tokenizer)
+    data = dashboard_data(cache, [0, 1, 2, 3], n_top=3, progress=False)
+    by = {l["id"]: l for l in data["latents"]}
+    assert by[0]["flags"] == ["positional"] and by[0]["band"][:2] == [41, 45]
+    assert by[1]["flags"] == ["dense"] and by[2]["flags"] == [] and by[3]["flags"] == ["window-start"]
+    assert by[3]["start_flag"] and not by[0]["start_flag"]
+    h = by[0]["pos_hist"]
+    assert len(h["counts"]) == 64 and h["edges"][40] == 40 and sum(h["counts"][40:46]) == pytest.approx(sum(h["counts"]))
+    assert by[1]["max_act"] == 0.5 and by[2]["density"] == pytest.approx(20 / 1280)
+    assert [r[0] for r in data["index"]] == [0, 1, 2, 3] and data["index"][1][3] == ["dense"]
+    assert data["thresholds"]["dense"] == 0.10
+
+
+def test_order_frequent_sorts_by_density_then_max_activation(tmp_path, planted_cache):
+    from probsae.interp.dashboard import choose_dashboard_latents
+
+    cache = planted_cache(tmp_path / "c")
+    # every latent fires in all 20 windows (the old order: ties kept in id order); by density:
+    # 1 (100 %), 0 (6/64), then 2 and 3 tie at 1/64 and the larger max activation (2: 21 > 3: 3) wins
+    assert choose_dashboard_latents(cache, 4, order="frequent") == [1, 0, 2, 3]

@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -69,3 +70,52 @@ def test_cache_is_reused_and_reopens(tiny_setup, tmp_path):
     c2 = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=20)
     assert (tmp_path / "c" / "chunk_00000.safetensors").stat().st_mtime_ns == mtime
     assert LatentCache(tmp_path / "c").manifest == c2.manifest == c1.manifest
+
+
+def test_planted_positional_dense_and_start_latents_are_flagged(tmp_path, planted_cache):
+    p = planted_cache(tmp_path / "c").profile()
+    assert p.flags(0) == ["positional"] and p.flags(1) == ["dense"]
+    assert p.flags(2) == [] and p.flags(3) == ["window-start"]
+    lo, hi, share = p.band
+    # the narrowest band with ≥ 80 % of the mass: 41–45 holds (1.1+…+1.5)/(1.0+…+1.5) = 6.5/7.5
+    assert p.bin_positions(int(lo[0]))[0] == 41 and p.bin_positions(int(hi[0]))[1] == 45
+    assert share[0] == pytest.approx(6.5 / 7.5, rel=1e-5) and share[2] < 0.8
+    assert p.flagged.tolist() == [True, True, False, True]
+    assert p.pos_mass[0, 40:46].sum() == pytest.approx(p.pos_mass[0].sum())
+    assert p.density[1] == 1.0 and p.max_act[2] == 21.0 and p.top_tokens[2, 0] == (19 * 64 + 1 + 57 % 63) % 50
+
+
+def test_a_cache_without_positions_file_gets_them_from_the_triplets(tmp_path, planted_cache):
+    """Caches written before positions.safetensors: the profile is computed on first read and saved."""
+    cache = planted_cache(tmp_path / "c")
+    assert not (cache.path / "positions.safetensors").exists()   # as an old cache
+    first = cache.profile()
+    assert (cache.path / "positions.safetensors").is_file()
+    again = LatentCache(cache.path).profile()
+    assert np.array_equal(first.pos_mass, again.pos_mass) and again.flags(0) == ["positional"]
+
+
+def test_build_writes_the_profile_and_a_rebuild_replaces_it(tiny_setup, tmp_path):
+    handle, docs, sae = tiny_setup
+    cache = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=20, window_len=32,
+                               n_nonactivating=4)
+    assert (cache.path / "positions.safetensors").is_file()
+    p = cache.profile()
+    assert p.pos_mass.shape == (sae.d_sae, 32)
+    assert np.allclose(p.pos_mass.sum(axis=1), cache.stats().sum_act, rtol=1e-4)
+    (cache.path / "positions.safetensors").write_bytes(b"stale")
+    build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=20, window_len=32,
+                       n_nonactivating=4, overwrite=True)
+    assert np.array_equal(LatentCache(cache.path).profile().pos_mass, p.pos_mass)
+
+
+def test_a_read_only_old_cache_still_gets_its_profile(tmp_path, planted_cache, monkeypatch):
+    import probsae.io
+    from probsae.errors import FileIOError
+
+    def refuse(dest, write):
+        raise FileIOError(f"{dest}: read-only file system")
+
+    cache = planted_cache(tmp_path / "c")
+    monkeypatch.setattr(probsae.io, "atomic_write", refuse)
+    assert cache.profile().flags(1) == ["dense"] and not (cache.path / "positions.safetensors").exists()

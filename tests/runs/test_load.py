@@ -113,3 +113,38 @@ def test_every_file_of_a_run_is_readable_by_colleagues(run_dir):
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert {"sae.safetensors", "config.json", "checkpoint.safetensors", "log.jsonl", "metrics.json"} <= {p.name for p in files}
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}
+
+
+def _profile(max_act, dense=()):
+    """A LatentProfile of len(max_act) latents, those in ``dense`` firing on 50 % of tokens."""
+    import numpy as np
+
+    from probsae.interp.latent_cache import LatentProfile
+
+    d = len(max_act)
+    density = np.array([0.5 if l in dense else 0.001 for l in range(d)])
+    pos_mass = np.ones((d, 16), np.float32)   # spread over every position: not positional
+    return LatentProfile(density, np.asarray(max_act, np.float32), pos_mass, np.zeros(d), np.full(d, 100),
+                         np.full((d, 5), -1), 16)
+
+
+def test_top_latents_rank_by_code_relative_to_each_latents_max_and_leave_flagged_out():
+    # latent 1: code 10 of max 100 (0.1); latent 2: 2 of 2.5 (0.8); latent 3 (dense): 3 of 3 (1.0);
+    # latent 0: -4 of 5 (0.8, larger |code| than latent 2, so before it)
+    enc = probsae.runs.load.EncodedText("a b", torch.tensor([7, 8]), ["a", " b"],
+                                        torch.tensor([[1, 3], [2, 0]]), torch.tensor([[10.0, 3.0], [2.0, -4.0]]), 4)
+    assert [l for l, _, _ in enc.top_latents(4)] == [1, 0, 3, 2]          # no profile: raw |code|
+    enc.profile = _profile([5, 100, 2.5, 3], dense={3})
+    assert enc.top_latents(4, exclude_flagged=False) == [(3, 3.0, "a"), (0, -4.0, " b"), (2, 2.0, " b"), (1, 10.0, "a")]
+    assert [l for l, _, _ in enc.top_latents(4)] == [0, 2, 1]             # the dense latent left out
+    assert [l for l, _, _ in enc.top_latents(1)] == [0]
+
+
+def test_encode_text_attaches_the_profile_of_the_runs_latent_cache(run_dir):
+    from probsae.interp.pipeline import ensure_cache, resolve_run
+
+    run = probsae.load_run(run_dir)
+    assert run.encode_text("the model").profile is None          # no latent cache yet: raw ranking
+    ensure_cache(resolve_run(run_dir), n_windows=16, window_len=16, batch_size=8)
+    p = probsae.load_run(run_dir).encode_text("the model is a test").profile
+    assert p is not None and p.pos_mass.shape == (run.sae.d_sae, 16)

@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-latents", type=int, default=100, help="latents to include")
     p.add_argument("--latents", default=None, help="explicit comma-separated latent ids")
     p.add_argument("--order", choices=("random", "frequent", "id", "interp"), default="random",
-                   help="which alive latents to include (interp: those scored by 'probsae autointerp')")
+                   help="which alive latents to include (frequent: highest firing density first, ties by max activation; "
+                   "interp: those scored by 'probsae autointerp')")
     p.add_argument("--n-top", type=int, default=10, help="top-activating contexts per latent")
     p.add_argument("--per-bucket", type=int, default=3, help="examples per activation-percentile bucket")
     p.add_argument("--n-buckets", type=int, default=None,

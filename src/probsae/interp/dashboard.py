@@ -4,12 +4,15 @@
 embedded as JSON, no CDN) and ``data.json``. Per latent: firing density (marked on the density
 histogram of every latent), activation histogram, the top positive and negative logit effects
 (W_dec·W_U, final norm folded, causal LMs), top-activating contexts centred on the strongest token with its left
-context, examples from each activation-percentile bucket, a warning when the latent fires mostly at
-the first token of a window (an artefact of how text is cut into windows), explanations and scores
+context, examples from each activation-percentile bucket, the latent's position histogram
+(|activation| mass per window-position bin) and flags (``LatentProfile``: dense, window-start, i.e.
+firing mostly at the first token of a window, an artefact of how text is cut into windows, and
+positional), explanations and scores
 from ``probsae autointerp``, and for an architecture that declares ``gate_logits`` the gate panel: the distribution of pre-gate scores
 LayerNorm(a) at the firing tokens. (Gate probabilities σ(score/β) carry no information there: with
 the trained β = 1e-4, and already at the schedule's midpoint β ≈ 0.02, every firing token's gate
-reads 1.00.) Search by latent id, context text or explanation.
+reads 1.00.) Search by latent id, context text or explanation; the search also lists every other
+alive latent of the cache by id or top tokens (``index``: density, max activation, flags).
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write_json, atomic_write_text, check_output_dir, dumps_json
-from .latent_cache import LatentCache, LatentRecord, token_pieces
+from .latent_cache import START_SHARE, LatentCache, LatentProfile, LatentRecord, token_pieces
 from .sampling import assign_buckets, bucket_edges
 
 FORMAT = "probsae-dashboard"
 """The ``format`` field of ``data.json``: how a dashboard directory is recognised as ours."""
-START_FLAG = 0.5
+START_FLAG = START_SHARE
 """A latent is flagged as a window-start latent when at least this share of its firing tokens, or
 of its top contexts, sit at a window's first encoded token."""
 
@@ -158,6 +161,26 @@ def _density_hist(stats) -> dict[str, Any]:
     return h
 
 
+def _profile_fields(p: LatentProfile, l: int) -> dict[str, Any]:
+    """A latent's flags, position histogram and band (positions) for its page."""
+    lo, hi, share = p.band
+    edges = [p.bin_positions(b)[0] for b in range(p.pos_mass.shape[1])] + [p.window_len]
+    return {"flags": p.flags(l), "pos_hist": {"counts": [round(float(v), 4) for v in p.pos_mass[l]], "edges": edges},
+            "band": [p.bin_positions(int(lo[l]))[0], p.bin_positions(int(hi[l]))[1], round(float(share[l]), 4)]}
+
+
+def latent_index(cache: LatentCache, p: LatentProfile) -> list[list]:
+    """Every alive latent as [id, density, max activation, flags, top tokens] (the sidebar search)."""
+    alive = np.flatnonzero(p.window_counts > 0)
+    tok = cache.tokenizer
+    out = []
+    for l in alive.tolist():
+        ids = [int(t) for t in p.top_tokens[l] if t >= 0]
+        out.append([l, float(f"{p.density[l]:.4g}"), round(float(p.max_act[l]), 4), p.flags(l),
+                    " ".join(t.strip() or repr(t) for t in _decode(tok, ids))])
+    return out
+
+
 def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n_per_bucket: int = 3,
                    n_buckets: int | None = None, seed: int = 0, title: str = "", run_dir: Path | None = None,
                    context_left: int = 32, context_right: int = 8, progress: bool = True) -> dict:
@@ -167,6 +190,7 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
     from ..progress import bar as progress_bar
 
     stats = cache.stats()
+    profile = cache.profile()
     m = cache.manifest
     ctx = _Contexts(cache, context_left, context_right)
     interp, interp_buckets = _interp_results(run_dir)
@@ -184,7 +208,8 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
             "id": int(l), "density": float(stats.density[l]), "windows": int(stats.window_counts[l]),
             "tokens": int(stats.token_counts[l]), "max_act": float(stats.max_act[l]),
             "mean_act": float(stats.sum_act[l] / max(stats.token_counts[l], 1)),
-            "hist": _hist(firing), "top": [], "buckets": [], "interp": interp.get(int(l), {})}
+            "hist": _hist(firing), "top": [], "buckets": [], "interp": interp.get(int(l), {}),
+            **_profile_fields(profile, l)}
         if len(rec):
             d["start_share"], _ = window_start_share(rec, first)
         if logits is not None:
@@ -223,7 +248,15 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
             "logits": {"available": logits is not None, "note": m.get("logit_note")},
             "gate": {"beta_end": m.get("gate_beta_end")} if "gate_logits" in cache.outputs else None,
             "context": {"left": context_left, "right": context_right}, "n_buckets": n_buckets,
-            "interp_buckets": interp_buckets, "latents": items}
+            "interp_buckets": interp_buckets, "latents": items, "index": latent_index(cache, profile),
+            "thresholds": _thresholds()}
+
+
+def _thresholds() -> dict[str, float]:
+    from . import latent_cache as lc
+
+    return {"dense": lc.DENSE_DENSITY, "start": lc.START_SHARE, "positional_mass": lc.POSITIONAL_MASS,
+            "positional_band": lc.POSITIONAL_BAND, "positional_min_windows": lc.POSITIONAL_MIN_WINDOWS}
 
 
 def json_for_script(data: Any) -> str:
@@ -243,12 +276,13 @@ def render_html(data: dict) -> str:
 
 
 def choose_dashboard_latents(cache: LatentCache, n: int, seed: int = 0, order: str = "random") -> list[int]:
-    """``n`` alive latents: 'random' (seeded), 'frequent' (most windows first) or 'id'.
-    (:func:`write_dashboard` also takes 'interp': the latents scored by ``probsae autointerp``.)"""
+    """``n`` alive latents: 'random' (seeded), 'frequent' (highest firing density first, ties by
+    larger max activation) or 'id'. (:func:`write_dashboard` also takes 'interp': the latents scored
+    by ``probsae autointerp``.)"""
     st = cache.stats()
     alive = np.flatnonzero(st.window_counts > 0)
     if order == "frequent":
-        return [int(x) for x in alive[np.argsort(-st.window_counts[alive], kind="stable")][:n]]
+        return [int(x) for x in alive[np.lexsort((-st.max_act[alive], -st.density[alive]))][:n]]
     if order == "id":
         return [int(x) for x in alive[:n]]
     return sorted(int(x) for x in np.random.default_rng(seed).permutation(alive)[:n])

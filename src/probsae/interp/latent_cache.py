@@ -5,6 +5,10 @@ A cache directory holds::
     manifest.json                 metadata (model, hook, corpus, SAE, window length, chunk list)
     stats.safetensors             per-latent totals: token/window firing counts, max and sum of |act|
     nonactivating.safetensors     per latent, a seeded sample of window ids where it never fires
+    positions.safetensors         per latent: |act| mass per window-position bin, firing tokens at a
+                                  window's first encoded token, top token ids (``LatentProfile``;
+                                  caches written before it have it computed from the triplets on
+                                  first read)
     logits.safetensors            causal LMs: top positive/negative W_dec·W_U entries per latent (final norm folded)
     chunk_00000.safetensors       one chunk of ``chunk_windows`` consecutive windows:
         tokens          (n, W) int32   token ids of each window (-1 = padding)
@@ -33,18 +37,38 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import FileIOError, InputError
 from .encode import token_outputs
 
 MANIFEST = "manifest.json"
 STATS = "stats.safetensors"
 NONACT = "nonactivating.safetensors"
 LOGITS = "logits.safetensors"
+POSITIONS = "positions.safetensors"
+MAX_POSITION_BINS = 256
+"""Window positions are summed into at most this many equal bins (one bin per position up to it)."""
+DENSE_DENSITY = 0.10
+"""A latent is flagged *dense* when it fires on more than this fraction of encoded tokens (the
+"fires on 10–50 % of tokens" range that Sun et al. 2025, *Dense SAE latents are features, not
+bugs*, study as dense latents)."""
+START_SHARE = 0.5
+"""A latent is flagged *window start* when at least this share of its firing tokens sit at a
+window's first encoded token (an artefact of how text is cut into windows)."""
+POSITIONAL_MASS = 0.8
+"""A latent is flagged *positional* when at least this share of its |activation| mass sits ..."""
+POSITIONAL_BAND = 0.10
+"""... within one contiguous band of at most this fraction of the window length (and it is not a
+window-start latent, which has its own flag)."""
+POSITIONAL_MIN_WINDOWS = 10
+"""The positional flag needs the latent to fire in at least this many windows (a latent seen in
+two windows is trivially concentrated)."""
+N_TOP_TOKENS = 5
 FORMAT = "probsae-latent-cache"
 VERSION = 2
 
@@ -98,6 +122,83 @@ class LatentStats:
         return self.token_counts > 0
 
 
+@dataclass
+class LatentProfile:
+    """What a researcher checks first about each latent, over the whole cache (arrays over d_sae).
+
+    Attributes:
+        density: fraction of encoded tokens on which the latent fires.
+        max_act: largest |code| seen.
+        pos_mass: (d_sae, bins) sum of |code| per window-position bin (bin b covers positions
+            ``b*W//bins`` .. ``(b+1)*W//bins - 1``).
+        start_share: share of the latent's firing tokens at a window's first encoded token.
+        window_counts: windows in which the latent fires.
+        top_tokens: (d_sae, N_TOP_TOKENS) ids of the distinct tokens of its strongest firings (-1 pad).
+        window_len: W, the cache's window length.
+    """
+
+    density: np.ndarray
+    max_act: np.ndarray
+    pos_mass: np.ndarray
+    start_share: np.ndarray
+    window_counts: np.ndarray
+    top_tokens: np.ndarray
+    window_len: int
+
+    @cached_property
+    def band(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(first bin, last bin, share of mass) of each latent's narrowest contiguous band of bins
+        holding ≥ ``POSITIONAL_MASS`` of its |act| mass, among bands of at most
+        ``POSITIONAL_BAND`` × bins bins (the heaviest such band where none holds enough)."""
+        bins = self.pos_mass.shape[1]
+        width = max(1, int(POSITIONAL_BAND * bins))
+        total = np.maximum(self.pos_mass.sum(axis=1, keepdims=True), 1e-30)
+        cum = np.concatenate([np.zeros((len(total), 1)), np.cumsum(self.pos_mass / total, axis=1)], axis=1)
+        best_w = np.full(len(total), width, np.int64)
+        best_lo = np.zeros(len(total), np.int64)
+        best_share = np.zeros(len(total))
+        for w in range(width, 0, -1):   # narrower bands overwrite wider ones when they hold enough
+            share = cum[:, w:] - cum[:, :-w]
+            lo = share.argmax(axis=1)
+            s = share[np.arange(len(total)), lo]
+            take = (s >= POSITIONAL_MASS) | (w == width)
+            best_w[take], best_lo[take], best_share[take] = w, lo[take], s[take]
+        return best_lo, best_lo + best_w - 1, best_share
+
+    @property
+    def dense(self) -> np.ndarray:
+        return self.density > DENSE_DENSITY
+
+    @property
+    def window_start(self) -> np.ndarray:
+        return (self.start_share >= START_SHARE) & (self.window_counts > 0)
+
+    @property
+    def positional(self) -> np.ndarray:
+        share = self.band[2]
+        return (share >= POSITIONAL_MASS) & (self.window_counts >= POSITIONAL_MIN_WINDOWS) & ~self.window_start
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """Latents with any flag (dense, window start, positional)."""
+        return self.dense | self.window_start | self.positional
+
+    def flags(self, latent: int) -> list[str]:
+        """The flags of one latent: ``dense``, ``window-start``, ``positional``."""
+        names = (("dense", self.dense), ("window-start", self.window_start), ("positional", self.positional))
+        return [n for n, a in names if a[int(latent)]]
+
+    def bin_positions(self, b: int) -> tuple[int, int]:
+        """(first, last) window position of bin ``b``."""
+        bins = self.pos_mass.shape[1]
+        return b * self.window_len // bins, (b + 1) * self.window_len // bins - 1
+
+    def relative(self, latent: int, act: float) -> float:
+        """|act| over the latent's max |act| in the cache (the larger of the two when the text
+        beats the cache, so ≤ 1)."""
+        return abs(act) / max(float(self.max_act[int(latent)]), abs(act), 1e-30)
+
+
 def gate_beta_end(sae) -> float | None:
     """The gate temperature β an SAE with gate logits ends training with (its inference β, the
     ``gate_temperature`` it declares); None for architectures that declare no ``gate_logits``."""
@@ -137,6 +238,28 @@ class LatentCache:
         s = load_file(str(self.path / STATS))
         return LatentStats(s["token_counts"].numpy(), s["window_counts"].numpy(), s["max_act"].numpy(),
                            s["sum_act"].numpy(), int(self.manifest["n_tokens"]), self.n_windows)
+
+    def profile(self) -> LatentProfile:
+        """The :class:`LatentProfile` (``positions.safetensors``; computed from the triplets and
+        saved, where the directory is writable, for a cache written before that file existed)."""
+        from safetensors.numpy import load_file
+
+        path = self.path / POSITIONS
+        if path.is_file():
+            p = load_file(str(path))
+        else:
+            p = compute_positions(self)
+            from safetensors.numpy import save_file
+
+            from ..io import atomic_write
+            try:
+                atomic_write(path, lambda tmp: save_file(p, str(tmp)))
+            except FileIOError:
+                pass   # a read-only cache: recomputed on each open
+        st = self.stats()
+        ww = np.maximum(st.token_counts, 1)
+        return LatentProfile(st.density, st.max_act, p["pos_mass"], p["start_tokens"] / ww, st.window_counts,
+                             p["top_tokens"], self.window_len)
 
     # ---- tokens -----------------------------------------------------------------------------
     def _load_tokens(self) -> None:
@@ -251,6 +374,35 @@ class LatentCache:
             self._nonact = load_file(str(self.path / NONACT))["windows"].numpy()
         row = self._nonact[int(latent)]
         return row[row >= 0]
+
+
+def compute_positions(cache: LatentCache) -> dict[str, np.ndarray]:
+    """From the stored triplets: per latent, |act| mass per window-position bin (``pos_mass``),
+    firing tokens at a window's first encoded token (``start_tokens``) and the distinct token ids
+    of its strongest firings (``top_tokens``). One pass over the latent groups."""
+    W, d = cache.window_len, cache.d_sae
+    bins = min(W, MAX_POSITION_BINS)
+    first = cache.first_positions()
+    pos_mass = np.zeros((d, bins), np.float64)
+    start = np.zeros(d, np.int64)
+    top = np.full((d, N_TOP_TOKENS), -1, np.int64)
+    for g in range((d + cache.group_size - 1) // cache.group_size):
+        t = cache.group_triplets(g)
+        if not len(t["latent"]):
+            continue
+        lat, pos, win = t["latent"].astype(np.int64), t["pos"].astype(np.int64), t["window"].astype(np.int64)
+        a = np.abs(t["act"]).astype(np.float64)
+        pos_mass += np.bincount(lat * bins + pos * bins // W, weights=a, minlength=d * bins).reshape(d, bins)
+        start += np.bincount(lat[pos == first[win]], minlength=d)
+        ids = cache.tokens(win)[0][np.arange(len(win)), pos]
+        order = np.lexsort((-a, lat))
+        lat, ids = lat[order], ids[order]
+        bounds = np.searchsorted(lat, np.arange(d + 1))
+        for l in np.unique(lat):
+            seen = list(dict.fromkeys(ids[bounds[l]:bounds[l + 1]][:64].tolist()))[:N_TOP_TOKENS]
+            top[l, :len(seen)] = seen
+    return {"pos_mass": pos_mass.astype(np.float32), "start_tokens": start, "top_tokens": top}
+
 
 def token_pieces(tokenizer, ids: np.ndarray, keep: np.ndarray) -> list[str]:
     """Display strings of ``ids`` ('' for special/padding) whose concatenation is the decoded text.

@@ -16,7 +16,7 @@ import torch
 from ..errors import InputError
 from ..io import atomic_write, atomic_write_json
 from .encode import EncodedBatch, token_outputs
-from .latent_cache import FORMAT, LOGITS, MANIFEST, NONACT, STATS, VERSION, LatentCache, gate_beta_end
+from .latent_cache import FORMAT, LOGITS, MANIFEST, NONACT, POSITIONS, STATS, VERSION, LatentCache, gate_beta_end
 from .logit_effects import logit_effects, stale_logit_note
 
 
@@ -118,7 +118,8 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
 
     Three stages: :func:`~probsae.interp.encode.encode_windows` (model → hook → sparse codes and
     the architecture's declared extra outputs), per-latent totals, and a chunk writer. Then the stats, the tokenizer, the
-    logit effects (causal LMs) and the non-activating samples.
+    logit effects (causal LMs), the non-activating samples and the per-latent position
+    histograms (``LatentCache.profile``).
 
     Args:
         sae: a trained :class:`~probsae.SAE` (its ``d_in`` must match the hook's width).
@@ -156,6 +157,7 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
                 "special_ids": sorted(int(i) for i in handle.special_ids), "complete": False}
     atomic_write_json(out / MANIFEST, manifest)
     write_nonactivating(LatentCache(out), n_nonactivating, seed)
+    LatentCache(out).profile()   # writes positions.safetensors (position histograms, flags' inputs)
     manifest["complete"] = True
     atomic_write_json(out / MANIFEST, manifest)
     return LatentCache(out)
@@ -174,8 +176,9 @@ def _clear(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for p in out.glob("chunk_*.safetensors"):
         p.unlink()
-    if (out / MANIFEST).exists():
-        (out / MANIFEST).unlink()
+    for p in (out / MANIFEST, out / POSITIONS):
+        if p.exists():
+            p.unlink()
 
 
 def _encode_into(out: Path, sae, handle, hp, docs: Iterable[str], n_windows: int, window_len: int, batch_size: int,
@@ -255,6 +258,24 @@ def write_nonactivating(cache: LatentCache, n: int, seed: int) -> None:
                 pick = np.asarray(pick_set, dtype=np.int64)
             table[l, :len(pick)] = pick
     _save({"windows": torch.from_numpy(table)}, cache.path / NONACT)
+
+
+def find_profile(run_dir: str | os.PathLike, sae, cache_dir: str | os.PathLike | None = None):
+    """The :class:`~probsae.interp.latent_cache.LatentProfile` of ``cache_dir``, else of the
+    complete latent cache of ``sae`` under ``run_dir/interp/latent_cache/`` with the most tokens;
+    None if there is none."""
+    dirs = [Path(cache_dir)] if cache_dir else sorted((Path(run_dir) / "interp" / "latent_cache").glob("*/"))
+    best, fp = None, None
+    for d in dirs:
+        try:
+            c = LatentCache(d)
+        except InputError:
+            continue
+        fp = fp or sae_fingerprint(sae)
+        if c.manifest.get("complete") and c.manifest.get("sae_fingerprint") == fp and \
+                (best is None or c.manifest["n_tokens"] > best.manifest["n_tokens"]):
+            best = c
+    return best.profile() if best is not None else None
 
 
 def sae_fingerprint(sae) -> str:

@@ -38,6 +38,8 @@ class EncodedText:
     latents: torch.Tensor
     acts: torch.Tensor
     d_sae: int
+    profile: object = None
+    """The run's :class:`~probsae.interp.latent_cache.LatentProfile` (None: no latent cache yet)."""
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -50,16 +52,28 @@ class EncodedText:
         out[rows[ok], self.latents[ok]] = self.acts[ok]
         return out
 
-    def top_latents(self, n: int = 10) -> list[tuple[int, float, str]]:
-        """The ``n`` latents with the largest |code| anywhere in the text, as
-        (latent, signed code at its strongest token, that token)."""
+    def top_latents(self, n: int = 10, exclude_flagged: bool = True) -> list[tuple[int, float, str]]:
+        """The ``n`` strongest latents of the text, as (latent, signed code at its strongest token,
+        that token).
+
+        With a :class:`~probsae.interp.latent_cache.LatentProfile` (``profile``: the run's latent
+        cache, attached by ``Run.encode_text`` when one exists) latents rank by their code relative
+        to their own max |code| over the cache (ties: larger |code| first), and
+        ``exclude_flagged`` (default) leaves out dense, window-start and positional latents.
+        Without one they rank by raw |code| (a dense or window-start latent can then come first)."""
         best: dict[int, tuple[float, int]] = {}
         for t in range(len(self.tokens)):
             for l, a in zip(self.latents[t].tolist(), self.acts[t].tolist()):
                 if l >= 0 and abs(a) > abs(best.get(l, (0.0, 0))[0]):
                     best[l] = (a, t)
-        order = sorted(best.items(), key=lambda kv: -abs(kv[1][0]))[:n]
-        return [(l, a, self.tokens[t]) for l, (a, t) in order]
+        p = self.profile
+        if p is None:
+            order = sorted(best.items(), key=lambda kv: -abs(kv[1][0]))
+        else:
+            flagged = p.flagged if exclude_flagged else np.zeros(self.d_sae, bool)
+            order = sorted(((l, v) for l, v in best.items() if not flagged[l]),
+                           key=lambda kv: (-p.relative(kv[0], kv[1][0]), -abs(kv[1][0])))
+        return [(l, a, self.tokens[t]) for l, (a, t) in order[:n]]
 
 
 @dataclass
@@ -106,6 +120,7 @@ class Run:
                               "with probsae train")
         self._model = None
         self._heldout = None
+        self._profile = None
 
     @property
     def hook(self) -> str:
@@ -165,8 +180,17 @@ class Run:
             token_ids = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
             latents, acts = _pack(token_ids.shape[0], parts)
             pieces = token_pieces(self.model.tokenizer, token_ids.numpy(), np.ones(len(token_ids), bool))
-            out.append(EncodedText(text, token_ids, pieces, latents, acts, self.sae.d_sae))
+            out.append(EncodedText(text, token_ids, pieces, latents, acts, self.sae.d_sae, self.latent_profile()))
         return out[0] if single else out
+
+    def latent_profile(self):
+        """The :class:`~probsae.interp.latent_cache.LatentProfile` of the run's largest latent
+        cache of this SAE (``RUN/interp/latent_cache/*``, as ``probsae dashboard`` builds), or None."""
+        from ..interp.latent_cache_writer import find_profile
+
+        if self._profile is None:   # looked up again until a cache exists
+            self._profile = find_profile(self.path, self.sae)
+        return self._profile
 
     def held_out_texts(self) -> list[str]:
         """The documents of the run's corpus that training never saw (every ``holdout_every``-th)."""
