@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                                   context_left=args.context_left, context_right=args.context_right,
                                   progress=progress.enabled())
     why = " (the latents autointerp scored)" if args.order == "interp" and not latents else ""
-    print(f"wrote {html} ({shown} latents{why}, {cache.n_windows} windows × {cache.window_len} tokens = "
-          f"{cache.manifest.get('n_tokens', 0):,} encoded tokens); "
+    print(f"wrote {html} ({shown} latents{why}, {cache.n_windows} windows × {cache.window_len} tokens); "
+          f"{cache.manifest.get('n_tokens', 0):,} tokens encoded; "
           f"open file://{html.resolve()}")
     return 0
