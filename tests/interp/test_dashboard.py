@@ -369,3 +369,20 @@ def test_order_frequent_sorts_by_density_then_max_activation(tmp_path, planted_c
     # every latent fires in all 20 windows (the old order: ties kept in id order); by density:
     # 1 (100 %), 0 (6/64), then 2 and 3 tie at 1/64 and the larger max activation (2: 21 > 3: 3) wins
     assert choose_dashboard_latents(cache, 4, order="frequent") == [1, 0, 2, 3]
+
+
+def test_default_n_windows_is_capped_to_the_time_budget_an_explicit_one_is_not(trained_run, tmp_path, monkeypatch):
+    import probsae.interp.pipeline as pipeline
+    from probsae.errors import InputError
+    from probsae.interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S
+
+    seen = []
+
+    def fake_cache(info, **kw):
+        seen.append(kw)
+        raise InputError("stop")
+    monkeypatch.setattr(pipeline, "ensure_cache", fake_cache)
+    argv = ["dashboard", str(trained_run), "--out", str(tmp_path / "d"), "--no-progress"]
+    assert main(argv) == 2 and main([*argv, "--n-windows", "4096"]) == 2
+    assert (seen[0]["n_windows"], seen[0]["time_budget_s"]) == (DEFAULT_N_WINDOWS, TIME_BUDGET_S)
+    assert (seen[1]["n_windows"], seen[1]["time_budget_s"]) == (4096, None)

@@ -71,6 +71,8 @@ def test_autointerp_cli_offline(trained_run, tmp_path, capsys, monkeypatch):
     row = json.loads((out / "table2.json").read_text())["runs"][0]
     assert row["scorer"] == "embedding" and row["explanation_source"] == "top-tokens"
     assert row["n_latents"] == 8 and row["n_scored"] >= 30 and row["llm"] == {}
+    assert row["n_windows"] == 160 and row["window_len"] == 32 and row["n_tokens"] > 0   # what it rests on
+    assert f"rests on 160 windows × 32 tokens ({row['n_tokens']:,} encoded tokens)" in text
     assert all(b["mean"] is None or 0 <= b["mean"] <= 1 for b in row["buckets"])
     res = Path(row["results_dir"])                       # RUN/interp/<scorer>-<explainer>-<settings hash>
     assert res.parent == trained_run / "interp" and res.name.startswith("embedding-top-tokens-")

@@ -119,3 +119,42 @@ def test_a_read_only_old_cache_still_gets_its_profile(tmp_path, planted_cache, m
     cache = planted_cache(tmp_path / "c")
     monkeypatch.setattr(probsae.io, "atomic_write", refuse)
     assert cache.profile().flags(1) == ["dense"] and not (cache.path / "positions.safetensors").exists()
+
+
+def _fake_clock(step: float):
+    """A clock that advances ``step`` seconds per call (the first batch takes ``step``)."""
+    t = [0.0]
+
+    def clock():
+        t[0] += step
+        return t[0]
+    return clock
+
+
+def test_cost_line_is_said_after_the_first_batch_before_the_rest(tiny_setup, tmp_path, monkeypatch):
+    import probsae.progress
+
+    handle, docs, sae = tiny_setup
+    said = []
+    monkeypatch.setattr(probsae.progress, "say", lambda m: said.append((m, len(list((tmp_path / "c").glob("chunk_*"))))))
+    cache = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=40, batch_size=8,
+                               chunk_windows=8, clock=_fake_clock(1.0))
+    # first batch: 8 windows × 32 tokens in 1 s of the fake clock → 256 tokens/s, 40 × 32 tokens → 5 s
+    assert said == [("latent cache: 40 windows × 32 tokens = 1,280 tokens; measured 256 tokens/s on the first "
+                     "batch → about 0.1 min", 0)]
+    assert cache.n_windows == 40 and cache.manifest["estimate"] == {
+        "tokens_per_s": 256.0, "estimated_s": 5.0, "capped_from": None, "time_budget_s": None}
+    assert cache.manifest["n_tokens"] > 0
+
+
+def test_a_default_window_count_is_capped_to_the_budget_an_explicit_one_is_not(tiny_setup, tmp_path):
+    handle, docs, sae = tiny_setup
+    kw = dict(n_windows=40, batch_size=8, chunk_windows=8, clock=_fake_clock(1.0))
+    capped = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", time_budget_s=2.0, **kw)
+    # 2 s × 256 tokens/s / 32 tokens = 16 windows (two whole batches)
+    assert capped.n_windows == 16 and capped.manifest["n_windows_requested"] == 40
+    assert capped.manifest["estimate"]["capped_from"] == 40 and capped.manifest["estimate"]["time_budget_s"] == 2.0
+    again = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", time_budget_s=2.0, **kw)
+    assert again.manifest == capped.manifest  # the capped default is reused by the same default
+    explicit = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", **kw)
+    assert explicit.n_windows == 40 and explicit.manifest["estimate"]["capped_from"] is None

@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--model", default=None, help="model name/path (e.g. minilm, gpt2)")
     d.add_argument("--hook", default=None, help="hook point (e.g. resid_post.3)")
     d.add_argument("--corpus", default=None, help="corpus spec (pydoc, a .txt/.jsonl/.parquet file, hf:NAME)")
-    d.add_argument("--n-windows", type=int, default=4096, help="token windows encoded into the latent cache")
+    d.add_argument("--n-windows", type=int, default=None, help="token windows encoded into the latent cache (default "
+                   "4096, capped to what the model encodes in 10 min at the speed measured on the first batch)")
     d.add_argument("--window-len", type=int, default=32, help="tokens per window")
     d.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     d.add_argument("--cache-dir", default=None, help="latent cache directory (one run only; default "
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import progress
     from ..errors import ConfigError
     from ..extras import require
+    from ..interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S
     from ..interp.llm_client import LLMConfig
     from ..interp.pipeline import AutoInterpConfig, autointerp_runs, resolve_run
 
@@ -108,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
                            latents=args.latents, n_buckets=args.n_buckets, n_explain=args.n_explain,
                            n_test=args.n_test, n_nonact=args.n_nonact,
                            examples_per_prompt=args.examples_per_prompt, seed=args.seed,
-                           n_windows=args.n_windows, window_len=args.window_len,
+                           n_windows=args.n_windows or DEFAULT_N_WINDOWS, window_len=args.window_len,
+                           time_budget_s=None if args.n_windows else TIME_BUDGET_S,
                            batch_size=args.batch_size, cache_dir=args.cache_dir, device=args.device,
                            progress=progress.enabled(), llm=llm)
     cfg.validate()
@@ -121,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         return 143 if term else 130
     print(Path(res["markdown"]).read_text())
     for r in res["rows"]:
+        print(f"{r['label']}: rests on {r.get('n_windows')} windows × {r.get('window_len')} tokens "
+              f"({r.get('n_tokens') or 0:,} encoded tokens)")
         fails = []
         if r.get("explanation_failures"):
             fails.append(f"{r['explanation_failures']} explanation(s) failed")

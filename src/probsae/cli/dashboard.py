@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--model", default=None, help="model name/path (e.g. minilm, gpt2)")
     d.add_argument("--hook", default=None, help="hook point (e.g. resid_post.3)")
     d.add_argument("--corpus", default=None, help="corpus spec (pydoc, a .txt/.jsonl/.parquet file, hf:NAME)")
-    d.add_argument("--n-windows", type=int, default=4096, help="windows encoded (fewer if the corpus ends first)")
+    d.add_argument("--n-windows", type=int, default=None, help="windows encoded (fewer if the corpus ends first; default "
+                   "4096, capped to what the model encodes in 10 min at the speed measured on the first batch)")
     d.add_argument("--window-len", type=int, default=None,
                    help="tokens per window (default: the run's training context length)")
     d.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
@@ -52,6 +53,7 @@ def interrupted(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from .. import progress
     from ..errors import ConfigError
+    from ..interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S
     from ..interp.dashboard import check_dashboard_out, write_dashboard
     from ..interp.pipeline import ensure_cache, resolve_run
 
@@ -61,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "dashboard"
     check_dashboard_out(out, args.force)  # before the latent cache is built
     window_len = args.window_len or info.context_length or 128
-    cache = ensure_cache(info, n_windows=args.n_windows, window_len=window_len, batch_size=args.batch_size,
-                         cache_dir=args.cache_dir, device=args.device, seed=args.seed, progress=progress.enabled())
+    cache = ensure_cache(info, n_windows=args.n_windows or DEFAULT_N_WINDOWS, window_len=window_len,
+                         batch_size=args.batch_size, cache_dir=args.cache_dir, device=args.device, seed=args.seed,
+                         progress=progress.enabled(), time_budget_s=None if args.n_windows else TIME_BUDGET_S)
     latents = [int(x) for x in args.latents.split(",") if x] if args.latents else None
     html, shown = write_dashboard(cache, out, latents, n_latents=args.n_latents, order=args.order, seed=args.seed,
                                   force=args.force,
@@ -72,5 +75,6 @@ def run(args: argparse.Namespace) -> int:
                                   progress=progress.enabled())
     why = " (the latents autointerp scored)" if args.order == "interp" and not latents else ""
     print(f"wrote {html} ({shown} latents{why}, {cache.n_windows} windows × {cache.window_len} tokens); "
+          f"{cache.manifest.get('n_tokens', 0):,} tokens encoded; "
           f"open file://{html.resolve()}")
     return 0

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..io import atomic_write, atomic_write_json
+from .cost import Estimate, estimate
 from .encode import EncodedBatch, token_outputs
 from .latent_cache import FORMAT, LOGITS, MANIFEST, NONACT, POSITIONS, STATS, VERSION, LatentCache, gate_beta_end
 from .logit_effects import logit_effects, stale_logit_note
@@ -113,7 +114,8 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
                        n_windows: int = 4096, window_len: int = 32, batch_size: int = 16,
                        chunk_windows: int = 1024, group_size: int = 1024, n_nonactivating: int = 64,
                        seed: int = 0, meta: dict[str, Any] | None = None, progress: bool = False,
-                       overwrite: bool = False, n_logits: int = 10, exclude_special: bool = True) -> "LatentCache":
+                       overwrite: bool = False, n_logits: int = 10, exclude_special: bool = True,
+                       time_budget_s: float | None = None, clock=time.monotonic) -> "LatentCache":
     """Encode ``n_windows`` windows of ``window_len`` tokens and write a latent cache to ``out_dir``.
 
     Three stages: :func:`~probsae.interp.encode.encode_windows` (model → hook → sparse codes and
@@ -130,6 +132,11 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
         n_nonactivating: per latent, how many windows where it never fires to sample and store.
         exclude_special: never encode BOS/CLS/SEP/EOS/PAD positions (as training did by default).
         meta: extra metadata recorded in the manifest (model name, corpus spec, run dir...).
+        time_budget_s: ``n_windows`` is a default: cap it so the time estimated from the first
+            batch's speed stays under this many seconds (``cost.TIME_BUDGET_S``); None keeps it.
+            The estimate is printed (``progress.say``) after the first batch either way, and
+            recorded in the manifest (``estimate``) next to ``n_windows``/``n_tokens``.
+        clock: seconds (``time.monotonic``; tests pass a fake one).
     An existing complete cache with the same settings is reused unless ``overwrite``.
     """
     from ..data.hooks import HookPoint
@@ -139,21 +146,23 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
     settings = _settings(sae, hp, n_windows, window_len, n_nonactivating, seed, exclude_special)
     if (out / MANIFEST).is_file() and not overwrite:
         cache = LatentCache(out)
-        if {k: cache.manifest.get(k) for k in settings} == settings and cache.manifest.get("complete"):
+        capped = (cache.manifest.get("estimate") or {}).get("capped_from") is not None
+        if {k: cache.manifest.get(k) for k in settings} == settings and cache.manifest.get("complete") \
+                and not (capped and time_budget_s is None):   # an explicit count is never a capped cache
             return _refresh_logits(out, cache, sae, handle, n_logits) if stale_logit_note(cache.manifest) else cache
     _check_inputs(sae, handle, hp, window_len)
     _clear(out)
     sae = sae.eval()
     t0 = time.time()
-    totals, writer = _encode_into(out, sae, handle, hp, docs, n_windows, window_len, batch_size, chunk_windows,
-                                  group_size, exclude_special, progress)
+    totals, writer, est = _encode_into(out, sae, handle, hp, docs, n_windows, window_len, batch_size, chunk_windows,
+                                       group_size, exclude_special, progress, time_budget_s, clock)
     totals.save(out / STATS)
     effects, logit_note = _side_files(out, sae, handle, n_logits)
     manifest = {**settings, "n_windows": writer.done, "n_tokens": totals.n_tokens, "group_size": group_size,
                 "chunk_windows": chunk_windows, "token_outputs": list(writer.outputs), "model": handle.name,
                 "is_causal": bool(getattr(handle, "is_causal", False)), "logit_effects": effects is not None,
                 "logit_note": logit_note, "gate_beta_end": gate_beta_end(sae), "chunks": writer.chunks,
-                "seconds": round(time.time() - t0, 2), "meta": meta or {},
+                "seconds": round(time.time() - t0, 2), "estimate": est.to_json(), "meta": meta or {},
                 "special_ids": sorted(int(i) for i in handle.special_ids), "complete": False}
     atomic_write_json(out / MANIFEST, manifest)
     write_nonactivating(LatentCache(out), n_nonactivating, seed)
@@ -182,27 +191,36 @@ def _clear(out: Path) -> None:
 
 
 def _encode_into(out: Path, sae, handle, hp, docs: Iterable[str], n_windows: int, window_len: int, batch_size: int,
-                 chunk_windows: int, group_size: int, exclude_special: bool, progress: bool
-                 ) -> tuple[_Totals, _ChunkWriter]:
+                 chunk_windows: int, group_size: int, exclude_special: bool, progress: bool,
+                 time_budget_s: float | None = None, clock=time.monotonic) -> tuple[_Totals, _ChunkWriter, Estimate]:
     """Encode up to ``n_windows`` windows of ``docs`` into chunk files in ``out``; the per-latent
-    totals and the chunk writer (its chunks listed). No window at all is an InputError."""
+    totals, the chunk writer (its chunks listed) and the cost estimate made after the first batch
+    (which may cap ``n_windows``, see :func:`build_latent_cache`). No window at all is an InputError."""
     from ..data.corpus import token_windows
     from ..progress import bar as progress_bar
+    from ..progress import say
     from .encode import encode_windows
 
     totals = _Totals(sae.d_sae)
     writer = _ChunkWriter(out, sae.d_sae, window_len, group_size, chunk_windows, token_outputs(sae))
     windows = token_windows(docs, handle.tokenizer, window_len, batch_size=batch_size,
                             max_length=handle.max_length, exclude_special=exclude_special, drop_last=False)
+    est, stop, t0 = None, n_windows, clock()
     with progress_bar(total=n_windows, unit="win", desc="latent cache", requested=progress) as bar:
         for eb in encode_windows(sae, handle, hp, windows, max_windows=n_windows):
+            if est is None:
+                est = estimate("latent cache", n_windows, window_len, len(eb), clock() - t0, time_budget_s, batch_size)
+                say(est.line())
+                stop = bar.total = est.n_windows
             totals.add(eb)
             writer.add(eb)
             bar.update(len(eb))
+            if writer.done >= stop:
+                break
     writer.flush()
-    if writer.done == 0:
+    if writer.done == 0 or est is None:
         raise InputError("the corpus produced no token windows")
-    return totals, writer
+    return totals, writer, est
 
 
 def _side_files(out: Path, sae, handle, n_logits: int) -> tuple[dict[str, torch.Tensor] | None, str]:

@@ -126,6 +126,9 @@ class AutoInterpConfig:
     seed: int = 0
     n_windows: int = 4096
     """Windows encoded into the latent cache."""
+    time_budget_s: float | None = None
+    """Cap ``n_windows`` so the latent cache's time, estimated from the first batch, stays under this
+    (the CLI sets ``cost.TIME_BUDGET_S`` when --n-windows is left out); None: ``n_windows`` as given."""
     window_len: int = 32
     batch_size: int = 16
     min_windows: int | None = None
@@ -139,7 +142,7 @@ class AutoInterpConfig:
 
     def settings(self) -> dict[str, Any]:
         """What the results depend on (not where files go, devices, progress, endpoints or keys)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "device", "progress", "llm")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "device", "progress", "llm", "time_budget_s")}
         if self.explainer == "llm" or self.scorer == "detection":
             d["llm_model"] = self.llm.model
             d["llm_max_tokens"] = self.llm.max_tokens
@@ -163,10 +166,12 @@ class AutoInterpConfig:
 
 def ensure_cache(info: RunInfo, *, n_windows: int = 4096, window_len: int = 32, batch_size: int = 16,
                  cache_dir: str | Path | None = None, device: str = "cpu", seed: int = 0,
-                 n_nonactivating: int = 64, progress: bool = True, handle=None, docs=None) -> LatentCache:
+                 n_nonactivating: int = 64, progress: bool = True, handle=None, docs=None,
+                 time_budget_s: float | None = None) -> LatentCache:
     """Build (or reuse) a latent cache of a run: by default in
     RUN_DIR/interp/latent_cache/w<window_len>-n<n_windows>, so autointerp's 32-token windows and
-    the dashboard's training-length windows live side by side."""
+    the dashboard's training-length windows live side by side. ``time_budget_s``: see
+    :func:`~probsae.interp.latent_cache_writer.build_latent_cache`."""
     from ..data.corpus import load_corpus
     from ..data.models import load_model
     from ..saes import load_sae
@@ -185,7 +190,7 @@ def ensure_cache(info: RunInfo, *, n_windows: int = 4096, window_len: int = 32, 
         docs = load_corpus(info.corpus)
     return build_latent_cache(sae.to(device), handle, info.hook, docs, where, n_windows=n_windows,
                               window_len=window_len, batch_size=batch_size, n_nonactivating=n_nonactivating,
-                              seed=seed, progress=progress, exclude_special=info.exclude_special,
+                              seed=seed, progress=progress, exclude_special=info.exclude_special, time_budget_s=time_budget_s,
                               meta={"run_dir": str(info.run_dir), "corpus": info.corpus, "model": info.model})
 
 
@@ -205,7 +210,7 @@ def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=No
     cache = ensure_cache(info, n_windows=cfg.n_windows, window_len=cfg.window_len, batch_size=cfg.batch_size,
                          cache_dir=cfg.cache_dir, device=cfg.device, seed=cfg.seed,
                          n_nonactivating=max(64, (cfg.n_nonact or cfg.n_test) * cfg.n_buckets),
-                         progress=cfg.progress, handle=handle, docs=docs)
+                         progress=cfg.progress, handle=handle, docs=docs, time_budget_s=cfg.time_budget_s)
     out = results_dir(info, cfg)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"key": cfg.key(), "settings": cfg.settings(), "sae_fingerprint": cache.manifest.get("sae_fingerprint"),
@@ -243,6 +248,7 @@ def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=No
              "detection_failed_prompts": sum(s.n_failed_prompts for s in scores),
              "detection_prompts": sum(s.n_prompts for s in scores),
              "skipped_buckets": sum(len(s.skipped) for s in samples), "llm": llm_stats,
+             "n_windows": cache.n_windows, "window_len": cache.window_len, "n_tokens": cache.manifest.get("n_tokens"),
              "seconds": round(time.time() - t0, 2), "config": cfg.settings()}
     if cfg.llm.configured:
         extra["llm_model"] = cfg.llm.model
