@@ -165,20 +165,20 @@ class LatentProfile:
             best_w[take], best_lo[take], best_share[take] = w, lo[take], s[take]
         return best_lo, best_lo + best_w - 1, best_share
 
-    @property
+    @cached_property
     def dense(self) -> np.ndarray:
         return self.density > DENSE_DENSITY
 
-    @property
+    @cached_property
     def window_start(self) -> np.ndarray:
         return (self.start_share >= START_SHARE) & (self.window_counts > 0)
 
-    @property
+    @cached_property
     def positional(self) -> np.ndarray:
         share = self.band[2]
         return (share >= POSITIONAL_MASS) & (self.window_counts >= POSITIONAL_MIN_WINDOWS) & ~self.window_start
 
-    @property
+    @cached_property
     def flagged(self) -> np.ndarray:
         """Latents with any flag (dense, window start, positional)."""
         return self.dense | self.window_start | self.positional

@@ -165,6 +165,7 @@ class Run:
         from ..interp.latent_cache import token_pieces
 
         single = isinstance(texts, str)
+        profile = self.latent_profile()  # once per call: the lookup reads every cache manifest
         out = []
         for text in [texts] if single else list(texts):
             ids, parts = [], []
@@ -180,7 +181,7 @@ class Run:
             token_ids = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
             latents, acts = _pack(token_ids.shape[0], parts)
             pieces = token_pieces(self.model.tokenizer, token_ids.numpy(), np.ones(len(token_ids), bool))
-            out.append(EncodedText(text, token_ids, pieces, latents, acts, self.sae.d_sae, self.latent_profile()))
+            out.append(EncodedText(text, token_ids, pieces, latents, acts, self.sae.d_sae, profile))
         return out[0] if single else out
 
     def latent_profile(self):
