@@ -69,3 +69,13 @@ def test_bad_values_name_the_file_section_and_key(section, value, msg):
 def test_every_field_is_documented(cls):
     docs = field_docs(cls)
     assert all(docs.get(f.name) for f in dataclasses.fields(cls)), cls
+
+
+def test_an_sae_seed_out_of_the_64_bit_range_is_refused_at_load():
+    import pytest
+
+    from probsae.errors import ConfigError
+    from probsae.experiments.sections import SharedSAE
+
+    with pytest.raises(ConfigError, match="seed must be an integer \\(64-bit\\)"):
+        SharedSAE(seed=1 << 70).validate()

@@ -76,3 +76,8 @@ def test_an_old_run_json_with_an_untied_seed_takes_the_sae_seed(tmp_path):
 def test_hparams_of_another_architecture_are_refused():
     with pytest.raises(ConfigError, match="hparams must be a mapping or a TopKSAEConfig"):
         RunSpec(architecture="topk", hparams=get_class("relu").config_class())
+
+
+def test_a_seed_out_of_the_64_bit_range_is_refused_before_any_extraction():
+    with pytest.raises(ConfigError, match="seed must be an integer \\(64-bit\\)"):
+        RunSpec(architecture="topk", hparams={"k": 4}, train=TrainConfig(seed=1 << 70)).validate()

@@ -11,7 +11,8 @@ from typing import Any
 
 from ..errors import ConfigError, ProbSAEError
 from ..runs.spec import RunSpec
-from ..training.config import whole
+from ..saes.config import check_seed
+from ..validators import whole
 
 
 @dataclass
@@ -60,6 +61,7 @@ class SharedSAE:
         whole("expansion", self.expansion, 1)
         if self.seed is not None:
             whole("seed", self.seed, None, "an integer")
+            check_seed(self.seed)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 
 from ..devices import resolve_device
 from ..errors import ConfigError
-from ..saes.config import SEED
+from ..saes.config import SEED, check_seed
 from ..validators import is_number as _is_number, number, whole
 
 
@@ -127,6 +127,7 @@ class TrainConfig:
         if self.grad_clip < 0:
             raise ConfigError(f"grad_clip must be ≥ 0 (0 disables clipping), got {self.grad_clip!r}")
         whole("seed", self.seed, None, "an integer")
+        check_seed(self.seed)  # the SAE's init seed too: its 64-bit range, before any extraction
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ConfigError(f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}")
         whole("dead_window_tokens", self.dead_window_tokens, 1)
