@@ -163,7 +163,7 @@ def _hparams(args, archs: list[str]) -> dict:
 
             raise ConfigError(f"option(s) {', '.join('--' + f.replace('_', '-') for f in foreign)} do not apply to "
                               f"--arch {arch}")
-    hparams = {k: v for k, v in given.items() if k in ("normalize", "seed") or all(k in f for f in valid)}
+    hparams = {k: v for k, v in given.items() if k in _SHARED or all(k in f for f in valid)}
     hparams.update(parse_assignments(args.hparam))
     return hparams
 

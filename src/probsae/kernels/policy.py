@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from ..errors import ConfigError
+from ..validators import choice
 
 BACKENDS = ("auto", "triton", "torch")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -60,8 +61,7 @@ class KernelPolicy:
 
     def __post_init__(self) -> None:
         for key, allowed in _CHOICES.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"kernel setting {key} must be one of {allowed}, got {getattr(self, key)!r}")
+            choice(f"kernel setting {key}", getattr(self, key), allowed)
 
     def replace(self, **changes) -> "KernelPolicy":
         """A copy with ``changes`` (field → value), e.g. ``policy.replace(fast=False)``."""

@@ -100,8 +100,8 @@ def _cached(first: RunSpec, ctx, device, keep_model: bool) -> DataSource:
     return cached_source(first, train, held, handle=handle)
 
 
-def cached_source(spec: RunSpec, train, held, handle=None, seconds: float = 0.0) -> DataSource:
+def cached_source(spec: RunSpec, train, held, handle=None) -> DataSource:
     """A source over existing caches (``train``, held-out ``held``) for runs like ``spec``."""
     hook = spec.data.hook
     return DataSource(train, {hook: held}, steps_for(spec, train.n_tokens), n_train=train.n_tokens,
-                      handle=handle, seconds=seconds, hooks=[hook])
+                      handle=handle, hooks=[hook])
