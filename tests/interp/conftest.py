@@ -100,10 +100,12 @@ def tiny_setup():
     return handle, docs, sae
 
 
-def _planted_cache(path, n_windows: int = 20, W: int = 64, tokenizer=None):
+def _planted_cache(path, n_windows: int = 20, W: int = 64, tokenizer=None, start_tops: bool = False):
     """A hand-written cache (d_sae 4, windows of W tokens, all encoded): latent 0 fires only at
     positions 40–45, latent 1 on every token, latent 2 once per window at spread positions (a
-    normal latent), latent 3 at each window's first token."""
+    normal latent), latent 3 at each window's first token. ``start_tops`` adds latent 4 (d_sae 5),
+    whose three strongest firings are at a window's first token but which mostly fires at
+    position 10 (so it is not a window-start latent)."""
     from probsae.interp import LatentCache
     from probsae.interp.encode import EncodedBatch
     from probsae.interp.latent_cache_writer import _ChunkWriter, _Totals
@@ -114,19 +116,23 @@ def _planted_cache(path, n_windows: int = 20, W: int = 64, tokenizer=None):
         trip += [(w, p, 1, 0.5) for p in range(W)]
         trip += [(w, 1 + (w * 3) % (W - 1), 2, 2.0 + w)]
         trip += [(w, 0, 3, 3.0)]
+        if start_tops:
+            trip += [(w, 0, 4, 9.0)] if w < 3 else []
+            trip += [(w, 10, 4, 1.0)]
+    d_sae = 5 if start_tops else 4
     trip.sort()
     win, pos, lat, act = (torch.tensor(c) for c in zip(*trip))
     ids = torch.arange(n_windows * W).reshape(n_windows, W) % 50
     eb = EncodedBatch(ids, torch.ones(n_windows, W, dtype=torch.long), torch.ones(n_windows, W, dtype=torch.bool),
                       0, win, pos.to(torch.int16), lat, act.float())
     path.mkdir()
-    totals, writer = _Totals(4), _ChunkWriter(path, 4, W, group_size=2, chunk_windows=8, outputs=())
+    totals, writer = _Totals(d_sae), _ChunkWriter(path, d_sae, W, group_size=2, chunk_windows=8, outputs=())
     totals.add(eb)
     writer.add(eb)
     writer.flush()
     totals.save(path / "stats.safetensors")
     (path / "manifest.json").write_text(json.dumps({
-        "format": "probsae-latent-cache", "version": 2, "d_sae": 4, "window_len": W, "group_size": 2,
+        "format": "probsae-latent-cache", "version": 2, "d_sae": d_sae, "window_len": W, "group_size": 2,
         "n_tokens": totals.n_tokens, "chunks": writer.chunks, "token_outputs": [], "complete": True}))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(path / "tokenizer"))

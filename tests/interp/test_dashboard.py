@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from probsae.cli.main import main
-from probsae.interp.dashboard import window_start_share
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "docs" / "results" / "dashboard"
@@ -198,17 +197,20 @@ def test_order_interp_renders_exactly_the_scored_latents(trained_run, tmp_path, 
         shutil.rmtree(res)
 
 
-def test_window_start_share_flags_position_latents():
-    from probsae.interp.latent_cache import LatentRecord
+def test_window_start_warning_follows_the_profile_flag(tmp_path, planted_cache, minilm):
+    """One rule: the page's window-start warning is the profile's flag (share of ALL the latent's
+    firing tokens, over the whole cache), not a second rule on its top contexts. Latent 4's three
+    strongest firings sit at a window's first token, but 20 of its 23 firings do not."""
+    from probsae.interp.dashboard import dashboard_data
 
-    acts = np.zeros((4, 10), np.float32)
-    acts[:, 1] = [3.0, 2.0, 2.5, 0.0]      # fires on the first encoded token (after [CLS]) of 3 windows
-    acts[3, 6] = 1.0
-    rec = LatentRecord(0, np.array([0, 1, 2, 3]), acts, acts.max(1))
-    share, at_start = window_start_share(rec, np.ones(4, np.int64))
-    assert share == pytest.approx(3 / 4) and at_start == 3
-    share, at_start = window_start_share(rec, np.zeros(4, np.int64))   # windows without a [CLS]
-    assert share == 0 and at_start == 0
+    cache = planted_cache(tmp_path / "c", tokenizer=minilm.tokenizer, start_tops=True)
+    data = dashboard_data(cache, [0, 1, 2, 3, 4], n_top=3, progress=False)
+    by = {l["id"]: l for l in data["latents"]}
+    assert by[4]["top_at_start"] == 3 and by[4]["start_share"] == pytest.approx(3 / 23, abs=1e-4)
+    assert not by[4]["start_flag"] and by[4]["flags"] == []
+    assert by[3]["start_flag"] and by[3]["start_share"] == 1.0
+    for l in by.values():
+        assert l["start_flag"] == ("window-start" in l["flags"])
 
 
 def test_embedded_json_cannot_break_out_of_its_script_element():

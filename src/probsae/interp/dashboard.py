@@ -25,14 +25,11 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write_json, atomic_write_text, check_output_dir, dumps_json
-from .latent_cache import START_SHARE, LatentCache, LatentProfile, LatentRecord, token_pieces
+from .latent_cache import LatentCache, LatentProfile, LatentRecord, token_pieces
 from .sampling import assign_buckets, bucket_edges
 
 FORMAT = "probsae-dashboard"
 """The ``format`` field of ``data.json``: how a dashboard directory is recognised as ours."""
-START_FLAG = START_SHARE
-"""A latent is flagged as a window-start latent when at least this share of its firing tokens, or
-of its top contexts, sit at a window's first encoded token."""
 
 
 def _hist(values: np.ndarray, bins: int = 30, lo: float | None = None, hi: float | None = None) -> dict[str, list]:
@@ -135,19 +132,6 @@ def _interp_results(run_dir: Path | None) -> tuple[dict[int, dict[int, dict]], i
     return out, n_buckets
 
 
-def window_start_share(rec: LatentRecord, first: np.ndarray) -> tuple[float, int]:
-    """(share of the latent's firing tokens that are a window's first encoded token, number of its
-    windows whose strongest token is that first token). ``first``: first encoded position of every
-    window of the cache (:meth:`LatentCache.first_positions`)."""
-    if not len(rec):
-        return 0.0, 0
-    f = np.maximum(first[rec.windows], 0)
-    rows = np.arange(len(rec))
-    at_first = rec.acts[rows, f] > 0
-    strongest = rec.acts.argmax(axis=1) == f
-    return float(at_first.sum() / max(int((rec.acts > 0).sum()), 1)), int((strongest & at_first).sum())
-
-
 def _decode(tokenizer, ids: np.ndarray) -> list[str]:
     return [tokenizer.decode([int(t)], clean_up_tokenization_spaces=False) for t in ids]
 
@@ -165,7 +149,8 @@ def _profile_fields(p: LatentProfile, l: int) -> dict[str, Any]:
     """A latent's flags, position histogram and band (positions) for its page."""
     lo, hi, share = p.band
     edges = [p.bin_positions(b)[0] for b in range(p.pos_mass.shape[1])] + [p.window_len]
-    return {"flags": p.flags(l), "pos_hist": {"counts": [round(float(v), 4) for v in p.pos_mass[l]], "edges": edges},
+    return {"flags": p.flags(l), "start_share": round(float(p.start_share[l]), 4),
+            "start_flag": bool(p.window_start[l]), "pos_hist": {"counts": [round(float(v), 4) for v in p.pos_mass[l]], "edges": edges},
             "band": [p.bin_positions(int(lo[l]))[0], p.bin_positions(int(hi[l]))[1], round(float(share[l]), 4)]}
 
 
@@ -196,7 +181,6 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
     interp, interp_buckets = _interp_results(run_dir)
     n_buckets = n_buckets or interp_buckets or 5
     logits = cache.logit_effects()
-    first = ctx.first
     recs = cache.records(latents)
     items = []
     bar = progress_bar(total=len(latents), desc="dashboard", unit="latent", requested=progress)
@@ -210,8 +194,6 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
             "mean_act": float(stats.sum_act[l] / max(stats.token_counts[l], 1)),
             "hist": _hist(firing), "top": [], "buckets": [], "interp": interp.get(int(l), {}),
             **_profile_fields(profile, l)}
-        if len(rec):
-            d["start_share"], _ = window_start_share(rec, first)
         if logits is not None:
             d["logits"] = {"pos": [[t, round(float(v), 4)] for t, v in
                                    zip(_decode(cache.tokenizer, logits["pos_ids"][l]), logits["pos_vals"][l])],
@@ -235,8 +217,6 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
                                      "range": [float(rec.max_acts[idx].min()), float(rec.max_acts[idx].max())]
                                      if len(idx) else None,
                                      "examples": [ctx.example(rec, int(i), b) for i in pick]})
-        d["start_flag"] = bool(d.get("start_share", 0) >= START_FLAG
-                               or (d["top"] and d["top_at_start"] >= START_FLAG * len(d["top"])))
         d["search"] = " ".join("".join(e["tokens"]) for e in d["top"]).lower()
         items.append(d)
     bar.close()
