@@ -148,3 +148,28 @@ def test_encode_text_attaches_the_profile_of_the_runs_latent_cache(run_dir):
     ensure_cache(resolve_run(run_dir), n_windows=16, window_len=16, batch_size=8)
     p = probsae.load_run(run_dir).encode_text("the model is a test").profile
     assert p is not None and p.pos_mass.shape == (run.sae.d_sae, 16)
+
+
+def test_top_examples_say_what_data_they_rest_on_and_cap_to_the_time_budget(run_dir, monkeypatch, capsys):
+    import probsae.interp.cost as cost
+
+    run = probsae.load_run(run_dir)
+    latent = run.encode_text("the model is a test of the data").top_latents(1)[0][0]
+    full = run.top_examples(latent, n=3)
+    err = capsys.readouterr().err
+    assert "held-out examples:" in err and "tokens/s on the first batch" in err      # the estimate, before the rest
+    total = full.n_windows
+    assert total >= 2 and full.capped_from is None and full.source == "held-out text"
+    assert full.n_tokens == sum(1 for w in run._windows(run.held_out_texts()) for row in w.token_mask for k in row if k)
+    assert f"{total:,} windows" in full.describe()
+    one = run.top_examples(latent, n=3, max_windows=1)                                 # the user's count: kept
+    assert one.n_windows == 1 and one.capped_from is None
+    assert all(ex.window == 0 for ex in one)
+    monkeypatch.setattr(cost, "TIME_BUDGET_S", 1e-9)                                   # a budget nothing fits
+    run2 = probsae.load_run(run_dir)
+    capped = run2.top_examples(latent, n=3)
+    assert capped.n_windows < total and capped.capped_from == total and "capped from" in capped.describe()
+    given = run.top_examples(latent, n=2, texts=["the model is a test of the data", "data"])
+    assert given.source == "given texts" and given.n_windows == 2
+    with pytest.raises(probsae.ConfigError, match="max_windows"):
+        run.top_examples(latent, max_windows=0)

@@ -104,6 +104,26 @@ class LatentExample:
         return f"{self.max_act:+.3f}  {self.context()}"
 
 
+class Examples(list):
+    """The examples :meth:`Run.top_examples` found (a list of :class:`LatentExample`, strongest
+    first), with what they rest on."""
+
+    source: str
+    """``held-out text`` (the run's held-out documents) or ``given texts``."""
+    n_windows: int
+    """Windows searched."""
+    n_tokens: int
+    """Tokens encoded in those windows."""
+    capped_from: int | None = None
+    """Held-out windows there were, when the default cap (the time budget) searched fewer; else None."""
+
+    def describe(self) -> str:
+        s = f"{len(self)} examples from {self.n_windows:,} windows ({self.n_tokens:,} tokens) of {self.source}"
+        if self.capped_from is not None:
+            s += f", capped from {self.capped_from:,} windows by the time budget (pass max_windows= to choose)"
+        return s
+
+
 class Run:
     """A trained SAE with its model and hook point (see the module docstring)."""
 
@@ -119,7 +139,7 @@ class Run:
                               "set sae.metadata.model_name and hook_name and save it again (sae.save), or retrain "
                               "with probsae train")
         self._model = None
-        self._heldout = None
+        self._heldout: dict[int | None, tuple[list, int | None]] = {}
         self._profile = None
 
     @property
@@ -203,19 +223,65 @@ class Run:
         return list(split_documents(load_corpus(m.corpus, text_field=m.text_field), "holdout",
                                     holdout_every=m.holdout_every))
 
-    def top_examples(self, latent: int, n: int = 10, texts: str | list[str] | None = None) -> list[LatentExample]:
+    def _heldout_batches(self, max_windows: int | None, progress: bool) -> tuple[list, int | None]:
+        """The run's held-out documents encoded (packed into windows as in training), once per
+        ``max_windows``: ([(None, EncodedBatch)], the window count before the default cap or None).
+
+        All held-out windows are tokenized first, so the estimate printed after the first batch (from
+        its measured speed; :mod:`probsae.interp.cost`) covers the real count. Without
+        ``max_windows`` the count is capped to what fits :data:`~probsae.interp.cost.TIME_BUDGET_S`."""
+        import time
+
+        from ..interp.cost import TIME_BUDGET_S, estimate
+        from ..interp.encode import encode_windows
+        from ..progress import bar as progress_bar
+        from ..progress import say
+
+        if max_windows in self._heldout:
+            return self._heldout[max_windows]
+        windows = list(self._windows(self.held_out_texts()))
+        total = sum(len(w) for w in windows)
+        if total == 0:
+            raise ConfigError(f"{self.path}: the run's held-out documents make no token window; pass texts=")
+        want = total if max_windows is None else min(total, max_windows)
+        budget = TIME_BUDGET_S if max_windows is None else None
+        out, stop, t0 = [], want, time.monotonic()
+        with progress_bar(total=want, unit="win", desc="held-out examples", requested=progress) as bar:
+            for eb in encode_windows(self.sae, self.model, self.hook, windows, max_windows=want):
+                if not out:
+                    est = estimate("held-out examples", want, self.context_length, len(eb),
+                                   time.monotonic() - t0, budget, len(windows[0]))
+                    if progress:
+                        say(est.line())
+                    stop = bar.total = est.n_windows
+                out.append((None, eb))
+                bar.update(len(eb))
+                if sum(len(b) for _, b in out) >= stop:
+                    break
+        self._heldout[max_windows] = out, (total if stop < total and max_windows is None else None)
+        return self._heldout[max_windows]
+
+    def top_examples(self, latent: int, n: int = 10, texts: str | list[str] | None = None,
+                     max_windows: int | None = None, progress: bool = True) -> Examples:
         """The ``n`` windows where ``latent`` fires most strongly (by max |code|), over ``texts``
         or, by default, the run's held-out documents (packed into windows as in training; encoded
-        once per Run). Given texts are windowed each on its own, as ``encode_text`` does (no context
-        from a neighbouring text), and each example's ``text`` is the index of its text."""
+        once per Run and ``max_windows``). Given texts are windowed each on its own, as
+        ``encode_text`` does (no context from a neighbouring text), and each example's ``text`` is
+        the index of its text.
+
+        Held-out text: an estimate is printed after the first batch; without ``max_windows`` the
+        windows searched are capped to what the measured speed encodes in
+        :data:`~probsae.interp.cost.TIME_BUDGET_S`. The result's ``n_windows``, ``n_tokens``,
+        ``capped_from`` and :meth:`Examples.describe` say what it rests on."""
         from ..interp.latent_cache import token_pieces
 
         if not 0 <= int(latent) < self.sae.d_sae:
             raise ConfigError(f"latent {latent} out of range 0..{self.sae.d_sae - 1}")
+        if max_windows is not None and max_windows < 1:
+            raise ConfigError(f"max_windows must be at least 1, got {max_windows}")
+        capped_from = None
         if texts is None:
-            if self._heldout is None:
-                self._heldout = [(None, eb) for eb in self._encode(self.held_out_texts())]
-            batches = self._heldout
+            batches, capped_from = self._heldout_batches(max_windows, progress)
         else:
             batches = list(self._encode_each([texts] if isinstance(texts, str) else list(texts)))
         found = []
@@ -227,11 +293,15 @@ class Run:
                 acts[eb.pos[sel].numpy()] = eb.act[sel].numpy()
                 found.append((float(np.abs(acts).max()), text, eb, w, acts))
         found.sort(key=lambda f: -f[0])
-        out = []
+        out = Examples()
         for _, text, eb, w, acts in found[:n]:
             row = w - eb.first_window
             pieces = token_pieces(self.model.tokenizer, eb.input_ids[row].numpy(), eb.keep[row].numpy())
             out.append(LatentExample(w, pieces, acts, int(np.abs(acts).argmax()), text))
+        out.source = "held-out text" if texts is None else "given texts"
+        out.n_windows = sum(len(eb) for _, eb in batches)
+        out.n_tokens = sum(int(eb.keep.sum()) for _, eb in batches)
+        out.capped_from = capped_from
         return out
 
 
