@@ -35,3 +35,44 @@ def test_chunks_hold_windows_and_group_partitioned_triplets(tmp_path):
     assert t["tokens"].shape == (4, 4) and t["tokens"][:, 3].tolist() == [-1] * 4  # padded to window_len
     assert t["g0000/latent"].tolist() == [0, 1] and t["g0000/window"].tolist() == [1, 2]
     assert t["g0001/latent"].tolist() == [3, 2] and t["g0001/act"].tolist() == [1.0, 4.0]
+
+
+def test_sae_fingerprint_is_exact_and_independent_of_the_thread_count():
+    """It hashed weight sums, whose float reduction order follows torch's thread count: the same
+    SmolLM2 SAE hashed differently under OMP_NUM_THREADS=1, so its latent cache was not reused."""
+    import probsae
+    from probsae.interp.latent_cache_writer import sae_fingerprint
+
+    torch.manual_seed(0)
+    sae = probsae.build_sae("topk", d_in=576, d_sae=9216, k=4)   # SmolLM2's size: the sums did differ here
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = sae_fingerprint(sae)
+        torch.set_num_threads(max(n, 2))
+        assert sae_fingerprint(sae) == one
+    finally:
+        torch.set_num_threads(n)
+    with torch.no_grad():   # one weight moved by one ulp: a different SAE
+        w = sae.W_dec if hasattr(sae, "W_dec") else next(sae.parameters())
+        w.view(-1)[7] = torch.nextafter(w.view(-1)[7], torch.tensor(float("inf")))
+    assert sae_fingerprint(sae) != one
+
+
+def test_a_cache_recorded_with_the_legacy_fingerprint_is_still_reused(tiny_setup, tmp_path):
+    import json
+
+    from probsae.interp.latent_cache_writer import _legacy_fingerprint, build_latent_cache, find_profile
+
+    handle, docs, sae = tiny_setup
+    c1 = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=20)
+    m = json.loads((c1.path / "manifest.json").read_text())
+    m["sae_fingerprint"] = _legacy_fingerprint(sae)      # as written before 2026-12-07
+    (c1.path / "manifest.json").write_text(json.dumps(m))
+    mtime = (c1.path / "stats.safetensors").stat().st_mtime_ns
+    c2 = build_latent_cache(sae, handle, "resid_post.1", docs, tmp_path / "c", n_windows=20)
+    assert (c2.path / "stats.safetensors").stat().st_mtime_ns == mtime          # reused, not rebuilt
+    assert find_profile(tmp_path, sae, cache_dir=c1.path) is not None
+    m["sae_fingerprint"] = "0" * 16                                              # another SAE's cache
+    (c1.path / "manifest.json").write_text(json.dumps(m))
+    assert find_profile(tmp_path, sae, cache_dir=c1.path) is None

@@ -147,7 +147,9 @@ def build_latent_cache(sae, handle, hook, docs: Iterable[str], out_dir: str | os
     if (out / MANIFEST).is_file() and not overwrite:
         cache = LatentCache(out)
         capped = (cache.manifest.get("estimate") or {}).get("capped_from") is not None
-        if {k: cache.manifest.get(k) for k in settings} == settings and cache.manifest.get("complete") \
+        same = all(cache.manifest.get(k) == v for k, v in settings.items() if k != "sae_fingerprint") \
+            and fingerprint_matches(cache.manifest.get("sae_fingerprint"), sae, settings["sae_fingerprint"])
+        if same and cache.manifest.get("complete") \
                 and not (capped and time_budget_s is None):   # an explicit count is never a capped cache
             return _refresh_logits(out, cache, sae, handle, n_logits) if stale_logit_note(cache.manifest) else cache
     _check_inputs(sae, handle, hp, window_len)
@@ -290,22 +292,46 @@ def find_profile(run_dir: str | os.PathLike, sae, cache_dir: str | os.PathLike |
         except InputError:
             continue
         fp = fp or sae_fingerprint(sae)
-        if c.manifest.get("complete") and c.manifest.get("sae_fingerprint") == fp and \
+        if c.manifest.get("complete") and fingerprint_matches(c.manifest.get("sae_fingerprint"), sae, fp) and \
                 (best is None or c.manifest["n_tokens"] > best.manifest["n_tokens"]):
             best = c
     return best.profile() if best is not None else None
 
 
 def sae_fingerprint(sae) -> str:
-    """Short hash of an SAE's config and weights (a cache is reused only for the same SAE)."""
-    import hashlib
+    """Short hash of an SAE's config and the exact bytes of its weights (a cache is reused only
+    for the same SAE). The same on any machine and thread count."""
+    h = _config_hash(sae)
+    for k, v in sorted(sae.state_dict().items()):
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
-    d = sae.config_dict()
-    h = hashlib.sha256(json.dumps({"architecture": d["architecture"], "config": d["config"]}, sort_keys=True,
-                                  default=str).encode())
+
+def _legacy_fingerprint(sae) -> str:
+    """The fingerprint caches recorded before 2026-12-07: weight sums, whose float reduction order
+    (and so the hash) depends on torch's thread count. Kept so those caches are still found."""
+    h = _config_hash(sae)
     with torch.no_grad():
         for k, v in sorted(sae.state_dict().items()):
             h.update(k.encode())
             h.update(np.float64(v.double().sum().item()).tobytes())
             h.update(np.float64(v.double().abs().sum().item()).tobytes())
     return h.hexdigest()[:16]
+
+
+def _config_hash(sae):
+    import hashlib
+
+    d = sae.config_dict()
+    return hashlib.sha256(json.dumps({"architecture": d["architecture"], "config": d["config"]}, sort_keys=True,
+                                     default=str).encode())
+
+
+def fingerprint_matches(recorded: str | None, sae, current: str | None = None) -> bool:
+    """Whether a cache's recorded fingerprint is ``sae``'s: today's exact one (``current``, if
+    already computed) or the legacy one of caches written before it."""
+    if recorded is None:
+        return False
+    return recorded == (current or sae_fingerprint(sae)) or recorded == _legacy_fingerprint(sae)
