@@ -19,6 +19,8 @@ MAX_TEXT_CHARS = 4000
 """Longest text the front page encodes (a few windows; longer text is refused, not cut)."""
 MAX_NEW_TOKENS = 64
 """Most tokens one steering request generates (each is a full forward pass, twice)."""
+STEER_MEMO = 32
+"""Steering answers kept (greedy decoding is deterministic)."""
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Browser:
         self.lock = threading.Lock()
         self._latents: dict[int, dict[str, Any]] = {}
         self._index: list[list] | None = None
+        self._steered: dict[tuple, tuple] = {}
 
     @classmethod
     def open(cls, run_dir: str | Path, *, n_windows: int | None = None, window_len: int | None = None,
@@ -147,7 +150,9 @@ class Browser:
 
     def steer(self, latent: int, strength: float, prompt: str, max_new_tokens: int):
         """Both greedy continuations (:func:`~probsae.interp.steering.steered_generate`) with
-        code strength × the latent's max activation over the cache; returns (Steered, max act)."""
+        code strength × the latent's max activation over the cache; returns (Steered, max act).
+        Greedy decoding is deterministic, so the last ``STEER_MEMO`` answers are kept (a page
+        reloaded, or opened by a screenshot after a check, is not generated again)."""
         from ..interp.steering import check_steerable, steered_generate, steering_value
 
         latent = self.check_latent(latent)
@@ -159,7 +164,12 @@ class Browser:
         m = float(self.profile.max_act[latent])
         if m <= 0:
             raise ConfigError(f"latent {latent} never fired in the latent cache: its strength has no unit")
+        key = (latent, float(strength), prompt, max_new_tokens)
         with self.lock:
-            out = steered_generate(self.run.model, self.run.hook, self.run.sae, latent, steering_value(strength, m),
-                                   prompt, max_new_tokens, prepend_bos=self.run.metadata.prepend_bos)
-        return out, m
+            if key not in self._steered:
+                if len(self._steered) >= STEER_MEMO:
+                    self._steered.pop(next(iter(self._steered)))
+                self._steered[key] = steered_generate(self.run.model, self.run.hook, self.run.sae, latent,
+                                                      steering_value(strength, m), prompt, max_new_tokens,
+                                                      prepend_bos=self.run.metadata.prepend_bos)
+        return self._steered[key], m

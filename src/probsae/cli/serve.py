@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving {args.run_dir} ({browser.cache.n_windows:,} windows × {browser.cache.window_len} tokens, "
           f"{browser.cache.manifest.get('n_tokens', 0):,} tokens encoded; latent cache {browser.cache.path}) "
           f"at http://{shown}:{port}/ — Ctrl-C stops it", flush=True)
-    server(browser).run(sockets=[sock])
+    try:
+        server(browser).run(sockets=[sock])   # Ctrl-C: uvicorn shuts down, then re-raises the signal
+    except KeyboardInterrupt:
+        pass
     print("stopped", flush=True)
     return 0
