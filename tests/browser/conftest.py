@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
-
-from probsae.cli.main import main
 
 HERE = Path(__file__).resolve().parent
 PLANTED = "zebra crossing detector"
@@ -31,21 +28,7 @@ def _dashboard_tests():
 
 DASH = _dashboard_tests()
 chromium = DASH.chromium   # module-scoped fixture: the executable, or the test is skipped
-
-
-def tiny_run(root: Path, family: str) -> Path:
-    """``probsae train`` of a prob_topk SAE on a tiny random-weight ``family`` model."""
-    from probsae.data.tiny import TINY_WORDS, save_tiny_model
-
-    save_tiny_model(root / "model", family, n_layers=3, d_model=32, max_positions=64)
-    rng = random.Random(0)
-    (root / "corpus.txt").write_text("\n\n".join(" ".join(rng.choice(TINY_WORDS) for _ in range(40)) for _ in range(120)))
-    run = root / "run"
-    assert main(["train", "--arch", "prob_topk", "--k", "4", "--expansion", "2", "--model", str(root / "model"),
-                 "--hook", "resid_pre.2", "--corpus", str(root / "corpus.txt"), "--context-length", "48",
-                 "--eval-tokens", "300", "--batch-size", "64", "--steps", "20", "--lr", "3e-3", "--warmup-steps", "2",
-                 "--log-every", "5", "--no-progress", "--cache-dir", str(root / "cache"), "--out", str(run)]) == 0
-    return run
+gpt2_run = DASH.gpt2_run   # module-scoped fixture: a prob_topk run on a tiny random-weight GPT-2
 
 
 def plant_explanation(run: Path, latent: int, text: str = PLANTED) -> None:
@@ -62,15 +45,17 @@ def open_browser(run: Path):
     return Browser.open(run, n_windows=60, window_len=48, batch_size=16, progress=False)
 
 
-@pytest.fixture(scope="session")
-def gpt2_browser(tmp_path_factory):
-    """A Browser over a tiny GPT-2 run, with an explanation planted for its highest-id alive latent."""
-    torch.set_num_threads(1)
-    run = tiny_run(tmp_path_factory.mktemp("browser_gpt2"), "gpt2")
+@pytest.fixture(scope="module")
+def gpt2_browser(gpt2_run):
+    """A Browser over the tiny GPT-2 run, with an explanation planted for its highest-id alive latent."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # small forward passes on a shared machine: one thread is faster
+    run = gpt2_run
     b = open_browser(run)
     top = int(max(row[0] for row in b.index))
     plant_explanation(run, top)
-    return open_browser(run)   # the explanation is read when the browser opens (cache reused)
+    yield open_browser(run)   # the explanation is read when the browser opens (cache reused)
+    torch.set_num_threads(threads)
 
 
 class Live:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 
 NAME = "serve"
-HELP = ("Start the live feature browser on 127.0.0.1: type text and see its latents, open a latent's page "
-        "(flags, position histogram, contexts, logit effects, explanation), search every latent, and steer "
-        "a causal LM with a latent (with and without it, side by side). Ctrl-C stops it.")
+HELP = ("Live feature browser on 127.0.0.1: a text's latents, latent pages (flags, position histogram, contexts, "
+        "logit effects, explanation), search over every latent, steering a causal LM with a latent. Ctrl-C stops it.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory to browse (written by 'probsae train')")
     from ..browser.app import ServeConfig
     from ..fielddocs import field_docs
     from .options import add_dataclass_options
 
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by 'probsae train'")
     add_dataclass_options(p, ServeConfig, skip={"allow_remote"})
     p.add_argument("--allow-remote", action="store_true", help=field_docs(ServeConfig)["allow_remote"])
     d = p.add_argument_group("latent cache (as 'probsae dashboard' builds it, and reused from it)")
