@@ -20,11 +20,12 @@ WORK=$(mktemp -d)
 SERVER=
 cleanup() { if [ -n "$SERVER" ]; then kill -INT "$SERVER" 2>/dev/null || true; wait "$SERVER" || true; fi; rm -rf "$WORK"; }
 trap cleanup EXIT
-mkdir -p "$WORK/run" "$OUT"
-cp "$RUN/config.json" "$RUN/sae.safetensors" "$WORK/run/"
-for f in metrics.json log.jsonl run.json; do [ -f "$RUN/$f" ] && cp "$RUN/$f" "$WORK/run/"; done
-[ -d "$RUN/interp" ] && cp -r "$RUN/interp" "$WORK/run/"
-"$PYTHON" -m probsae serve "$WORK/run" --port 0 --n-windows "$N_WINDOWS" > "$WORK/serve.log" &
+COPY="$WORK/$(basename "$RUN")"
+mkdir -p "$COPY" "$OUT"
+cp "$RUN/config.json" "$RUN/sae.safetensors" "$COPY/"
+for f in metrics.json log.jsonl run.json; do [ -f "$RUN/$f" ] && cp "$RUN/$f" "$COPY/"; done
+[ -d "$RUN/interp" ] && cp -r "$RUN/interp" "$COPY/"
+"$PYTHON" -m probsae serve "$COPY" --port 0 --n-windows "$N_WINDOWS" > "$WORK/serve.log" &
 SERVER=$!
 for _ in $(seq 1 1200); do
   URL=$(grep -o 'http://127.0.0.1:[0-9]*/' "$WORK/serve.log" || true)
@@ -44,7 +45,7 @@ shot() {
     --virtual-time-budget=5000 --window-size="$3" --screenshot="$OUT/$1" "$2" 2>/dev/null
   echo "wrote $OUT/$1"
 }
-shot smollm2-steering.png "${URL}steer?$QUERY" 1400,700
+shot smollm2-steering.png "${URL}steer?$QUERY" 1400,560
 shot smollm2-latent.png "${URL}latent/$LATENT" 1400,1300
 "$PYTHON" - "$WORK/steer.html" <<'PY'
 import html, re, sys

@@ -84,6 +84,9 @@ def test_steering_shows_two_continuations_that_agree_at_zero_and_differ_when_str
     cont2 = re.findall(r'<b class="continuation">([^<]*)</b>', strong)
     assert len(cont2) == 2 and cont2[0] == cont[0] and cont2[1] != cont2[0]
     assert 'id="baseline"' in strong and 'id="steered"' in strong and "strength 60" in strong
+    summary = strong.split('id="latent-summary"')[1].split("</p>")[0]
+    assert f'href="/latent/{l}"' in summary and html.escape(gpt2_browser.index_row(l)[4], quote=False) in summary
+    assert "promote" in summary
 
 
 def test_bad_requests_are_pages_naming_the_problem(live):

@@ -109,7 +109,8 @@ def create_app(browser: Browser):
             out, m = browser.steer(chosen, strength, prompt, max_new_tokens)
         except ConfigError as e:
             return html("steer", form + pages.error(str(e)), 400)
-        return html(f"steer latent {chosen}", form + pages.steered(out, m, strength))
+        summary = pages.latent_summary(browser.latent(chosen), browser.index_row(chosen))
+        return html(f"steer latent {chosen}", form + summary + pages.steered(out, m, strength))
 
     return app
 

@@ -137,6 +137,15 @@ def steer_form(latent: int | None, strength: float, prompt: str, max_new_tokens:
             "(decode(c·e_i) − decode(0), through the SAE's own input normalisation). Greedy decoding.</p></section>")
 
 
+def latent_summary(d: dict[str, Any], row: list | None) -> str:
+    """One line on the steering page: what the latent fires on and what it promotes."""
+    fires = f"fires most on <span class='tok'>{escape(row[4])}</span>" if row else "never fires in the cache"
+    promotes = ("; its logit effects promote <span class='tok'>" + escape(" ".join(t.strip() or repr(t) for t, _ in
+                d["logits"]["pos"][:8])) + "</span>") if "logits" in d else ""
+    link = url(f"/latent/{d['id']}")
+    return f"<p id='latent-summary'><a href='{link}'>latent {d['id']}</a> {fires}{promotes}{flags_html(d['flags'])}</p>"
+
+
 def steered(s, max_act: float, strength: float) -> str:
     """Both continuations side by side."""
     def col(cid: str, title: str, text: str) -> str:

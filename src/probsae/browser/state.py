@@ -57,6 +57,7 @@ class Browser:
         self.lock = threading.Lock()
         self._latents: dict[int, dict[str, Any]] = {}
         self._index: list[list] | None = None
+        self._rows: dict[int, list] | None = None
         self._steered: dict[tuple, tuple] = {}
 
     @classmethod
@@ -137,6 +138,12 @@ class Browser:
 
             self._index = [row + [self.explanation(row[0])] for row in latent_index(self.cache, self.profile)]
         return self._index
+
+    def index_row(self, latent: int) -> list | None:
+        """The latent's :attr:`index` row (None: it never fired in the cache)."""
+        if self._rows is None:
+            self._rows = {row[0]: row for row in self.index}
+        return self._rows.get(int(latent))
 
     def search(self, query: str) -> list[list]:
         """Every alive latent whose explanation or top tokens contain each word of ``query``
