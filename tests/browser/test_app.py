@@ -8,8 +8,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from conftest import PLANTED
-
 
 def q(path: str, **params) -> str:
     return path + ("?" + urllib.parse.urlencode(params) if params else "")
@@ -61,9 +59,11 @@ def test_latent_page_shows_density_flags_histogram_and_logit_effects(live, dom, 
 def test_search_finds_a_latent_by_explanation_and_by_top_tokens_beyond_the_first_page(live, dom, gpt2_browser):
     index = gpt2_browser.index
     top = max(int(row[0]) for row in index)
+    planted = gpt2_browser.explanation(top)          # conftest planted "zebra crossing detector" for it
+    assert "zebra crossing" in planted
     page = dom(live.url + q("/search", q="ZEBRA crossing"))
     hits = [int(x) for x in re.findall(r'class="hit" data-latent="(\d+)"', page)]
-    assert hits == [top] and PLANTED in page
+    assert hits == [top] and planted in page
     # by top tokens: the last alive latent's first top token; with limit=1 page it is still counted
     last = index[-1]
     word = last[4].split()[0]
