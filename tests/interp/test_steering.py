@@ -119,3 +119,6 @@ def test_refused_on_an_encoder_and_bad_arguments(setup):
         steered_generate(h, "resid_pre.1", sae, 999, 1.0, PROMPT)
     with pytest.raises(ConfigError, match="max_new_tokens"):
         steered_generate(h, "resid_pre.1", sae, 0, 1.0, PROMPT, max_new_tokens=0)
+    other = probsae.build_sae("transcoder", d_in=h.d_model, d_sae=16, k=2)   # reads one hook point, writes another
+    with pytest.raises(ConfigError, match="another hook point"):
+        steered_generate(h, "resid_pre.1", other, 0, 1.0, PROMPT)

@@ -53,12 +53,12 @@ def steering_value(strength: float, max_act: float) -> float:
 
 def check_steerable(sae, handle) -> None:
     """Raise :class:`ConfigError` unless ``handle`` is a causal LM and ``sae`` reconstructs its own
-    input (a transcoder writes to another hook point than it reads)."""
+    input (an SAE that ``predicts_target`` writes to another hook point than it reads)."""
     if not getattr(handle, "is_causal", False):
         raise ConfigError(f"steering needs a causal LM; {handle.name} is an encoder (it generates no text)")
-    if getattr(sae, "predicts_target", False):
-        raise ConfigError("steering a transcoder is not supported: its decoder writes to its target hook point, "
-                          "not to the hook point it reads")
+    if sae.predicts_target:
+        raise ConfigError("steering an SAE that predicts another hook point's activation is not supported: its "
+                          "decoder writes to its target hook point, not to the hook point it reads")
 
 
 def latent_delta(sae, latent: int, value: float, x: torch.Tensor) -> torch.Tensor:
