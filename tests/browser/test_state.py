@@ -44,3 +44,19 @@ def test_steering_strength_is_in_units_of_the_latents_max_activation(gpt2_browse
         b.steer(l, 1.0, "the", 0)
     with pytest.raises(ConfigError, match="finite"):
         b.steer(l, float("nan"), "the", 4)
+
+
+def test_the_dashboard_reuses_the_browsers_cache_and_shows_the_same_latent_data(gpt2_browser, tmp_path, capsys):
+    import json
+
+    from probsae.cli.main import main
+
+    b = gpt2_browser
+    manifest = b.cache.path / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    l = int(b.index[1][0])
+    assert main(["dashboard", str(b.run.path), "--n-windows", "60", "--window-len", "48", "--batch-size", "16",
+                 "--latents", str(l), "--out", str(tmp_path / "dash"), "--no-progress"]) == 0
+    assert manifest.stat().st_mtime_ns == before            # the same cache, not built again
+    shown = json.loads((tmp_path / "dash" / "data.json").read_text())["latents"]
+    assert shown == [json.loads(json.dumps(b.latent(l)))]   # one home for a latent's page data
