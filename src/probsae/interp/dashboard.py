@@ -166,6 +166,57 @@ def latent_index(cache: LatentCache, p: LatentProfile) -> list[list]:
     return out
 
 
+class LatentPages:
+    """One latent's page data (an entry of the dashboard's ``latents``; the live browser's latent
+    page), with what every latent shares (stats, profile, logit effects, explanations) read once."""
+
+    def __init__(self, cache: LatentCache, *, n_top: int = 10, n_per_bucket: int = 3, n_buckets: int | None = None,
+                 seed: int = 0, run_dir: Path | None = None, context_left: int = 32, context_right: int = 8):
+        self.cache, self.n_top, self.n_per_bucket, self.seed = cache, n_top, n_per_bucket, seed
+        self.stats = cache.stats()
+        self.profile = cache.profile()
+        self.ctx = _Contexts(cache, context_left, context_right)
+        self.interp, self.interp_buckets = _interp_results(run_dir)
+        self.n_buckets = n_buckets or self.interp_buckets or 5
+        self.logits = cache.logit_effects()
+
+    def latent(self, l: int, rec: LatentRecord) -> dict[str, Any]:
+        """Latent ``l``'s data from its record ``rec`` (``cache.records``)."""
+        stats, ctx, logits, n_buckets, seed = self.stats, self.ctx, self.logits, self.n_buckets, self.seed
+        firing = rec.acts[rec.acts > 0]
+        d: dict[str, Any] = {
+            "id": int(l), "density": float(stats.density[l]), "windows": int(stats.window_counts[l]),
+            "tokens": int(stats.token_counts[l]), "max_act": float(stats.max_act[l]),
+            "mean_act": float(stats.sum_act[l] / max(stats.token_counts[l], 1)),
+            "hist": _hist(firing), "top": [], "buckets": [], "interp": self.interp.get(int(l), {}),
+            **_profile_fields(self.profile, l)}
+        if logits is not None:
+            d["logits"] = {"pos": [[t, round(float(v), 4)] for t, v in
+                                   zip(_decode(self.cache.tokenizer, logits["pos_ids"][l]), logits["pos_vals"][l])],
+                           "neg": [[t, round(float(v), 4)] for t, v in
+                                   zip(_decode(self.cache.tokenizer, logits["neg_ids"][l]), logits["neg_vals"][l])]}
+        g = rec.extras.get("gate_logits")
+        if g is not None:
+            g = g[np.isfinite(g)]
+            d["gate"] = {"hist": _hist(g), "median": float(np.median(g)) if g.size else None}
+        if len(rec):
+            order = np.argsort(-rec.max_acts, kind="stable")[:self.n_top]
+            d["top"] = [ctx.example(rec, int(i), None) for i in order]
+            d["top_at_start"] = sum(1 for e in d["top"] if e["pos"] == e["first"])
+            b_of = assign_buckets(rec.max_acts, n_buckets, seed=seed + l)
+            rng = np.random.default_rng([seed, l, 99])
+            for b, (lo, hi) in enumerate(bucket_edges(n_buckets)):
+                idx = np.flatnonzero(b_of == b)
+                pick = rng.permutation(idx)[:self.n_per_bucket]
+                pick = pick[np.argsort(-rec.max_acts[pick], kind="stable")]
+                d["buckets"].append({"bucket": b, "label": _bucket_label(lo, hi), "n": int(len(idx)),
+                                     "range": [float(rec.max_acts[idx].min()), float(rec.max_acts[idx].max())]
+                                     if len(idx) else None,
+                                     "examples": [ctx.example(rec, int(i), b) for i in pick]})
+        d["search"] = " ".join("".join(e["tokens"]) for e in d["top"]).lower()
+        return d
+
+
 def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n_per_bucket: int = 3,
                    n_buckets: int | None = None, seed: int = 0, title: str = "", run_dir: Path | None = None,
                    context_left: int = 32, context_right: int = 8, progress: bool = True) -> dict:
@@ -174,51 +225,16 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
     from ..saes.style import colour
     from ..progress import bar as progress_bar
 
-    stats = cache.stats()
-    profile = cache.profile()
+    pages = LatentPages(cache, n_top=n_top, n_per_bucket=n_per_bucket, n_buckets=n_buckets, seed=seed,
+                        run_dir=run_dir, context_left=context_left, context_right=context_right)
+    stats, profile, logits = pages.stats, pages.profile, pages.logits
     m = cache.manifest
-    ctx = _Contexts(cache, context_left, context_right)
-    interp, interp_buckets = _interp_results(run_dir)
-    n_buckets = n_buckets or interp_buckets or 5
-    logits = cache.logit_effects()
     recs = cache.records(latents)
     items = []
     bar = progress_bar(total=len(latents), desc="dashboard", unit="latent", requested=progress)
     for l in latents:
         bar.update(1)
-        rec = recs[l]
-        firing = rec.acts[rec.acts > 0]
-        d: dict[str, Any] = {
-            "id": int(l), "density": float(stats.density[l]), "windows": int(stats.window_counts[l]),
-            "tokens": int(stats.token_counts[l]), "max_act": float(stats.max_act[l]),
-            "mean_act": float(stats.sum_act[l] / max(stats.token_counts[l], 1)),
-            "hist": _hist(firing), "top": [], "buckets": [], "interp": interp.get(int(l), {}),
-            **_profile_fields(profile, l)}
-        if logits is not None:
-            d["logits"] = {"pos": [[t, round(float(v), 4)] for t, v in
-                                   zip(_decode(cache.tokenizer, logits["pos_ids"][l]), logits["pos_vals"][l])],
-                           "neg": [[t, round(float(v), 4)] for t, v in
-                                   zip(_decode(cache.tokenizer, logits["neg_ids"][l]), logits["neg_vals"][l])]}
-        g = rec.extras.get("gate_logits")
-        if g is not None:
-            g = g[np.isfinite(g)]
-            d["gate"] = {"hist": _hist(g), "median": float(np.median(g)) if g.size else None}
-        if len(rec):
-            order = np.argsort(-rec.max_acts, kind="stable")[:n_top]
-            d["top"] = [ctx.example(rec, int(i), None) for i in order]
-            d["top_at_start"] = sum(1 for e in d["top"] if e["pos"] == e["first"])
-            b_of = assign_buckets(rec.max_acts, n_buckets, seed=seed + l)
-            rng = np.random.default_rng([seed, l, 99])
-            for b, (lo, hi) in enumerate(bucket_edges(n_buckets)):
-                idx = np.flatnonzero(b_of == b)
-                pick = rng.permutation(idx)[:n_per_bucket]
-                pick = pick[np.argsort(-rec.max_acts[pick], kind="stable")]
-                d["buckets"].append({"bucket": b, "label": _bucket_label(lo, hi), "n": int(len(idx)),
-                                     "range": [float(rec.max_acts[idx].min()), float(rec.max_acts[idx].max())]
-                                     if len(idx) else None,
-                                     "examples": [ctx.example(rec, int(i), b) for i in pick]})
-        d["search"] = " ".join("".join(e["tokens"]) for e in d["top"]).lower()
-        items.append(d)
+        items.append(pages.latent(l, recs[l]))
     bar.close()
     return {"format": FORMAT, "title": title or "probsae feature dashboard", "architecture": m.get("architecture"),
             "arch_colour": colour(m.get("architecture")), "model": m.get("model"), "hook": m.get("hook"),
@@ -227,8 +243,8 @@ def dashboard_data(cache: LatentCache, latents: list[int], *, n_top: int = 10, n
             "density_hist": _density_hist(stats), "first_token_share": cache.n_windows / max(int(m.get("n_tokens") or 1), 1),
             "logits": {"available": logits is not None, "note": m.get("logit_note")},
             "gate": {"beta_end": m.get("gate_beta_end")} if "gate_logits" in cache.outputs else None,
-            "context": {"left": context_left, "right": context_right}, "n_buckets": n_buckets,
-            "interp_buckets": interp_buckets, "latents": items, "index": latent_index(cache, profile),
+            "context": {"left": context_left, "right": context_right}, "n_buckets": pages.n_buckets,
+            "interp_buckets": pages.interp_buckets, "latents": items, "index": latent_index(cache, profile),
             "thresholds": _thresholds()}
 
 
