@@ -21,6 +21,7 @@ INTERRUPTED = ("every file it finished is whole (files are replaced atomically),
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = [
     "train", "eval", "cache", "corpus", "sweep", "report", "autointerp", "dashboard", "export", "import_",
+    "bench",
 ]
 
 
