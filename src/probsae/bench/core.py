@@ -47,7 +47,9 @@ def _core_group(ctx: HookContext, members: list[Member]) -> dict[str, dict[str, 
         t2 = time.perf_counter()
         ds = downstream_of(ctx.handle, data, {m.name: m.sae for m in members}, s.downstream_tokens)
         for m in members:
-            out[m.name]["downstream"] = ds[m.name]
+            r = ds[m.name]
+            # SAEBench's KL divergence score: 1 at the clean model, 0 at zero ablation
+            out[m.name]["downstream"] = {**r, "kl_score": (r["kl_zero"] - r["kl"]) / r["kl_zero"] if r["kl_zero"] else None}
             out[m.name]["seconds"]["downstream_shared"] = round(time.perf_counter() - t2, 2)
     else:
         for m in members:
