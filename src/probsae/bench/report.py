@@ -61,61 +61,59 @@ def task_table(docs: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _figure(path: Path, draw, xlabel: str, ylabel: str) -> Path:
+    """One 6×4 in panel: ``draw(ax)``, axis labels, a light grid, the legend; written atomically."""
+    from ..extras import pyplot
+    from ..io import atomic_savefig
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    draw(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def probing_figure(docs: dict[str, dict[str, Any]], path: Path) -> Path | None:
     """Mean sparse-probing accuracy against k, one line per run in its architecture's colour; the
     dense probe dashed grey."""
-    from ..extras import pyplot
-    from ..io import atomic_savefig
     from ..saes.style import style
 
     sps = {n: (d["architecture"], d["metrics"]["sparse_probing"]) for n, d in docs.items()
            if "mean" in d["metrics"].get("sparse_probing", {})}
     if not sps:
         return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, (arch, sp) in sps.items():
-        st = style(arch)
-        ks = sp["ks"]
-        ax.plot(ks, [sp["mean"]["sae_top_k"][str(k)] for k in ks], marker=st.marker, color=st.color,
-                label=f"{name} ({st.label})")
-    dense = next(iter(sps.values()))[1]["mean"]["dense"]
-    ax.axhline(dense, color="0.5", ls="--", label="dense probe (all dims)")
-    ax.set_xscale("log")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("latents the probe reads (k)")
-    ax.set_ylabel("test accuracy (mean over tasks and classes)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
-    return path
+
+    def draw(ax):
+        for name, (arch, sp) in sps.items():
+            st = style(arch)
+            ax.plot(sp["ks"], [sp["mean"]["sae_top_k"][str(k)] for k in sp["ks"]], marker=st.marker, color=st.color,
+                    label=f"{name} ({st.label})")
+        first = next(iter(sps.values()))[1]
+        ax.axhline(first["mean"]["dense"], color="0.5", ls="--", label="dense probe (all dims)")
+        ax.set_xscale("log")
+        ax.set_xticks(first["ks"], [str(k) for k in first["ks"]])
+    return _figure(path, draw, "latents the probe reads (k)", "test accuracy (mean over tasks and classes)")
 
 
 def density_figure(docs: dict[str, dict[str, Any]], path: Path) -> Path | None:
     """The log10 feature-density histogram of each run (step lines, its architecture's colour)."""
-    from ..extras import pyplot
-    from ..io import atomic_savefig
     from ..saes.style import style
 
     hists = {n: (d["architecture"], d["metrics"]["core"]["density"]) for n, d in docs.items()
              if "density" in d["metrics"].get("core", {})}
     if not hists:
         return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, (arch, h) in hists.items():
-        st = style(arch)
-        ax.stairs(h["counts"], h["log10_edges"], color=st.color, label=f"{name} ({h['dead']:,} dead)")
-    ax.set_xlabel("log10 feature density (fraction of held-out tokens a latent fires on)")
-    ax.set_ylabel("alive latents")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
-    return path
+
+    def draw(ax):
+        for name, (arch, h) in hists.items():
+            ax.stairs(h["counts"], h["log10_edges"], color=style(arch).color, label=f"{name} ({h['dead']:,} dead)")
+    return _figure(path, draw, "log10 feature density (fraction of held-out tokens a latent fires on)", "alive latents")
 
 
 def write_report(docs: dict[str, dict[str, Any]], out: Path, command: str | None) -> Path:
