@@ -23,7 +23,7 @@ def toy_task(n_train, n_test, seed):
     return bench_tasks.split_classes("toy", "disjoint words", pools, n_train, n_test, seed)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def runs(assets, tmp_path_factory):
     root = tmp_path_factory.mktemp("bench_runs")
     for arch in ("topk", "prob_topk"):

@@ -21,7 +21,7 @@ def _metrics() -> dict[str, Metric]:
     from .core import core
     from .sparse_probing import sparse_probing
 
-    return {"core": core, "sparse_probing": sparse_probing}
+    return {"sparse_probing": sparse_probing, "core": core}
 
 
 #: Metrics of the SAEBench suite that this command does not run yet, with the reason shown.

@@ -28,8 +28,8 @@ class BenchSettings:
     """Texts per model forward pass."""
     seed: int = 0
     """Seed of the task samples and of the probes' negative examples."""
-    metrics: tuple[str, ...] = ("core", "sparse_probing")
-    """Metrics to run (comma list): core, sparse_probing."""
+    metrics: tuple[str, ...] = ("sparse_probing", "core")
+    """Metrics to run, in this order (comma list): sparse_probing (its time estimate comes first), core."""
     eval_tokens: int | None = None
     """Held-out tokens of the core metrics (default: the run's eval_tokens, as probsae eval)."""
     downstream_tokens: int | None = None
