@@ -24,6 +24,7 @@ def interrupted(args) -> str:
 
 
 def run(args) -> int:
+    import dataclasses
     import shlex
     import sys
 
@@ -32,7 +33,7 @@ def run(args) -> int:
     from ..bench.settings import BenchSettings
     from .options import collect
 
-    settings = BenchSettings(**collect(args, [f.name for f in __import__("dataclasses").fields(BenchSettings)]))
+    settings = BenchSettings(**collect(args, [f.name for f in dataclasses.fields(BenchSettings)]))
     docs = bench(args.run_dirs, args.out, settings, command="probsae " + shlex.join(sys.argv[1:]))
     print(f"wrote {len(docs)} bench.json under {args.out} and {args.out}/{REPORT_FILE}")
     return 0
