@@ -4,6 +4,7 @@ metric once per group, write ``bench.json`` per run and the comparison (docs/BEN
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,6 @@ def bench(run_dirs: list[str | Path], out: str | Path, settings: BenchSettings |
     from .. import progress
     from ..io import atomic_write_json, check_writable_dir
     from .report import write_report
-    from .tasks import build_tasks
 
     settings = settings or BenchSettings()
     metrics = _metrics()
@@ -51,14 +51,7 @@ def bench(run_dirs: list[str | Path], out: str | Path, settings: BenchSettings |
     out.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out, "bench output directory")
     members = load_members(run_dirs, settings)
-    tasks, missing = ([], {})
-    if "sparse_probing" in settings.metrics:
-        tasks, missing = build_tasks(list(settings.tasks), settings.n_train, settings.n_test, settings.seed)
-        for name, why in missing.items():
-            progress.warn(f"probing task {name} skipped: {why}")
-        for t in tasks:
-            for cls, why in t.skipped.items():
-                progress.warn(f"probing task {t.name}: class {cls} skipped ({why})")
+    tasks, missing = _probing_tasks(settings) if "sparse_probing" in settings.metrics else ([], {})
     results: dict[str, dict[str, Any]] = {m.name: {} for m in members}
     seconds: dict[str, dict[str, float]] = {m.name: {} for m in members}
     for (model, hook), group in group_by_hook(members).items():
@@ -81,8 +74,8 @@ def bench(run_dirs: list[str | Path], out: str | Path, settings: BenchSettings |
         doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": m.name, "run_dir": str(m.run_dir),
                "architecture": m.architecture, "config": m.sae.config_dict()["config"],
                "model": m.metadata.model_name, "hook": m.metadata.hook_name, "command": command,
-               "settings": _settings_dict(settings), "tasks_skipped": missing, "metrics": results[m.name],
-               "seconds": seconds[m.name]}
+               "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()},
+               "tasks_skipped": missing, "metrics": results[m.name], "seconds": seconds[m.name]}
         (out / _safe(m.name)).mkdir(exist_ok=True)
         atomic_write_json(out / _safe(m.name) / BENCH_FILE, doc)
         written[m.name] = doc
@@ -94,7 +87,15 @@ def _safe(name: str) -> str:
     return name.replace("/", "__")
 
 
-def _settings_dict(s: BenchSettings) -> dict[str, Any]:
-    from dataclasses import asdict
+def _probing_tasks(settings: BenchSettings):
+    """The probing tasks that can be built, and {task: why not}; a warning for each task or class left out."""
+    from .. import progress
+    from .tasks import build_tasks
 
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(s).items()}
+    tasks, missing = build_tasks(list(settings.tasks), settings.n_train, settings.n_test, settings.seed)
+    for name, why in missing.items():
+        progress.warn(f"probing task {name} skipped: {why}")
+    for t in tasks:
+        for cls, why in t.skipped.items():
+            progress.warn(f"probing task {t.name}: class {cls} skipped ({why})")
+    return tasks, missing
