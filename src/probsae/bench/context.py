@@ -96,7 +96,7 @@ def run_data(run_dir: Path) -> tuple[Any, str | None]:
 
         data = ((io.read_json(sweep, dict, InputError).get("config") or {}).get("data")) or {}
         try:
-            return DataSpec(**{k: v for k, v in data.items() if k not in SWEEP_DATA_KEYS}), None
+            return DataSpec(**{k: v for k, v in data.items() if k not in SWEEP_DATA_KEYS}), data.get("cache_dir")
         except (ProbSAEError, TypeError):
             return None, None
     return None, None

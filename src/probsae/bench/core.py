@@ -13,6 +13,7 @@ from .context import HookContext, Member, data_key, not_run
 
 
 def core(ctx: HookContext) -> dict[str, dict[str, Any]]:
+    """The metric (see the module docstring); "not run" for a run that records no data spec."""
     out: dict[str, dict[str, Any]] = {}
     groups: dict[str, list[Member]] = {}
     for m in ctx.members:
