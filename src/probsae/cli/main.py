@@ -20,7 +20,8 @@ INTERRUPTED = ("every file it finished is whole (files are replaced atomically),
 
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = [
-    "train", "eval", "cache", "corpus", "sweep", "report", "autointerp", "dashboard", "serve", "export", "import_",
+    "train", "eval", "cache", "corpus", "sweep", "report", "bench", "autointerp", "dashboard", "serve", "export",
+    "import_",
 ]
 
 

@@ -1,0 +1,1 @@
+"""``probsae bench``: SAEBench-style evaluation of trained runs (docs/BENCH.md)."""

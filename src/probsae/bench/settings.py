@@ -1,0 +1,48 @@
+"""``BenchSettings``: what ``probsae bench`` measures and on how much data (no torch: the CLI's
+options are built from it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..validators import positive
+
+
+@dataclass
+class BenchSettings:
+    """Settings of ``probsae bench`` (every field a command-line option)."""
+
+    tasks: tuple[str, ...] = ("code", "offline-en")
+    """Sparse-probing tasks (comma list): code (programming language of source files on this machine),
+    offline-en (source package of an offline-en document)."""
+    n_train: int = 100
+    """Training texts per class of each probing task."""
+    n_test: int = 50
+    """Test texts per class of each probing task."""
+    ks: tuple[int, ...] = (1, 2, 5, 20)
+    """Numbers of latents the sparse probes read (comma list)."""
+    probe_context: int = 128
+    """Tokens of each probing text the model reads (SAEBench: 128; capped at the model's and the SAE's context)."""
+    batch_size: int = 8
+    """Texts per model forward pass."""
+    seed: int = 0
+    """Seed of the task samples and of the probes' negative examples."""
+    metrics: tuple[str, ...] = ("sparse_probing", "core")
+    """Metrics to run, in this order (comma list): sparse_probing (its time estimate comes first), core."""
+    eval_tokens: int | None = None
+    """Held-out tokens of the core metrics (default: the run's eval_tokens, as probsae eval)."""
+    downstream_tokens: int | None = None
+    """Held-out next-token positions of CE/KL (causal LMs; default as probsae eval: 32,768)."""
+    cache_dir: str | None = None
+    """Activation cache root of the held-out activations (default: the run's, else ./cache)."""
+    device: str = "cpu"
+    """Device of the model and the SAEs."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_test", "probe_context", "batch_size"):
+            positive(name, getattr(self, name))
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"ks must be positive integers, got {self.ks}")
+        if self.n_train < 2 or self.n_test < 1:
+            raise ConfigError("n_train must be >= 2 and n_test >= 1")

@@ -1,0 +1,70 @@
+"""`probsae bench` end to end on two tiny runs of one random-weight GPT-2 hook point."""
+
+import json
+
+import pytest
+
+from probsae.bench import tasks as bench_tasks
+from probsae.cli.main import main
+
+
+def train(assets, out, arch):
+    return main(["train", "--arch", arch, "--k", "4", "--expansion", "2", "--model", str(assets / "model"),
+                 "--hook", "resid_pre.2", "--corpus", str(assets / "corpus.txt"), "--context-length", "32",
+                 "--eval-tokens", "400", "--batch-size", "64", "--steps", "12", "--lr", "3e-3", "--warmup-steps", "2",
+                 "--no-progress", "--cache-dir", str(assets / "cache"), "--out", str(out), "--downstream-tokens", "256"])
+
+
+def toy_task(n_train, n_test, seed):
+    """Two classes of texts made of disjoint words of the tiny vocabulary: separable from the pooled
+    activations."""
+    words = {"prose": "the of and is", "code": "def class return import"}
+    pools = {c: [" ".join(w.split()[(i * j + j) % 4] for j in range(12)) for i in range(40)] for c, w in words.items()}
+    return bench_tasks.split_classes("toy", "disjoint words", pools, n_train, n_test, seed)
+
+
+@pytest.fixture(scope="module")
+def runs(assets, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_runs")
+    for arch in ("topk", "prob_topk"):
+        assert train(assets, root / arch, arch) == 0
+    return root
+
+
+def test_bench_writes_results_sharing_one_extraction(assets, runs, tmp_path, monkeypatch):
+    import probsae.data.hooks as hooks
+
+    monkeypatch.setitem(bench_tasks.TASKS, "toy", toy_task)
+    calls = []
+    real = hooks.capture
+    monkeypatch.setattr(hooks, "capture", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = tmp_path / "bench"
+    assert main(["bench", str(runs / "topk"), str(runs / "prob_topk"), "--out", str(out), "--tasks", "toy",
+                 "--n-train", "10", "--n-test", "6", "--ks", "1,2", "--batch-size", "8", "--no-progress",
+                 "--downstream-tokens", "256"]) == 0
+    assert len(calls) == 4, "32 texts in batches of 8: one forward per batch for both SAEs"
+    for arch in ("topk", "prob_topk"):
+        doc = json.loads((out / arch / "bench.json").read_text())
+        assert doc["format"] == "probsae-bench" and doc["architecture"] == arch and doc["command"].startswith("probsae ")
+        core = doc["metrics"]["core"]
+        assert core["heldout"] == json.loads((runs / arch / "metrics.json").read_text())["heldout"]
+        h = core["density"]
+        assert sum(h["counts"]) + h["dead"] == doc["config"]["d_sae"] and h["dead"] == core["heldout"]["dead"]
+        assert core["downstream"]["ci"]["ce_recovered"] is not None
+        sp = doc["metrics"]["sparse_probing"]
+        toy = sp["tasks"]["toy"]
+        assert toy["dense"]["mean"] >= 0.9, "disjoint words are separable by a dense probe"
+        assert set(toy["sae_top_k"]) == {"1", "2"} and all(0 <= v["mean"] <= 1 for v in toy["sae_top_k"].values())
+        assert sp["mean"]["sae_top_k"]["2"] == toy["sae_top_k"]["2"]["mean"]
+        assert doc["metrics"]["absorption"]["status"] == "not run"
+        assert doc["metrics"]["autointerp"]["status"] == "not run"
+    table = (out / "bench.md").read_text()
+    assert "| topk |" in table and "| prob_topk |" in table and "not run" in table
+    assert (out / "sparse_probing.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_refuses_unknown_task_and_metric(runs, tmp_path, capsys):
+    assert main(["bench", str(runs / "topk"), "--out", str(tmp_path / "b"), "--tasks", "nope"]) == 2
+    assert "unknown probing task" in capsys.readouterr().err
+    assert main(["bench", str(runs / "topk"), "--out", str(tmp_path / "b"), "--metrics", "nope"]) == 2
+    assert "unknown metric" in capsys.readouterr().err
