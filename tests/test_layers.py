@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"evaluation"},                                 # metrics, downstream CE/KL, synthetic recovery
     {"runs", "interp"},                             # a run as a directory (spec, train, eval, metrics.json,
                                                     # load_run); interpretability (encode, caches, dashboard)
-    {"experiments", "formats"},                     # sweeps and reports; other formats
+    {"experiments", "formats", "bench"},            # sweeps and reports; other formats; SAEBench-style metrics
     {"cli", "__main__", "probsae"},                 # commands and the public facade
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
