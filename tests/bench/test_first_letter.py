@@ -99,6 +99,22 @@ def test_activations_equal_a_plain_forward_of_the_prompt(handle):
     assert json.dumps(data.summary())
 
 
+def test_accuracy_on_given_words(handle):
+    tok = handle.tokenizer
+    words, examples = ["tiger", "zebra", "moon"], [["apple", "bread", "cloud"], ["drum", "eagle", "flame"]]
+    got = fl.first_letter_accuracy(handle, words, examples)
+    answers = []
+    for i, w in enumerate(words):
+        ids = [1] + tok(fl._prefix_text(examples[i % 2]) + f" {w} has the first letter:",
+                        add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            answers.append(tok.convert_ids_to_tokens(int(handle.model(torch.tensor([ids])).logits[0, -1].argmax())))
+    wrong = [w for w, a in zip(words, answers) if a != w[0].upper()]
+    assert got == {"accuracy": pytest.approx(1 - len(wrong) / 3), "n": 3, "wrong": wrong}
+    with pytest.raises(InputError, match="not one token.*Tiger"):
+        fl.first_letter_accuracy(handle, ["Tiger"], examples)
+
+
 def test_pipeline_runs_on_a_tiny_model(handle):
     from probsae.saes import build_sae
 

@@ -7,7 +7,7 @@ asked for in an in-context prompt in SAEBench's format::
     <BOS>
      tiger has the first letter: T
      lion has the first letter: L
-    … (10 examples)
+    … (3 examples; SAEBench: 10)
      castle has the first letter:
 
 and read at the word's token (SAEBench's position −6 of that prompt). The examples come from a
@@ -49,8 +49,8 @@ class FirstLetterConfig:
     """Word list file, one word a line; empty: /usr/share/dict/words (apt-get install wamerican)."""
     max_words: int = 6000
     """Words asked for at most (a seeded sample of the filtered list; 0: all of them)."""
-    icl_examples: int = 10
-    """In-context examples before each word (SAEBench: 10)."""
+    icl_examples: int = 3
+    """In-context examples before each word (SAEBench: 10; SmolLM2-135M answers more words right with 3)."""
     prefixes: int = 4
     """Different example prefixes; the words are spread over them (SAEBench draws new examples per prompt)."""
     accuracy_words: int = 500
@@ -258,21 +258,41 @@ def first_letter_data(handle, hooks: list[str], words: list[str], cfg: FirstLett
 def _model_check(prompts: _Prompts, data: FirstLetterData, cfg: FirstLetterConfig, progress: bool) -> None:
     """Greedy next token after the whole prompt vs the first letter, on test words (sets
     ``data.accuracy``, ``data.checked``; ``data.check_error`` when the answer cannot be read)."""
-    from ..progress import bar
-
+    test = np.flatnonzero(~data.train)[:cfg.accuracy_words or None]
     try:
-        answers = letter_token_ids(prompts.handle.tokenizer)
+        right = _right_answers(prompts, test, data.letters, cfg.batch_size, progress)
     except InputError as e:
         data.check_error = str(e)
         return
-    test = np.flatnonzero(~data.train)[:cfg.accuracy_words or None]
-    right = 0
-    with bar(total=len(test), desc="first-letter model check", unit="word", requested=progress) as pb:
-        for p, b in prompts.batches(test, cfg.batch_size):
+    data.checked = len(test)
+    data.accuracy = float(right.mean()) if len(test) else None
+
+
+def _right_answers(prompts: _Prompts, words: np.ndarray, letters: np.ndarray, batch_size: int,
+                   progress: bool = False) -> np.ndarray:
+    """(len(words),) whether the greedy next token after each word's prompt is its first letter."""
+    from ..progress import bar
+
+    answers = letter_token_ids(prompts.handle.tokenizer)
+    right = np.zeros(len(prompts.word_ids), bool)
+    with bar(total=len(words), desc="first-letter model check", unit="word", requested=progress) as pb:
+        for p, b in prompts.batches(words, batch_size):
             rows = torch.tensor([[prompts.word_ids[i], *prompts.suffix] for i in b])
             _, logits = prompts.run(p, rows, [])
-            want = torch.tensor([answers[data.letters[i]] for i in b])
-            right += int((logits.argmax(-1) == want).sum())
+            right[b] = (logits.argmax(-1) == torch.tensor([answers[letters[i]] for i in b])).numpy()
             pb.update(len(b))
-    data.checked = len(test)
-    data.accuracy = right / len(test) if len(test) else None
+    return right[words]
+
+
+def first_letter_accuracy(handle, words: list[str], examples: list[list[str]], batch_size: int = 64) -> dict:
+    """The model check on given ``words`` (lowercase, each one token with a leading space) after the
+    given example prefixes (``examples``: the example words of each prefix; word i uses prefix
+    i mod len(examples)): ``{"accuracy", "n", "wrong": [words answered wrongly]}``."""
+    _require_causal(handle)
+    bad = [w for w, t in zip(words, _single_tokens(handle.tokenizer, [" " + w for w in words])) if t is None]
+    if bad:
+        raise InputError(f"not one token with a leading space in {handle.name!r}'s tokenizer: {', '.join(bad[:10])}")
+    prompts = _Prompts(handle, examples, words)
+    right = _right_answers(prompts, np.arange(len(words)), np.array([LETTERS.index(w[0]) for w in words]),
+                           batch_size)
+    return {"accuracy": float(right.mean()), "n": len(words), "wrong": [w for w, r in zip(words, right) if not r]}
