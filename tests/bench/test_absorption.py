@@ -176,8 +176,10 @@ def test_too_few_letters_skips():
 def test_config_is_checked():
     with pytest.raises(ConfigError, match="max_k"):
         AbsorptionConfig(max_k=0)
-    with pytest.raises(ConfigError, match="train_fraction"):
-        FirstLetterConfig(train_fraction=1.0)
+    from probsae.bench.first_letter import first_letter_data
+
+    with pytest.raises(ConfigError, match="prefixes"):
+        first_letter_data(None, [], [], FirstLetterConfig(prefixes=0))
 
 
 def test_encoder_model_is_skipped():

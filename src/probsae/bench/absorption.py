@@ -70,15 +70,20 @@ class AbsorptionConfig:
     """Seed of the probes' initialisation and batch order."""
 
     def __post_init__(self) -> None:
-        for name in ("probe_epochs", "probe_batch_size", "sparse_epochs", "sparse_batch_size", "max_k",
-                     "min_letters", "max_absorbers"):
-            whole(name, getattr(self, name), 1)
-        whole("seed", self.seed, 0)
-        for name in ("probe_lr", "probe_weight_decay", "sparse_l1", "f1_jump", "min_probe_f1", "full_cos",
-                     "fraction_cos", "proportion"):
-            number(name, getattr(self, name))
-        if self.probe_lr <= 1e-5:
-            raise ConfigError(f"probe_lr must be > 1e-5 (the final learning rate), got {self.probe_lr!r}")
+        _check(self)
+
+
+def _check(cfg: AbsorptionConfig) -> None:
+    """ConfigError naming the first field out of range."""
+    for name in ("probe_epochs", "probe_batch_size", "sparse_epochs", "sparse_batch_size", "max_k",
+                 "min_letters", "max_absorbers"):
+        whole(name, getattr(cfg, name), 1)
+    whole("seed", cfg.seed, 0)
+    for name in ("probe_lr", "probe_weight_decay", "sparse_l1", "f1_jump", "min_probe_f1", "full_cos",
+                 "fraction_cos", "proportion"):
+        number(name, getattr(cfg, name))
+    if cfg.probe_lr <= 1e-5:
+        raise ConfigError(f"probe_lr must be > 1e-5 (the final learning rate), got {cfg.probe_lr!r}")
 
 
 # ---- probes ------------------------------------------------------------------------------------
@@ -315,7 +320,7 @@ def run_absorption(handle, saes: dict, words: list[str] | None = None, task: Fir
         reason = f"model {handle.name!r} is not a causal LM: the first-letter task needs next-token predictions"
         return {"task": {"skipped": reason}, "saes": {n: {"skipped": reason} for n in saes}}
     hooks = list(dict.fromkeys(s.metadata.hook_name for s in saes.values()))
-    data = first_letter_data(handle, hooks, words if words is not None else read_words(task.words or None), task,
+    data = first_letter_data(handle, hooks, words if words is not None else read_words(task.words), task,
                              progress)
     summary = data.summary() | {"min_accuracy": task.min_accuracy}
     reason = _task_skip(data, task)

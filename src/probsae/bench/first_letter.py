@@ -38,6 +38,8 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DEFAULT_WORDS = Path("/usr/share/dict/words")
 #: SAEBench's prompt template; the word keeps its leading space (`` tiger``).
 TEMPLATE = "{word} has the first letter:"
+#: Share of the words the probes are trained on (SAEBench's train_test_fraction); the rest are test words.
+TRAIN_FRACTION = 0.8
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -45,36 +47,31 @@ _WORD = re.compile(r"[a-z]+")
 class FirstLetterConfig:
     """The words and prompts of the first-letter task."""
 
-    words: str = ""
-    """Word list file, one word a line; empty: /usr/share/dict/words (apt-get install wamerican)."""
     max_words: int = 6000
     """Words asked for at most (a seeded sample of the filtered list; 0: all of them)."""
+    seed: int = 42
+    """Seed of the word sample, the split and the examples (SAEBench's default random_seed)."""
     icl_examples: int = 3
     """In-context examples before each word (SAEBench: 10; SmolLM2-135M answers more words right with 3)."""
+    words: str = ""
+    """Word list file, one word a line; empty: /usr/share/dict/words (apt-get install wamerican)."""
     prefixes: int = 4
     """Different example prefixes; the words are spread over them (SAEBench draws new examples per prompt)."""
     accuracy_words: int = 500
     """Test words the model check asks for (greedy next token = the first letter); 0: all test words."""
     min_accuracy: float = 0.5
     """Below this model accuracy on the task the absorption metric is skipped (chance is 1/26)."""
-    train_fraction: float = 0.8
-    """Share of the words the probes are trained on; the rest are the test words (SAEBench: 0.8)."""
     batch_size: int = 64
     """Words per forward pass."""
-    seed: int = 42
-    """Seed of the word sample, the split and the examples (SAEBench's default random_seed)."""
 
-    def __post_init__(self) -> None:
-        whole("max_words", self.max_words, 0)
-        whole("icl_examples", self.icl_examples, 0)
-        whole("prefixes", self.prefixes, 1)
-        whole("accuracy_words", self.accuracy_words, 0)
-        whole("batch_size", self.batch_size, 1)
-        whole("seed", self.seed, 0)
-        number("min_accuracy", self.min_accuracy)
-        number("train_fraction", self.train_fraction)
-        if not 0 < self.train_fraction < 1:
-            raise ConfigError(f"train_fraction must be in (0, 1), got {self.train_fraction!r}")
+
+
+def _check(cfg: FirstLetterConfig) -> None:
+    """ConfigError naming the first field out of range."""
+    for name, low in (("max_words", 0), ("icl_examples", 0), ("prefixes", 1), ("accuracy_words", 0),
+                      ("batch_size", 1), ("seed", 0)):
+        whole(name, getattr(cfg, name), low)
+    number("min_accuracy", cfg.min_accuracy)
 
 
 def read_words(path: str | Path | None = None) -> list[str]:
@@ -230,6 +227,7 @@ def first_letter_data(handle, hooks: list[str], words: list[str], cfg: FirstLett
     from ..progress import bar
 
     cfg = cfg or FirstLetterConfig()
+    _check(cfg)
     _require_causal(handle)
     kept = filter_words(words, handle.tokenizer)
     n_ex = cfg.prefixes * cfg.icl_examples
@@ -242,7 +240,7 @@ def first_letter_data(handle, hooks: list[str], words: list[str], cfg: FirstLett
     asked = kept[n_ex:][:cfg.max_words or None]
     prompts = _Prompts(handle, examples, asked)
     train = np.zeros(len(asked), bool)
-    train[:int(len(asked) * cfg.train_fraction)] = True
+    train[:int(len(asked) * TRAIN_FRACTION)] = True
     acts = {h: torch.zeros(len(asked), handle.d_model) for h in hooks}
     with bar(total=len(asked), desc="first-letter activations", unit="word", requested=progress) as pb:
         for p, b in prompts.batches(np.arange(len(asked)), cfg.batch_size):
