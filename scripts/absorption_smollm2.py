@@ -35,9 +35,8 @@ def main() -> None:
 
     import torch
 
-    from probsae.bench.absorption import AbsorptionConfig, absorption_scores, train_letter_probe
-    from probsae.bench.first_letter import (FirstLetterConfig, filter_words, first_letter_accuracy,
-                                            first_letter_data, read_words)
+    from probsae.bench.absorption import run_absorption
+    from probsae.bench.first_letter import FirstLetterConfig, filter_words, first_letter_accuracy, read_words
     from probsae.data.models import load_model
     from probsae.saes import load_sae
 
@@ -45,54 +44,39 @@ def main() -> None:
     t0 = time.time()
     saes = {Path(r).name: load_sae(r).eval() for r in args.runs}
     handle = load_model("smollm2")
-    times = {"load": time.time() - t0}
-
-    task = FirstLetterConfig(max_words=args.max_words, accuracy_words=args.accuracy_words)
-    t = time.time()
+    load = time.time() - t0
     words = read_words()
-    hooks = sorted({s.metadata.hook_name for s in saes.values()})
-    data = first_letter_data(handle, hooks, words, task, progress=True)
-    times["extract_and_check"] = time.time() - t
+    out = run_absorption(handle, saes, words, FirstLetterConfig(max_words=args.max_words,
+                                                                accuracy_words=args.accuracy_words), progress=True)
+    task = out["task"]
     t = time.time()
-    common = [w for w in COMMON if w in set(filter_words(COMMON, handle.tokenizer))]
-    acc_common = first_letter_accuracy(handle, common, data.examples)
-    times["common_check"] = time.time() - t
-    print(f"words: {len(filter_words(words, handle.tokenizer))} filtered of {len(words)}; asked {len(data.words)}")
-    print(f"model accuracy on {data.checked} test words: {data.accuracy:.3f}; on {acc_common['n']} common "
-          f"words: {acc_common['accuracy']:.3f} (wrong: {', '.join(acc_common['wrong'])})")
-
-    cfg = AbsorptionConfig()
-    results: dict = {}
-    tr, te = torch.from_numpy(data.train), torch.from_numpy(~data.train)
-    for hook in hooks:
-        x = data.acts[hook]
-        t = time.time()
-        probe = train_letter_probe(x[tr], data.letters[data.train], cfg)
-        times[f"probe {hook}"] = time.time() - t
-        for name, sae in saes.items():
-            if sae.metadata.hook_name != hook:
-                continue
-            t = time.time()
-            results[name] = absorption_scores(sae, x[tr], data.letters[data.train], x[te], data.letters[~data.train],
-                                              cfg, probe)
-            times[f"sae {name}"] = time.time() - t
-    for name, r in results.items():
+    kept = set(filter_words(COMMON, handle.tokenizer))
+    out["common_words"] = first_letter_accuracy(handle, [w for w in COMMON if w in kept], task["examples"])
+    common_s = time.time() - t
+    print(f"words: {len(filter_words(words, handle.tokenizer))} filtered of {len(words)}; asked {task['n_words']}")
+    print(f"model accuracy on {task['accuracy_words']} test words: {task['accuracy']:.3f}; on "
+          f"{out['common_words']['n']} common words: {out['common_words']['accuracy']:.3f} "
+          f"(wrong: {', '.join(out['common_words']['wrong'])})")
+    for name, r in out["saes"].items():
         if "skipped" in r:
             print(f"{name}: skipped: {r['skipped']}")
             continue
-        print(f"{name}: absorption fraction {r['mean_absorption_fraction_score']:.4f} "
-              f"(95% CI {r['absorption_fraction_ci95'][0]:.4f}–{r['absorption_fraction_ci95'][1]:.4f}), "
-              f"full absorption {r['mean_full_absorption_score']:.4f} "
-              f"(95% CI {r['full_absorption_ci95'][0]:.4f}–{r['full_absorption_ci95'][1]:.4f}), "
-              f"split features {r['mean_num_split_features']:.2f}, letters {r['n_letters']}")
-        print("   " + " ".join(f"{l['letter']}:{l['mean_absorption_fraction']:.2f}/{l['full_absorption_rate']:.2f}"
-                               f"/{l['num_split_features']}" for l in r["letters"]))
-    first = next(iter(results.values()))
-    print("probe F1: " + " ".join(f"{k}:{v:.2f}" for k, v in first["probe_f1"].items()))
-    print("wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + f"; total {time.time() - t0:.0f}")
+        lo, hi = r["absorption_fraction_ci95"]
+        flo, fhi = r["full_absorption_ci95"]
+        print(f"{name}: absorption fraction {r['mean_absorption_fraction_score']:.4f} (95% CI {lo:.4f}–{hi:.4f}), "
+              f"full absorption {r['mean_full_absorption_score']:.4f} (95% CI {flo:.4f}–{fhi:.4f}), "
+              f"split features {r['mean_num_split_features']:.2f}, letters {r['n_letters']}, {r['seconds']:.0f} s")
+        print("   letter:fraction/full/main latents  " + " ".join(
+            f"{l['letter']}:{l['mean_absorption_fraction']:.2f}/{l['full_absorption_rate']:.2f}/{l['num_split_features']}"
+            for l in r["letters"]))
+    first = next(iter(out["saes"].values()))
+    if "probe_f1" in first:
+        print("probe F1: " + " ".join(f"{k}:{v:.2f}" for k, v in first["probe_f1"].items()))
+    probes = ", ".join(f"{h} {s:.0f}" for h, s in task.get("probe_seconds", {}).items())
+    print(f"wall time (s): load {load:.0f}, words' activations + model check {task.get('seconds', 0):.0f}, "
+          f"letter probe {probes}, common-word check {common_s:.0f}; total {time.time() - t0:.0f}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"task": data.summary(), "common_words": acc_common, "saes": results,
-                                              "seconds": times}, indent=1))
+        Path(args.out).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -130,6 +130,8 @@ def test_pipeline_runs_on_a_tiny_model(handle):
     for res in out["saes"].values():
         assert 0 <= res["mean_absorption_fraction_score"] <= 1 and 0 <= res["mean_full_absorption_score"] <= 1
         assert res["hook"] == "resid_pre.1" and all(1 <= r["num_split_features"] <= 3 for r in res["letters"])
+        assert res["seconds"] > 0
+    assert out["task"]["seconds"] > 0 and list(out["task"]["probe_seconds"]) == ["resid_pre.1"]
     skipped = run_absorption(handle, saes, WORDS, fl.FirstLetterConfig(**{**vars(TASK), "min_accuracy": 1.01}), cfg)
     assert "does not solve the task" in skipped["task"]["skipped"]
     assert skipped["saes"]["topk"]["skipped"] == skipped["task"]["skipped"]

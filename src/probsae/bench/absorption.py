@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 from ..errors import ConfigError
 from ..stats import mean_ci
 from ..validators import number, whole
-from .first_letter import LETTERS, FirstLetterConfig, FirstLetterData, first_letter_data, read_words
+from .first_letter import LETTERS, FirstLetterConfig, FirstLetterData, first_letter_data, not_causal, read_words
 
 #: A latent with a code below this is silent (SAEBench's EPS of the full-absorption test).
 SILENT = 1e-8
@@ -225,7 +226,7 @@ def word_absorption(act_proj: torch.Tensor, codes: torch.Tensor, latent_proj: to
     cand = torch.where(can[None, :] & (latent_proj > 0), latent_proj, torch.zeros_like(latent_proj))
     absorbed = cand.topk(min(cfg.max_absorbers, cand.shape[1]), dim=1).values.sum(1)
     positive = act_proj > 0
-    share = torch.where(positive, absorbed / act_proj.where(positive, torch.ones_like(act_proj)), torch.zeros_like(act_proj))
+    share = torch.where(positive, absorbed / act_proj.where(positive, torch.ones_like(act_proj)), 0.0)
     none = ~positive | (main_proj >= act_proj) | (share < cfg.proportion)
     part = torch.minimum(absorbed, act_proj - main_proj)
     frac = torch.where(main_proj <= 0, torch.ones_like(part), (part / (part + main_proj)).clamp(0, 1))
@@ -312,34 +313,44 @@ def run_absorption(handle, saes: dict, words: list[str] | None = None, task: Fir
     """The absorption metric of several SAEs of one model: ``saes`` maps a name to an SAE (its hook
     point from its metadata); the words' activations are read once for all hook points and the
     letter probe trained once per hook point. ``words``: a word list (default: ``task.words`` or
-    /usr/share/dict/words). Returns ``{"task": {...}, "saes": {name: {...}}}``; when the model does not
-    solve the task (accuracy below ``task.min_accuracy``) every SAE's entry says ``skipped``."""
+    /usr/share/dict/words). Returns ``{"task": {...}, "saes": {name: {...}}}`` with the seconds each
+    stage took; when the model cannot do the task (not causal, or accuracy below
+    ``task.min_accuracy``) every entry says ``skipped``."""
     task = task or FirstLetterConfig()
     cfg = cfg or AbsorptionConfig()
-    if not handle.is_causal:
-        reason = f"model {handle.name!r} is not a causal LM: the first-letter task needs next-token predictions"
+    reason = not_causal(handle)
+    if reason:
         return {"task": {"skipped": reason}, "saes": {n: {"skipped": reason} for n in saes}}
     hooks = list(dict.fromkeys(s.metadata.hook_name for s in saes.values()))
+    start = time.perf_counter()
     data = first_letter_data(handle, hooks, words if words is not None else read_words(task.words), task,
                              progress)
-    summary = data.summary() | {"min_accuracy": task.min_accuracy}
+    summary = data.summary() | {"min_accuracy": task.min_accuracy, "seconds": time.perf_counter() - start}
     reason = _task_skip(data, task)
     if reason:
         return {"task": summary | {"skipped": reason}, "saes": {n: {"skipped": reason} for n in saes}}
+    return {"task": summary, "saes": _per_hook(data, saes, cfg, summary.setdefault("probe_seconds", {}))}
+
+
+def _per_hook(data: FirstLetterData, saes: dict, cfg: AbsorptionConfig, probe_seconds: dict) -> dict:
+    """Each SAE's scores, the letter probe trained once per hook point."""
     out: dict = {}
     tr, te = torch.from_numpy(data.train), torch.from_numpy(~data.train)
-    for hook in hooks:
-        x = data.acts[hook]
-        probe = train_letter_probe(x[tr], data.letters[data.train], cfg)
+    y_tr, y_te = data.letters[data.train], data.letters[~data.train]
+    for hook, x in data.acts.items():
+        start = time.perf_counter()
+        probe = train_letter_probe(x[tr], y_tr, cfg)
+        probe_seconds[hook] = time.perf_counter() - start
         for name, sae in saes.items():
             if sae.metadata.hook_name != hook:
                 continue
-            if getattr(sae, "predicts_target", False):
+            if sae.predicts_target:
                 out[name] = {"skipped": "a transcoder predicts another activation; absorption needs an autoencoder"}
                 continue
-            out[name] = absorption_scores(sae, x[tr], data.letters[data.train], x[te], data.letters[~data.train],
-                                          cfg, probe) | {"hook": hook}
-    return {"task": summary, "saes": out}
+            start = time.perf_counter()
+            out[name] = absorption_scores(sae, x[tr], y_tr, x[te], y_te, cfg, probe)
+            out[name] |= {"hook": hook, "seconds": time.perf_counter() - start}
+    return out
 
 
 def _task_skip(data: FirstLetterData, task: FirstLetterConfig) -> str | None:

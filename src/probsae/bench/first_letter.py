@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, FileIOError, InputError
+from ..errors import FileIOError, InputError
 from ..validators import number, whole
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -63,7 +63,6 @@ class FirstLetterConfig:
     """Below this model accuracy on the task the absorption metric is skipped (chance is 1/26)."""
     batch_size: int = 64
     """Words per forward pass."""
-
 
 
 def _check(cfg: FirstLetterConfig) -> None:
@@ -116,6 +115,7 @@ class FirstLetterData:
     """The task's words, labels and activations at the word token, one tensor per hook point."""
 
     words: list[str]
+    """The N asked words (lowercase; each one token with a leading space)."""
     letters: np.ndarray
     """(N,) letter index 0–25 of each word."""
     train: np.ndarray
@@ -136,7 +136,7 @@ class FirstLetterData:
         return {"n_words": len(self.words), "n_train": int(self.train.sum()),
                 "n_test": int((~self.train).sum()), "accuracy": self.accuracy, "accuracy_words": self.checked,
                 "accuracy_error": self.check_error, "template": TEMPLATE,
-                "icl_examples": len(self.examples[0]) if self.examples else 0, "prefixes": len(self.examples)}
+                "examples": self.examples}
 
 
 def _prefix_text(examples: list[str]) -> str:
@@ -213,10 +213,18 @@ class _Prompts:
         return got, logits.float().cpu()
 
 
+def not_causal(handle) -> str | None:
+    """Why the task cannot run on ``handle``'s model (an encoder), or None for a causal LM."""
+    if handle.is_causal:
+        return None
+    return (f"model {handle.name!r} is not a causal LM: the first-letter task needs next-token predictions "
+            "(absorption runs on causal LMs only)")
+
+
 def _require_causal(handle) -> None:
-    if not handle.is_causal:
-        raise InputError(f"model {handle.name!r} is not a causal LM: the first-letter task needs next-token "
-                         "predictions (absorption runs on causal LMs only)")
+    reason = not_causal(handle)
+    if reason:
+        raise InputError(reason)
 
 
 def first_letter_data(handle, hooks: list[str], words: list[str], cfg: FirstLetterConfig | None = None,
