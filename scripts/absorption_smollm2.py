@@ -66,9 +66,9 @@ def main() -> None:
         print(f"{name}: absorption fraction {r['mean_absorption_fraction_score']:.4f} (95% CI {lo:.4f}–{hi:.4f}), "
               f"full absorption {r['mean_full_absorption_score']:.4f} (95% CI {flo:.4f}–{fhi:.4f}), "
               f"split features {r['mean_num_split_features']:.2f}, letters {r['n_letters']}, {r['seconds']:.0f} s")
-        print("   letter:fraction/full/main latents  " + " ".join(
-            f"{l['letter']}:{l['mean_absorption_fraction']:.2f}/{l['full_absorption_rate']:.2f}/{l['num_split_features']}"
-            for l in r["letters"]))
+        cells = (f"{l['letter']}:{l['mean_absorption_fraction']:.2f}/{l['full_absorption_rate']:.2f}"
+                 f"/{l['num_split_features']}" for l in r["letters"])
+        print("   letter:fraction/full/main latents  " + " ".join(cells))
     first = next(iter(out["saes"].values()))
     if "probe_f1" in first:
         print("probe F1: " + " ".join(f"{k}:{v:.2f}" for k, v in first["probe_f1"].items()))

@@ -192,3 +192,28 @@ def test_encoder_model_is_skipped():
     sae.metadata.hook_name = "resid_pre.0"
     out = run_absorption(handle, {"s": sae}, words=["cat"])
     assert "not a causal LM" in out["saes"]["s"]["skipped"]
+
+
+def test_balanced_logistic_regression_matches_scikit_learn():
+    from probsae.bench.absorption import _fit_balanced_lr
+
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 300, 3, generator=g)
+    y = (x[:, :, 0] + 0.5 * torch.randn(2, 300, generator=g) > 0.8).float()
+    w, b = _fit_balanced_lr(x, y)
+    for p in range(2):
+        ref = sklearn.LogisticRegression(C=1.0, class_weight="balanced", max_iter=500).fit(x[p].numpy(), y[p].numpy())
+        assert w[p].numpy() == pytest.approx(ref.coef_[0], rel=1e-3, abs=1e-3)
+        assert float(b[p]) == pytest.approx(ref.intercept_[0], rel=1e-3, abs=1e-3)
+
+
+def test_sparse_rows_train_like_dense_rows():
+    from probsae.bench.absorption import _one_hot, _sparse, _train_ovr
+
+    g = torch.Generator().manual_seed(4)
+    codes = torch.rand(200, 12, generator=g) * (torch.rand(200, 12, generator=g) > 0.7)
+    y = _one_hot(np.arange(200) % 3, [0, 1, 2])
+    dense = _train_ovr(codes, 12, y, 3, 0.01, 32, 1e-6, 0, l1=0.01)
+    sparse = _train_ovr(_sparse(codes), 12, y, 3, 0.01, 32, 1e-6, 0, l1=0.01)
+    assert torch.allclose(dense[0], sparse[0], atol=1e-6) and torch.allclose(dense[1], sparse[1], atol=1e-6)

@@ -89,52 +89,70 @@ def _check(cfg: AbsorptionConfig) -> None:
 
 # ---- probes ------------------------------------------------------------------------------------
 
-def _train_ovr(x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int,
+Rows = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+"""Training inputs: a dense (N, d) tensor, or sparse codes as (values, indices), each (N, K)."""
+
+
+def _sparse(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense codes (N, L) as (values, indices) of each row's nonzero entries, padded with zeros."""
+    k = max(int((codes != 0).sum(1).max()), 1)
+    idx = codes.abs().topk(k, dim=1).indices
+    return codes.gather(1, idx), idx
+
+
+def _logits(x: Rows, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    if isinstance(x, tuple):
+        values, idx = x
+        return (values.unsqueeze(-1) * weight.T[idx]).sum(1) + bias
+    return x @ weight.T + bias
+
+
+def _train_ovr(x: Rows, dim: int, y: torch.Tensor, epochs: int, lr: float, batch_size: int,
                weight_decay: float, seed: int, l1: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-vs-rest logistic probes (SAEBench's ``train_multi_probe``): BCE with positives weighted
-    by negatives/positives per column, Adam, learning rate decayed exponentially from ``lr`` to
-    1e-5 over the epochs, plus ``l1`` × the mean over probes of Σ|w|. ``y`` (N, P) in {0, 1}.
-    Returns weight (P, d) and bias (P,)."""
+    """One-vs-rest logistic probes (SAEBench's ``train_multi_probe``) on ``dim``-wide rows ``x``:
+    BCE with positives weighted by negatives/positives per column, Adam, learning rate decayed
+    exponentially from ``lr`` to 1e-5 over the epochs, plus ``l1`` × the mean over probes of Σ|w|.
+    ``y`` (N, P) in {0, 1}. Returns weight (P, dim) and bias (P,)."""
     gen = torch.Generator().manual_seed(seed)
-    lin = torch.nn.Linear(x.shape[1], y.shape[1])
-    with torch.no_grad():
-        bound = 1 / math.sqrt(x.shape[1])
-        lin.weight.uniform_(-bound, bound, generator=gen)
-        lin.bias.uniform_(-bound, bound, generator=gen)
+    bound = 1 / math.sqrt(dim)
+    weight = (torch.rand(y.shape[1], dim, generator=gen) * 2 - 1).mul_(bound).requires_grad_()
+    bias = (torch.rand(y.shape[1], generator=gen) * 2 - 1).mul_(bound).requires_grad_()
     pos = y.sum(0)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=(len(y) - pos) / pos)
-    opt = torch.optim.Adam(lin.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam([weight, bias], lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=math.exp(math.log(1e-5 / lr) / epochs))
     for _ in range(epochs):
-        for b in torch.randperm(len(x), generator=gen).split(batch_size):
+        for b in torch.randperm(len(y), generator=gen).split(batch_size):
             opt.zero_grad()
-            loss = loss_fn(lin(x[b]), y[b])
+            rows = (x[0][b], x[1][b]) if isinstance(x, tuple) else x[b]
+            loss = loss_fn(_logits(rows, weight, bias), y[b])
             if l1:
-                loss = loss + l1 * lin.weight.abs().sum(-1).mean()
+                loss = loss + l1 * weight.abs().sum(-1).mean()
             loss.backward()
             opt.step()
         sched.step()
-    return lin.weight.detach(), lin.bias.detach()
+    return weight.detach(), bias.detach()
 
 
 def _fit_balanced_lr(x: torch.Tensor, y: torch.Tensor, max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """P independent L2 logistic regressions (what scikit-learn's ``LogisticRegression(C=1,
     class_weight='balanced')`` fits): ``x`` (P, N, k), ``y`` (P, N) in {0, 1}; minimises
-    ½‖w‖² + Σ_i c_i · logloss_i with c = N / (2 · class count), the intercept unpenalised.
+    ½‖w‖² + Σ_i c_i · logloss_i with c = N / (2 · class count), the intercept unpenalised; like
+    scikit-learn divided by Σ c_i = N, and stopped when no gradient entry exceeds 1e-4 (its ``tol``).
     Returns weight (P, k) and bias (P,)."""
     x, y = x.double(), y.double()
     n_pos = y.sum(1, keepdim=True)
     c = torch.where(y > 0, len(y[0]) / (2 * n_pos.clamp_min(1)), len(y[0]) / (2 * (len(y[0]) - n_pos).clamp_min(1)))
     w = torch.zeros(x.shape[0], x.shape[2], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(x.shape[0], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, tolerance_grad=1e-8, tolerance_change=1e-12,
+    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, tolerance_grad=1e-4, tolerance_change=1e-14,
                             line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
         z = torch.einsum("pnk,pk->pn", x, w) + b[:, None]
-        loss = 0.5 * (w ** 2).sum() + (c * torch.nn.functional.binary_cross_entropy_with_logits(
-            z, y, reduction="none")).sum()
+        loss = (0.5 * (w ** 2).sum() + (c * torch.nn.functional.binary_cross_entropy_with_logits(
+            z, y, reduction="none")).sum()) / len(y[0])
         loss.backward()
         return loss
 
@@ -163,7 +181,7 @@ class LetterProbe:
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, P) probe scores; > 0 means "starts with that letter"."""
-        return x.float() @ self.weight.T + self.bias
+        return _logits(x.float(), self.weight, self.bias)
 
 
 def _one_hot(y: np.ndarray, letters: list[int]) -> torch.Tensor:
@@ -175,8 +193,8 @@ def train_letter_probe(x: torch.Tensor, y: np.ndarray, cfg: AbsorptionConfig | N
     ``train_linear_probe_for_task``)."""
     cfg = cfg or AbsorptionConfig()
     letters = sorted(int(v) for v in np.unique(y))
-    w, b = _train_ovr(x.float(), _one_hot(y, letters), cfg.probe_epochs, cfg.probe_lr, cfg.probe_batch_size,
-                      cfg.probe_weight_decay, cfg.seed)
+    w, b = _train_ovr(x.float(), x.shape[1], _one_hot(y, letters), cfg.probe_epochs, cfg.probe_lr,
+                      cfg.probe_batch_size, cfg.probe_weight_decay, cfg.seed)
     return LetterProbe(letters, w, b)
 
 
@@ -188,8 +206,8 @@ def main_latents(codes_train: torch.Tensor, y_train: np.ndarray, codes_test: tor
     latents by an L1 probe's weight, refit a balanced logistic regression on the top k codes for
     k = 1 … max_k, and keep the top k while the test F1 (score > 0) rises by more than f1_jump."""
     cfg = cfg or AbsorptionConfig()
-    w, _ = _train_ovr(codes_train.float(), _one_hot(y_train, letters), cfg.sparse_epochs, cfg.probe_lr,
-                      cfg.sparse_batch_size, 1e-6, cfg.seed, l1=cfg.sparse_l1)
+    w, _ = _train_ovr(_sparse(codes_train.float()), codes_train.shape[1], _one_hot(y_train, letters),
+                      cfg.sparse_epochs, cfg.probe_lr, cfg.sparse_batch_size, 1e-6, cfg.seed, l1=cfg.sparse_l1)
     truth_tr, truth_te = _one_hot(y_train, letters), _one_hot(y_test, letters).bool()
     best = torch.full((len(letters),), -100.0, dtype=torch.float64)
     chosen: dict[int, list[int]] = {l: [] for l in letters}
