@@ -69,6 +69,7 @@ def main() -> None:
         cells = (f"{l['letter']}:{l['mean_absorption_fraction']:.2f}/{l['full_absorption_rate']:.2f}"
                  f"/{l['num_split_features']}" for l in r["letters"])
         print("   letter:fraction/full/main latents  " + " ".join(cells))
+    _paired(out["saes"])
     first = next(iter(out["saes"].values()))
     if "probe_f1" in first:
         print("probe F1: " + " ".join(f"{k}:{v:.2f}" for k, v in first["probe_f1"].items()))
@@ -77,6 +78,20 @@ def main() -> None:
           f"letter probe {probes}, common-word check {common_s:.0f}; total {time.time() - t0:.0f}")
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
+
+
+def _paired(results: dict) -> None:
+    """Each SAE against the first: the paired difference over the letters both score, with a 95 % CI."""
+    from probsae.stats import mean_ci
+
+    scored = {n: {l["letter"]: l for l in r["letters"]} for n, r in results.items() if "letters" in r}
+    if len(scored) < 2:
+        return
+    base_name, base = next(iter(scored.items()))
+    for name, rows in list(scored.items())[1:]:
+        for key in ("mean_absorption_fraction", "full_absorption_rate"):
+            m, lo, hi = mean_ci([rows[c][key] - base[c][key] for c in base if c in rows])
+            print(f"{name} − {base_name}, {key} (paired over letters): {m:+.4f} (95% CI {lo:+.4f} to {hi:+.4f})")
 
 
 if __name__ == "__main__":
