@@ -141,8 +141,9 @@ def _fit_balanced_lr(x: torch.Tensor, y: torch.Tensor, max_iter: int = 500) -> t
     scikit-learn divided by Σ c_i = N, and stopped when no gradient entry exceeds 1e-4 (its ``tol``).
     Returns weight (P, k) and bias (P,)."""
     x, y = x.double(), y.double()
+    n = y.shape[1]
     n_pos = y.sum(1, keepdim=True)
-    c = torch.where(y > 0, len(y[0]) / (2 * n_pos.clamp_min(1)), len(y[0]) / (2 * (len(y[0]) - n_pos).clamp_min(1)))
+    c = torch.where(y > 0, n / (2 * n_pos.clamp_min(1)), n / (2 * (n - n_pos).clamp_min(1)))
     w = torch.zeros(x.shape[0], x.shape[2], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(x.shape[0], dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=max_iter, tolerance_grad=1e-4, tolerance_change=1e-14,
@@ -152,7 +153,7 @@ def _fit_balanced_lr(x: torch.Tensor, y: torch.Tensor, max_iter: int = 500) -> t
         opt.zero_grad()
         z = torch.einsum("pnk,pk->pn", x, w) + b[:, None]
         loss = (0.5 * (w ** 2).sum() + (c * torch.nn.functional.binary_cross_entropy_with_logits(
-            z, y, reduction="none")).sum()) / len(y[0])
+            z, y, reduction="none")).sum()) / n
         loss.backward()
         return loss
 
