@@ -28,8 +28,8 @@ def core(ctx: HookContext) -> dict[str, dict[str, Any]]:
 
 def _core_group(ctx: HookContext, members: list[Member]) -> dict[str, dict[str, Any]]:
     from ..data.prepare import prepare_caches
-    from ..evaluation.density import density_histogram, latent_density
-    from ..evaluation.metrics import evaluate
+    from ..evaluation.density import density_histogram
+    from ..evaluation.metrics import accumulate
     from ..runs.eval_run import downstream_of
 
     s = ctx.settings
@@ -40,8 +40,8 @@ def _core_group(ctx: HookContext, members: list[Member]) -> dict[str, dict[str, 
     out = {}
     for m in members:
         t1 = time.perf_counter()
-        r: dict[str, Any] = {"heldout": evaluate(m.sae, heldout, max_tokens=s.eval_tokens)}
-        r["density"] = density_histogram(latent_density(m.sae, heldout, max_tokens=s.eval_tokens))
+        acc = accumulate(m.sae, heldout, max_tokens=s.eval_tokens)   # one pass: metrics and density
+        r: dict[str, Any] = {"heldout": acc.result(), "density": density_histogram(acc.density())}
         r["seconds"] = {"heldout_cache": round(shared_s, 2), "own": round(time.perf_counter() - t1, 2)}
         out[m.name] = r
     if ctx.handle.is_causal:

@@ -4,34 +4,18 @@ log10 scale (SAEBench's core "feature density" panel; docs/BENCH.md)."""
 from __future__ import annotations
 
 import numpy as np
-import torch
-
-from ..data.sources import batch_source
 
 DENSITY_BINS = np.linspace(-6.0, 0.0, 25)
 """Edges of the log10-density histogram (a quarter decade each, 10⁻⁶ … 1)."""
 
 
-@torch.no_grad()
 def latent_density(sae, data, batch_size: int = 4096, max_tokens: int | None = None) -> np.ndarray:
     """(d_sae,) fraction of the tokens of ``data`` (raw activations: a tensor, a cache, batches)
     on which each latent's inference code is ≠ 0 (the first ``max_tokens`` tokens, as
-    ``evaluate``)."""
-    device = sae.W_dec.device
-    counts = torch.zeros(sae.d_sae, dtype=torch.float64, device=device)
-    n = 0
-    for batch in batch_source(data).in_order(batch_size):
-        if max_tokens is not None and n >= max_tokens:
-            break
-        if max_tokens is not None:
-            batch = batch[: max_tokens - n]
-        x, _ = sae.split_pair(batch.to(device).reshape(-1, batch.shape[-1]))  # a transcoder's input half
-        values, indices = sae.encode_sparse(x)
-        fired = torch.zeros(values.shape[0], sae.d_sae, dtype=torch.bool, device=device)
-        fired.scatter_(1, indices, values != 0)
-        counts += fired.sum(0)
-        n += values.shape[0]
-    return (counts / max(n, 1)).cpu().numpy()
+    ``evaluate``; :func:`probsae.evaluation.metrics.accumulate` gives both from one pass)."""
+    from .metrics import accumulate
+
+    return accumulate(sae, data, batch_size, max_tokens).density()
 
 
 def density_histogram(density: np.ndarray, edges: np.ndarray = DENSITY_BINS) -> dict:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,12 +22,13 @@ from ..saes.options import DEFAULT_OPTIONS, ForwardOptions
 
 class MetricAccumulator:
     """Streaming sums for ``evaluate`` (the reconstruction sums of ``ReconstructionStats``, L0 and
-    the latents that fired); usable on its own to score batches as they come."""
+    how often each latent fired); usable on its own to score batches as they come."""
 
     def __init__(self, d_in: int, d_sae: int, device: torch.device | str = "cpu"):
         self.recon = ReconstructionStats(d_in, device)
         self.l0_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
+        self.fire_counts = torch.zeros(d_sae, dtype=torch.int64, device=device)
+        """Tokens on which each latent's code was ≠ 0."""
         self.d_sae = d_sae
 
     @property
@@ -37,15 +39,19 @@ class MetricAccumulator:
     def update(self, x_n: Tensor, recon_n: Tensor, codes: Tensor) -> None:
         """Add a batch (tensors on any device; the sums stay on the accumulator's device)."""
         self.recon.update(x_n, recon_n)
-        nz = codes.to(self.fired.device) != 0
+        nz = codes.to(self.fire_counts.device) != 0
         self.l0_sum += nz.sum()
-        self.fired |= nz.any(0)
+        self.fire_counts += nz.sum(0)
+
+    def density(self) -> np.ndarray:
+        """(d_sae,) fraction of the tokens added on which each latent fired (SAEBench's feature density)."""
+        return (self.fire_counts.double() / max(self.n, 1)).cpu().numpy()
 
     def result(self) -> dict[str, float]:
         if self.n == 0:
             raise InputError("no tokens were evaluated: the evaluation data is empty")
         fvu = self.recon.fvu()
-        alive = int(self.fired.sum())
+        alive = int((self.fire_counts > 0).sum())
         return {
             "mse": self.recon.mse(),
             "fvu": fvu,
@@ -57,7 +63,6 @@ class MetricAccumulator:
         }
 
 
-@torch.no_grad()
 def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None,
              options: ForwardOptions = DEFAULT_OPTIONS) -> dict[str, float]:
     """MSE, FVU, explained variance, L0, alive and dead latents of ``sae`` on ``data`` (raw
@@ -65,6 +70,14 @@ def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None,
     deterministic inference path. Runs on the SAE's device (batches on any device are moved
     there) and returns Python numbers; the same SAE, data and device give the same numbers.
     ``options``: how the SAE runs (e.g. an exact-fp32 ``KernelPolicy``)."""
+    return accumulate(sae, data, batch_size, max_tokens, options).result()
+
+
+@torch.no_grad()
+def accumulate(sae, data, batch_size: int = 4096, max_tokens: int | None = None,
+               options: ForwardOptions = DEFAULT_OPTIONS) -> MetricAccumulator:
+    """The :class:`MetricAccumulator` of :func:`evaluate`'s pass (its ``result()`` and, from the
+    same pass, each latent's ``density()``)."""
     was_training = sae.training
     sae.eval()
     device = sae.W_dec.device
@@ -81,4 +94,4 @@ def evaluate(sae, data, batch_size: int = 4096, max_tokens: int | None = None,
                        out.codes.reshape(-1, sae.d_sae))
     finally:
         sae.train(was_training)
-    return acc.result()
+    return acc
