@@ -68,3 +68,45 @@ def test_bench_refuses_unknown_task_and_metric(runs, tmp_path, capsys):
     assert "unknown probing task" in capsys.readouterr().err
     assert main(["bench", str(runs / "topk"), "--out", str(tmp_path / "b"), "--metrics", "nope"]) == 2
     assert "unknown metric" in capsys.readouterr().err
+
+
+def test_a_stopped_bench_resumes_with_the_metrics_it_finished(runs, tmp_path, monkeypatch):
+    """bench.json is written after every metric; a rerun with the same measuring settings keeps
+    those results (the metric is not run again), other settings recompute them."""
+    import probsae.bench.runner as runner
+
+    monkeypatch.setitem(bench_tasks.TASKS, "toy", toy_task)
+    real, calls = runner._metrics, []
+
+    def counting():
+        return {name: (lambda ctx, f=f, name=name: calls.append(name) or f(ctx)) for name, f in real().items()}
+
+    monkeypatch.setattr(runner, "_metrics", counting)
+    out = tmp_path / "bench"
+    argv = ["bench", str(runs / "topk"), "--out", str(out), "--tasks", "toy", "--n-train", "10", "--n-test", "6",
+            "--ks", "1", "--no-progress", "--downstream-tokens", "256"]
+    assert main([*argv, "--metrics", "sparse_probing"]) == 0
+    first = json.loads((out / "topk" / "bench.json").read_text())
+    assert calls == ["sparse_probing"] and first["complete"]
+    assert main([*argv, "--metrics", "sparse_probing,core"]) == 0             # adds core, keeps probing
+    assert calls == ["sparse_probing", "core"]
+    doc = json.loads((out / "topk" / "bench.json").read_text())
+    assert doc["metrics"]["sparse_probing"] == first["metrics"]["sparse_probing"] and "heldout" in doc["metrics"]["core"]
+    assert main([*argv, "--metrics", "sparse_probing", "--seed", "1"]) == 0   # another sample: measured again
+    assert calls == ["sparse_probing", "core", "sparse_probing"]
+
+
+def test_absorption_without_a_word_list(runs, tmp_path, monkeypatch, capsys):
+    """No default word list (wamerican not installed): the metric says so and the rest runs; a
+    --words file that does not exist is the user's error, said at once."""
+    import probsae.bench.first_letter as fl
+
+    monkeypatch.setattr(fl, "DEFAULT_WORDS", tmp_path / "no-words")
+    out = tmp_path / "bench"
+    argv = ["bench", str(runs / "topk"), "--out", str(out), "--metrics", "absorption", "--no-progress"]
+    assert main(argv) == 0
+    r = json.loads((out / "topk" / "bench.json").read_text())["metrics"]["absorption"]
+    assert r["status"] == "not run" and "apt-get install wamerican" in r["reason"]
+    assert main([*argv, "--words", str(tmp_path / "mine.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "mine.txt" in err and "Traceback" not in err

@@ -380,3 +380,23 @@ def _task_skip(data: FirstLetterData, task: FirstLetterConfig) -> str | None:
         return (f"the model names the first letter of {data.accuracy:.0%} of {data.checked} test words, below "
                 f"min_accuracy {task.min_accuracy:.0%}: it does not solve the task, so absorption is not measured")
     return None
+
+
+def absorption(ctx) -> dict[str, dict]:
+    """The bench metric (``probsae.bench.context.Metric``): :func:`run_absorption` for every SAE
+    of the hook point, the task summary (words, the model's accuracy, seconds) in each result."""
+    from ..errors import FileIOError
+    from .context import not_run
+
+    task = FirstLetterConfig(words=ctx.settings.words, max_words=ctx.settings.absorption_words)
+    try:
+        words = read_words(task.words)
+    except FileIOError as e:
+        if task.words:   # the user's --words: their mistake, said at once
+            raise
+        return {m.name: not_run(str(e)) for m in ctx.members}
+    res = run_absorption(ctx.handle, {m.name: m.sae for m in ctx.members}, words, task=task, progress=True)
+    out = {}
+    for name, r in res["saes"].items():
+        out[name] = not_run(r["skipped"]) | {"task": res["task"]} if "skipped" in r else r | {"task": res["task"]}
+    return out

@@ -19,15 +19,15 @@ FORMAT_VERSION = 1
 
 def _metrics() -> dict[str, Metric]:
     """Metric name → function, in the order they run (imported here: each pulls in torch)."""
+    from .absorption import absorption
     from .core import core
     from .sparse_probing import sparse_probing
 
-    return {"sparse_probing": sparse_probing, "core": core}
+    return {"sparse_probing": sparse_probing, "absorption": absorption, "core": core}
 
 
 #: Metrics of the SAEBench suite that this command does not run yet, with the reason shown.
 NOT_RUN = {
-    "absorption": "feature absorption (first-letter task) is not part of probsae bench yet",
     "autointerp": "autointerp is not run by probsae bench: run 'probsae autointerp RUN'",
 }
 
@@ -36,9 +36,8 @@ def bench(run_dirs: list[str | Path], out: str | Path, settings: BenchSettings |
           command: str | None = None) -> dict[str, dict[str, Any]]:
     """Benchmark the runs ``run_dirs`` (see the module docstring); writes ``out/<name>/bench.json``
     per run, ``out/bench.md`` and the figures; returns {name: bench.json content}."""
-    from .. import progress
-    from ..io import atomic_write_json, check_writable_dir
-    from .report import write_report
+    from ..io import check_writable_dir
+    from ..runs.lock import RunDirLock
 
     settings = settings or BenchSettings()
     metrics = _metrics()
@@ -50,37 +49,81 @@ def bench(run_dirs: list[str | Path], out: str | Path, settings: BenchSettings |
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out, "bench output directory")
+    with RunDirLock(out, command or "probsae bench"):   # one writer per output directory
+        return _bench(run_dirs, out, settings, metrics, command)
+
+
+def _bench(run_dirs, out: Path, settings: BenchSettings, metrics: dict[str, Metric], command: str | None):
+    from .. import progress
+    from .report import write_report
+
     members = load_members(run_dirs, settings)
     tasks, missing = _probing_tasks(settings) if "sparse_probing" in settings.metrics else ([], {})
-    results: dict[str, dict[str, Any]] = {m.name: {} for m in members}
-    seconds: dict[str, dict[str, float]] = {m.name: {} for m in members}
+    plain = _settings_json(settings)
+    docs = {m.name: _resumed(out, m, plain, command, missing) for m in members}
     for (model, hook), group in group_by_hook(members).items():
         ctx = HookContext(model, hook, group, settings, tasks)
         progress.say(f"bench: {ctx.label}: {len(group)} SAE(s): {', '.join(m.name for m in group)}")
         for name in settings.metrics:
+            if all(name in docs[m.name]["metrics"] for m in group):
+                progress.say(f"bench: {ctx.label}: {name}: kept from the bench.json files in {out} (same settings)")
+                continue
             t0 = time.perf_counter()
             for member, r in metrics[name](ctx).items():
-                results[member][name] = r
+                docs[member]["metrics"][name] = r
             took = round(time.perf_counter() - t0, 2)
             progress.say(f"bench: {ctx.label}: {name} took {took:.0f} s for {len(group)} SAE(s)")
-            for m in group:
-                seconds[m.name][name + "_group"] = took
-    written = {}
+            for m in group:   # written after every metric, so a stopped bench resumes from here
+                docs[m.name]["seconds"][name + "_group"] = took
+                _write(out, docs[m.name])
     for m in members:
+        doc = docs[m.name]
         for name in metrics:
-            results[m.name].setdefault(name, not_run(f"not requested (--metrics {','.join(settings.metrics)})"))
+            doc["metrics"].setdefault(name, not_run(f"not requested (--metrics {','.join(settings.metrics)})"))
         for name, why in NOT_RUN.items():
-            results[m.name][name] = not_run(why)
-        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": m.name, "run_dir": str(m.run_dir),
-               "architecture": m.architecture, "config": m.sae.config_dict()["config"],
-               "model": m.metadata.model_name, "hook": m.metadata.hook_name, "command": command,
-               "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()},
-               "tasks_skipped": missing, "metrics": results[m.name], "seconds": seconds[m.name]}
-        (out / _safe(m.name)).mkdir(exist_ok=True)
-        atomic_write_json(out / _safe(m.name) / BENCH_FILE, doc)
-        written[m.name] = doc
-    write_report(written, out, command)
-    return written
+            doc["metrics"][name] = not_run(why)
+        doc["complete"] = True
+        _write(out, doc)
+    write_report(docs, out, command)
+    return docs
+
+
+def _settings_json(settings: BenchSettings) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
+
+
+def _resumed(out: Path, m, settings: dict[str, Any], command: str | None, missing: dict) -> dict[str, Any]:
+    """The run's bench.json document: the metrics already measured in ``out`` for the same run,
+    SAE and settings (an earlier, stopped or finished, bench; "not run" results are tried again),
+    else a fresh one."""
+    from .. import io
+
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": m.name, "run_dir": str(m.run_dir),
+           "architecture": m.architecture, "config": m.sae.config_dict()["config"],
+           "model": m.metadata.model_name, "hook": m.metadata.hook_name, "command": command,
+           "settings": settings, "tasks_skipped": missing, "metrics": {}, "seconds": {}, "complete": False}
+    path = out / _safe(m.name) / BENCH_FILE
+    if path.is_file():
+        old = io.read_json(path, dict, InputError)
+        same = all(old.get(k) == doc[k] for k in ("format", "run_dir", "architecture", "config")) and \
+            _measuring(old.get("settings") or {}) == _measuring(settings)
+        if same:
+            keep = {k: v for k, v in (old.get("metrics") or {}).items()
+                    if k in settings["metrics"] and v.get("status") != "not run"}
+            doc["metrics"], doc["seconds"] = keep, old.get("seconds") or {}
+    return doc
+
+
+def _measuring(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change what a metric measures (not which metrics run, nor the device)."""
+    return {k: v for k, v in settings.items() if k not in ("metrics", "device")}
+
+
+def _write(out: Path, doc: dict[str, Any]) -> None:
+    from ..io import atomic_write_json
+
+    (out / _safe(doc["name"])).mkdir(exist_ok=True)
+    atomic_write_json(out / _safe(doc["name"]) / BENCH_FILE, doc)
 
 
 def _safe(name: str) -> str:

@@ -28,8 +28,13 @@ class BenchSettings:
     """Texts per model forward pass."""
     seed: int = 0
     """Seed of the task samples and of the probes' negative examples."""
-    metrics: tuple[str, ...] = ("sparse_probing", "core")
-    """Metrics to run, in this order (comma list): sparse_probing (its time estimate comes first), core."""
+    metrics: tuple[str, ...] = ("sparse_probing", "absorption", "core")
+    """Metrics to run, in this order (comma list): sparse_probing (its time estimate comes first),
+    absorption (first-letter task; causal LMs), core."""
+    words: str = ""
+    """Word list of the absorption task, one word a line (default: /usr/share/dict/words, Debian's wamerican)."""
+    absorption_words: int = 6000
+    """Words the absorption task samples from the filtered word list (0: all)."""
     eval_tokens: int | None = None
     """Held-out tokens of the core metrics (default: the run's eval_tokens, as probsae eval)."""
     downstream_tokens: int | None = None
@@ -40,6 +45,8 @@ class BenchSettings:
     """Device of the model and the SAEs."""
 
     def __post_init__(self) -> None:
+        if self.absorption_words < 0:
+            raise ConfigError(f"absorption_words must be >= 0, got {self.absorption_words}")
         for name in ("n_train", "n_test", "probe_context", "batch_size"):
             positive(name, getattr(self, name))
         if not self.ks or any(k < 1 for k in self.ks):

@@ -1,12 +1,12 @@
-"""probsae bench: SAEBench-style metrics of trained runs (core, sparse probing), with the model's
+"""probsae bench: SAEBench-style metrics of trained runs (core, sparse probing, absorption), with the model's
 activations extracted once per hook point for all its SAEs."""
 
 from __future__ import annotations
 
 NAME = "bench"
 HELP = ("Benchmark runs as SAEBench does: core metrics (L0, FVU, CE recovered and KL with CIs, alive/dead, feature "
-        "density) and sparse probing (k latents vs a dense probe) on offline tasks; bench.json per run, a table "
-        "and figures across runs.")
+        "density), sparse probing (k latents vs a dense probe) on offline tasks and feature absorption (first-letter "
+        "task); bench.json per run, a table and figures across runs.")
 
 
 def add_arguments(p) -> None:
@@ -19,8 +19,8 @@ def add_arguments(p) -> None:
 
 
 def interrupted(args) -> str:
-    return ("the runs are unchanged (bench writes only under --out, at the end); a stopped extraction of held-out "
-            "activations resumes: run the same command again")
+    return ("the runs are unchanged (bench writes only under --out); each run's bench.json keeps the metrics that "
+            "finished, and a stopped extraction of held-out activations resumes: run the same command again")
 
 
 def run(args) -> int:
