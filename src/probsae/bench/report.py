@@ -124,7 +124,9 @@ def write_report(docs: dict[str, dict[str, Any]], out: Path, command: str | None
     figs = []
     if available("plot"):
         figs = [p for p in (probing_figure(docs, out / "sparse_probing.png"), density_figure(docs, out / "density.png")) if p]
+    from .seeds import seed_tables
+
     text = ["# probsae bench", "", f"Command: `{command}`" if command else "", "", table(docs), "",
-            "## Sparse probing per task", task_table(docs), ""]
+            seed_tables(docs), "", "## Sparse probing per task", task_table(docs), ""]
     text += [f"![{p.stem}]({p.name})" for p in figs]
     return atomic_write_text(out / REPORT_FILE, "\n".join(text) + "\n")
