@@ -26,6 +26,18 @@ from pathlib import Path
 import numpy as np
 
 RUN_FILES = ("sae.safetensors", "config.json", "log.jsonl", "metrics.json")
+SETTINGS = {
+    "n_latents": (25, "latents per SAE, SmolLM2 as explainer and judge"),
+    "n_latents_judge_only": (10, "latents per SAE, SmolLM2 judging the top-tokens baseline's explanations"),
+    "n_buckets": (2, "activation percentile buckets"),
+    "n_explain": (5, "explanation windows per bucket"),
+    "n_test": (5, "activating, and as many non-activating, test windows per bucket"),
+    "examples_per_prompt": (10, "test windows per detection prompt"),
+    "llm_max_tokens": (64, "cap on every request's max_tokens"),
+    "llm_concurrency": (8, "requests in flight (the server batches them)"),
+    "n_windows": (1024, "32-token windows per latent cache"),
+}
+"""Integer settings: name → (default, what it is)."""
 
 
 def autointerp(args: list[str], log: Path) -> float:
@@ -152,16 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="+", default=["topk-k=8", "prob_topk-k=8"])
     p.add_argument("--labels", default="TopK,ProbTopK")
     p.add_argument("--work", default="/tmp/autointerp-smollm2-local")
-    p.add_argument("--n-latents", type=int, default=25, help="latents per SAE, SmolLM2 as explainer and judge")
-    p.add_argument("--n-latents-judge-only", type=int, default=10,
-                   help="latents per SAE, SmolLM2 judging the top-tokens baseline's explanations")
-    p.add_argument("--n-buckets", type=int, default=2)
-    p.add_argument("--n-explain", type=int, default=5)
-    p.add_argument("--n-test", type=int, default=5, help="activating and non-activating test windows per bucket")
-    p.add_argument("--examples-per-prompt", type=int, default=10)
-    p.add_argument("--llm-max-tokens", type=int, default=64)
-    p.add_argument("--llm-concurrency", type=int, default=8)
-    p.add_argument("--n-windows", type=int, default=1024)
+    for name, (default, what) in SETTINGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=default, help=what)
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
