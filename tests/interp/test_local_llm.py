@@ -161,3 +161,6 @@ def test_llm_spec_and_model_folder_are_checked(tmp_path, capsys, trained_run):
         LocalLLMServer(LocalLLMConfig(str(tmp_path), progress=False)).start()
     code = main(["autointerp", str(trained_run), "--llm", "local:smollm2", "--llm-base-url", "http://x:1/v1"])
     assert code == 2 and "leave out --llm-base-url" in capsys.readouterr().err
+    code = main(["autointerp", str(trained_run), "--llm", "local:smollm2", "--n-buckets", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "n_buckets" in err and "starting" not in err  # checked before any server starts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -140,8 +141,9 @@ def run(args: argparse.Namespace) -> int:
                            time_budget_s=None if args.n_windows else TIME_BUDGET_S,
                            batch_size=args.batch_size, cache_dir=args.cache_dir, device=args.device,
                            progress=progress.enabled(), llm=llm)
-    if not local:
-        cfg.validate()
+    # with --llm local the endpoint exists only once the server runs: check the rest before starting it
+    (dataclasses.replace(cfg, llm=dataclasses.replace(llm, base_url="http://127.0.0.1:1/v1", model=local))
+     if local else cfg).validate()
     infos = [resolve_run(r, args.model, args.hook, args.corpus, label=l) for r, l in zip(args.run_dirs, labels)]
     server = (LocalLLMServer(LocalLLMConfig(local, log_path=args.llm_log, device=args.device,
                                             continuous_batching=args.llm_continuous_batching,
