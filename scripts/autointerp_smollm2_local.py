@@ -3,11 +3,13 @@
 judge, on TopK vs Probabilistic TopK SmolLM2 SAEs; compared with the offline proxy (top-tokens
 explanations + MiniLM embedding scorer) on the same latents.
 
-    python scripts/autointerp_smollm2_local.py --out docs/results/autointerp-smollm2-local
+    PROBSAE_CORPORA=/work/main/corpora nice -n 10 python scripts/autointerp_smollm2_local.py \
+        --out docs/results/autointerp-smollm2-local
 
 The runs are copied (weights and metadata only) into --work, so nothing is written next to the
-originals; latent caches, explanations, scores and the server log stay in --work. Writes
-results.md, results.json, table2.md/json and figure5.png (the judge's) into --out.
+originals; latent caches, explanations, scores, the LLM replies (llm_cache/) and the server logs
+stay in --work. Writes results.md, results.json, table2.md/json (SmolLM2 as explainer and judge)
+and proxy-RUN.md (the offline proxy's Table 2) into --out.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         res["judge"][name] = {"explainer": explainer, "n_latents": n, "wall_s": round(wall, 1),
                               "server_startup_s": float(startup.group(1)) if startup else None, "rows": rows}
         if name == "smollm2-explains-and-judges":
-            for f in ("table2.md", "table2.json", "figure5.png"):
+            for f in ("table2.md", "table2.json"):  # no Figure 5: its plot is empty when nothing was scored
                 if (work / name / f).exists():
                     out.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(work / name / f, out / f)
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "--latents", ",".join(map(str, sorted(latents[label]))), "--out", str(pout),
                                   "--force", *common], work / "proxy.log")
         prow = json.loads((pout / "table2.json").read_text())["runs"][0]
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(pout / "table2.md", out / f"proxy-{Path(run).name}.md")
         proxy[label] = per_latent(jsonl(Path(prow["results_dir"]) / "scores.jsonl"))
     res["proxy_wall_s"] = round(proxy_wall, 1)
     res["analysis"] = {name: analyse(j["rows"], proxy) for name, j in res["judge"].items()}
