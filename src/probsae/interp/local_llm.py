@@ -17,6 +17,7 @@ See docs/INTERP.md "A local LLM".
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -103,7 +104,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the parent dies (Linux), and a process group of its own."""
+    """In the child before exec: a process group of its own, and (Linux) SIGKILL when the thread
+    that started it ends, which is the parent's death when started from the main thread, as the CLI
+    does (start a long-lived server from the main thread, or from a thread that outlives it)."""
     os.setsid()
     if sys.platform.startswith("linux"):
         import ctypes
@@ -225,7 +228,11 @@ class LocalLLMServer:
     def stop(self) -> None:
         """SIGTERM to the server's process group, SIGKILL after ``grace`` seconds; waits for it."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        if proc.poll() is not None:  # the server exited by itself: end whatever it left in its group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             return
         for sig, wait in ((signal.SIGTERM, self.cfg.grace), (signal.SIGKILL, None)):
             try:
