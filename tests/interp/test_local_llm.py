@@ -21,7 +21,7 @@ import pytest
 
 from probsae import extras
 from probsae.cli.main import main
-from probsae.errors import ConfigError
+from probsae.errors import ConfigError, FileIOError
 from probsae.interp.local_llm import LocalLLMConfig, LocalLLMError, LocalLLMServer, parse_llm_spec
 
 pytestmark = pytest.mark.skipif(not extras.available("serve"), reason="needs the 'serve' extra")
@@ -150,6 +150,15 @@ def test_a_server_not_ready_in_time_is_stopped(chat_model, tmp_path):
     with pytest.raises(LocalLLMError, match="not ready after 0.2 s") as e:
         srv.start()
     assert str(log) in str(e.value) and srv.proc is None and _gone(srv.pid, group=True)
+
+
+def test_an_unwritable_log_is_a_clear_error_before_any_server_starts(chat_model, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    srv = LocalLLMServer(LocalLLMConfig(str(chat_model), log_path=str(tmp_path / "a_file" / "serve.log"),
+                                        progress=False))
+    with pytest.raises(FileIOError, match="a_file"):
+        srv.start()
+    assert srv.proc is None and srv.pid is None
 
 
 def test_llm_spec_and_model_folder_are_checked(tmp_path, capsys, trained_run):

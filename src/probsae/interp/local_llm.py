@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, ProbSAEError
+from ..io import ensure_dir, io_error
 from .llm_client import LLMConfig
 
 PREFIX = "local:"
@@ -175,18 +176,16 @@ class LocalLLMServer:
         folder = model_folder(self.cfg.name)
         self.model = str(folder)
         self.port = free_port()
-        if self.log_path is None:
-            fd, name = tempfile.mkstemp(prefix="probsae-llm-serve-", suffix=".log")
-            os.close(fd)
-            self.log_path = Path(name)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self._open_log()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         self._say(f"starting `transformers serve` for {folder.name} on {self.base_url} (log: {self.log_path})")
         t0 = time.monotonic()
-        with open(self.log_path, "ab") as log:
+        try:
             self.proc = subprocess.Popen(serve_command(folder, self.port, self.cfg), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, env=env,
                                          preexec_fn=_die_with_parent if os.name == "posix" else None)
+        finally:
+            os.close(log)
         self.pid = self.proc.pid
         try:
             self._wait_healthy(t0)
@@ -196,6 +195,19 @@ class LocalLLMServer:
         self.startup_s = time.monotonic() - t0
         self._say(f"local LLM ready after {self.startup_s:.1f} s")
         return self
+
+    def _open_log(self) -> int:
+        """A file descriptor appending to the server's log (a stream the server writes, not a result
+        file, so not an atomic write): ``log_path``, else a new temporary file."""
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="probsae-llm-serve-", suffix=".log")
+            self.log_path = Path(name)
+            return fd
+        ensure_dir(self.log_path.parent, "log directory")
+        try:
+            return os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as e:
+            raise io_error("open the server log", self.log_path, e) from None
 
     def _healthy(self) -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
