@@ -4,6 +4,8 @@ percentile bucket; writes Table 2 (Markdown + JSON) and the Figure 5 plot."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -14,6 +16,10 @@ NAME = "autointerp"
 HELP = ("Automatic interpretability by activation percentile (paper Table 2 / Figure 5): latent "
         "cache, per-bucket explanations (LLM or offline top-tokens baseline), detection or "
         "embedding scores.")
+
+
+DEFAULT_TIMEOUT = 60.0
+LOCAL_TIMEOUT = 900.0
 
 
 def _ints(s: str) -> list[int]:
@@ -55,12 +61,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--device", default="cpu", help="device of the model and the SAE (cpu, cuda, cuda:1, mps)")
     llm = p.add_argument_group("LLM endpoint (OpenAI-compatible; defaults from PROBSAE_LLM_BASE_URL, "
                                "PROBSAE_LLM_MODEL, PROBSAE_LLM_API_KEY/OPENAI_API_KEY)")
+    llm.add_argument("--llm", default=None, metavar="local:NAME",
+                     help="start `transformers serve` on 127.0.0.1 for this run and stop it at the end: "
+                     "local:smollm2 (SmolLM2-135M-Instruct, offline) or local:PATH (a local model folder or GGUF "
+                     "file); needs the 'serve' extra. Instead of --llm-base-url/--llm-model")
+    llm.add_argument("--llm-log", default=None, help="log file of the --llm local server (default: a temporary file)")
+    llm.add_argument("--llm-continuous-batching", action=argparse.BooleanOptionalAction, default=True,
+                     help="--llm local: serve with continuous batching, which batches the concurrent requests "
+                     "(6 requests on 2 CPU cores: 2.8x faster than one at a time; without it, concurrent requests "
+                     "thrash)")
     llm.add_argument("--llm-base-url", default=None, help="e.g. http://localhost:8000/v1")
     llm.add_argument("--llm-model", default=None, help="model name sent with each request")
     llm.add_argument("--llm-api-key-env", default=None, help="name of the environment variable holding the API key")
     llm.add_argument("--llm-concurrency", type=int, default=8, help="requests in flight at once")
-    llm.add_argument("--llm-timeout", type=float, default=60.0,
-                     help="total seconds per HTTP attempt (connect, send, wait and read the whole reply)")
+    llm.add_argument("--llm-timeout", type=float, default=None,
+                     help="total seconds per HTTP attempt (connect, send, wait and read the whole reply; "
+                     f"default {DEFAULT_TIMEOUT:.0f}, with --llm local {LOCAL_TIMEOUT:.0f}: a CPU-served model is slow)")
+    llm.add_argument("--llm-max-tokens", type=int, default=None,
+                     help="upper bound on every request's max_tokens (default: none; explanations ask for 400, "
+                     "detection answers 64): keeps a slow local model that never writes its EXPLANATION: line "
+                     "from generating 400 tokens per explanation")
     llm.add_argument("--llm-retries", type=int, default=4, help="retries of a failed request")
     llm.add_argument("--llm-cache", default=None, help="response cache directory (default RUN_DIR/interp/llm_cache; "
                      "several runs: next to OUT)")
@@ -89,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from ..extras import require
     from ..interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S
     from ..interp.llm_client import LLMConfig
+    from ..interp.local_llm import LocalLLMConfig, LocalLLMServer, parse_llm_spec
     from ..interp.pipeline import AutoInterpConfig, autointerp_runs, resolve_run
 
     require("plot")  # Figure 5: fail now, not after the LLM calls
@@ -102,10 +123,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--labels has {len(labels)} names for {len(args.run_dirs)} runs")
     if len(set(labels)) != len(labels):
         labels = [f"{l}#{i}" for i, l in enumerate(labels)]
+    local = parse_llm_spec(args.llm) if args.llm else None
+    if local and (args.llm_base_url or args.llm_model or args.llm_api_key_env):
+        raise ConfigError("--llm local:NAME starts its own endpoint: leave out --llm-base-url, --llm-model "
+                          "and --llm-api-key-env")
     api_key = os.environ.get(args.llm_api_key_env) if args.llm_api_key_env else None
+    timeout = args.llm_timeout or (LOCAL_TIMEOUT if local else DEFAULT_TIMEOUT)
     llm = LLMConfig.from_env(base_url=args.llm_base_url, model=args.llm_model, api_key=api_key,
-                             concurrency=args.llm_concurrency, timeout=args.llm_timeout,
-                             max_retries=args.llm_retries, cache_dir=args.llm_cache)
+                             concurrency=args.llm_concurrency, timeout=timeout,
+                             max_retries=args.llm_retries, cache_dir=args.llm_cache,
+                             max_tokens_limit=args.llm_max_tokens)
     cfg = AutoInterpConfig(scorer=args.scorer, explainer=args.explainer, n_latents=args.n_latents,
                            latents=args.latents, n_buckets=args.n_buckets, n_explain=args.n_explain,
                            n_test=args.n_test, n_nonact=args.n_nonact,
@@ -114,10 +141,20 @@ def run(args: argparse.Namespace) -> int:
                            time_budget_s=None if args.n_windows else TIME_BUDGET_S,
                            batch_size=args.batch_size, cache_dir=args.cache_dir, device=args.device,
                            progress=progress.enabled(), llm=llm)
-    cfg.validate()
+    # with --llm local the endpoint exists only once the server runs: check the rest before starting it
+    (dataclasses.replace(cfg, llm=dataclasses.replace(llm, base_url="http://127.0.0.1:1/v1", model=local))
+     if local else cfg).validate()
     infos = [resolve_run(r, args.model, args.hook, args.corpus, label=l) for r, l in zip(args.run_dirs, labels)]
+    server = (LocalLLMServer(LocalLLMConfig(local, log_path=args.llm_log, device=args.device,
+                                            continuous_batching=args.llm_continuous_batching,
+                                            progress=cfg.progress))
+              if local else contextlib.nullcontext())
     try:
-        res = autointerp_runs(infos, cfg, args.out, force=args.force)
+        with server:
+            if local:
+                server.llm_config(cfg.llm)
+                cfg.validate()
+            res = autointerp_runs(infos, cfg, args.out, force=args.force)
     except (KeyboardInterrupt, Terminated) as e:
         term = isinstance(e, Terminated)
         print(interrupted_message(cfg, "terminated (SIGTERM)" if term else "interrupted"), file=sys.stderr, flush=True)

@@ -17,6 +17,7 @@ from .explainer import Explanation, LLMExplainer, TextFormatter, TopTokensExplai
 from .latent_cache import LatentCache, LatentRecord, LatentStats
 from .latent_cache_writer import build_latent_cache
 from .llm_client import ChatClient, ChatResult, LLMConfig
+from .local_llm import LocalLLMConfig, LocalLLMError, LocalLLMServer
 from .pipeline import AutoInterpConfig, RunInfo, autointerp_runs, ensure_cache, resolve_run, run_autointerp
 from .sampling import BucketSample, Example, LatentSample, assign_buckets, choose_latents, sample_latent
 from .scorers import (BucketScore, DetectionScorer, EmbeddingScorer, SentenceEmbedder, classification_metrics,
@@ -27,6 +28,7 @@ __all__ = [
     "EncodedBatch", "encode_windows", "sparse_codes", "token_outputs",
     "EmbeddingScorer", "Example", "Explanation", "LLMConfig", "LLMExplainer", "LatentCache", "LatentRecord",
     "LatentSample", "LatentStats", "RunInfo", "SentenceEmbedder", "TextFormatter", "TopTokensExplainer",
+    "LocalLLMConfig", "LocalLLMError", "LocalLLMServer",
     "assign_buckets", "autointerp_runs", "build_latent_cache", "choose_latents", "classification_metrics",
     "dashboard_data", "ensure_cache", "mean_ci", "parse_explanation", "parse_predictions", "pearson",
     "plot_calibration", "resolve_run", "roc_auc", "run_autointerp", "sample_latent", "summarize_run",

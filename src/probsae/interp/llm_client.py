@@ -94,6 +94,9 @@ class LLMConfig:
     """Directory of the on-disk response cache (None: no cache)."""
     max_tokens: int = 256
     """Default ``max_tokens`` of a request."""
+    max_tokens_limit: int | None = None
+    """Upper bound on every request's ``max_tokens`` (None: what each request asks; explanations ask
+    400, detection answers 64). For a slow local model that does not stop by itself."""
     extra_headers: dict[str, str] = field(default_factory=dict)
     """Further HTTP headers sent with every request."""
 
@@ -123,6 +126,8 @@ class LLMConfig:
         if self.concurrency < 1 or self.max_retries < 0 or not 0 < self.timeout < math.inf:
             raise ConfigError(f"LLM concurrency must be ≥ 1, retries ≥ 0 and timeout a finite number > 0 "
                               f"(got {self.concurrency}, {self.max_retries}, {self.timeout})")
+        if self.max_tokens_limit is not None and self.max_tokens_limit < 1:
+            raise ConfigError(f"LLM max_tokens_limit must be ≥ 1 (got {self.max_tokens_limit})")
         if self.max_body_bytes < 1 or not all(0 <= x < math.inf for x in (self.max_retry_after, self.backoff,
                                                                          self.max_backoff)):
             raise ConfigError("LLM max_body_bytes must be ≥ 1, and max_retry_after, backoff and max_backoff "
@@ -286,6 +291,8 @@ class ChatClient:
     def complete(self, messages: Sequence[dict], **params: Any) -> ChatResult:
         """One chat completion. ``params`` (temperature, max_tokens, ...) go into the request body."""
         params = {"max_tokens": self.cfg.max_tokens, **params}
+        if self.cfg.max_tokens_limit is not None:
+            params["max_tokens"] = min(params["max_tokens"], self.cfg.max_tokens_limit)
         key = self.cache_key(messages, params)
         hit = self._cache_get(key)
         if hit is not None:

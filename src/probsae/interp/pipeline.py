@@ -146,6 +146,8 @@ class AutoInterpConfig:
         if self.explainer == "llm" or self.scorer == "detection":
             d["llm_model"] = self.llm.model
             d["llm_max_tokens"] = self.llm.max_tokens
+            if self.llm.max_tokens_limit is not None:
+                d["llm_max_tokens_limit"] = self.llm.max_tokens_limit
         return d
 
     def key(self) -> str:
