@@ -110,3 +110,30 @@ def test_absorption_without_a_word_list(runs, tmp_path, monkeypatch, capsys):
     assert main([*argv, "--words", str(tmp_path / "mine.txt")]) == 2
     err = capsys.readouterr().err
     assert "mine.txt" in err and "Traceback" not in err
+
+
+def test_autointerp_scores_with_the_configured_judge_and_writes_only_under_out(runs, tmp_path, monkeypatch):
+    """--autointerp-llm env: the existing detection scoring through the PROBSAE_LLM_* endpoint (here a
+    real HTTP server on 127.0.0.1 playing a model); caches and results go under --out, never into the run."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("fake_llm", Path(__file__).parents[1] / "interp" / "fake_llm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    srv = mod.FakeLLM(slow_s=0.0, malformed_mod=10**9).start()
+    try:
+        monkeypatch.setenv("PROBSAE_LLM_BASE_URL", srv.base_url)
+        monkeypatch.setenv("PROBSAE_LLM_MODEL", "fake")
+        out = tmp_path / "bench"
+        before = sorted(p.name for p in (runs / "topk").iterdir())
+        assert main(["bench", str(runs / "topk"), "--out", str(out), "--metrics", "autointerp", "--autointerp-llm",
+                     "env", "--autointerp-latents", "2", "--no-progress"]) == 0
+    finally:
+        srv.stop()
+    r = json.loads((out / "topk" / "bench.json").read_text())["metrics"]["autointerp"]
+    assert r["scorer"] == "detection" and r["n_latents"] == 2 and r["n_scored"] > 0
+    assert all(b["n"] > 0 for b in r["buckets"]) and 0 <= r["mean_score"] <= 1
+    assert srv.n_requests > 0 and (out / "autointerp" / "topk" / "results" / "scores.jsonl").is_file()
+    assert sorted(p.name for p in (runs / "topk").iterdir()) == before          # the run is untouched
+    assert main(["bench", str(runs / "topk"), "--out", str(tmp_path / "b2"), "--autointerp-llm", "remote"]) == 2

@@ -60,6 +60,8 @@ class HookContext:
     members: list[Member]
     settings: BenchSettings
     tasks: list[ProbeTask] = field(default_factory=list)
+    out: Path | None = None
+    """The bench's output directory (a metric that must write, e.g. autointerp's caches, writes under it)."""
     _handle: Any = None
 
     @property

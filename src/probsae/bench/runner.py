@@ -20,16 +20,11 @@ FORMAT_VERSION = 1
 def _metrics() -> dict[str, Metric]:
     """Metric name → function, in the order they run (imported here: each pulls in torch)."""
     from .absorption import absorption
+    from .autointerp import autointerp
     from .core import core
     from .sparse_probing import sparse_probing
 
-    return {"sparse_probing": sparse_probing, "absorption": absorption, "core": core}
-
-
-#: Metrics of the SAEBench suite that this command does not run yet, with the reason shown.
-NOT_RUN = {
-    "autointerp": "autointerp is not run by probsae bench: run 'probsae autointerp RUN'",
-}
+    return {"sparse_probing": sparse_probing, "absorption": absorption, "core": core, "autointerp": autointerp}
 
 
 def bench(run_dirs: list[str | Path], out: str | Path, settings: BenchSettings | None = None,
@@ -62,7 +57,7 @@ def _bench(run_dirs, out: Path, settings: BenchSettings, metrics: dict[str, Metr
     plain = _settings_json(settings)
     docs = {m.name: _resumed(out, m, plain, command, missing) for m in members}
     for (model, hook), group in group_by_hook(members).items():
-        ctx = HookContext(model, hook, group, settings, tasks)
+        ctx = HookContext(model, hook, group, settings, tasks, out)
         progress.say(f"bench: {ctx.label}: {len(group)} SAE(s): {', '.join(m.name for m in group)}")
         for name in settings.metrics:
             if all(name in docs[m.name]["metrics"] for m in group):
@@ -80,8 +75,6 @@ def _bench(run_dirs, out: Path, settings: BenchSettings, metrics: dict[str, Metr
         doc = docs[m.name]
         for name in metrics:
             doc["metrics"].setdefault(name, not_run(f"not requested (--metrics {','.join(settings.metrics)})"))
-        for name, why in NOT_RUN.items():
-            doc["metrics"][name] = not_run(why)
         doc["complete"] = True
         _write(out, doc)
     write_report(docs, out, command)

@@ -28,13 +28,19 @@ class BenchSettings:
     """Texts per model forward pass."""
     seed: int = 0
     """Seed of the task samples and of the probes' negative examples."""
-    metrics: tuple[str, ...] = ("sparse_probing", "absorption", "core")
+    metrics: tuple[str, ...] = ("sparse_probing", "absorption", "core", "autointerp")
     """Metrics to run, in this order (comma list): sparse_probing (its time estimate comes first),
-    absorption (first-letter task; causal LMs), core."""
+    absorption (first-letter task; causal LMs), core, autointerp (only with --autointerp-llm)."""
     words: str = ""
     """Word list of the absorption task, one word a line (default: /usr/share/dict/words, Debian's wamerican)."""
     absorption_words: int = 6000
     """Words the absorption task samples from the filtered word list (0: all)."""
+    autointerp_llm: str = ""
+    """Judge of the autointerp metric (detection scoring of LLM explanations, as probsae autointerp):
+    local:NAME (a model served on 127.0.0.1 by transformers serve, e.g. local:smollm2), env (the
+    PROBSAE_LLM_* endpoint), or empty: autointerp is not run."""
+    autointerp_latents: int = 50
+    """Random alive latents per SAE the autointerp metric explains and scores."""
     eval_tokens: int | None = None
     """Held-out tokens of the core metrics (default: the run's eval_tokens, as probsae eval)."""
     downstream_tokens: int | None = None
@@ -45,6 +51,9 @@ class BenchSettings:
     """Device of the model and the SAEs."""
 
     def __post_init__(self) -> None:
+        positive("autointerp_latents", self.autointerp_latents)
+        if self.autointerp_llm and self.autointerp_llm != "env" and not self.autointerp_llm.startswith("local:"):
+            raise ConfigError(f"autointerp_llm must be local:NAME, env or empty, got {self.autointerp_llm!r}")
         if self.absorption_words < 0:
             raise ConfigError(f"absorption_words must be >= 0, got {self.absorption_words}")
         for name in ("n_train", "n_test", "probe_context", "batch_size"):

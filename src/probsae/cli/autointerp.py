@@ -19,7 +19,6 @@ HELP = ("Automatic interpretability by activation percentile (paper Table 2 / Fi
 
 
 DEFAULT_TIMEOUT = 60.0
-LOCAL_TIMEOUT = 900.0
 
 
 def _ints(s: str) -> list[int]:
@@ -76,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     llm.add_argument("--llm-concurrency", type=int, default=8, help="requests in flight at once")
     llm.add_argument("--llm-timeout", type=float, default=None,
                      help="total seconds per HTTP attempt (connect, send, wait and read the whole reply; "
-                     f"default {DEFAULT_TIMEOUT:.0f}, with --llm local {LOCAL_TIMEOUT:.0f}: a CPU-served model is slow)")
+                     f"default {DEFAULT_TIMEOUT:.0f}; with --llm local, interp.local_llm.LOCAL_TIMEOUT, 900: a CPU-served model is slow)")
     llm.add_argument("--llm-max-tokens", type=int, default=None,
                      help="upper bound on every request's max_tokens (default: none; explanations ask for 400, "
                      "detection answers 64): keeps a slow local model that never writes its EXPLANATION: line "
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from ..extras import require
     from ..interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S
     from ..interp.llm_client import LLMConfig
-    from ..interp.local_llm import LocalLLMConfig, LocalLLMServer, parse_llm_spec
+    from ..interp.local_llm import LOCAL_TIMEOUT, LocalLLMConfig, LocalLLMServer, parse_llm_spec
     from ..interp.pipeline import AutoInterpConfig, autointerp_runs, resolve_run
 
     require("plot")  # Figure 5: fail now, not after the LLM calls

@@ -41,6 +41,10 @@ CB_BLOCK = 256
 """Tokens per KV-cache block with continuous batching."""
 
 
+LOCAL_TIMEOUT = 900.0
+"""Seconds per HTTP attempt against a local server (a CPU-served model is slow; 60 s elsewhere)."""
+
+
 class LocalLLMError(ProbSAEError):
     """The local LLM server did not start (it exited, or was not healthy in time)."""
 

@@ -203,17 +203,17 @@ def results_dir(info: RunInfo, cfg: AutoInterpConfig) -> Path:
 
 
 def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=None,
-                   client: ChatClient | None = None, embedder=None) -> dict[str, Any]:
+                   client: ChatClient | None = None, embedder=None, out: str | Path | None = None) -> dict[str, Any]:
     """Explain and score ``cfg.n_latents`` latents of one run; returns its Table-2 row and writes
-    ``settings.json``, ``explanations.jsonl``, ``scores.jsonl`` and ``summary.json`` into
-    :func:`results_dir` (one directory per settings)."""
+    ``settings.json``, ``explanations.jsonl``, ``scores.jsonl`` and ``summary.json`` into ``out``
+    (default :func:`results_dir`, one directory per settings inside the run)."""
     cfg.validate()
     t0 = time.time()
     cache = ensure_cache(info, n_windows=cfg.n_windows, window_len=cfg.window_len, batch_size=cfg.batch_size,
                          cache_dir=cfg.cache_dir, device=cfg.device, seed=cfg.seed,
                          n_nonactivating=max(64, (cfg.n_nonact or cfg.n_test) * cfg.n_buckets),
                          progress=cfg.progress, handle=handle, docs=docs, time_budget_s=cfg.time_budget_s)
-    out = results_dir(info, cfg)
+    out = Path(out) if out is not None else results_dir(info, cfg)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"key": cfg.key(), "settings": cfg.settings(), "sae_fingerprint": cache.manifest.get("sae_fingerprint"),
                 "latent_cache": str(cache.path)}
