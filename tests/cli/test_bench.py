@@ -92,8 +92,10 @@ def test_a_stopped_bench_resumes_with_the_metrics_it_finished(runs, tmp_path, mo
     assert calls == ["sparse_probing", "core"]
     doc = json.loads((out / "topk" / "bench.json").read_text())
     assert doc["metrics"]["sparse_probing"] == first["metrics"]["sparse_probing"] and "heldout" in doc["metrics"]["core"]
+    assert main([*argv, "--metrics", "sparse_probing,core", "--downstream-tokens", "128"]) == 0
+    assert calls == ["sparse_probing", "core", "core"]                        # CE/KL tokens: only core again
     assert main([*argv, "--metrics", "sparse_probing", "--seed", "1"]) == 0   # another sample: measured again
-    assert calls == ["sparse_probing", "core", "sparse_probing"]
+    assert calls == ["sparse_probing", "core", "core", "sparse_probing"]
 
 
 def test_absorption_without_a_word_list(runs, tmp_path, monkeypatch, capsys):

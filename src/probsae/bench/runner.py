@@ -86,9 +86,9 @@ def _settings_json(settings: BenchSettings) -> dict[str, Any]:
 
 
 def _resumed(out: Path, m, settings: dict[str, Any], command: str | None, missing: dict) -> dict[str, Any]:
-    """The run's bench.json document: the metrics already measured in ``out`` for the same run,
-    SAE and settings (an earlier, stopped or finished, bench; "not run" results are tried again),
-    else a fresh one."""
+    """The run's bench.json document with the metrics already measured in ``out`` for the same run
+    and SAE under the same settings (:data:`DEPENDS`; an earlier, stopped or finished, bench;
+    "not run" results are tried again)."""
     from .. import io
 
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": m.name, "run_dir": str(m.run_dir),
@@ -98,18 +98,28 @@ def _resumed(out: Path, m, settings: dict[str, Any], command: str | None, missin
     path = out / _safe(m.name) / BENCH_FILE
     if path.is_file():
         old = io.read_json(path, dict, InputError)
-        same = all(old.get(k) == doc[k] for k in ("format", "run_dir", "architecture", "config")) and \
-            _measuring(old.get("settings") or {}) == _measuring(settings)
-        if same:
-            keep = {k: v for k, v in (old.get("metrics") or {}).items()
-                    if k in settings["metrics"] and v.get("status") != "not run"}
-            doc["metrics"], doc["seconds"] = keep, old.get("seconds") or {}
+        if all(old.get(k) == doc[k] for k in ("format", "run_dir", "architecture", "config")):
+            prev = old.get("settings") or {}
+            doc["metrics"] = {k: v for k, v in (old.get("metrics") or {}).items()
+                              if k in settings["metrics"] and v.get("status") != "not run" and _same(k, prev, settings)}
+            doc["seconds"] = {k: v for k, v in (old.get("seconds") or {}).items()
+                              if k.removesuffix("_group") in doc["metrics"]}
     return doc
 
 
-def _measuring(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that change what a metric measures (not which metrics run, nor the device)."""
-    return {k: v for k, v in settings.items() if k not in ("metrics", "device")}
+#: The settings each metric's result depends on: a rerun keeps a metric's result when these are
+#: unchanged (the probing tasks are built before any metric, from tasks/n_train/n_test/seed).
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "sparse_probing": ("tasks", "n_train", "n_test", "ks", "probe_context", "batch_size", "seed"),
+    "absorption": ("words", "absorption_words"),
+    "core": ("eval_tokens", "downstream_tokens", "cache_dir"),
+    "autointerp": ("autointerp_llm", "autointerp_latents", "seed"),
+}
+
+
+def _same(metric: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``metric`` measured under settings ``old`` measures the same under ``new``."""
+    return all(old.get(k) == new.get(k) for k in DEPENDS.get(metric, tuple(new)))
 
 
 def _write(out: Path, doc: dict[str, Any]) -> None:
