@@ -27,6 +27,7 @@ def core(ctx: HookContext) -> dict[str, dict[str, Any]]:
 
 
 def _core_group(ctx: HookContext, members: list[Member]) -> dict[str, dict[str, Any]]:
+    from .. import progress
     from ..data.prepare import prepare_caches
     from ..evaluation.density import density_histogram
     from ..evaluation.metrics import accumulate
@@ -38,12 +39,14 @@ def _core_group(ctx: HookContext, members: list[Member]) -> dict[str, dict[str, 
     (heldout,) = prepare_caches(data, members[0].cache_dir, parts=("holdout",), device=s.device)
     shared_s = time.perf_counter() - t0
     out = {}
-    for m in members:
-        t1 = time.perf_counter()
-        acc = accumulate(m.sae, heldout, max_tokens=s.eval_tokens)   # one pass: metrics and density
-        r: dict[str, Any] = {"heldout": acc.result(), "density": density_histogram(acc.density())}
-        r["seconds"] = {"heldout_cache": round(shared_s, 2), "own": round(time.perf_counter() - t1, 2)}
-        out[m.name] = r
+    with progress.bar(total=len(members), desc=f"core: held-out metrics ({ctx.label})", unit="SAE") as bar:
+        for m in members:
+            t1 = time.perf_counter()
+            acc = accumulate(m.sae, heldout, max_tokens=s.eval_tokens)   # one pass: metrics and density
+            r: dict[str, Any] = {"heldout": acc.result(), "density": density_histogram(acc.density())}
+            r["seconds"] = {"heldout_cache": round(shared_s, 2), "own": round(time.perf_counter() - t1, 2)}
+            out[m.name] = r
+            bar.update(1)
     if ctx.handle.is_causal:
         t2 = time.perf_counter()
         ds = downstream_of(ctx.handle, data, {m.name: m.sae for m in members}, s.downstream_tokens)
