@@ -8,6 +8,7 @@ def test_lenient_parse_takes_the_first_sentence():
     assert parse_explanation_lenient("The feature fires on crash words. It also...\nmore", EXCERPTS) == (
         "The feature fires on crash words.", True)
     assert parse_explanation_lenient('\n**"Words about cats"**\n', EXCERPTS) == ("Words about cats", True)
+    assert parse_explanation_lenient("1. Cat words. 2. Dogs.", EXCERPTS) == ("Cat words.", True)
     # the marker wins, and is not counted as lenient
     assert parse_explanation_lenient("reasoning\nEXPLANATION: the token cat", EXCERPTS) == ("the token cat", False)
 
@@ -17,6 +18,8 @@ def test_lenient_parse_rejects_empty_copied_and_looping_replies():
     assert parse_explanation_lenient("  \n **  \n", EXCERPTS) == (None, False)
     copied = "Excerpt 1: Land of steady habits, a nickname sometimes given to the State"
     assert parse_explanation_lenient(copied, EXCERPTS) == (None, False)
+    assert parse_explanation_lenient("Excerpt 1:", EXCERPTS) == (None, False)     # the prompt echoed
+    assert parse_explanation_lenient("Most active: \"cat\" 10", EXCERPTS) == (None, False)
     loop = "The feature is a feature of the feature of the feature of the feature"
     assert parse_explanation_lenient(loop, EXCERPTS) == (None, False)
 

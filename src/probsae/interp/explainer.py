@@ -5,7 +5,7 @@
   tokens with activations rescaled to 0–10 (the convention of Paulo et al. 2025 / delphi); the
   model must end its reply with ``EXPLANATION: ...``. A reply without it counts as a failure
   (``explanation_format="strict"``); with ``"lenient"`` (for small models) its first sentence is
-  taken instead, unless it is empty, mostly copied from an excerpt, or a repetition loop
+  taken instead, unless it is empty, echoes the prompt, is mostly copied from an excerpt, or a repetition loop
   (:func:`parse_explanation_lenient`); such explanations are marked ``lenient``.
 * :class:`TopTokensExplainer` — a **non-LLM baseline** for offline runs: lists the most frequent
   strongly-activating tokens of the examples. Its explanations are labelled ``top-tokens``.
@@ -135,6 +135,9 @@ COPY_NGRAM = 4
 COPY_FRACTION = 0.5
 """A first sentence is a copy when at least this fraction of its word ``COPY_NGRAM``-grams occur in
 an excerpt shown to the explainer."""
+PROMPT_ECHO = re.compile(r"(excerpt\s*\d*|most active)\s*:", re.IGNORECASE)
+"""A first sentence starting with one of the prompt's own labels ("Excerpt 1:", "Most active:")
+echoes the prompt and is no explanation."""
 MIN_DISTINCT_WORDS = 0.5
 """A first sentence of 6 words or more is a repetition loop when fewer than this fraction of its
 words are distinct ("The feature is a feature of the feature of the feature")."""
@@ -149,9 +152,11 @@ def _ngrams(words: list[str]) -> set[tuple[str, ...]]:
 
 
 def first_sentence(reply: str) -> str:
-    """The reply's first non-empty line, cut after its first sentence, quotes and markdown stripped."""
+    """The reply's first non-empty line, cut after its first sentence; quotes, markdown and a
+    leading list number stripped."""
     line = next((l for l in (reply or "").splitlines() if l.strip(" *#>-\t")), "")
-    text = re.split(r"(?<=[.!?])\s", line.strip(" *#>-\t"), maxsplit=1)[0].strip()
+    line = re.sub(r"^\d+[.)]\s+", "", line.strip(" *#>-\t"))        # a list number
+    text = re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0].strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
         text = text[1:-1].strip()
     return text
@@ -159,14 +164,14 @@ def first_sentence(reply: str) -> str:
 
 def parse_explanation_lenient(reply: str, excerpts: list[str]) -> tuple[str | None, bool]:
     """(explanation, lenient): the ``EXPLANATION:`` line if there is one (lenient False); else the
-    reply's first sentence (lenient True), or None when it is empty, a copy of an excerpt
-    (:data:`COPY_FRACTION`) or a repetition loop (:data:`MIN_DISTINCT_WORDS`)."""
+    reply's first sentence (lenient True), or None when it is empty, echoes the prompt
+    (:data:`PROMPT_ECHO`), copies an excerpt (:data:`COPY_FRACTION`) or loops (:data:`MIN_DISTINCT_WORDS`)."""
     strict = parse_explanation(reply)
     if strict is not None:
         return strict, False
     text = first_sentence(reply)
     words = _words(text)
-    if not words or (len(words) >= 6 and len(set(words)) < MIN_DISTINCT_WORDS * len(words)):
+    if not words or PROMPT_ECHO.match(text) or (len(words) >= 6 and len(set(words)) < MIN_DISTINCT_WORDS * len(words)):
         return None, False
     grams = _ngrams(words)
     seen = set().union(*(_ngrams(_words(e)) for e in excerpts)) if excerpts else set()
