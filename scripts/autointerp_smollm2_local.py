@@ -123,6 +123,7 @@ def analyse(judge_rows: list[dict], proxy: dict[str, dict[int, float]]) -> dict:
         lat = per_latent(scores)
         lat_scores[row["label"]] = lat
         scored = [s for s in scores if s.get("score") is not None]
+        answers = [d["prediction"] for s in scores for d in s.get("details", []) if d["prediction"] is not None]
         constant = sum(1 for s in scored if len({d["prediction"] for d in s["details"] if d["prediction"] is not None}) == 1)
         m, lo, hi = mean_ci(list(lat.values()))
         pairs = [(lat[l], proxy[row["label"]][l]) for l in lat if l in proxy[row["label"]]]
@@ -134,6 +135,7 @@ def analyse(judge_rows: list[dict], proxy: dict[str, dict[int, float]]) -> dict:
             "explanations_lenient": sum(1 for e in expl if e.get("lenient")),
             "detection_prompts": row.get("detection_prompts"), "detection_prompts_unparsed": row.get("detection_failed_prompts"),
             "scored_buckets_with_one_answer_for_all": constant,
+            "judge_yes_rate": float(np.mean(answers)) if answers else None, "judge_answers": len(answers),
             "balanced_accuracy": {"mean": m, "ci95": [lo, hi], "chance": 0.5},
             "per_bucket": row["buckets"],
             "proxy_mean": float(np.mean(list(proxy[row["label"]].values()))) if proxy[row["label"]] else None,
@@ -141,6 +143,11 @@ def analyse(judge_rows: list[dict], proxy: dict[str, dict[int, float]]) -> dict:
             "pearson_judge_vs_proxy": correlation(pearson, arr),
             "llm": row.get("llm"),
         }
+    both = np.asarray([(v, proxy[label][l]) for label, lat in lat_scores.items() for l, v in lat.items()
+                       if l in proxy[label]], np.float64).reshape(-1, 2)
+    out["pooled"] = {"balanced_accuracy": dict(zip(("mean", "ci_low", "ci_high"), mean_ci(list(both[:, 0])))),
+                     "spearman_judge_vs_proxy": correlation(spearman, both),
+                     "pearson_judge_vs_proxy": correlation(pearson, both)}
     labels = [r["label"] for r in judge_rows]
     if len(labels) == 2:
         a, b = (np.asarray(list(lat_scores[l].values()), np.float64) for l in labels)
@@ -174,12 +181,21 @@ def markdown(res: dict) -> str:
     if "difference" in res:
         lines.append(f"\nDifference {res['difference']['of']} in judge balanced accuracy: {fmt_ci(res['difference'])} "
                      "(bootstrap over latents).")
+    pooled = res["pooled"]
+    ba = pooled["balanced_accuracy"]
+    if ba["mean"] is not None:
+        ci = f" [{ba['ci_low']:.3f}, {ba['ci_high']:.3f}]" if ba["ci_low"] is not None else ""
+        lines.append(f"\nBoth SAEs pooled (latents): judge balanced accuracy {ba['mean']:.3f}{ci}; Spearman judge vs proxy "
+                     f"{fmt_ci(pooled['spearman_judge_vs_proxy'])}, Pearson {fmt_ci(pooled['pearson_judge_vs_proxy'])} "
+                     f"(n={pooled['spearman_judge_vs_proxy']['n']}).")
     lines.append("\nPer bucket (judge balanced accuracy, mean ± 95 % CI over latents):\n")
     for label, s in res["saes"].items():
         cells = "; ".join(f"{b['label']}: {b['mean']:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}] (n={b['n']})"
                           if b.get("ci_low") is not None else f"{b['label']}: {b.get('mean')} (n={b['n']})"
                           for b in s["per_bucket"])
         lines.append(f"- {label}: {cells}")
+    lines.append("\nShare of the judge's parsed answers that are Yes/1: " + ", ".join(
+        f"{l} {s['judge_yes_rate']:.2f} of {s['judge_answers']}" for l, s in res["saes"].items() if s["judge_yes_rate"] is not None))
     lines.append("\nScored buckets where the judge gave one answer to every excerpt: " + ", ".join(
         f"{l} {s['scored_buckets_with_one_answer_for_all']}/{s['buckets_scored']}" for l, s in res["saes"].items()))
     return "\n".join(lines) + "\n"
