@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(one excerpt per prompt, the reply's first word Yes or No; for small local models)")
     g.add_argument("--explanation-format", choices=("strict", "lenient"), default="strict",
                    help="LLM explanations: strict (an EXPLANATION: line, else a failure) or lenient (else the "
-                   "reply's first sentence, unless empty, copied from an excerpt or a repetition loop; counted)")
+                   "reply's first sentence, unless empty, an echo of the prompt, copied from an excerpt or a repetition loop; "
+                   "counted; for small local models)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed of the window sample, the latent choice, the examples and their order")
     d = p.add_argument_group("data (default: what the run directory records)")
