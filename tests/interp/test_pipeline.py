@@ -29,3 +29,19 @@ def test_default_settings_key_is_the_one_results_were_written_under():
 def test_unknown_formats_are_config_errors(kw):
     with pytest.raises(ConfigError):
         _cfg(**kw).validate()
+
+
+def test_the_command_line_passes_the_formats_on(trained_run, monkeypatch):
+    import probsae.interp.pipeline as pipeline
+    from probsae.cli.main import main
+
+    seen = []
+
+    def stop(infos, cfg, out, force=False):
+        seen.append(cfg)
+        raise ConfigError("stop")
+    monkeypatch.setattr(pipeline, "autointerp_runs", stop)
+    base = ["autointerp", str(trained_run), "--llm-base-url", "http://127.0.0.1:1/v1", "--llm-model", "m", "--no-progress"]
+    assert main(base) == 2
+    assert main([*base, "--judge-format", "yes-no", "--explanation-format", "lenient"]) == 2
+    assert [(c.judge_format, c.explanation_format) for c in seen] == [("list", "strict"), ("yes-no", "lenient")]
