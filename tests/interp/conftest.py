@@ -79,6 +79,21 @@ def scripted():
 
 
 @pytest.fixture()
+def autointerp_configs(monkeypatch) -> list:
+    """The AutoInterpConfig of each ``probsae autointerp`` call, which then stops (exit 2) before any work."""
+    import probsae.interp.pipeline as pipeline
+    from probsae.errors import InputError
+
+    seen = []
+
+    def stop(infos, cfg, out, force=False):
+        seen.append(cfg)
+        raise InputError("stop")
+    monkeypatch.setattr(pipeline, "autointerp_runs", stop)
+    return seen
+
+
+@pytest.fixture()
 def fake_llm():
     srv = _helper("fake_llm").FakeLLM().start()
     yield srv

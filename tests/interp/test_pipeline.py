@@ -31,17 +31,10 @@ def test_unknown_formats_are_config_errors(kw):
         _cfg(**kw).validate()
 
 
-def test_the_command_line_passes_the_formats_on(trained_run, monkeypatch):
-    import probsae.interp.pipeline as pipeline
+def test_the_command_line_passes_the_formats_on(trained_run, autointerp_configs):
     from probsae.cli.main import main
 
-    seen = []
-
-    def stop(infos, cfg, out, force=False):
-        seen.append(cfg)
-        raise ConfigError("stop")
-    monkeypatch.setattr(pipeline, "autointerp_runs", stop)
     base = ["autointerp", str(trained_run), "--llm-base-url", "http://127.0.0.1:1/v1", "--llm-model", "m", "--no-progress"]
     assert main(base) == 2
     assert main([*base, "--judge-format", "yes-no", "--explanation-format", "lenient"]) == 2
-    assert [(c.judge_format, c.explanation_format) for c in seen] == [("list", "strict"), ("yes-no", "lenient")]
+    assert [(c.judge_format, c.explanation_format) for c in autointerp_configs] == [("list", "strict"), ("yes-no", "lenient")]
