@@ -6,6 +6,10 @@ explanations + MiniLM embedding scorer) on the same latents.
     PROBSAE_CORPORA=/work/main/corpora nice -n 10 python scripts/autointerp_smollm2_local.py \
         --out docs/results/autointerp-smollm2-local
 
+SmolLM2-135M follows neither the paper's judge format (a JSON list of 0/1) nor its explainer
+format (``EXPLANATION: ...``), so by default the judge is asked one excerpt at a time
+(``--judge-format yes-no``) and explanations are read leniently (``--explanation-format lenient``).
+
 The runs are copied (weights and metadata only) into --work, so nothing is written next to the
 originals; latent caches, explanations, scores, the LLM replies (llm_cache/) and the server logs
 stay in --work. Writes results.md, results.json, table2.md/json (SmolLM2 as explainer and judge)
@@ -40,6 +44,11 @@ SETTINGS = {
     "n_windows": (1024, "32-token windows per latent cache"),
 }
 """Integer settings: name → (default, what it is)."""
+FORMATS = {
+    "judge_format": ("yes-no", "probsae autointerp --judge-format (list: the paper's)"),
+    "explanation_format": ("lenient", "probsae autointerp --explanation-format (strict: the paper's)"),
+}
+"""Prompt/reply formats: name → (default, what it is)."""
 
 
 def autointerp(args: list[str], log: Path) -> float:
@@ -79,6 +88,18 @@ def spearman(x, y) -> float | None:
     return float(spearmanr(x, y).statistic)
 
 
+def pearson(x, y) -> float | None:
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def correlation(stat, arr: np.ndarray) -> dict:
+    """``stat`` of the two columns of ``arr`` (rows: latents), its bootstrap 95 % CI and n."""
+    return {"n": len(arr), "rho": stat(arr[:, 0], arr[:, 1]) if len(arr) else None,
+            "ci95": boot(lambda a: stat(a[:, 0], a[:, 1]), [arr]) if len(arr) >= 3 else None}
+
+
 def boot(stat, groups: list[np.ndarray], n: int = 2000, seed: int = 0) -> list[float] | None:
     """Percentile 95 % CI of ``stat(*groups)``, each group resampled (rows) with replacement."""
     from probsae.stats import percentile_interval
@@ -102,6 +123,7 @@ def analyse(judge_rows: list[dict], proxy: dict[str, dict[int, float]]) -> dict:
         lat = per_latent(scores)
         lat_scores[row["label"]] = lat
         scored = [s for s in scores if s.get("score") is not None]
+        answers = [d["prediction"] for s in scores for d in s.get("details", []) if d["prediction"] is not None]
         constant = sum(1 for s in scored if len({d["prediction"] for d in s["details"] if d["prediction"] is not None}) == 1)
         m, lo, hi = mean_ci(list(lat.values()))
         pairs = [(lat[l], proxy[row["label"]][l]) for l in lat if l in proxy[row["label"]]]
@@ -110,15 +132,22 @@ def analyse(judge_rows: list[dict], proxy: dict[str, dict[int, float]]) -> dict:
             "latents": row["n_latents"], "latents_scored": len(lat),
             "buckets_scored": len(scored), "buckets": len(scores),
             "explanations_parsed": sum(1 for e in expl if e["explanation"] is not None), "explanations": len(expl),
+            "explanations_lenient": sum(1 for e in expl if e.get("lenient")),
             "detection_prompts": row.get("detection_prompts"), "detection_prompts_unparsed": row.get("detection_failed_prompts"),
             "scored_buckets_with_one_answer_for_all": constant,
+            "judge_yes_rate": float(np.mean(answers)) if answers else None, "judge_answers": len(answers),
             "balanced_accuracy": {"mean": m, "ci95": [lo, hi], "chance": 0.5},
             "per_bucket": row["buckets"],
             "proxy_mean": float(np.mean(list(proxy[row["label"]].values()))) if proxy[row["label"]] else None,
-            "spearman_judge_vs_proxy": {"n": len(arr), "rho": spearman(arr[:, 0], arr[:, 1]) if len(arr) else None,
-                                        "ci95": boot(lambda a: spearman(a[:, 0], a[:, 1]), [arr]) if len(arr) >= 3 else None},
+            "spearman_judge_vs_proxy": correlation(spearman, arr),
+            "pearson_judge_vs_proxy": correlation(pearson, arr),
             "llm": row.get("llm"),
         }
+    both = np.asarray([(v, proxy[label][l]) for label, lat in lat_scores.items() for l, v in lat.items()
+                       if l in proxy[label]], np.float64).reshape(-1, 2)
+    out["pooled"] = {"balanced_accuracy": dict(zip(("mean", "ci_low", "ci_high"), mean_ci(list(both[:, 0])))),
+                     "spearman_judge_vs_proxy": correlation(spearman, both),
+                     "pearson_judge_vs_proxy": correlation(pearson, both)}
     labels = [r["label"] for r in judge_rows]
     if len(labels) == 2:
         a, b = (np.asarray(list(lat_scores[l].values()), np.float64) for l in labels)
@@ -137,23 +166,36 @@ def fmt_ci(d: dict | None) -> str:
 
 
 def markdown(res: dict) -> str:
-    lines = ["| SAE | latents scored | buckets scored | explanations parsed | detection prompts parsed | "
-             "judge balanced accuracy (95 % CI; chance 0.5) | proxy ROC-AUC (mean) | Spearman judge vs proxy (95 % CI) |",
-             "|---|---:|---:|---:|---:|---|---:|---|"]
+    lines = ["| SAE | latents scored | buckets scored | explanations parsed (of them lenient) | detection prompts parsed | "
+             "judge balanced accuracy (95 % CI; chance 0.5) | proxy ROC-AUC (mean) | Spearman judge vs proxy (95 % CI) "
+             "| Pearson judge vs proxy (95 % CI) |",
+             "|---|---:|---:|---:|---:|---|---:|---|---|"]
     for label, s in res["saes"].items():
         dp, du = s["detection_prompts"] or 0, s["detection_prompts_unparsed"] or 0
         lines.append(f"| {label} | {s['latents_scored']}/{s['latents']} | {s['buckets_scored']}/{s['buckets']} | "
-                     f"{s['explanations_parsed']}/{s['explanations']} | {dp - du}/{dp} | {fmt_ci(s['balanced_accuracy'])} | "
-                     f"{s['proxy_mean'] if s['proxy_mean'] is None else round(s['proxy_mean'], 3)} | {fmt_ci(s['spearman_judge_vs_proxy'])} (n={s['spearman_judge_vs_proxy']['n']}) |")
+                     f"{s['explanations_parsed']}/{s['explanations']} ({s['explanations_lenient']}) | {dp - du}/{dp} | "
+                     f"{fmt_ci(s['balanced_accuracy'])} | "
+                     f"{s['proxy_mean'] if s['proxy_mean'] is None else round(s['proxy_mean'], 3)} | "
+                     f"{fmt_ci(s['spearman_judge_vs_proxy'])} (n={s['spearman_judge_vs_proxy']['n']}) | "
+                     f"{fmt_ci(s['pearson_judge_vs_proxy'])} |")
     if "difference" in res:
         lines.append(f"\nDifference {res['difference']['of']} in judge balanced accuracy: {fmt_ci(res['difference'])} "
                      "(bootstrap over latents).")
+    pooled = res["pooled"]
+    ba = pooled["balanced_accuracy"]
+    if ba["mean"] is not None:
+        ci = f" [{ba['ci_low']:.3f}, {ba['ci_high']:.3f}]" if ba["ci_low"] is not None else ""
+        lines.append(f"\nBoth SAEs pooled (latents): judge balanced accuracy {ba['mean']:.3f}{ci}; Spearman judge vs proxy "
+                     f"{fmt_ci(pooled['spearman_judge_vs_proxy'])}, Pearson {fmt_ci(pooled['pearson_judge_vs_proxy'])} "
+                     f"(n={pooled['spearman_judge_vs_proxy']['n']}).")
     lines.append("\nPer bucket (judge balanced accuracy, mean ± 95 % CI over latents):\n")
     for label, s in res["saes"].items():
         cells = "; ".join(f"{b['label']}: {b['mean']:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}] (n={b['n']})"
                           if b.get("ci_low") is not None else f"{b['label']}: {b.get('mean')} (n={b['n']})"
                           for b in s["per_bucket"])
         lines.append(f"- {label}: {cells}")
+    lines.append("\nShare of the judge's parsed answers that are Yes/1: " + ", ".join(
+        f"{l} {s['judge_yes_rate']:.2f} of {s['judge_answers']}" for l, s in res["saes"].items() if s["judge_yes_rate"] is not None))
     lines.append("\nScored buckets where the judge gave one answer to every excerpt: " + ", ".join(
         f"{l} {s['scored_buckets_with_one_answer_for_all']}/{s['buckets_scored']}" for l, s in res["saes"].items()))
     return "\n".join(lines) + "\n"
@@ -168,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="/tmp/autointerp-smollm2-local")
     for name, (default, what) in SETTINGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=default, help=what)
+    for name, (default, what) in FORMATS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", default=default, help=what)
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -184,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
               "--n-nonact", str(args.n_test), "--examples-per-prompt", str(args.examples_per_prompt),
               "--n-windows", str(args.n_windows), "--seed", "0"]
     llm = ["--llm", "local:smollm2", "--llm-max-tokens", str(args.llm_max_tokens),
+           "--judge-format", args.judge_format, "--explanation-format", args.explanation_format,
            "--llm-concurrency", str(args.llm_concurrency)]
     res: dict = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "work")}, "judge": {}}
     latents: dict[str, set[int]] = {}

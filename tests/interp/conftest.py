@@ -63,13 +63,39 @@ def trained_run(tmp_path_factory, minilm) -> Path:
     return run
 
 
-@pytest.fixture()
-def fake_llm():
+def _helper(name: str):
+    """A helper module of this folder (tests/interp is no package)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("interp_fake_llm", Path(__file__).with_name("fake_llm.py"))
+    spec = importlib.util.spec_from_file_location(f"interp_{name}", Path(__file__).with_name(f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    srv = mod.FakeLLM().start()
+    return mod
+
+
+@pytest.fixture()
+def scripted():
+    """scripted_client.py: a chat client answering from a script, and tiny buckets of examples."""
+    return _helper("scripted_client")
+
+
+@pytest.fixture()
+def autointerp_configs(monkeypatch) -> list:
+    """The AutoInterpConfig of each ``probsae autointerp`` call, which then stops (exit 2) before any work."""
+    import probsae.interp.pipeline as pipeline
+    from probsae.errors import InputError
+
+    seen = []
+
+    def stop(infos, cfg, out, force=False):
+        seen.append(cfg)
+        raise InputError("stop")
+    monkeypatch.setattr(pipeline, "autointerp_runs", stop)
+    return seen
+
+
+@pytest.fixture()
+def fake_llm():
+    srv = _helper("fake_llm").FakeLLM().start()
     yield srv
     srv.stop()
 

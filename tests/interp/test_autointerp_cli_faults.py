@@ -94,17 +94,10 @@ def test_autointerp_out_of_user_files_is_refused_unless_force(trained_run, tmp_p
         srv.stop()
 
 
-def test_default_n_windows_is_capped_to_the_time_budget_an_explicit_one_is_not(trained_run, tmp_path, monkeypatch):
-    import probsae.interp.pipeline as pipeline
-    from probsae.errors import InputError
+def test_default_n_windows_is_capped_to_the_time_budget_an_explicit_one_is_not(trained_run, tmp_path, autointerp_configs):
     from probsae.interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S
 
-    seen = []
-
-    def fake_runs(infos, cfg, out, force=False):
-        seen.append(cfg)
-        raise InputError("stop")
-    monkeypatch.setattr(pipeline, "autointerp_runs", fake_runs)
+    seen = autointerp_configs
     argv = ["autointerp", str(trained_run), "--scorer", "embedding", "--explainer", "top-tokens", "--no-progress"]
     assert main(argv) == 2 and main([*argv, "--n-windows", "4096"]) == 2
     assert (seen[0].n_windows, seen[0].time_budget_s) == (DEFAULT_N_WINDOWS, TIME_BUDGET_S)

@@ -45,6 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-test", type=int, default=10, help="held-out activating test examples per bucket")
     g.add_argument("--n-nonact", type=int, default=None, help="non-activating test examples per bucket (default: --n-test)")
     g.add_argument("--examples-per-prompt", type=int, default=5, help="detection examples per prompt")
+    g.add_argument("--judge-format", choices=("list", "yes-no"), default="list",
+                   help="detection prompts: list (the paper's: several excerpts, a JSON list of 0/1) or yes-no "
+                   "(one excerpt per prompt, the reply's first word Yes or No; for small local models)")
+    g.add_argument("--explanation-format", choices=("strict", "lenient"), default="strict",
+                   help="LLM explanations: strict (an EXPLANATION: line, else a failure) or lenient (else the "
+                   "reply's first sentence, unless empty, an echo of the prompt, copied from an excerpt or a repetition loop; "
+                   "counted; for small local models)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed of the window sample, the latent choice, the examples and their order")
     d = p.add_argument_group("data (default: what the run directory records)")
@@ -135,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = AutoInterpConfig(scorer=args.scorer, explainer=args.explainer, n_latents=args.n_latents,
                            latents=args.latents, n_buckets=args.n_buckets, n_explain=args.n_explain,
                            n_test=args.n_test, n_nonact=args.n_nonact,
-                           examples_per_prompt=args.examples_per_prompt, seed=args.seed,
+                           examples_per_prompt=args.examples_per_prompt, judge_format=args.judge_format,
+                           explanation_format=args.explanation_format, seed=args.seed,
                            n_windows=args.n_windows or DEFAULT_N_WINDOWS, window_len=args.window_len,
                            time_budget_s=None if args.n_windows else TIME_BUDGET_S,
                            batch_size=args.batch_size, cache_dir=args.cache_dir, device=args.device,
@@ -165,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         fails = []
         if r.get("explanation_failures"):
             fails.append(f"{r['explanation_failures']} explanation(s) failed")
+        if r.get("explanations_lenient"):
+            fails.append(f"{r['explanations_lenient']} explanation(s) taken leniently (no EXPLANATION: line)")
         if r.get("detection_failed_prompts"):
             fails.append(f"{r['detection_failed_prompts']}/{r['detection_prompts']} detection prompt(s) failed")
         if r.get("n_unscored"):

@@ -3,7 +3,10 @@
 * :class:`LLMExplainer` — asks a chat model (via :class:`~probsae.interp.llm_client.ChatClient`).
   Examples show the window text with the firing tokens marked ``<<like this>>`` and the strongest
   tokens with activations rescaled to 0–10 (the convention of Paulo et al. 2025 / delphi); the
-  model must end its reply with ``EXPLANATION: ...``. A reply without it counts as a failure.
+  model must end its reply with ``EXPLANATION: ...``. A reply without it counts as a failure
+  (``explanation_format="strict"``); with ``"lenient"`` (for small models) its first sentence is
+  taken instead, unless it is empty, echoes the prompt, is mostly copied from an excerpt, or a repetition loop
+  (:func:`parse_explanation_lenient`); such explanations are marked ``lenient``.
 * :class:`TopTokensExplainer` — a **non-LLM baseline** for offline runs: lists the most frequent
   strongly-activating tokens of the examples. Its explanations are labelled ``top-tokens``.
 """
@@ -45,10 +48,13 @@ class Explanation:
     source: str                 # "llm" or "top-tokens"
     error: str | None = None
     cached: bool = False
+    lenient: bool = False
+    """Taken from a reply without an ``EXPLANATION:`` line (``explanation_format="lenient"``)."""
 
     def to_json(self) -> dict:
-        return {"latent": self.latent, "bucket": self.bucket, "explanation": self.text,
-                "source": self.source, "error": self.error}
+        d = {"latent": self.latent, "bucket": self.bucket, "explanation": self.text,
+             "source": self.source, "error": self.error}
+        return {**d, "lenient": True} if self.lenient else d
 
 
 class TextFormatter:
@@ -120,24 +126,87 @@ def parse_explanation(reply: str) -> str | None:
     return text or None
 
 
+EXPLANATION_FORMATS = ("strict", "lenient")
+"""How an explainer reply is read: 'strict' (only an ``EXPLANATION:`` line) or 'lenient' (else its
+first sentence, :func:`parse_explanation_lenient`; for small models)."""
+
+COPY_NGRAM = 4
+"""Word n-grams compared with the excerpts to tell a copied excerpt from an explanation."""
+COPY_FRACTION = 0.5
+"""A first sentence is a copy when at least this fraction of its word ``COPY_NGRAM``-grams occur in
+an excerpt shown to the explainer."""
+PROMPT_ECHO = re.compile(r"(excerpt\s*\d*|most active)\s*:", re.IGNORECASE)
+"""A first sentence starting with one of the prompt's own labels ("Excerpt 1:", "Most active:")
+echoes the prompt and is no explanation."""
+MIN_DISTINCT_WORDS = 0.5
+"""A first sentence of 6 words or more is a repetition loop when fewer than this fraction of its
+words are distinct ("The feature is a feature of the feature of the feature")."""
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _ngrams(words: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + COPY_NGRAM]) for i in range(len(words) - COPY_NGRAM + 1)}
+
+
+def first_sentence(reply: str) -> str:
+    """The reply's first non-empty line, cut after its first sentence; quotes, markdown and a
+    leading list number stripped."""
+    line = next((l for l in (reply or "").splitlines() if l.strip(" *#>-\t")), "")
+    line = re.sub(r"^\d+[.)]\s+", "", line.strip(" *#>-\t"))        # a list number
+    text = re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0].strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+        text = text[1:-1].strip()
+    return text
+
+
+def parse_explanation_lenient(reply: str, excerpts: list[str]) -> tuple[str | None, bool]:
+    """(explanation, lenient): the ``EXPLANATION:`` line if there is one (lenient False); else the
+    reply's first sentence (lenient True), or None when it is empty, echoes the prompt
+    (:data:`PROMPT_ECHO`), copies an excerpt (:data:`COPY_FRACTION`) or loops (:data:`MIN_DISTINCT_WORDS`)."""
+    strict = parse_explanation(reply)
+    if strict is not None:
+        return strict, False
+    text = first_sentence(reply)
+    words = _words(text)
+    if not words or PROMPT_ECHO.match(text) or (len(words) >= 6 and len(set(words)) < MIN_DISTINCT_WORDS * len(words)):
+        return None, False
+    grams = _ngrams(words)
+    seen = set().union(*(_ngrams(_words(e)) for e in excerpts)) if excerpts else set()
+    if grams and len(grams & seen) >= COPY_FRACTION * len(grams):
+        return None, False
+    return text, True
+
+
 class LLMExplainer:
     source = "llm"
 
-    def __init__(self, client: ChatClient, temperature: float = 0.0, max_tokens: int = 400):
+    def __init__(self, client: ChatClient, temperature: float = 0.0, max_tokens: int = 400,
+                 explanation_format: str = "strict"):
+        """``explanation_format``: one of :data:`EXPLANATION_FORMATS`."""
         self.client = client
         self.params = {"temperature": temperature, "max_tokens": max_tokens}
+        self.lenient = explanation_format == "lenient"
+
+    def parse(self, fmt: TextFormatter, reply: str, examples: list[Example]) -> tuple[str | None, bool]:
+        """(explanation or None, whether the lenient rule gave it) of one reply."""
+        if not self.lenient:
+            return parse_explanation(reply), False
+        return parse_explanation_lenient(reply, [fmt.text(e.window) for e in examples])
 
     def explain_many(self, fmt: TextFormatter, items: list[tuple[int, int, list[Example]]]) -> list[Explanation]:
         reqs = [(build_explainer_messages(fmt, exs), dict(self.params)) for _, _, exs in items]
         results = self.client.complete_many(reqs, desc="LLM explanations")
         out = []
-        for (latent, bucket, _), r in zip(items, results):
+        for (latent, bucket, exs), r in zip(items, results):
             if not r.ok:
                 out.append(Explanation(latent, bucket, None, self.source, error=r.error))
                 continue
-            text = parse_explanation(r.text or "")
+            text, lenient = self.parse(fmt, r.text or "", exs)
             out.append(Explanation(latent, bucket, text, self.source,
-                                   error=None if text else "malformed", cached=r.cached))
+                                   error=None if text else "malformed", cached=r.cached, lenient=lenient))
         return out
 
 

@@ -20,12 +20,12 @@ from typing import Any
 from ..errors import ConfigError
 from ..io import atomic_write_json, atomic_write_jsonl, check_output_dir
 from .calibration import plot_calibration, summarize_run, write_table
-from .explainer import LLMExplainer, TextFormatter, TopTokensExplainer
+from .explainer import EXPLANATION_FORMATS, LLMExplainer, TextFormatter, TopTokensExplainer
 from .latent_cache import LatentCache
 from .latent_cache_writer import build_latent_cache
 from .llm_client import ChatClient, LLMConfig
 from .sampling import choose_latents, sample_latent
-from .scorers import DetectionScorer, EmbeddingScorer
+from .scorers import JUDGE_FORMATS, DetectionScorer, EmbeddingScorer
 
 RUN_CONFIG_FILES = ("run_config.json", "run.json", "train_config.json", "metrics.json", "config.json")
 _KEYS = {"model": ("model", "model_name", "model_id"), "hook": ("hook", "hook_point", "hookpoint"),
@@ -123,6 +123,12 @@ class AutoInterpConfig:
     n_nonact: int | None = None
     """Non-activating test examples per bucket (default: n_test)."""
     examples_per_prompt: int = 5
+    judge_format: str = "list"
+    """Detection prompts: 'list' (examples_per_prompt excerpts, a JSON list of 0/1; the paper's) or
+    'yes-no' (one excerpt per prompt, the reply's first word Yes or No; for small models)."""
+    explanation_format: str = "strict"
+    """LLM explanations: 'strict' (an ``EXPLANATION:`` line, else a failure) or 'lenient' (else the
+    reply's first sentence unless empty, copied from an excerpt or a repetition loop; small models)."""
     seed: int = 0
     n_windows: int = 4096
     """Windows encoded into the latent cache."""
@@ -142,7 +148,12 @@ class AutoInterpConfig:
 
     def settings(self) -> dict[str, Any]:
         """What the results depend on (not where files go, devices, progress, endpoints or keys)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "device", "progress", "llm", "time_budget_s")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "device", "progress", "llm", "time_budget_s",
+                                                                 "judge_format", "explanation_format")}
+        if self.scorer == "detection" and self.judge_format != "list":  # keys of default settings unchanged
+            d["judge_format"] = self.judge_format
+        if self.explainer == "llm" and self.explanation_format != "strict":
+            d["explanation_format"] = self.explanation_format
         if self.explainer == "llm" or self.scorer == "detection":
             d["llm_model"] = self.llm.model
             d["llm_max_tokens"] = self.llm.max_tokens
@@ -160,6 +171,10 @@ class AutoInterpConfig:
             raise ConfigError(f"scorer must be 'detection' or 'embedding', got {self.scorer!r}")
         if self.explainer not in ("llm", "top-tokens"):
             raise ConfigError(f"explainer must be 'llm' or 'top-tokens', got {self.explainer!r}")
+        if self.judge_format not in JUDGE_FORMATS:
+            raise ConfigError(f"judge_format must be one of {JUDGE_FORMATS}, got {self.judge_format!r}")
+        if self.explanation_format not in EXPLANATION_FORMATS:
+            raise ConfigError(f"explanation_format must be one of {EXPLANATION_FORMATS}, got {self.explanation_format!r}")
         if self.scorer == "detection" or self.explainer == "llm":
             self.llm.validate()
         if self.n_buckets < 1 or self.n_explain < 1 or self.n_test < 1 or self.n_latents < 1:
@@ -229,11 +244,13 @@ def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=No
         if cfg.llm.cache_dir is None:
             cfg.llm.cache_dir = str(info.run_dir / "interp" / "llm_cache")
         client = ChatClient(cfg.llm)
-    explainer = LLMExplainer(client) if cfg.explainer == "llm" else TopTokensExplainer()
+    explainer = (LLMExplainer(client, explanation_format=cfg.explanation_format) if cfg.explainer == "llm"
+                 else TopTokensExplainer())
     items = [(s.latent, b.bucket, b.explain) for s in samples for b in s.buckets]
     buckets = [b for s in samples for b in s.buckets]
     explanations = explainer.explain_many(fmt, items)
-    scorer = (DetectionScorer(client, cfg.examples_per_prompt, cfg.seed) if cfg.scorer == "detection"
+    scorer = (DetectionScorer(client, cfg.examples_per_prompt, cfg.seed, judge_format=cfg.judge_format)
+              if cfg.scorer == "detection"
               else EmbeddingScorer(embedder))
     scores = scorer.score_many(fmt, list(zip(explanations, buckets)))
     atomic_write_jsonl(out / "explanations.jsonl", [
@@ -247,6 +264,7 @@ def run_autointerp(info: RunInfo, cfg: AutoInterpConfig, *, handle=None, docs=No
              "architecture": cache.manifest.get("architecture"),
              "model": info.model, "hook": info.hook, "corpus": info.corpus,
              "explanation_failures": sum(1 for e in explanations if e.text is None),
+             "explanations_lenient": sum(1 for e in explanations if e.lenient),
              "detection_failed_prompts": sum(s.n_failed_prompts for s in scores),
              "detection_prompts": sum(s.n_prompts for s in scores),
              "skipped_buckets": sum(len(s.skipped) for s in samples), "llm": llm_stats,

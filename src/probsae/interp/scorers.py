@@ -2,7 +2,9 @@
 
 * :class:`DetectionScorer` (Paulo et al. 2025): a chat model sees the explanation and a shuffled
   batch of activating and non-activating windows (5 per prompt, temperature 0) and answers a list
-  of 0/1. Score = balanced accuracy ½(TP/P + TN/N) over the answered examples, plus precision,
+  of 0/1 (``judge_format="list"``, the paper's). ``judge_format="yes-no"`` is for small models that
+  cannot write that list: one excerpt per prompt, and the reply's first word must be Yes or No.
+  Score = balanced accuracy ½(TP/P + TN/N) over the answered examples, plus precision,
   recall and F1. Failed requests and malformed answers are counted, never fatal.
 * :class:`EmbeddingScorer` (no LLM): the bundled all-MiniLM-L6-v2 sentence model embeds the
   explanation (as the query) and every example; score = ROC-AUC of activating vs non-activating
@@ -29,6 +31,20 @@ DETECTION_SYSTEM = (
     "Reply with only a JSON list with one entry per excerpt, in order: 1 if the feature is "
     "active in that excerpt, 0 if not. For example, for four excerpts: [0, 1, 1, 0]"
 )
+
+
+YES_NO_SYSTEM = (
+    "You check explanations of a language-model feature. You get an explanation of what makes "
+    "the feature active and one text excerpt. Decide whether the feature would be active "
+    "somewhere in the excerpt, according to the explanation. Answer with one word: Yes or No."
+)
+
+JUDGE_FORMATS = ("list", "yes-no")
+"""Detection prompt formats: 'list' (several excerpts per prompt, a JSON list of 0/1; the paper's)
+and 'yes-no' (one excerpt per prompt, a reply starting with Yes or No; for small models)."""
+
+YES_NO_MAX_TOKENS = 8
+"""max_tokens of a yes-no detection request: only the first word is read."""
 
 
 @dataclass
@@ -113,6 +129,19 @@ def parse_predictions(reply: str, n: int) -> list[int] | None:
     return None
 
 
+def parse_yes_no(reply: str | None) -> int | None:
+    """1 if the reply's first word is "yes", 0 if "no" (case and punctuation ignored), else None."""
+    words = (reply or "").split(maxsplit=1)
+    first = re.sub(r"[^\w]", "", words[0]).lower() if words else ""
+    return {"yes": 1, "no": 0}.get(first)
+
+
+def build_yes_no_messages(explanation: str, text: str) -> list[dict]:
+    user = (f"Explanation: {explanation}\n\nExcerpt: {text}\n\n"
+            "Does the feature fire on this excerpt? Answer Yes or No.")
+    return [{"role": "system", "content": YES_NO_SYSTEM}, {"role": "user", "content": user}]
+
+
 def build_detection_messages(explanation: str, texts: list[str]) -> list[dict]:
     lines = "\n".join(f"Excerpt {i}: {t}" for i, t in enumerate(texts, 1))
     user = f"Explanation: {explanation}\n\n{lines}\n\nAnswer with a JSON list of {len(texts)} values (0 or 1)."
@@ -129,11 +158,26 @@ class DetectionScorer:
     name = "detection"
 
     def __init__(self, client: ChatClient, examples_per_prompt: int = 5, seed: int = 0,
-                 temperature: float = 0.0, max_tokens: int = 64):
+                 temperature: float = 0.0, max_tokens: int = 64, judge_format: str = "list"):
+        """``judge_format``: one of :data:`JUDGE_FORMATS`; 'yes-no' asks one excerpt per prompt
+        (``examples_per_prompt`` is then 1) with at most :data:`YES_NO_MAX_TOKENS` tokens."""
         self.client = client
-        self.k = examples_per_prompt
+        self.yes_no = judge_format == "yes-no"
+        self.k = 1 if self.yes_no else examples_per_prompt
         self.seed = seed
-        self.params = {"temperature": temperature, "max_tokens": max_tokens}
+        self.params = {"temperature": temperature,
+                       "max_tokens": min(max_tokens, YES_NO_MAX_TOKENS) if self.yes_no else max_tokens}
+
+    def messages(self, explanation: str, texts: list[str]) -> list[dict]:
+        """The prompt of one batch of excerpts, in this scorer's judge format."""
+        return build_yes_no_messages(explanation, texts[0]) if self.yes_no else build_detection_messages(explanation, texts)
+
+    def parse(self, reply: str | None, n: int) -> list[int] | None:
+        """The 0/1 predictions of a batch of ``n`` excerpts, or None (malformed)."""
+        if not self.yes_no:
+            return parse_predictions(reply, n)
+        v = parse_yes_no(reply)
+        return None if v is None else [v]
 
     def score_many(self, fmt: TextFormatter, items: list[tuple[Explanation, BucketSample]]) -> list[BucketScore]:
         """Score every (explanation, bucket) pair; all prompts of all pairs run concurrently."""
@@ -147,7 +191,7 @@ class DetectionScorer:
             batches = [samples[i:i + self.k] for i in range(0, len(samples), self.k)]
             start = len(reqs)
             for b in batches:
-                reqs.append((build_detection_messages(expl.text, [fmt.text(e.window) for e in b]), dict(self.params)))
+                reqs.append((self.messages(expl.text, [fmt.text(e.window) for e in b]), dict(self.params)))
             plans.append((batches, start))
         results = self.client.complete_many(reqs, desc="LLM detection")
         out = []
@@ -163,7 +207,7 @@ class DetectionScorer:
             errors = []
             for j, b in enumerate(batches):
                 r = results[start + j]
-                p = parse_predictions(r.text, len(b)) if r.ok else None
+                p = self.parse(r.text, len(b)) if r.ok else None
                 if p is None:
                     failed += 1
                     errors.append(r.error or "malformed")
