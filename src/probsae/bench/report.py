@@ -24,7 +24,7 @@ def table(docs: dict[str, dict[str, Any]]) -> str:
     ks = next((d["metrics"]["sparse_probing"]["ks"] for d in docs.values()
                if "ks" in d["metrics"].get("sparse_probing", {})), [])
     head = (["run", "architecture", "L0", "FVU", "alive", "CE recovered [95 % CI]", "KL [95 % CI]"]
-            + [f"probe k={k}" for k in ks] + ["dense probe", "absorption", "autointerp"])
+            + [f"probe k={k}" for k in ks] + ["dense probe", "absorption fraction", "autointerp score"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, d in docs.items():
         m = d["metrics"]
@@ -37,7 +37,10 @@ def table(docs: dict[str, dict[str, Any]]) -> str:
         mean = sp.get("mean")
         row += [_num(mean["sae_top_k"].get(str(k))) if mean else sp.get("status", "–") for k in ks]
         row += [_num(mean["dense"]) if mean else "–"]
-        row += [m.get(x, {}).get("status", "run") for x in ("absorption", "autointerp")]
+        ab, ai = m.get("absorption") or {}, m.get("autointerp") or {}
+        row += [_num(ab["mean_absorption_fraction_score"]) if "mean_absorption_fraction_score" in ab
+                else ab.get("status", "–"),
+                _num(ai["mean_score"]) if ai.get("mean_score") is not None else ai.get("status", "–")]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
