@@ -83,24 +83,39 @@ def _figure(path: Path, draw, xlabel: str, ylabel: str) -> Path:
 
 
 def probing_figure(docs: dict[str, dict[str, Any]], path: Path) -> Path | None:
-    """Mean sparse-probing accuracy against k, one line per run in its architecture's colour; the
-    dense probe dashed grey."""
+    """Mean sparse-probing accuracy against k in each architecture's colour; the dense probe dashed
+    grey. Runs that differ only in their seed are drawn as one line, their mean over seeds with
+    95 % t-interval bars (``bench.seeds.groups``); a line per run otherwise."""
     from ..saes.style import style
+    from ..stats import mean_ci
+    from .seeds import groups
 
     sps = {n: (d["architecture"], d["metrics"]["sparse_probing"]) for n, d in docs.items()
            if "mean" in d["metrics"].get("sparse_probing", {})}
     if not sps:
         return None
+    first = next(iter(sps.values()))[1]
+    ks = first["ks"]
+    gs = groups({n: docs[n] for n in sps})
+    lines = []   # (label, architecture, means, (lows, highs) or None)
+    if any(len(g) > 1 for g in gs.values()):
+        for label, g in gs.items():
+            cis = [mean_ci([r.get(f"probe_{k}") for r in g.values()]) for k in ks]
+            bars = None if len(g) < 2 else ([m - lo for m, lo, _ in cis], [hi - m for m, _, hi in cis])
+            lines.append((f"{label} ({len(g)} seeds)", next(iter(g.values()))["_arch"], [m for m, _, _ in cis], bars))
+    else:
+        for name, (arch, sp) in sps.items():
+            lines.append((f"{name} ({style(arch).label})", arch, [sp["mean"]["sae_top_k"][str(k)] for k in ks], None))
 
     def draw(ax):
-        for name, (arch, sp) in sps.items():
+        for i, (label, arch, ys, bars) in enumerate(lines):
             st = style(arch)
-            ax.plot(sp["ks"], [sp["mean"]["sae_top_k"][str(k)] for k in sp["ks"]], marker=st.marker, color=st.color,
-                    label=f"{name} ({st.label})")
-        first = next(iter(sps.values()))[1]
+            same = sum(1 for other in lines[:i] if other[1] == arch)   # a second config of one architecture: dashed
+            ax.errorbar(ks, ys, yerr=bars, marker=st.marker, color=st.color, ls=["-", "--", ":", "-."][same % 4],
+                        capsize=3, label=label)
         ax.axhline(first["mean"]["dense"], color="0.5", ls="--", label="dense probe (all dims)")
         ax.set_xscale("log")
-        ax.set_xticks(first["ks"], [str(k) for k in first["ks"]])
+        ax.set_xticks(ks, [str(k) for k in ks])
     return _figure(path, draw, "latents the probe reads (k)", "test accuracy (mean over tasks and classes)")
 
 

@@ -42,7 +42,7 @@ def groups(docs: dict[str, dict[str, Any]]) -> dict[str, dict[int, dict[str, Any
         cfg = {k: v for k, v in d["config"].items() if k != "seed"}
         key = d["architecture"] + " " + json.dumps(cfg, sort_keys=True)
         label = _label(d["architecture"], cfg, key, out)
-        out.setdefault(label, {})[int(d["config"].get("seed", 0))] = scalars(d) | {"_k": cfg.get("k"), "_key": key}
+        out.setdefault(label, {})[int(d["config"].get("seed", 0))] = scalars(d) | {"_k": cfg.get("k"), "_key": key, "_arch": d["architecture"]}
     return out
 
 
