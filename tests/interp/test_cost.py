@@ -28,3 +28,10 @@ def test_a_default_under_budget_or_an_explicit_count_is_kept():
 def test_the_cap_keeps_at_least_the_first_batch():
     e = estimate("c", 4096, 256, first_windows=8, first_seconds=100.0, budget_s=10, batch_size=8)
     assert e.n_windows == 8 and e.capped_from == 4096
+
+
+def test_window_count_is_the_users_or_the_capped_default():
+    from probsae.interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S, window_count
+
+    assert window_count(300) == (300, None)                       # the user's count: never capped
+    assert window_count(None) == (DEFAULT_N_WINDOWS, TIME_BUDGET_S)

@@ -19,19 +19,20 @@ NOT_CONFIGURED = ("no judge configured: pass --autointerp-llm local:NAME (a mode
 def autointerp(ctx: HookContext) -> dict[str, dict[str, Any]]:
     """Table-2 row (mean detection score per activation bucket with CIs, Pearson r, failures) of
     each member; "not run" without a judge."""
-    from ..interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S
+    from ..interp.cost import window_count
     from ..interp.pipeline import AutoInterpConfig, resolve_run, run_autointerp
 
     s = ctx.settings
     if not s.autointerp_llm:
         return {m.name: not_run(NOT_CONFIGURED) for m in ctx.members}
     work = (ctx.out or Path("bench")) / "autointerp"
+    n_windows, budget = window_count(None)   # the default count, capped to the time budget
     rows = {}
     with _judge(s.autointerp_llm, work, s.device) as llm:
         llm.cache_dir = str(work / "llm_cache")
         for m in ctx.members:
             cfg = AutoInterpConfig(scorer="detection", explainer="llm", n_latents=s.autointerp_latents, seed=s.seed,
-                                   n_windows=DEFAULT_N_WINDOWS, time_budget_s=TIME_BUDGET_S, device=s.device,
+                                   n_windows=n_windows, time_budget_s=budget, device=s.device,
                                    cache_dir=str(work / _safe(m.name) / "latent_cache"), llm=llm)
             rows[m.name] = run_autointerp(resolve_run(m.run_dir), cfg, handle=ctx.handle,
                                           out=work / _safe(m.name) / "results")

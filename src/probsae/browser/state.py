@@ -67,17 +67,18 @@ class Browser:
         """Load the run and build (or reuse) its latent cache as ``probsae dashboard`` does: the
         same default location and window count (capped to the time budget, the estimate printed
         after the first batch), so a cache the dashboard built is reused and vice versa."""
-        from ..interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S
+        from ..interp.cost import window_count
         from ..interp.dashboard import LatentPages
         from ..interp.pipeline import ensure_cache, resolve_run
         from ..runs.load import load_run
 
         info = resolve_run(run_dir)
         run = load_run(run_dir, device=device)
-        cache = ensure_cache(info, n_windows=n_windows or DEFAULT_N_WINDOWS,
+        count, budget = window_count(n_windows)
+        cache = ensure_cache(info, n_windows=count,
                              window_len=window_len or info.context_length or 128, batch_size=batch_size,
                              cache_dir=cache_dir, device=device, seed=seed, progress=progress, handle=run.model,
-                             time_budget_s=None if n_windows else TIME_BUDGET_S)
+                             time_budget_s=budget)
         return cls(run, cache, LatentPages(cache, seed=seed, run_dir=info.run_dir))
 
     # ---- facts -------------------------------------------------------------------------------

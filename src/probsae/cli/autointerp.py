@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import progress
     from ..errors import ConfigError
     from ..extras import require
-    from ..interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S
+    from ..interp.cost import window_count
     from ..interp.llm_client import LLMConfig
     from ..interp.local_llm import LOCAL_TIMEOUT, LocalLLMConfig, LocalLLMServer, parse_llm_spec
     from ..interp.pipeline import AutoInterpConfig, autointerp_runs, resolve_run
@@ -139,13 +139,13 @@ def run(args: argparse.Namespace) -> int:
                              concurrency=args.llm_concurrency, timeout=timeout,
                              max_retries=args.llm_retries, cache_dir=args.llm_cache,
                              max_tokens_limit=args.llm_max_tokens)
+    n_windows, budget = window_count(args.n_windows)
     cfg = AutoInterpConfig(scorer=args.scorer, explainer=args.explainer, n_latents=args.n_latents,
                            latents=args.latents, n_buckets=args.n_buckets, n_explain=args.n_explain,
                            n_test=args.n_test, n_nonact=args.n_nonact,
                            examples_per_prompt=args.examples_per_prompt, judge_format=args.judge_format,
                            explanation_format=args.explanation_format, seed=args.seed,
-                           n_windows=args.n_windows or DEFAULT_N_WINDOWS, window_len=args.window_len,
-                           time_budget_s=None if args.n_windows else TIME_BUDGET_S,
+                           n_windows=n_windows, window_len=args.window_len, time_budget_s=budget,
                            batch_size=args.batch_size, cache_dir=args.cache_dir, device=args.device,
                            progress=progress.enabled(), llm=llm)
     # with --llm local the endpoint exists only once the server runs: check the rest before starting it

@@ -53,7 +53,7 @@ def interrupted(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from .. import progress
     from ..errors import ConfigError
-    from ..interp.cost import DEFAULT_N_WINDOWS, TIME_BUDGET_S
+    from ..interp.cost import window_count
     from ..interp.dashboard import check_dashboard_out, write_dashboard
     from ..interp.pipeline import ensure_cache, resolve_run
 
@@ -63,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "dashboard"
     check_dashboard_out(out, args.force)  # before the latent cache is built
     window_len = args.window_len or info.context_length or 128
-    cache = ensure_cache(info, n_windows=args.n_windows or DEFAULT_N_WINDOWS, window_len=window_len,
+    n_windows, budget = window_count(args.n_windows)
+    cache = ensure_cache(info, n_windows=n_windows, window_len=window_len,
                          batch_size=args.batch_size, cache_dir=args.cache_dir, device=args.device, seed=args.seed,
-                         progress=progress.enabled(), time_budget_s=None if args.n_windows else TIME_BUDGET_S)
+                         progress=progress.enabled(), time_budget_s=budget)
     latents = [int(x) for x in args.latents.split(",") if x] if args.latents else None
     html, shown = write_dashboard(cache, out, latents, n_latents=args.n_latents, order=args.order, seed=args.seed,
                                   force=args.force,

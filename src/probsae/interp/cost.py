@@ -14,6 +14,12 @@ TIME_BUDGET_S = 600.0
 measured on the first batch says more, the default is capped. An explicit count is never changed."""
 
 
+def window_count(n_windows: int | None) -> tuple[int, float | None]:
+    """(windows to encode, time budget) for a latent cache: the user's count as given (no
+    budget), or :data:`DEFAULT_N_WINDOWS` capped to :data:`TIME_BUDGET_S` when none was given."""
+    return (n_windows, None) if n_windows else (DEFAULT_N_WINDOWS, TIME_BUDGET_S)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """The cost of encoding a latent cache, measured on its first batch."""
