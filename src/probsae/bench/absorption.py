@@ -134,32 +134,22 @@ def _train_ovr(x: Rows, dim: int, y: torch.Tensor, epochs: int, lr: float, batch
     return weight.detach(), bias.detach()
 
 
-def _fit_balanced_lr(x: torch.Tensor, y: torch.Tensor, max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit_balanced_lr(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """P independent L2 logistic regressions (what scikit-learn's ``LogisticRegression(C=1,
-    class_weight='balanced')`` fits): ``x`` (P, N, k), ``y`` (P, N) in {0, 1}; minimises
-    ½‖w‖² + Σ_i c_i · logloss_i with c = N / (2 · class count), the intercept unpenalised; like
-    scikit-learn divided by Σ c_i = N, and stopped when no gradient entry exceeds 1e-4 (its ``tol``).
+    class_weight='balanced')`` fits): ``x`` (P, N, k), ``y`` (P, N) in {0, 1}; each example weighted
+    N / (2 · its class's count), fitted by :func:`probsae.evaluation.probing.fit_logistic`.
     Returns weight (P, k) and bias (P,)."""
-    x, y = x.double(), y.double()
+    from ..evaluation.probing import fit_logistic
+
     n = y.shape[1]
-    n_pos = y.sum(1, keepdim=True)
-    c = torch.where(y > 0, n / (2 * n_pos.clamp_min(1)), n / (2 * (n - n_pos).clamp_min(1)))
-    w = torch.zeros(x.shape[0], x.shape[2], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(x.shape[0], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, tolerance_grad=1e-4, tolerance_change=1e-14,
-                            line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        z = torch.einsum("pnk,pk->pn", x, w) + b[:, None]
-        loss = (0.5 * (w ** 2).sum() + (c * torch.nn.functional.binary_cross_entropy_with_logits(
-            z, y, reduction="none")).sum()) / n
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return w.detach().float(), b.detach().float()
+    ws, bs = [], []
+    for xp, yp in zip(x, y):
+        n_pos = yp.sum()
+        weight = torch.where(yp > 0, n / (2 * n_pos.clamp_min(1)), n / (2 * (n - n_pos).clamp_min(1)))
+        w, b = fit_logistic(xp, yp, c=1.0, sample_weight=weight)
+        ws.append(w)
+        bs.append(b)
+    return torch.stack(ws).float(), torch.stack(bs).float()
 
 
 def f1_scores(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

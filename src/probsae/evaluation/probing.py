@@ -35,27 +35,29 @@ def top_k_mean_diff(x: Tensor, y: Tensor, k: int) -> Tensor:
     return torch.sort(diff, descending=True, stable=True).indices[:min(k, x.shape[1])]
 
 
-def fit_logistic(x: Tensor, y: Tensor, c: float = PROBE_C, max_iter: int = PROBE_MAX_ITER
-                 ) -> tuple[Tensor, Tensor]:
+def fit_logistic(x: Tensor, y: Tensor, c: float = PROBE_C, max_iter: int = PROBE_MAX_ITER,
+                 sample_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Weights (D,) and bias () of a binary logistic regression: the minimiser of
-    Σᵢ log(1 + exp(−sᵢ(w·xᵢ + b))) + ‖w‖² / (2c), sᵢ = ±1, the bias not penalised — scikit-learn's
-    ``LogisticRegression(C=c)`` objective — found by Newton's method with step halving, in float64
+    Σᵢ vᵢ log(1 + exp(−sᵢ(w·xᵢ + b))) + ‖w‖² / (2c), sᵢ = ±1, vᵢ = ``sample_weight`` (default 1),
+    the bias not penalised — scikit-learn's ``LogisticRegression(C=c)`` objective (with
+    ``class_weight`` as the weights) — found by Newton's method with step halving, in float64
     (the objective is strictly convex in w; a probe has at most a few thousand features)."""
     xb = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
     t = y.double()
+    v = torch.ones_like(t) if sample_weight is None else sample_weight.double()
     ridge = torch.full((xb.shape[1],), 1.0 / c, dtype=torch.float64)
     ridge[-1] = 1e-12  # the bias: unpenalised (a tiny ridge keeps the Hessian invertible)
 
     def objective(w: Tensor) -> Tensor:
         z = xb @ w
-        return (torch.nn.functional.softplus(z) - t * z).sum() + 0.5 * (ridge[:-1] * w[:-1].square()).sum()
+        return (v * (torch.nn.functional.softplus(z) - t * z)).sum() + 0.5 * (ridge[:-1] * w[:-1].square()).sum()
 
     w = torch.zeros(xb.shape[1], dtype=torch.float64)
     f = objective(w)
     for _ in range(max_iter):
         p = torch.sigmoid(xb @ w)
-        grad = xb.T @ (p - t) + ridge * w
-        hess = (xb.T * (p * (1 - p))) @ xb + torch.diag(ridge)
+        grad = xb.T @ (v * (p - t)) + ridge * w
+        hess = (xb.T * (v * p * (1 - p))) @ xb + torch.diag(ridge)
         step = torch.linalg.solve(hess, grad)
         scale = 1.0
         while scale > 1e-10:
