@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .context import HookContext, not_run
+from .context import HookContext, folder_name, not_run
 
 NOT_CONFIGURED = ("no judge configured: pass --autointerp-llm local:NAME (a model served on 127.0.0.1) or "
                   "--autointerp-llm env (the PROBSAE_LLM_* endpoint), or run probsae autointerp RUN")
@@ -33,9 +33,9 @@ def autointerp(ctx: HookContext) -> dict[str, dict[str, Any]]:
         for m in ctx.members:
             cfg = AutoInterpConfig(scorer="detection", explainer="llm", n_latents=s.autointerp_latents, seed=s.seed,
                                    n_windows=n_windows, time_budget_s=budget, device=s.device,
-                                   cache_dir=str(work / _safe(m.name) / "latent_cache"), llm=llm)
+                                   cache_dir=str(work / folder_name(m.name) / "latent_cache"), llm=llm)
             rows[m.name] = run_autointerp(resolve_run(m.run_dir), cfg, handle=ctx.handle,
-                                          out=work / _safe(m.name) / "results")
+                                          out=work / folder_name(m.name) / "results")
     return rows
 
 
@@ -59,6 +59,3 @@ def _judge(spec: str, work: Path, device: str):
             yield srv.llm_config(LLMConfig(timeout=LOCAL_TIMEOUT))
     return served()
 
-
-def _safe(name: str) -> str:
-    return name.replace("/", "__")

@@ -28,6 +28,11 @@ def not_run(reason: str) -> dict[str, str]:
     return {"status": "not run", "reason": reason}
 
 
+def folder_name(member_name: str) -> str:
+    """The folder of a member under the bench's output (``/`` in a name becomes ``__``)."""
+    return member_name.replace("/", "__")
+
+
 @dataclass
 class Member:
     """One run being benchmarked."""

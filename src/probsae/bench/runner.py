@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .context import HookContext, Metric, group_by_hook, load_members, not_run
+from .context import HookContext, Metric, folder_name, group_by_hook, load_members, not_run
 from .settings import BenchSettings
 
 BENCH_FILE = "bench.json"
@@ -95,7 +95,7 @@ def _resumed(out: Path, m, settings: dict[str, Any], command: str | None, missin
            "architecture": m.architecture, "config": m.sae.config_dict()["config"],
            "model": m.metadata.model_name, "hook": m.metadata.hook_name, "command": command,
            "settings": settings, "tasks_skipped": missing, "metrics": {}, "seconds": {}, "complete": False}
-    path = out / _safe(m.name) / BENCH_FILE
+    path = out / folder_name(m.name) / BENCH_FILE
     if path.is_file():
         old = io.read_json(path, dict, InputError)
         if all(old.get(k) == doc[k] for k in ("format", "run_dir", "architecture", "config")):
@@ -125,12 +125,9 @@ def _same(metric: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
 def _write(out: Path, doc: dict[str, Any]) -> None:
     from ..io import atomic_write_json
 
-    (out / _safe(doc["name"])).mkdir(exist_ok=True)
-    atomic_write_json(out / _safe(doc["name"]) / BENCH_FILE, doc)
+    (out / folder_name(doc["name"])).mkdir(exist_ok=True)
+    atomic_write_json(out / folder_name(doc["name"]) / BENCH_FILE, doc)
 
-
-def _safe(name: str) -> str:
-    return name.replace("/", "__")
 
 
 def _probing_tasks(settings: BenchSettings):
