@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from probsae.stats import pearson
+
 RUN_FILES = ("sae.safetensors", "config.json", "log.jsonl", "metrics.json")
 SETTINGS = {
     "n_latents": (25, "latents per SAE, SmolLM2 as explainer and judge"),
@@ -86,12 +88,6 @@ def spearman(x, y) -> float | None:
     if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
         return None
     return float(spearmanr(x, y).statistic)
-
-
-def pearson(x, y) -> float | None:
-    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def correlation(stat, arr: np.ndarray) -> dict:
